@@ -1,0 +1,209 @@
+"""Pipeline files: parse, override, validate — before anything heavy loads.
+
+Every problem is reported as ``key.path: problem`` (e.g. ``stages[2].model: unknown model 'florenc' (known:
+florence)``), all problems at once, as a :class:`~autolabel.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .ontology import Ontology
+from .overrides import apply_overrides
+from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, resolve
+from .stage import ModelStageParams, StageParams
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """A model declared once under ``models:`` and referenced by name from stages."""
+
+    type: str = "florence2"
+    id: str = Field(min_length=1)  # hub id or local folder
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 elsewhere
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    generation: dict[str, Any] = Field(default_factory=dict)  # e.g. max_new_tokens, num_beams
+    compile: bool = False  # torch.compile the model
+    options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
+
+
+class ExportSpec(_Strict):
+    """An export written at the end of each run (and by ``autolabel export``)."""
+
+    format: Literal["coco"]
+    path: str | None = None  # relative to the output folder; default per format
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class PipelineConfig(_Strict):
+    """The whole pipeline file."""
+
+    version: Literal[1] = 1
+    name: str | None = None
+    input: str | list[str] | None = None
+    output: str | None = None
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    decode_workers: int = Field(default=4, ge=1, le=64)
+    max_image_pixels: int = Field(default=89_478_485, ge=1)  # Pillow's decompression-bomb threshold
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    ontology: dict[str, str | list[str] | None] | list[str] = Field(default_factory=dict)
+    stages: list[dict[str, Any]] = Field(min_length=1)
+    exports: list[ExportSpec] = Field(default_factory=list)
+
+    @field_validator("ontology")
+    @classmethod
+    def _prompts_nonempty(cls, value: Any) -> Any:
+        items = value.items() if isinstance(value, dict) else ((v, v) for v in value)
+        for name, prompts in items:
+            if not str(name).strip():
+                raise ValueError("class names must not be empty")
+            if isinstance(prompts, list) and (not prompts or not all(isinstance(p, str) and p.strip() for p in prompts)):
+                raise ValueError(f"class {name!r}: prompts must be a non-empty list of non-empty strings")
+        return value
+
+
+class PipelineSpec:
+    """A validated pipeline: the config, each stage's class and parameters, and the ontology."""
+
+    def __init__(self, config: PipelineConfig, stages: list[tuple[str, type, StageParams]], raw: dict[str, Any]):
+        self.config = config
+        self.stages = stages  # (name, stage class, params)
+        self.raw = raw
+        self.ontology = Ontology.from_config(config.ontology)
+
+    @property
+    def hash(self) -> str:
+        """What decides the labels (models, ontology, stages): when it changes, images are labeled again.
+
+        Built from validated values, so spelling out a default changes nothing; device and compile do not count.
+        """
+        keep = {
+            "models": {n: m.model_dump(exclude={"device", "compile"}) for n, m in self.config.models.items()},
+            "ontology": self.config.ontology,
+            "stages": [p.model_dump() for _, _, p in self.stages],
+        }
+        blob = json.dumps(keep, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML pipeline file into a dict, with one-line errors for missing files and syntax errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such pipeline file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {err.problem or err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}")
+    return data
+
+
+def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> PipelineSpec:
+    """Validate a pipeline dict (after ``--set`` overrides) into a ready-to-build spec, or raise ConfigError."""
+    data = apply_overrides(data, list(overrides))
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, PipelineConfig)) from None
+
+    problems: list[str] = []
+    for name, spec in config.models.items():
+        try:
+            resolve(MODEL_GROUP, spec.type)
+        except UnknownType as err:
+            problems.append(f"models.{name}.type: {err}")
+
+    stages: list[tuple[str, type, StageParams]] = []
+    names: set[str] = set()
+    for i, raw in enumerate(config.stages):
+        where = f"stages[{i}]"
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: expected a mapping with a 'type' key, got {type(raw).__name__}")
+            continue
+        if "type" not in raw:
+            problems.append(f"{where}.type: missing (every stage needs a type, e.g. type: florence2)")
+            continue
+        try:
+            cls = resolve(STAGE_GROUP, str(raw["type"]))
+        except UnknownType as err:
+            problems.append(f"{where}.type: {err}")
+            continue
+        try:
+            params = cls.Params.model_validate(raw)
+        except ValidationError as err:
+            problems.extend(format_errors(err, cls.Params, prefix=where))
+            continue
+        name = params.name or str(raw["type"])
+        if name in names:
+            problems.append(f"{where}.name: duplicate stage name {name!r} (give each stage a distinct name)")
+        names.add(name)
+        if isinstance(params, ModelStageParams):
+            if params.model not in config.models:
+                known = ", ".join(config.models) or "none declared under models:"
+                problems.append(f"{where}.model: unknown model {params.model!r} (known: {known})")
+            elif cls.model_types and config.models[params.model].type not in cls.model_types:
+                mtype = config.models[params.model].type
+                problems.append(
+                    f"{where}.model: model {params.model!r} is a {mtype!r}; stage type {raw['type']!r} "
+                    f"runs {', '.join(repr(t) for t in cls.model_types)}"
+                )
+        stages.append((name, cls, params))
+    if problems:
+        raise ConfigError(problems)
+    return PipelineSpec(config, stages, data)
+
+
+def format_errors(err: ValidationError, schema: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per pydantic error: ``key.path: problem``, with the accepted keys for unknown ones."""
+    lines = []
+    for e in err.errors():
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS))]
+        path = _path(prefix, loc)
+        if e["type"] == "extra_forbidden":
+            known = _accepted_keys(schema, loc[:-1])
+            lines.append(f"{path}: unknown key" + (f" (known: {', '.join(known)})" if known else ""))
+        elif e["type"] == "missing":
+            lines.append(f"{path}: missing required key")
+        else:
+            msg = e["msg"][0].lower() + e["msg"][1:]
+            got = e.get("input")
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            lines.append(f"{path}: {msg}{shown}")
+    return list(dict.fromkeys(lines))  # union types repeat the same complaint
+
+
+# pydantic names union members in error locations; they are not keys of the file
+_UNION_TAGS = {"str", "list[str]", "dict[str,union[str,list[str],none]]", "none", "int", "float", "bool"}
+
+
+def _path(prefix: str, loc: list[Any]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top>"
+
+
+def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:
+    """The keys the schema accepts in the mapping at ``parent`` (for 'unknown key' messages)."""
+    if schema is PipelineConfig and len(parent) == 2:
+        schema = {"models": ModelSpec, "exports": ExportSpec}.get(parent[0])  # type: ignore[assignment]
+    elif parent:
+        return []
+    return list(schema.model_fields) if schema is not None else []

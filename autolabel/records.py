@@ -1,0 +1,120 @@
+"""Labels ⇄ JSON-ready dicts, the form the run store keeps. Masks travel as COCO compressed RLE (pycocotools)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import supervision as sv
+from pycocotools import mask as mask_utils
+
+from .labels import Labels, Text, with_columns
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """A boolean (H, W) mask as COCO compressed RLE with a JSON-safe ``counts`` string."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_masks(rles: list[dict[str, Any]]) -> np.ndarray:
+    """COCO RLEs (all of one image) as a boolean (N, H, W) array."""
+    coded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
+    return np.moveaxis(mask_utils.decode(coded), -1, 0).astype(bool)
+
+
+def to_record(labels: Labels) -> dict[str, Any]:
+    """Everything in ``labels`` as plain JSON types (NaN → None)."""
+    det = with_columns(labels.detections)
+    boxes: dict[str, Any] = {
+        "xyxy": np.round(det.xyxy.astype(np.float64), 3).tolist(),
+        "confidence": _jsonable(det.confidence),
+        "data": {key: _jsonable(value) for key, value in det.data.items()},
+    }
+    if det.mask is not None:
+        has = det.data["has_mask"]
+        boxes["mask"] = [encode_mask(m) if h else None for m, h in zip(det.mask, has)]
+    return {
+        "width": labels.width,
+        "height": labels.height,
+        "boxes": boxes,
+        "texts": [vars(t) | {"score": _num(t.score)} for t in labels.texts],
+        "provenance": labels.provenance,
+    }
+
+
+def from_record(record: dict[str, Any]) -> Labels:
+    """The inverse of :func:`to_record`."""
+    width, height = int(record["width"]), int(record["height"])
+    boxes = record["boxes"]
+    n = len(boxes["xyxy"])
+    mask = None
+    if boxes.get("mask") is not None:
+        mask = np.zeros((n, height, width), dtype=bool)
+        present = [i for i, m in enumerate(boxes["mask"]) if m is not None]
+        if present:
+            mask[present] = decode_masks([boxes["mask"][i] for i in present])
+    detections = sv.Detections(
+        xyxy=np.asarray(boxes["xyxy"], dtype=np.float32).reshape(-1, 4),
+        mask=mask,
+        confidence=np.asarray([np.nan if c is None else c for c in boxes["confidence"]], dtype=np.float32),
+        data={key: _column(values, n) for key, values in boxes["data"].items()},
+    )
+    return Labels(
+        width=width,
+        height=height,
+        detections=with_columns(detections),
+        texts=[Text(**t) for t in record.get("texts", [])],
+        provenance=record.get("provenance", {}),
+    )
+
+
+def _num(value: Any) -> Any:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _jsonable(array: np.ndarray) -> list[Any]:
+    if array.dtype == bool:
+        return array.tolist()
+    if np.issubdtype(array.dtype, np.number):
+        out = array.astype(np.float64).tolist()
+        return _nan_to_none(out)
+    return [_plain(v) for v in array]
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return _nan_to_none(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return _nan_to_none(value.item())
+    return value
+
+
+def _column(values: list[Any], n: int) -> np.ndarray:
+    """Rebuild a column: bools and numbers (or equal-length number rows) as arrays, anything else as objects."""
+    if values and all(isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=bool)
+    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values) and any(
+        v is not None for v in values
+    ):
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float32)
+    if values and all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in values):
+        lengths = {len(v) for v in values}
+        if len(lengths) == 1:
+            return np.asarray(values, dtype=np.float32)
+    column = np.empty(n, dtype=object)
+    for i, v in enumerate(values):
+        column[i] = v
+    return column

@@ -1,0 +1,70 @@
+"""Where stage and model types come from: built-ins, entry points, or a ``module:Class`` path.
+
+Built-ins are named by import path so that validating a pipeline never imports torch or transformers.
+Third-party packages register under the entry-point groups ``autolabel.stages`` and ``autolabel.models``::
+
+    [project.entry-points."autolabel.models"]
+    my_detector = "my_package.detector:MyDetector"
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+STAGE_GROUP = "autolabel.stages"
+MODEL_GROUP = "autolabel.models"
+
+from .filters import STAGES as _FILTER_STAGES
+from .models.catalog import MODELS as _MODELS
+from .stages import STAGES as _MODEL_STAGES
+
+#: stage type → import path; each package lists its own (plain strings: nothing heavy is imported)
+BUILTIN_STAGES: dict[str, str] = {**_MODEL_STAGES, **_FILTER_STAGES}
+#: model type → import path of a class with ``load(spec: ModelSpec)``
+BUILTIN_MODELS: dict[str, str] = dict(_MODELS)
+
+
+class UnknownType(LookupError):
+    """``str(err)`` is the one-line problem; ``known`` lists the valid names."""
+
+    def __init__(self, message: str, known: list[str]):
+        super().__init__(message)
+        self.known = known
+
+
+@lru_cache(maxsize=None)
+def _entry_points(group: str) -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def known_types(group: str) -> list[str]:
+    builtin = BUILTIN_STAGES if group == STAGE_GROUP else BUILTIN_MODELS
+    return sorted({*builtin, *_entry_points(group)})
+
+
+def resolve(group: str, name: str) -> Any:
+    """The class registered as ``name`` in ``group`` (built-in, entry point, or ``package.module:Class``)."""
+    builtin = BUILTIN_STAGES if group == STAGE_GROUP else BUILTIN_MODELS
+    kind = "stage" if group == STAGE_GROUP else "model"
+    if name in builtin:
+        return _import(builtin[name])
+    if name in _entry_points(group):
+        return _entry_points(group)[name].load()
+    if ":" in name:
+        try:
+            return _import(name)
+        except (ImportError, AttributeError) as err:
+            raise UnknownType(f"cannot import {kind} type {name!r} ({err})", known_types(group)) from None
+    known = known_types(group)
+    raise UnknownType(f"unknown {kind} type {name!r} (known: {', '.join(known)}; or 'package.module:Class')", known)
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

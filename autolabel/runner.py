@@ -1,0 +1,260 @@
+"""The run loop: discover → decode in background threads → stages in batches → commit → exports → run.json.
+
+One bad image costs one image: a batch that raises is retried image by image. Ctrl-C (or SIGTERM) lets the
+batch in flight finish and be committed, then stops; running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from tqdm import tqdm
+
+from . import __version__
+from .errors import ConfigError, ExitCode
+from .intake import Decoded, discover, load, prefetch
+from .pipeline import StageError
+from .records import to_record
+from .stage import Item
+from .store import ImageResult, Store
+from .util import atomic_write_text
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+MAX_FAILURES_LISTED = 1000
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``exit_code`` is what the CLI exits with. Also written as ``run.json``."""
+
+    run_id: int
+    status: str  # ok | partial | interrupted | failed
+    exit_code: ExitCode
+    counts: dict[str, int]
+    failures: list[dict[str, str]]
+    output: Path
+    exports: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class _StopFlag:
+    """First SIGINT/SIGTERM asks the loop to stop after the batch in flight; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nautolabel: stopping after the batch in flight (press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> "_StopFlag":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run(
+    pipeline: "Pipeline",
+    input: str | Path | Iterable[str | Path] | None = None,  # noqa: A002
+    output: str | Path | None = None,
+    progress: bool = False,
+) -> RunSummary:
+    """Label ``input`` into ``output`` (falling back to the pipeline file's ``input`` / ``output``)."""
+    config = pipeline.config
+    input = input if input is not None else config.input
+    output = output if output is not None else config.output
+    if input is None or (not isinstance(input, (str, Path)) and not list(input)):
+        raise ConfigError("input: none given (pass --input PATH or set input: in the pipeline file)")
+    if output is None:
+        raise ConfigError("output: none given (pass --output DIR or set output: in the pipeline file)")
+    output = Path(output)
+    sources = discover(input)
+
+    store = Store(output)
+    started = time.time()
+    run_id = store.begin_run(pipeline.spec.hash, pipeline.spec.raw)
+    counts: Counter[str] = Counter(seen=0, labeled=0, skipped=0, failed=0)
+    failures: list[dict[str, str]] = []
+    clock: Counter[str] = Counter()
+    status, error = "failed", None
+    try:
+        with _StopFlag() as stop:
+            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progress)
+        status = "interrupted" if interrupted else ("partial" if counts["failed"] else "ok")
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except Exception as err:
+        error = err
+        raise
+    finally:
+        exports: list[str] = []
+        if status in ("ok", "partial"):
+            from .exports import write_exports
+
+            exports = write_exports(store, pipeline.spec, output)
+        summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
+        store.end_run(run_id, status, summary)
+        atomic_write_text(output / "run.json", json.dumps(summary, indent=2, default=str) + "\n")
+        store.close()
+    exit_code = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL, "interrupted": ExitCode.INTERRUPTED}[status]
+    return RunSummary(run_id, status, exit_code, dict(counts), failures, output, exports, summary)
+
+
+def _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progress) -> bool:  # noqa: ANN001
+    """Process every source; return True when stopped early by a signal."""
+    config, phash = pipeline.config, pipeline.spec.hash
+    loader = partial(load, max_pixels=config.max_image_pixels, known=lambda s, sha: store.is_done(s.path, sha, phash))
+    ahead = config.batch_size * 2 + config.decode_workers
+    batch: list[Decoded] = []
+    pending: list[ImageResult] = []  # failures waiting to be committed with the next batch
+
+    def flush() -> None:
+        results = pending + (_label(pipeline, batch, clock) if batch else [])
+        t0 = time.perf_counter()
+        store.commit(results, run_id, phash)
+        clock["commit"] += time.perf_counter() - t0
+        for r in results:
+            if r.status == "failed":
+                counts["failed"] += 1
+                if len(failures) < MAX_FAILURES_LISTED:
+                    failures.append({"path": r.path, "reason": r.reason or ""})
+            else:
+                counts["labeled"] += 1
+        bar.update(len(results))
+        pending.clear()
+        batch.clear()
+
+    bar = tqdm(total=len(sources), unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        decoded_iter = prefetch(loader, sources, workers=config.decode_workers, ahead=ahead)
+        while True:
+            t0 = time.perf_counter()
+            decoded = next(decoded_iter, None)
+            clock["waiting for decode"] += time.perf_counter() - t0
+            if decoded is None:
+                break
+            counts["seen"] += 1
+            if decoded.skipped:
+                counts["skipped"] += 1
+                bar.update(1)
+            elif decoded.ok:
+                batch.append(decoded)
+            else:
+                pending.append(_failed(decoded, decoded.reason or "unreadable"))
+            if len(batch) >= config.batch_size or len(pending) >= config.batch_size:
+                flush()
+            if stop.requested:
+                pending_count = len(batch)
+                batch.clear()  # not started: left for the resume
+                counts["seen"] -= pending_count
+                flush()
+                decoded_iter.close()
+                return True
+        if batch or pending:
+            flush()
+    finally:
+        bar.close()
+    return False
+
+
+def _label(pipeline: "Pipeline", batch: list[Decoded], clock: Counter[str]) -> list[ImageResult]:
+    """Run the stages over a batch; if it raises, retry image by image so one bad image costs one image."""
+    t0 = time.perf_counter()
+    try:
+        items = pipeline([Item.of(d.image, d.source.path) for d in batch])
+        results = [_done(d, item) for d, item in zip(batch, items)]
+    except StageError:
+        results = []
+        for d in batch:
+            try:
+                (item,) = pipeline([Item.of(d.image, d.source.path)])
+                results.append(_done(d, item))
+            except StageError as err:
+                results.append(_failed(d, str(err)))
+    clock["stages"] += time.perf_counter() - t0
+    for d in batch:
+        d.image = None  # free the pixels now that the labels are out
+    return results
+
+
+def _done(d: Decoded, item: Item) -> ImageResult:
+    return ImageResult(
+        path=d.source.path, rel_path=d.source.rel_path, sha256=d.sha256, status="done",
+        width=item.labels.width, height=item.labels.height, labels=to_record(item.labels),
+    )
+
+
+def _failed(d: Decoded, reason: str) -> ImageResult:
+    return ImageResult(path=d.source.path, rel_path=d.source.rel_path, sha256=d.sha256, status="failed", reason=reason)
+
+
+def _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error) -> dict[str, Any]:  # noqa: ANN001
+    ended = time.time()
+    elapsed = max(ended - started, 1e-9)
+    return {
+        "run_id": run_id,
+        "status": status,
+        "error": f"{type(error).__name__}: {error}" if error is not None else None,
+        "started": _iso(started),
+        "ended": _iso(ended),
+        "seconds": round(elapsed, 3),
+        "images_per_second": round((counts["labeled"] + counts["failed"]) / elapsed, 3),
+        "counts": dict(counts) | {"inputs": len(sources)},
+        "failures": failures,
+        "failures_listed": len(failures),
+        "stage_seconds": {k: round(v, 4) for k, v in pipeline.timings.items()},
+        "loop_seconds": {k: round(v, 4) for k, v in clock.items()},
+        "pipeline": {"name": pipeline.config.name, "file": pipeline.source, "hash": pipeline.spec.hash},
+        "exports": exports,
+        "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
+        "versions": _versions(pipeline),
+    }
+
+
+def package_versions() -> dict[str, Any]:
+    """Versions of autolabel, Python, torch and transformers (None where not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, Any] = {"autolabel": __version__, "python": platform.python_version()}
+    for package in ("torch", "transformers"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _versions(pipeline: "Pipeline") -> dict[str, Any]:
+    return package_versions() | {"models": pipeline.models.versions()}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")

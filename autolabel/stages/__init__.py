@@ -1,0 +1,6 @@
+"""Model stages: each runs one declared model over a batch and adds labels with provenance."""
+
+#: model stage type → import path (imported only when a pipeline uses it)
+STAGES: dict[str, str] = {
+    "florence2": "autolabel.stages.florence2:Florence2Stage",
+}

@@ -1,0 +1,193 @@
+"""The run store: one SQLite database (WAL) in the output folder, the single source of truth.
+
+Each batch's results are committed in one transaction, so a ``kill -9`` loses at most the batch in flight and
+never leaves a half-written row. Images keep stable ids (rows are updated in place, never replaced), which the
+exports use. Labels are kept as JSON (see :mod:`autolabel.records`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import AutolabelError
+
+DB_NAME = "autolabel.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    ended REAL,
+    status TEXT NOT NULL,            -- running | ok | partial | interrupted | failed
+    pipeline_hash TEXT NOT NULL,
+    pipeline TEXT NOT NULL,          -- the validated pipeline, JSON
+    summary TEXT                     -- run.json's content
+);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,       -- absolute path of the source
+    rel_path TEXT NOT NULL,          -- relative to its input root: the name exports use
+    sha256 TEXT,
+    width INTEGER,
+    height INTEGER,
+    status TEXT NOT NULL,            -- done | failed
+    reason TEXT,                     -- why it failed (one line)
+    pipeline_hash TEXT,
+    run_id INTEGER,
+    labels TEXT,                     -- records.to_record(...) as JSON, for done images
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_status ON images (status);
+"""
+
+
+@dataclass
+class ImageResult:
+    """One image's outcome, ready to commit."""
+
+    path: str
+    rel_path: str
+    sha256: str | None
+    status: str  # "done" | "failed"
+    width: int | None = None
+    height: int | None = None
+    reason: str | None = None
+    labels: dict[str, Any] | None = None
+
+
+class Store:
+    """Open (or create) the store of an output folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._conn = self._connect()
+            with self._conn:
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        except (sqlite3.DatabaseError, OSError) as err:
+            raise AutolabelError(f"{self.path}: cannot open the run store ({err})") from None
+        version = int(self.meta("schema_version") or SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise AutolabelError(f"{self.path}: written by a newer autolabel (store schema {version}); upgrade autolabel")
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes, fast commits
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- meta ---------------------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+    def begin_run(self, pipeline_hash: str, pipeline: dict[str, Any]) -> int:
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO runs (started, status, pipeline_hash, pipeline) VALUES (?, 'running', ?, ?)",
+                (time.time(), pipeline_hash, json.dumps(pipeline, default=str)),
+            )
+        return int(cur.lastrowid)
+
+    def end_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        with self._conn:
+            self._conn.execute(
+                "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
+                (time.time(), status, json.dumps(summary, default=str), run_id),
+            )
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT id, started, ended, status, pipeline_hash, summary FROM runs ORDER BY id")
+        keys = ("id", "started", "ended", "status", "pipeline_hash", "summary")
+        return [dict(zip(keys, r)) | {"summary": json.loads(r[5]) if r[5] else None} for r in rows]
+
+    def last_pipeline(self) -> dict[str, Any] | None:
+        """The pipeline (as validated, JSON) of the most recent run, or None."""
+        row = self._conn.execute("SELECT pipeline FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- images -------------------------------------------------------------------------------------------------
+    def is_done(self, path: str, sha256: str, pipeline_hash: str) -> bool:
+        """Whether this exact content was already labeled by this pipeline. Safe to call from any thread."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        row = conn.execute(
+            "SELECT 1 FROM images WHERE path = ? AND sha256 = ? AND pipeline_hash = ? AND status = 'done'",
+            (path, sha256, pipeline_hash),
+        ).fetchone()
+        return row is not None
+
+    def commit(self, results: list[ImageResult], run_id: int, pipeline_hash: str) -> None:
+        """Write a batch of results atomically (all or nothing)."""
+        now = time.time()
+        rows = [
+            (
+                r.path, r.rel_path, r.sha256, r.width, r.height, r.status, r.reason, pipeline_hash, run_id,
+                json.dumps(r.labels, separators=(",", ":")) if r.labels is not None else None, now,
+            )
+            for r in results
+        ]
+        with self._conn:
+            self._conn.executemany(
+                """INSERT INTO images (path, rel_path, sha256, width, height, status, reason, pipeline_hash, run_id,
+                                       labels, updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (path) DO UPDATE SET
+                     rel_path = excluded.rel_path, sha256 = excluded.sha256, width = excluded.width,
+                     height = excluded.height, status = excluded.status, reason = excluded.reason,
+                     pipeline_hash = excluded.pipeline_hash, run_id = excluded.run_id, labels = excluded.labels,
+                     updated = excluded.updated""",
+                rows,
+            )
+
+    def count(self, status: str | None = None) -> int:
+        if status is None:
+            return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return int(self._conn.execute("SELECT COUNT(*) FROM images WHERE status = ?", (status,)).fetchone()[0])
+
+    def images(self, status: str = "done", labels: bool = True) -> Iterator[dict[str, Any]]:
+        """Stream image rows in id order without loading them all (``labels`` parsed unless ``labels=False``).
+
+        Uses a connection of its own, so that the caller may commit on the main one while iterating.
+        """
+        keys = ["id", "path", "rel_path", "sha256", "width", "height", "status", "reason"] + (["labels"] if labels else [])
+        conn = self._connect()
+        try:
+            cur = conn.execute(f"SELECT {', '.join(keys)} FROM images WHERE status = ? ORDER BY id", (status,))
+            for row in cur:
+                item = dict(zip(keys, row))
+                if labels:
+                    item["labels"] = json.loads(item["labels"]) if item["labels"] else None
+                yield item
+        finally:
+            conn.close()
