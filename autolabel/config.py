@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .ontology import Ontology
 from .overrides import apply_overrides
-from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, resolve
+from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
 from .stage import ModelStageParams, StageParams
 
 
@@ -126,7 +126,7 @@ def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
     problems: list[str] = []
     for name, spec in config.models.items():
         try:
-            resolve(MODEL_GROUP, spec.type)
+            check(MODEL_GROUP, spec.type)  # the model's code is imported when it loads, not here
         except UnknownType as err:
             problems.append(f"models.{name}.type: {err}")
 

@@ -171,7 +171,7 @@ def decode(data: bytes, max_pixels: int = 89_478_485) -> Image.Image:
         raise ValueError("not an image (Pillow cannot identify the format)") from None
     except (OSError, SyntaxError, EOFError) as err:
         msg = " ".join(str(err).split())
-        if "truncated" in msg or isinstance(err, EOFError):
+        if "truncated" in msg.lower() or isinstance(err, EOFError):
             raise ValueError(f"truncated or corrupt image data ({msg or 'unexpected end of file'})") from None
         raise ValueError(f"corrupt image ({msg})") from None
     return to_rgb(image)

@@ -62,6 +62,13 @@ def resolve(group: str, name: str) -> Any:
     raise UnknownType(f"unknown {kind} type {name!r} (known: {', '.join(known)}; or 'package.module:Class')", known)
 
 
+def check(group: str, name: str) -> None:
+    """Raise UnknownType unless ``name`` is a registered type; imports only ``module:Class`` paths (cheap check)."""
+    builtin = BUILTIN_STAGES if group == STAGE_GROUP else BUILTIN_MODELS
+    if name not in builtin and name not in _entry_points(group):
+        resolve(group, name)
+
+
 def _import(path: str) -> Any:
     module, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module)

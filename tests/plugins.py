@@ -13,7 +13,7 @@ import numpy as np
 import supervision as sv
 from pydantic import Field
 
-from autolabel.stage import Item, Stage, StageParams
+from autolabel.stage import Item, ModelStageParams, Stage, StageParams
 
 
 class CenterBoxParams(StageParams):
@@ -46,4 +46,32 @@ class CenterBox(Stage):
         if self.params.calls_file:
             with open(self.params.calls_file, "a") as f:
                 f.writelines(f"{item.key}\n" for item in items)
+        return items
+
+
+class ModelCenterBoxParams(CenterBoxParams, ModelStageParams):
+    """Names a declared model, to exercise model references (the box itself needs none)."""
+
+
+class ModelCenterBox(CenterBox):
+    """CenterBox that names a model: config validation treats it as a model stage."""
+
+    Params = ModelCenterBoxParams
+
+
+class BrokenModel:
+    """A model type whose weights cannot be found (what a missing checkpoint looks like)."""
+
+    @classmethod
+    def load(cls, spec):  # noqa: ANN001, ANN206
+        raise OSError(f"no file named model.safetensors in {spec.id}")
+
+
+class UsesModel(Stage):
+    """A stage that loads its model on first call."""
+
+    Params = ModelStageParams
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        self.model  # noqa: B018 — loading is the point
         return items
