@@ -69,7 +69,15 @@ def discover(inputs: str | Path | Iterable[str | Path]) -> list[Source]:
     return list(seen.values())
 
 
+def is_url(text: str) -> bool:
+    """``s3://…``, ``gs://…``, ``memory://…``, ``file://…``: read through fsspec (the ``remote`` extra)."""
+    return "://" in text
+
+
 def _expand(raw: str) -> Iterator[Source]:
+    if is_url(raw):
+        yield from _expand_url(raw)
+        return
     text = os.path.expanduser(raw)
     if _GLOB_CHARS & set(text):
         root = _glob_root(text)
@@ -93,6 +101,42 @@ def _expand(raw: str) -> Iterator[Source]:
         yield _source(str(path), str(path.parent))
     else:
         raise ConfigError(f"input {raw!r}: no such file or folder")
+
+
+def _expand_url(url: str) -> Iterator[Source]:
+    """A folder (searched recursively), a glob or a single file behind an fsspec URL; rel_path is below the root."""
+    fs, root = _filesystem(url)
+    if _GLOB_CHARS & set(root):
+        base = _glob_root(root)
+        paths = [p for p in sorted(fs.glob(root)) if is_image_name(p)]
+        if not paths:
+            raise ConfigError(f"input {url!r}: the pattern matches no files")
+    elif fs.isdir(root):
+        base = root
+        paths = sorted(p for p in fs.find(root) if is_image_name(p))
+    elif fs.exists(root):
+        base, paths = root.rsplit("/", 1)[0] if "/" in root else "", [root]
+    else:
+        raise ConfigError(f"input {url!r}: no such file or folder")
+    base = base.rstrip("/")
+    for path in paths:
+        rel = path[len(base) + 1:] if base and path.startswith(base + "/") else path.rsplit("/", 1)[-1]
+        yield Source(path=fs.unstrip_protocol(path), rel_path=rel)
+
+
+def _filesystem(url: str):  # noqa: ANN202 — (fsspec.AbstractFileSystem, path)
+    try:
+        import fsspec
+    except ImportError:
+        raise ConfigError(f"input {url!r}: URLs need fsspec: pip install 'autolabel[remote]'") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as err:
+        protocol = url.split("://", 1)[0]
+        raise ConfigError(
+            f"input {url!r}: no filesystem for {protocol}:// ({' '.join(str(err).split())}); "
+            f"install its fsspec package (s3fs for s3://, gcsfs for gs://)"
+        ) from None
 
 
 def _read_list(path: Path) -> Iterator[Source]:
@@ -124,6 +168,16 @@ def _source(path: str, root: str) -> Source:
 def read(source: Source) -> tuple[bytes | None, str | None]:
     """The file's bytes, or a one-line reason it cannot be read."""
     path = source.path
+    if is_url(path):
+        try:
+            fs, inner = _filesystem(path)
+            with fs.open(inner, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None, "file not found"
+        except (OSError, ConfigError) as err:
+            return None, f"cannot read: {' '.join(str(err).split())}"
+        return (data, None) if data else (None, "empty file (0 bytes)")
     if os.path.islink(path) and not os.path.exists(path):
         return None, f"dangling link (points to {os.readlink(path)})"
     try:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 from .config import PipelineSpec, load_file, parse
 from .errors import ConfigError
 from .models.pool import ModelPool
+from .records import to_record
 from .stage import Item, Stage, StageContext
 
 
@@ -33,16 +34,20 @@ class StageError(Exception):
 class Pipeline:
     """Named stages in order, built from a pipeline file. Models load lazily, once per Pipeline instance."""
 
-    def __init__(self, spec: PipelineSpec, source: str | None = None):
+    def __init__(self, spec: PipelineSpec, source: str | None = None, models: ModelPool | None = None):
+        """``models``: a pool to share (its already-loaded weights) when it declares exactly these models."""
         self.spec = spec
         self.source = source  # the pipeline file, for messages and run.json
-        self.models = ModelPool(spec.config.models)
+        same = models is not None and models.specs == spec.config.models
+        self.models = models if same else ModelPool(spec.config.models)
         self.timings: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)  # images each stage processed
         self.stages = self._build_stages()
 
     def _build_stages(self) -> list[Stage]:
         """Construct every stage (cheap: models load on first use); a stage's ConfigError gets its key path."""
-        context = StageContext(ontology=self.spec.ontology, models=self.models)
+        names = [name for name, _, _ in self.spec.stages]  # lets a stage check the names it refers to (from_stages)
+        context = StageContext(ontology=self.spec.ontology, models=self.models, extra={"stage_names": names})
         stages, problems = [], []
         for i, (name, cls, params) in enumerate(self.spec.stages):
             try:
@@ -54,9 +59,9 @@ class Pipeline:
         return stages
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "Pipeline":
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), models: ModelPool | None = None) -> "Pipeline":
         """Load and validate a pipeline file; ``overrides`` are ``dotted.key=value`` strings like ``--set``."""
-        return cls(parse(load_file(path), overrides), source=str(path))
+        return cls(parse(load_file(path), overrides), source=str(path), models=models)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], overrides: Sequence[str] = ()) -> "Pipeline":
@@ -68,20 +73,40 @@ class Pipeline:
 
     def __call__(self, items: list[Item]) -> list[Item]:
         """Run every stage over one batch, in order; time each stage; name the stage in any error."""
-        for stage in self.stages:
-            start = time.perf_counter()
+        return self.run_batch(items)[0]
+
+    def run_batch(
+        self, items: list[Item], starts: list[int] | None = None
+    ) -> tuple[list[Item], list[list[tuple[int, dict[str, Any]]]]]:
+        """Run the stages over a batch, item ``k`` starting at stage ``starts[k]`` (its earlier stages restored
+        from the cache). Returns the items and, per item, the records to cache: ``(stage index, labels record)``
+        after each cached (model) stage that ran.
+        """
+        starts = starts or [0] * len(items)
+        keys = self.spec.stage_keys
+        snapshots: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
+        for j, stage in enumerate(self.stages):
+            todo = [k for k, start in enumerate(starts) if start <= j]
+            if not todo:
+                continue
+            batch = [items[k] for k in todo]
+            t0 = time.perf_counter()
             try:
-                out = stage(items)
+                out = stage(batch)
             except Exception as err:  # noqa: BLE001 — re-raised with the stage's name
                 if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
                     raise
                 raise StageError(stage.name, err) from err
-            if not isinstance(out, list) or len(out) != len(items):
+            if not isinstance(out, list) or len(out) != len(batch):
                 got = len(out) if isinstance(out, list) else type(out).__name__
-                raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(items)}"))
-            items = out
-            self.timings[stage.name] += time.perf_counter() - start
-        return items
+                raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(batch)}"))
+            self.timings[stage.name] += time.perf_counter() - t0
+            self.calls[stage.name] += len(batch)
+            for k, item in zip(todo, out):
+                items[k] = item
+                if keys[j] is not None:
+                    snapshots[k].append((j, to_record(item.labels)))
+        return items, snapshots
 
     def run(
         self,

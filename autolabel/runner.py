@@ -25,8 +25,9 @@ from tqdm import tqdm
 from . import __version__
 from .errors import ConfigError, ExitCode
 from .intake import Decoded, discover, load, prefetch
+from .lock import RunLock
 from .pipeline import StageError
-from .records import to_record
+from .records import from_record, to_record
 from .stage import Item
 from .store import ImageResult, Store
 from .util import atomic_write_text
@@ -97,7 +98,11 @@ def run(
         raise ConfigError("output: none given (pass --output DIR or set output: in the pipeline file)")
     output = Path(output)
     sources = discover(input)
+    with RunLock(output, "run") as lock:
+        return _locked_run(pipeline, sources, output, progress, lock)
 
+
+def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: bool, lock: RunLock) -> RunSummary:
     store = Store(output)
     started = time.time()
     run_id = store.begin_run(pipeline.spec.hash, pipeline.spec.raw)
@@ -121,8 +126,11 @@ def run(
 
             exports = write_exports(store, pipeline.spec, output)
         summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
+        summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
         store.end_run(run_id, status, summary)
-        atomic_write_text(output / "run.json", json.dumps(summary, indent=2, default=str) + "\n")
+        text = json.dumps(summary, indent=2, default=str) + "\n"
+        atomic_write_text(output / "runs" / f"run-{run_id:05d}.json", text)  # each run keeps its own
+        atomic_write_text(output / "run.json", text)  # the latest, where people and alerting look
         store.close()
     exit_code = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL, "interrupted": ExitCode.INTERRUPTED}[status]
     return RunSummary(run_id, status, exit_code, dict(counts), failures, output, exports, summary)
@@ -137,9 +145,10 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progr
     pending: list[ImageResult] = []  # failures waiting to be committed with the next batch
 
     def flush() -> None:
-        results = pending + (_label(pipeline, batch, clock) if batch else [])
+        labeled, cache = _label(pipeline, store, batch, clock) if batch else ([], [])
+        results = pending + labeled
         t0 = time.perf_counter()
-        store.commit(results, run_id, phash)
+        store.commit(results, run_id, phash, cache)
         clock["commit"] += time.perf_counter() - t0
         for r in results:
             if r.status == "failed":
@@ -185,24 +194,55 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progr
     return False
 
 
-def _label(pipeline: "Pipeline", batch: list[Decoded], clock: Counter[str]) -> list[ImageResult]:
-    """Run the stages over a batch; if it raises, retry image by image so one bad image costs one image."""
+def _label(
+    pipeline: "Pipeline", store: Store, batch: list[Decoded], clock: Counter[str]
+) -> tuple[list[ImageResult], list[tuple[str, str, dict[str, Any]]]]:
+    """Run the stages over a batch, each image from its last cached model output on.
+
+    If the batch raises, retry image by image so one bad image costs one image. Returns the results and the
+    stage outputs to cache.
+    """
     t0 = time.perf_counter()
+    keys = pipeline.spec.stage_keys
+    starts, restored = [], []
+    for d in batch:
+        hits = store.cached(d.sha256 or "", [k for k in keys if k is not None])
+        last = max((j for j, k in enumerate(keys) if k in hits), default=-1)
+        starts.append(last + 1)
+        restored.append(hits[keys[last]] if last >= 0 else None)
+    clock["cache lookup"] += time.perf_counter() - t0
+
+    def items_for(indexes: list[int]) -> list[Item]:
+        out = []
+        for k in indexes:
+            item = Item.of(batch[k].image, batch[k].source.path)
+            if restored[k] is not None:
+                item.labels = from_record(restored[k])  # a fresh copy each try: a failed try may have changed it
+            out.append(item)
+        return out
+
+    t0 = time.perf_counter()
+    results: list[ImageResult] = []
+    cache: list[tuple[str, str, dict[str, Any]]] = []
+    groups = [list(range(len(batch)))]
     try:
-        items = pipeline([Item.of(d.image, d.source.path) for d in batch])
-        results = [_done(d, item) for d, item in zip(batch, items)]
+        runs = [pipeline.run_batch(items_for(groups[0]), [starts[k] for k in groups[0]])]
     except StageError:
-        results = []
-        for d in batch:
+        groups, runs = [], []
+        for k in range(len(batch)):
             try:
-                (item,) = pipeline([Item.of(d.image, d.source.path)])
-                results.append(_done(d, item))
+                runs.append(pipeline.run_batch(items_for([k]), [starts[k]]))
+                groups.append([k])
             except StageError as err:
-                results.append(_failed(d, str(err)))
+                results.append(_failed(batch[k], str(err)))
+    for group, (items, snapshots) in zip(groups, runs):
+        for k, item, snaps in zip(group, items, snapshots):
+            results.append(_done(batch[k], item))
+            cache.extend((batch[k].sha256 or "", keys[j], record) for j, record in snaps)
     clock["stages"] += time.perf_counter() - t0
     for d in batch:
         d.image = None  # free the pixels now that the labels are out
-    return results
+    return results, cache
 
 
 def _done(d: Decoded, item: Item) -> ImageResult:
@@ -231,6 +271,7 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "failures": failures,
         "failures_listed": len(failures),
         "stage_seconds": {k: round(v, 4) for k, v in pipeline.timings.items()},
+        "stage_images": dict(pipeline.calls),  # images each stage processed (cached model outputs not counted)
         "loop_seconds": {k: round(v, 4) for k, v in clock.items()},
         "pipeline": {"name": pipeline.config.name, "file": pipeline.source, "hash": pipeline.spec.hash},
         "exports": exports,

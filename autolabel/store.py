@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS images (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_status ON images (status);
+CREATE TABLE IF NOT EXISTS stage_outputs (  -- labels right after a model stage, to re-run only what changed
+    sha256 TEXT NOT NULL,
+    key TEXT NOT NULL,               -- PipelineSpec.stage_keys
+    labels TEXT NOT NULL,
+    PRIMARY KEY (sha256, key)
+) WITHOUT ROWID;
 """
 
 
@@ -147,8 +153,24 @@ class Store:
         ).fetchone()
         return row is not None
 
-    def commit(self, results: list[ImageResult], run_id: int, pipeline_hash: str) -> None:
-        """Write a batch of results atomically (all or nothing)."""
+    def cached(self, sha256: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The cached stage outputs of this content among ``keys`` (key → labels record)."""
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self._conn.execute(
+            f"SELECT key, labels FROM stage_outputs WHERE sha256 = ? AND key IN ({marks})", (sha256, *keys)
+        )
+        return {key: json.loads(labels) for key, labels in rows}
+
+    def commit(
+        self,
+        results: list[ImageResult],
+        run_id: int,
+        pipeline_hash: str,
+        stage_outputs: list[tuple[str, str, dict[str, Any]]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Write a batch of results, and the stage outputs to cache (sha256, key, record), atomically."""
         now = time.time()
         rows = [
             (
@@ -168,6 +190,10 @@ class Store:
                      pipeline_hash = excluded.pipeline_hash, run_id = excluded.run_id, labels = excluded.labels,
                      updated = excluded.updated""",
                 rows,
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO stage_outputs (sha256, key, labels) VALUES (?, ?, ?)",
+                [(sha, key, json.dumps(rec, separators=(",", ":"))) for sha, key, rec in stage_outputs],
             )
 
     def count(self, status: str | None = None) -> int:
