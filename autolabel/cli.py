@@ -42,12 +42,44 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a pipeline file without loading any model")
     with_pipeline(validate)
 
-    export = sub.add_parser("export", help="write an export from a run's store (runs no model)")
+    export = sub.add_parser(
+        "export", help="write an export from a run's store (runs no model)",
+        description="Write COCO, YOLO or Label Studio files from a run's store. Format options given to a format "
+        "that does not take them are an error.",
+    )
     export.add_argument("output_dir", help="the output folder of a run")
     export.add_argument("--pipeline", help="pipeline file (default: the one recorded by the last run)")
-    export.add_argument("--format", default="coco", choices=["coco"])
-    export.add_argument("--path", help="file to write (default: OUTPUT_DIR/coco.json)")
-    export.add_argument("--min-score", type=float, default=0.0, help="leave out boxes scored below this")
+    export.add_argument("--format", default="coco", choices=["coco", "coco-results", "yolo", "labelstudio"])
+    export.add_argument("--path", help="file or folder to write, relative to OUTPUT_DIR (default: per format)")
+    export.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
+    export.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
+    coco = export.add_argument_group("coco")
+    coco.add_argument("--segmentation", choices=["polygon", "rle"], help="mask encoding (default polygon)")
+    coco.add_argument("--no-captions", dest="captions", action="store_const", const=False,
+                      help="do not write the COCO-captions file")
+    yolo = export.add_argument_group("yolo")
+    yolo.add_argument("--task", choices=["detect", "segment"], help="label lines (default detect)")
+    yolo.add_argument("--split", metavar="NAME=FRACTION,...", help="e.g. train=0.8,val=0.2 (the default)")
+    yolo.add_argument("--seed", type=int, help="seed of the content-hash split (default 0)")
+    yolo.add_argument("--images", choices=["symlink", "copy"], help="how images are placed (default symlink)")
+    ls = export.add_argument_group("labelstudio")
+    ls.add_argument("--image-root", help="prefix of image references (default /data/local-files/?d=)")
+    ls.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
+    ls.add_argument("--task-score", choices=["min", "mean"], help="task score from box confidences (default min)")
+    ls.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
+
+    runs = sub.add_parser("runs", help="list the runs recorded in an output folder")
+    runs.add_argument("output_dir", help="the output folder of a run")
+    runs.add_argument("--json", action="store_true", help="machine-readable: one JSON object per run, a line each")
+    runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+
+    sched = sub.add_parser("schedule", help="run a pipeline on a cron expression, in this process")
+    with_pipeline(sched)
+    sched.add_argument("--cron", required=True, help="e.g. '0 2 * * *' (a 6th field is seconds: '* * * * * */10')")
+    sched.add_argument("--input", "-i", action="append", help="as for run (repeatable)")
+    sched.add_argument("--output", "-o", help="as for run")
+    sched.add_argument("--max-runs", type=int, metavar="N", help="stop after N runs (default: run forever)")
+    sched.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("version", help="print versions")
     return parser
@@ -68,6 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "runs":
+        from .history import print_runs
+
+        return print_runs(args.output_dir, as_json=args.json, last=args.last)
+    if args.command == "schedule":
+        from .schedule import schedule
+
+        return schedule(args.pipeline, args.cron, input=args.input, output=args.output, overrides=args.overrides,
+                        max_runs=args.max_runs, progress=not args.no_progress)
     if args.command == "version":
         from .runner import package_versions
 
@@ -106,11 +147,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .config import ExportSpec
     from .exports import write_export
     from .pipeline import Pipeline
     from .store import DB_NAME, Store
 
+    spec = _export_spec(args)
     output = Path(args.output_dir)
     if not (output / DB_NAME).is_file():
         raise AutolabelError(f"{output}: no run store ({DB_NAME}) here; pass the output folder of a run")
@@ -122,7 +163,48 @@ def _export(args: argparse.Namespace) -> int:
             if last is None:
                 raise AutolabelError(f"{output}: the store records no run; pass --pipeline FILE")
             pipeline = Pipeline.from_dict(last)
-        spec = ExportSpec(format=args.format, path=args.path, min_score=args.min_score)
-        path = write_export(store, pipeline.spec, spec, output)
-    print(f"autolabel: wrote {path}", file=sys.stderr)
+        paths = write_export(store, pipeline.spec, spec, output)
+    for path in paths:
+        print(f"autolabel: wrote {path}", file=sys.stderr)
     return ExitCode.OK
+
+
+_EXPORT_FLAGS = ("path", "min_score", "flagged", "segmentation", "captions", "task", "split", "seed", "images",
+                 "image_root", "model_version", "task_score", "masks")
+
+
+def _export_spec(args: argparse.Namespace):  # noqa: ANN202 — ExportSpec
+    """The flags given (only those: a format option given to another format is an error) as an ExportSpec."""
+    from pydantic import ValidationError
+
+    from .config import ExportSpec, format_errors
+
+    given = {key: getattr(args, key) for key in _EXPORT_FLAGS if getattr(args, key) is not None}
+    if "split" in given:
+        given["split"] = _parse_split(given["split"])
+    try:
+        return ExportSpec(format=args.format, **given)
+    except ValidationError as err:
+        lines = format_errors(err, ExportSpec)
+        flags = {key: "--" + ("no-captions" if key == "captions" else key.replace("_", "-")) for key in _EXPORT_FLAGS}
+        raise ConfigError([_flag_line(line, flags) for line in lines]) from None
+
+
+def _flag_line(line: str, flags: dict[str, str]) -> str:
+    key, sep, rest = line.partition(":")
+    key = key.split(".")[0]
+    return f"{flags[key]}{sep}{rest}" if key in flags else line
+
+
+def _parse_split(text: str) -> dict[str, float]:
+    """``train=0.8,val=0.2`` → ``{"train": 0.8, "val": 0.2}``."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--split: expected NAME=FRACTION[,NAME=FRACTION...], e.g. train=0.8,val=0.2 (got {text!r})")
+    return out

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .ontology import Ontology
@@ -38,12 +39,77 @@ class ModelSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
 
 
-class ExportSpec(_Strict):
-    """An export written at the end of each run (and by ``autolabel export``)."""
+#: Options each export format takes, with their defaults (keys of ExportSpec beyond format, path, min_score, flagged).
+EXPORT_OPTIONS: dict[str, dict[str, Any]] = {
+    "coco": {"segmentation": "polygon", "captions": True},
+    "coco-results": {"segmentation": "polygon"},
+    "yolo": {"task": "detect", "split": {"train": 0.8, "val": 0.2}, "seed": 0, "images": "symlink"},
+    "labelstudio": {"image_root": "/data/local-files/?d=", "model_version": None, "task_score": "min", "masks": "brush"},
+}
+_SPLITS = ("train", "val", "test")
 
-    format: Literal["coco"]
+
+class ExportSpec(_Strict):
+    """An export written at the end of each run (and by ``autolabel export``).
+
+    Format-specific options default to ``None`` here and are read through :meth:`option`, so that an option given
+    to a format that does not take it is an error naming the key (not silently ignored).
+    """
+
+    format: Literal["coco", "coco-results", "yolo", "labelstudio"]
     path: str | None = None  # relative to the output folder; default per format
-    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scored below are left out (unknown scores pass)
+    flagged: Literal["include", "exclude"] = "include"  # boxes a quality check flagged for review
+    # coco
+    segmentation: Literal["polygon", "rle"] | None = None
+    captions: bool | None = None  # write the COCO-captions file beside the COCO file
+    # yolo
+    task: Literal["detect", "segment"] | None = None
+    split: dict[str, float] | None = None  # e.g. {train: 0.8, val: 0.2}
+    seed: int | None = None
+    images: Literal["symlink", "copy"] | None = None
+    # labelstudio
+    image_root: str | None = None  # prefix of image references: local-files, URL or s3://bucket/prefix
+    model_version: str | None = None
+    task_score: Literal["min", "mean"] | None = None
+    masks: Literal["brush", "polygon", "none"] | None = None
+
+    @field_validator("segmentation", "captions", "task", "split", "seed", "images", "image_root", "model_version",
+                     "task_score", "masks", mode="before")
+    @classmethod
+    def _option_of_format(cls, value: Any, info: ValidationInfo) -> Any:
+        fmt = info.data.get("format")
+        if fmt is not None and info.field_name not in EXPORT_OPTIONS[fmt]:
+            owners = [f for f, opts in EXPORT_OPTIONS.items() if info.field_name in opts]
+            takes = ", ".join(EXPORT_OPTIONS[fmt]) or "no format options"
+            raise _invalid(f"option of format {' / '.join(owners)}, not {fmt} ({fmt} takes: {takes})")
+        return value
+
+    @field_validator("split")
+    @classmethod
+    def _split_fractions(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        unknown = [k for k in value if k not in _SPLITS]
+        if unknown:
+            raise _invalid(f"unknown split {unknown[0]!r} (known: {', '.join(_SPLITS)})")
+        if "train" not in value:
+            raise _invalid("needs a train fraction, e.g. {train: 0.8, val: 0.2}")
+        if any(not 0.0 < f <= 1.0 for f in value.values()):
+            raise _invalid("fractions must be in (0, 1]")
+        if abs(sum(value.values()) - 1.0) > 1e-6:
+            raise _invalid(f"fractions must sum to 1 (got {sum(value.values()):g})")
+        return {k: float(value[k]) for k in _SPLITS if k in value}  # fixed order: the split is deterministic
+
+    def option(self, key: str) -> Any:
+        """The value of a format option: as given, else the format's default."""
+        value = getattr(self, key)
+        return EXPORT_OPTIONS[self.format][key] if value is None else value
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
+    return PydanticCustomError("invalid", message)  # no context given: braces in ``message`` stay as they are
 
 
 class PipelineConfig(_Strict):
@@ -95,6 +161,27 @@ class PipelineSpec:
         }
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def stage_keys(self) -> list[str | None]:
+        """Per stage, the key of its cached output, or None for stages that are not cached.
+
+        Stages that run a model (their params name one) are cached, keyed by everything their output depends
+        on: their own params, their model (id, revision, dtype, generation…), and every stage before them. So a
+        changed model stage re-runs itself and what follows; a changed filter after it re-runs no model at all.
+        """
+        keys: list[str | None] = []
+        chain = hashlib.sha256(json.dumps(self.config.ontology, sort_keys=True).encode())
+        for _, _, params in self.stages:
+            chain.update(json.dumps(params.model_dump(), sort_keys=True, default=str).encode())
+            model = getattr(params, "model", None) if isinstance(params, ModelStageParams) else None
+            if model is not None and model in self.config.models:
+                spec = self.config.models[model].model_dump(exclude={"device", "compile"})
+                chain.update(json.dumps(spec, sort_keys=True, default=str).encode())
+                keys.append(chain.hexdigest()[:24])
+            else:
+                keys.append(None)
+        return keys
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
