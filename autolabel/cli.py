@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--path", help="file or folder to write, relative to OUTPUT_DIR (default: per format)")
     export.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
     export.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
-    coco = export.add_argument_group("coco")
+    coco = export.add_argument_group("coco, coco-results")
     coco.add_argument("--segmentation", choices=["polygon", "rle"], help="mask encoding (default polygon)")
     coco.add_argument("--no-captions", dest="captions", action="store_const", const=False,
                       help="do not write the COCO-captions file")
@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--max-runs", type=int, metavar="N", help="stop after N runs (default: run forever)")
     sched.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    from .labelstudio.commands import add_pull_parser, add_push_parser
+
+    add_push_parser(sub)  # autolabel push / pull: a live Label Studio (autolabel.labelstudio)
+    add_pull_parser(sub)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -114,6 +118,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(package_versions(), indent=2))
         return ExitCode.OK
+    if args.command in ("push", "pull"):
+        from .labelstudio.commands import run_pull, run_push
+
+        return run_push(args) if args.command == "push" else run_pull(args)
     if args.command == "export":
         return _export(args)
 
@@ -206,5 +214,7 @@ def _parse_split(text: str) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep:
-            raise ConfigError(f"--split: expected NAME=FRACTION[,NAME=FRACTION...], e.g. train=0.8,val=0.2 (got {text!r})")
+            raise ConfigError(
+                f"--split: expected NAME=FRACTION[,NAME=FRACTION...], e.g. train=0.8,val=0.2 (got {text!r})"
+            )
     return out

@@ -44,7 +44,9 @@ EXPORT_OPTIONS: dict[str, dict[str, Any]] = {
     "coco": {"segmentation": "polygon", "captions": True},
     "coco-results": {"segmentation": "polygon"},
     "yolo": {"task": "detect", "split": {"train": 0.8, "val": 0.2}, "seed": 0, "images": "symlink"},
-    "labelstudio": {"image_root": "/data/local-files/?d=", "model_version": None, "task_score": "min", "masks": "brush"},
+    "labelstudio": {
+        "image_root": "/data/local-files/?d=", "model_version": None, "task_score": "min", "masks": "brush",
+    },
 }
 _SPLITS = ("train", "val", "test")
 
@@ -107,6 +109,27 @@ class ExportSpec(_Strict):
         return EXPORT_OPTIONS[self.format][key] if value is None else value
 
 
+class PushSpec(_Strict):
+    """``push:`` — send the run's labels to a Label Studio project at the end of each run (autolabel.labelstudio).
+
+    The API key is read from ``LABEL_STUDIO_API_KEY`` only, never from the pipeline file.
+    """
+
+    url: str = Field(min_length=1)  # http(s)://host:port of the Label Studio server
+    project: str | int  # an id, or a title (created when no project has it)
+    images: Literal["local-files", "upload", "url"] = "local-files"
+    image_root: str | None = None  # images: url — prefix of the references (https://..., s3://...)
+    document_root: str | None = None  # images: local-files — the server's document root (default: asked)
+    batch_size: int = Field(default=500, ge=1, le=10_000)  # tasks per import request
+    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
+    task_score: Literal["min", "mean"] = "min"
+    masks: Literal["brush", "polygon", "none"] = "brush"
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    flagged: Literal["include", "exclude"] = "include"
+    timeout: float = Field(default=60.0, gt=0)  # seconds per request
+    retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
+
+
 def _invalid(message: str) -> PydanticCustomError:
     """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
     return PydanticCustomError("invalid", message)  # no context given: braces in ``message`` stay as they are
@@ -126,6 +149,7 @@ class PipelineConfig(_Strict):
     ontology: dict[str, str | list[str] | None] | list[str] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(min_length=1)
     exports: list[ExportSpec] = Field(default_factory=list)
+    push: PushSpec | None = None  # Label Studio push after each run
 
     @field_validator("ontology")
     @classmethod
@@ -291,6 +315,8 @@ def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:
     """The keys the schema accepts in the mapping at ``parent`` (for 'unknown key' messages)."""
     if schema is PipelineConfig and len(parent) == 2:
         schema = {"models": ModelSpec, "exports": ExportSpec}.get(parent[0])  # type: ignore[assignment]
+    elif schema is PipelineConfig and parent == ["push"]:
+        schema = PushSpec
     elif parent:
         return []
     return list(schema.model_fields) if schema is not None else []

@@ -125,6 +125,12 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
             from .exports import write_exports
 
             exports = write_exports(store, pipeline.spec, output)
+            if pipeline.config.push is not None:  # push: a live Label Studio (autolabel.labelstudio)
+                from .labelstudio.push import push_after_run
+
+                line, pushed = push_after_run(store, pipeline.spec, pipeline.config.push)
+                exports.append(line)
+                status = status if pushed else "partial"
         summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
         summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
         store.end_run(run_id, status, summary)

@@ -75,3 +75,91 @@ class UsesModel(Stage):
     def __call__(self, items: list[Item]) -> list[Item]:
         self.model  # noqa: B018 — loading is the point
         return items
+
+
+class RichLabelsParams(StageParams):
+    caption: bool = True  # also emit an image-level caption and a page of OCR text
+
+
+class RichLabels(Stage):
+    """Every kind of label an export handles, placed from the image's size (so orientation mistakes show).
+
+    Per image, in this order: a ``cat`` box with a two-part mask (score 0.9); a ``dog`` box with a triangle
+    polygon, flagged for review (reason ``test_flag``, score 0.6); an OCR-like ``text`` box reading ``HELLO``
+    (score 0.8); a ``cat`` box dropped by a filter (reason ``low_score``, score 0.1); a caption and an OCR page.
+    Ontology needed: cat, dog, text.
+    """
+
+    Params = RichLabelsParams
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        from autolabel.labels import Text
+
+        for item in items:
+            w, h = item.image.size
+            at = lambda k, size: float(int(size * k / 8))  # noqa: E731 — whole pixels, k eighths of the side
+            masks = np.zeros((4, h, w), dtype=bool)
+            masks[0, int(at(1, h)) : int(at(3, h)), int(at(1, w)) : int(at(3, w))] = True
+            masks[0, int(at(5, h)) : int(at(7, h)), int(at(5, w)) : int(at(7, w))] = True
+            triangle = np.array([[at(4, w), at(1, h)], [at(7, w), at(7, h)], [at(1, w), at(7, h)]], dtype=np.float32)
+            polygon = np.empty(4, dtype=object)
+            polygon[:] = [None, triangle, None, None]
+            det = sv.Detections(
+                xyxy=np.array([
+                    [at(1, w), at(1, h), at(7, w), at(7, h)],
+                    [at(1, w), at(1, h), at(7, w), at(7, h)],
+                    [at(1, w), at(4, h), at(4, w), at(5, h)],
+                    [0.0, 0.0, at(2, w), at(2, h)],
+                ], dtype=np.float32),
+                mask=masks,
+                confidence=np.array([0.9, 0.6, 0.8, 0.1], dtype=np.float32),
+                data={
+                    "class_name": np.array(["cat", "dog", "text", "cat"], dtype=object),
+                    "phrase": np.array(["a cat", "dog", "HELLO", "cat"], dtype=object),
+                    "status": np.array(["kept", "flagged", "kept", "dropped"], dtype=object),
+                    "reason": np.array(["", "test_flag", "", "low_score"], dtype=object),
+                    "text": np.array(["", "", "HELLO", ""], dtype=object),
+                    "has_mask": np.array([True, False, False, False]),
+                    "polygon": polygon,
+                },
+            )
+            item.labels.add(det, stage=self.name, provenance={"model": "rich-labels", "task": "test"})
+            if self.params.caption:
+                item.labels.texts.append(Text("caption", f"a test image of {w}x{h} pixels", 0.7, self.name))
+                item.labels.texts.append(Text("ocr", "HELLO", 0.8, self.name))
+        return items
+
+
+#: The ontology RichLabels needs, and a pipeline running CenterBox then RichLabels (what the export tests label).
+EXPORT_ONTOLOGY = ["cat", "dog", "text"]
+
+
+def export_pipeline(**extra: object) -> dict:
+    return {
+        "name": "export-test", "ontology": list(EXPORT_ONTOLOGY),
+        "stages": [{"type": "plugins:CenterBox", "label": "cat"}, {"type": "plugins:RichLabels"}],
+    } | extra
+
+
+def make_export_images(folder: str | os.PathLike) -> None:
+    """The export tests' inputs: a square, a wide and a tall (in a sub-folder) PNG, and an EXIF-rotated JPEG.
+
+    ``rotated.jpg`` is stored 80x40, red on its left half and blue on its right, with EXIF orientation 6: displayed
+    (rotated 90° clockwise) it is 40x80, red on top. Colour edges lie on 8-pixel block edges and chroma is not
+    subsampled, so every JPEG block is flat and decodes exactly.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(folder)
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(root / "square.png")
+    Image.new("RGB", (96, 48), (20, 100, 250)).save(root / "wide.png")
+    Image.new("RGB", (30, 50), (50, 200, 50)).save(root / "sub" / "tall.png")
+    stored = np.zeros((40, 80, 3), dtype=np.uint8)
+    stored[:, :40] = (255, 0, 0)
+    stored[:, 40:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(root / "rotated.jpg", quality=95, subsampling=0, exif=exif)

@@ -47,7 +47,7 @@ MALFORMED = [
     ("threshold out of range", ("threshold: 0.3", "threshold: 1.5"),
      "stages[1].threshold: input should be less than or equal to 1 (got 1.5)"),
     ("unknown stage key", ("threshold: 0.3", "treshold: 0.3"),
-     "stages[1].treshold: unknown key (known: type, name, threshold, per_class)"),
+     "stages[1].treshold: unknown key (known: type, name, "),
     ("no stages", VALID.split("stages:")[0], "stages: missing required key"),
     ("model without id", ("    id: florence-community/Florence-2-base\n", "    revision: main\n"),
      "models.florence.id: missing required key"),

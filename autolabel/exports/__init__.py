@@ -1,4 +1,8 @@
-"""Exports read the run store and stream to disk (temp file + rename); they never run a model."""
+"""Exports read the run store and stream to disk (temp file + rename); they never run a model.
+
+Formats: ``coco`` (+ ``captions.json``), ``coco-results`` (for ``COCO.loadRes``), ``yolo`` (a dataset folder),
+``labelstudio`` (tasks JSON + labeling-config XML). Options: see :class:`autolabel.config.ExportSpec`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,45 @@ from pathlib import Path
 
 from ..config import ExportSpec, PipelineSpec
 from ..store import Store
-from .coco import write_coco
 
-DEFAULT_PATHS = {"coco": "coco.json"}
+DEFAULT_PATHS = {
+    "coco": "coco.json",
+    "coco-results": "coco_results.json",
+    "yolo": "yolo",
+    "labelstudio": "labelstudio_tasks.json",
+}
 
 
-def write_export(store: Store, spec: PipelineSpec, export: ExportSpec, output: Path) -> str:
-    """Write one export; return its path."""
-    path = output / (export.path or DEFAULT_PATHS[export.format])
+def write_export(store: Store, spec: PipelineSpec, export: ExportSpec, output: Path) -> list[str]:
+    """Write one export (``export.path`` is relative to ``output``); return the paths written."""
+    path = Path(output) / (export.path or DEFAULT_PATHS[export.format])
+    common = {"min_score": export.min_score, "flagged": export.flagged == "include"}
+    ontology = spec.ontology
     if export.format == "coco":
-        write_coco(store, spec.ontology, path, min_score=export.min_score)
-    return str(path)
+        from .coco import captions_path_for, write_coco
+
+        captions = captions_path_for(path) if export.option("captions") else None
+        return write_coco(store, ontology, path, segmentation_mode=export.option("segmentation"),
+                          captions_path=captions, **common)
+    if export.format == "coco-results":
+        from .coco import write_coco_results
+
+        return write_coco_results(store, ontology, path, segmentation_mode=export.option("segmentation"), **common)
+    if export.format == "yolo":
+        from .yolo import write_yolo
+
+        return write_yolo(store, ontology, path, task=export.option("task"), split=export.option("split"),
+                          seed=export.option("seed"), images=export.option("images"), **common)
+    if export.format == "labelstudio":
+        from .labelstudio import write_labelstudio
+
+        version = export.option("model_version") or spec.config.name or f"autolabel-{spec.hash}"
+        return write_labelstudio(store, ontology, path, image_root=export.option("image_root"),
+                                 model_version=version, score=export.option("task_score"),
+                                 masks=export.option("masks"), **common)
+    raise ValueError(f"unknown export format {export.format!r}")  # unreachable: ExportSpec validates it
 
 
 def write_exports(store: Store, spec: PipelineSpec, output: Path) -> list[str]:
-    """Every export the pipeline file lists."""
-    return [write_export(store, spec, export, output) for export in spec.config.exports]
+    """Every export the pipeline file lists, in order; the paths written."""
+    return [p for export in spec.config.exports for p in write_export(store, spec, export, output)]

@@ -1,19 +1,35 @@
-"""COCO detection JSON, streamed from the run store: images, categories from the ontology, scored boxes."""
+"""COCO files, streamed from the run store in one pass: detections/segmentation, captions, and results.
+
+* ``coco.json`` — ``images`` (``id`` = the store's id, ``file_name`` = the path relative to the input root,
+  displayed ``width``/``height``), ``categories`` (``id`` = 1 + position in the ontology), ``annotations`` with
+  ``bbox`` (xywh), ``area``, ``iscrowd: 0``, ``score`` (``null`` when unknown), a ``segmentation`` that is never
+  empty (polygons or compressed RLE; a box-only annotation gets its box) and ``attributes`` (phrase, stage,
+  status, quality-check reason, per-box text such as OCR, the stage's provenance, other per-box scores).
+* ``captions.json`` beside it — COCO-captions (``images`` + ``annotations`` of ``{id, image_id, caption}``).
+* ``coco_results.json`` — the detections-only list ``COCO.loadRes`` reads (``image_id``, ``category_id``,
+  ``bbox``, ``score``; ``segmentation`` where there is a mask or polygon, in the same encoding as ``coco.json``
+  so that evaluating one against the other compares like with like). Unknown scores are written as 1.0.
+
+Annotation ids count from 1 in export order (image id, then box order), so the same store gives the same file.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from ..errors import AutolabelError
-from ..labels import DROPPED
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open
+from .geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_polygons
+from .rows import Annotation, ImageRow, image_rows
+
+_COMPACT = (",", ":")
 
 
 def categories(ontology: Ontology) -> list[dict[str, Any]]:
@@ -21,65 +37,181 @@ def categories(ontology: Ontology) -> list[dict[str, Any]]:
     return [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(ontology.classes)]
 
 
-def annotations(store: Store, ontology: Ontology, min_score: float = 0.0) -> Iterator[dict[str, Any]]:
-    """One COCO annotation per kept (or flagged) box of a known class, in image order."""
-    ids = {name: i + 1 for i, name in enumerate(ontology.classes)}
-    next_id = 1
-    for row in store.images(labels=True):
-        boxes = row["labels"]["boxes"]
-        data = boxes["data"]
-        masks = boxes.get("mask")
-        for i, (x1, y1, x2, y2) in enumerate(boxes["xyxy"]):
-            if data["status"][i] == DROPPED:
-                continue
-            score = boxes["confidence"][i]
-            if score is not None and score < min_score:
-                continue
-            name = data["class_name"][i]
-            if not name:
-                continue  # a phrase kept without a class: no COCO category for it
-            if name not in ids:
-                raise AutolabelError(
-                    f"{row['rel_path']}: class {name!r} is not in the pipeline's ontology "
-                    f"(known: {', '.join(ids)}); the ontology changed since the run: re-run, or restore the class"
-                )
-            w, h = x2 - x1, y2 - y1
-            rle = masks[i] if masks is not None else None
-            ann: dict[str, Any] = {
-                "id": next_id,
-                "image_id": row["id"],
-                "category_id": ids[name],
-                "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
-                "area": round(float(w * h), 2) if rle is None else float(mask_utils.area(_bytes_rle(rle))),
-                "iscrowd": 0,
-                # a box-only annotation gets its box as a polygon, so readers that rasterise (annToMask) work
-                "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]] if rle is None else rle,
-                "score": None if score is None else round(float(score), 5),
-                "attributes": {k: data[k][i] for k in ("phrase", "stage", "status", "reason", "text") if k in data},
-            }
-            next_id += 1
-            yield ann
+def image_entry(row: ImageRow) -> dict[str, Any]:
+    return {"id": row.id, "file_name": row.rel_path, "width": row.width, "height": row.height}
 
 
-def write_coco(store: Store, ontology: Ontology, path: str | Path, min_score: float = 0.0) -> None:
-    """Write a COCO file without holding the dataset in memory (temp file + rename)."""
-    if store.count("done") == 0:
-        raise AutolabelError(f"{store.path}: no labeled images in the store; nothing to export (run a pipeline first)")
-    with atomic_open(path) as f:
-        f.write('{"info": {"description": "autolabel"},\n"categories": ')
-        f.write(json.dumps(categories(ontology)))
-        f.write(',\n"images": [')
-        for n, row in enumerate(store.images(labels=False)):
-            image = {"id": row["id"], "file_name": row["rel_path"], "width": row["width"], "height": row["height"]}
-            f.write(("," if n else "") + "\n" + json.dumps(image))
-        f.write('\n],\n"annotations": [')
-        for n, ann in enumerate(annotations(store, ontology, min_score)):
-            f.write(("," if n else "") + "\n" + json.dumps(ann, default=_json_default))
-        f.write("\n]}\n")
+def segmentation(
+    ann: Annotation, height: int, width: int, mode: str, parts: list[np.ndarray] | None = None
+) -> tuple[Any, float]:
+    """The annotation's segmentation in ``mode`` (``polygon`` or ``rle``) and its area in pixels; never empty.
+
+    ``parts``: its mask's polygons when already traced (:func:`mask_parts` does a whole image at once).
+    """
+    area = rle_area(ann.rle) if ann.rle is not None else 0
+    if area > 0:
+        if mode == "rle":
+            return ann.rle, float(area)
+        return [_flat(p) for p in (parts if parts is not None else rle_polygons(ann.rle))], float(area)
+    if ann.polygon is None:
+        x1, y1, x2, y2 = ann.xyxy
+        polygon, area = box_polygon(ann.xyxy), round((x2 - x1) * (y2 - y1), 2)
+    else:
+        polygon = np.asarray(ann.polygon, dtype=np.float64)
+        area = float(rle_area(polygons_to_rle([polygon], height, width)))
+    return (polygons_to_rle([polygon], height, width) if mode == "rle" else [_flat(polygon)]), area
 
 
-def _bytes_rle(rle: dict[str, Any]) -> dict[str, Any]:
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+def mask_parts(row: ImageRow) -> dict[int, list[np.ndarray]]:
+    """The polygons of every mask of an image (by annotation index), traced in one batch."""
+    with_mask = [a for a in row.annotations if a.rle is not None]
+    return dict(zip((a.index for a in with_mask), rles_polygons([a.rle for a in with_mask])))
+
+
+def annotation_entry(
+    ann: Annotation, row: ImageRow, ann_id: int, mode: str, parts: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """One COCO annotation of a box of ``row``."""
+    x1, y1, x2, y2 = ann.xyxy
+    seg, area = segmentation(ann, row.height, row.width, mode, parts)
+    attributes = {
+        "phrase": ann.phrase, "stage": ann.stage, "status": ann.status, "reason": ann.reason, "text": ann.text,
+        "provenance": row.provenance.get(ann.stage, {}),
+    } | ann.extra
+    return {
+        "id": ann_id, "image_id": row.id, "category_id": ann.category + 1,
+        "bbox": [_r(x1), _r(y1), _r(x2 - x1), _r(y2 - y1)], "area": area, "iscrowd": 0,
+        "segmentation": seg, "score": None if ann.score is None else round(ann.score, 5),
+        "attributes": attributes,
+    }
+
+
+def result_entry(
+    ann: Annotation, row: ImageRow, mode: str = "polygon", parts: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """One detection in the results format ``COCO.loadRes`` reads (a score is required: unknown → 1.0)."""
+    x1, y1, x2, y2 = ann.xyxy
+    entry: dict[str, Any] = {
+        "image_id": row.id, "category_id": ann.category + 1,
+        "bbox": [_r(x1), _r(y1), _r(x2 - x1), _r(y2 - y1)],
+        "score": 1.0 if ann.score is None else round(ann.score, 5),
+    }
+    if (ann.rle is not None and rle_area(ann.rle) > 0) or ann.polygon is not None:
+        entry["segmentation"] = segmentation(ann, row.height, row.width, mode, parts)[0]
+    return entry
+
+
+def caption_entries(row: ImageRow, first_id: int) -> list[dict[str, Any]]:
+    return [
+        {"id": first_id + k, "image_id": row.id, "caption": t["text"], "kind": t.get("kind", ""),
+         "score": t.get("score"), "stage": t.get("stage", "")}
+        for k, t in enumerate(row.captions())
+    ]
+
+
+def write_coco(
+    store: Store,
+    ontology: Ontology,
+    path: str | Path,
+    min_score: float = 0.0,
+    flagged: bool = True,
+    segmentation_mode: str = "polygon",
+    captions_path: str | Path | None = None,
+) -> list[str]:
+    """Write ``coco.json`` (and the captions file when ``captions_path`` is given) in one pass over the store.
+
+    Images go straight to the file; annotations and captions are spooled to anonymous temp files and appended
+    after, so memory stays flat and the image list and annotations come from the same snapshot.
+    Returns the paths written.
+    """
+    rows = image_rows(store, ontology, min_score=min_score, flagged=flagged)
+    header = '{"info":{"description":"autolabel"},"licenses":[],\n"categories":' + json.dumps(
+        categories(ontology), separators=_COMPACT
+    )
+    written = [str(path)]
+    with atomic_open(path) as out, _maybe_atomic(captions_path) as cap_out, \
+            tempfile.TemporaryFile("w+", encoding="utf-8") as anns, \
+            tempfile.TemporaryFile("w+", encoding="utf-8") as caps:
+        out.write(header + ',\n"images":[')
+        if cap_out is not None:
+            cap_out.write('{"info":{"description":"autolabel captions"},"licenses":[],\n"images":[')
+        ann_id = cap_id = 1
+        for n, row in enumerate(rows):
+            image = ("," if n else "") + "\n" + _dumps(image_entry(row))
+            out.write(image)
+            parts = mask_parts(row) if segmentation_mode == "polygon" else {}
+            for ann in row.annotations:
+                entry = annotation_entry(ann, row, ann_id, segmentation_mode, parts.get(ann.index))
+                anns.write(("," if ann_id > 1 else "") + "\n" + _dumps(entry))
+                ann_id += 1
+            if cap_out is not None:
+                cap_out.write(image)
+                for cap in caption_entries(row, cap_id):
+                    caps.write(("," if cap_id > 1 else "") + "\n" + _dumps(cap))
+                    cap_id += 1
+        _append_list(out, "annotations", anns)
+        if cap_out is not None:
+            _append_list(cap_out, "annotations", caps)
+            written.append(str(captions_path))
+    return written
+
+
+def write_coco_results(
+    store: Store,
+    ontology: Ontology,
+    path: str | Path,
+    min_score: float = 0.0,
+    flagged: bool = True,
+    segmentation_mode: str = "polygon",
+) -> list[str]:
+    """Write the detections-only results list (``COCO.loadRes``) in one pass."""
+    with atomic_open(path) as out:
+        out.write("[")
+        first = True
+        for row in image_rows(store, ontology, min_score=min_score, flagged=flagged):
+            parts = mask_parts(row) if segmentation_mode == "polygon" else {}
+            for ann in row.annotations:
+                entry = result_entry(ann, row, segmentation_mode, parts.get(ann.index))
+                out.write(("" if first else ",") + "\n" + _dumps(entry))
+                first = False
+        out.write("\n]\n")
+    return [str(path)]
+
+
+def captions_path_for(path: Path) -> Path:
+    """``coco.json`` → ``captions.json``; ``NAME.json`` → ``NAME_captions.json`` (beside it)."""
+    return path.with_name("captions.json" if path.stem == "coco" else f"{path.stem}_captions.json")
+
+
+def _append_list(out: IO[str], key: str, spool: IO[str]) -> None:
+    out.write(f'\n],\n"{key}":[')
+    spool.seek(0)
+    shutil.copyfileobj(spool, out, 1 << 16)
+    out.write("\n]}\n")
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _maybe_atomic(path: str | Path | None) -> Any:
+    return atomic_open(path) if path is not None else _Nothing()
+
+
+def _flat(points: np.ndarray) -> list[float]:
+    return np.round(np.asarray(points, dtype=np.float64), 2).ravel().tolist()
+
+
+def _r(value: float) -> float:
+    return round(float(value), 2)
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, separators=_COMPACT, ensure_ascii=False, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

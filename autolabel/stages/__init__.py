@@ -3,4 +3,7 @@
 #: model stage type → import path (imported only when a pipeline uses it)
 STAGES: dict[str, str] = {
     "florence2": "autolabel.stages.florence2:Florence2Stage",
+    "detect": "autolabel.stages.detect:Detect",  # grounding_dino, owlv2
+    "segment": "autolabel.stages.segment:Segment",  # sam, sam2
+    "ocr": "autolabel.stages.ocr:Ocr",  # rapidocr
 }

@@ -1,0 +1,166 @@
+"""Store rows → what every export writes: one :class:`ImageRow` per labeled image, holding its exportable boxes.
+
+Every format makes the same choices here, once: dropped boxes are left out (flagged ones stay, unless the export
+excludes them), boxes scored below ``min_score`` are left out (an unknown score passes), boxes without an ontology
+class are left out (no category to give them), boxes are clipped to the image and empty ones skipped. A class the
+store holds but the ontology lacks is an error: the ontology changed since the run, and any file written would be
+silently wrong.
+
+Works on the store's JSON records directly (masks stay COCO RLE until a format needs pixels), so that streaming
+100k images costs a JSON parse per image, not a mask decode per box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from ..errors import AutolabelError
+from ..labels import DROPPED, FLAGGED
+from ..ontology import Ontology
+from ..store import Store
+
+#: Per-box columns an export handles itself; any other scalar column becomes an attribute (e.g. predicted_iou).
+_OWN_COLUMNS = frozenset({"class_name", "phrase", "stage", "status", "reason", "text", "has_mask", "polygon", "quad"})
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One exportable box of an image, with whatever geometry it carries (pixels, displayed frame)."""
+
+    index: int  # its row in the image's record: stable within the image, used for region ids
+    category: int  # 0-based position of its class in the ontology
+    class_name: str
+    xyxy: tuple[float, float, float, float]  # clipped to the image
+    score: float | None
+    status: str  # kept | flagged
+    reason: str
+    text: str  # per-box text (OCR line, region description), "" when none
+    phrase: str
+    stage: str
+    rle: dict[str, Any] | None = None  # COCO compressed RLE of its mask ("counts" a str), None when box-only
+    polygon: list[list[float]] | None = None  # [[x, y], ...] (>= 3 points) from a polygon or quad column
+    extra: dict[str, Any] = field(default_factory=dict)  # other scalar columns (scores of quality checks, ...)
+
+    @property
+    def flagged(self) -> bool:
+        return self.status == FLAGGED
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One labeled image of the store and its exportable annotations and texts."""
+
+    id: int  # the store's id: stable across runs and exports
+    path: str  # absolute path of the source when it was labeled
+    rel_path: str  # name relative to its input root: what exports call it
+    sha256: str | None
+    width: int  # displayed size (EXIF orientation applied)
+    height: int
+    annotations: list[Annotation]
+    texts: list[dict[str, Any]]  # image-level texts kept (flagged ones as boxes): {kind, text, score, stage, ...}
+    provenance: dict[str, dict[str, Any]]
+
+    def captions(self) -> list[dict[str, Any]]:
+        """Texts of a caption kind (``caption``, ``detailed_caption``, ...)."""
+        return [t for t in self.texts if "caption" in t.get("kind", "")]
+
+
+def require_labeled(store: Store) -> None:
+    """Fail with one line when the store holds no labeled image (nothing to export)."""
+    if store.count("done") == 0:
+        failed = store.count("failed")
+        why = f"all {failed} images failed (see run.json)" if failed else "run a pipeline into this folder first"
+        raise AutolabelError(f"{store.path}: no labeled images in the store; nothing to export ({why})")
+
+
+def class_ids(ontology: Ontology) -> dict[str, int]:
+    """Class name → 0-based position, the id every format derives its own from."""
+    return {name: i for i, name in enumerate(ontology.classes)}
+
+
+def image_rows(
+    store: Store, ontology: Ontology, min_score: float = 0.0, flagged: bool = True
+) -> Iterator[ImageRow]:
+    """Stream the store's labeled images as :class:`ImageRow` in id order (memory flat in the number of images)."""
+    require_labeled(store)
+    ids = class_ids(ontology)
+    for row in store.images(labels=True):
+        yield image_row(row, ids, min_score=min_score, flagged=flagged)
+
+
+def image_row(
+    row: Mapping[str, Any], ids: Mapping[str, int], min_score: float = 0.0, flagged: bool = True
+) -> ImageRow:
+    """One store row (``Store.images()`` item) as an :class:`ImageRow`; pure, so a live push can reuse it."""
+    record = row["labels"] or {}
+    width, height = int(row["width"]), int(row["height"])
+    boxes = record.get("boxes") or {"xyxy": [], "confidence": [], "data": {}}
+    data: dict[str, list[Any]] = boxes.get("data", {})
+    masks = boxes.get("mask")
+    n = len(boxes["xyxy"])
+    column = lambda key, default: data.get(key) or [default] * n  # noqa: E731
+    names, statuses, reasons = column("class_name", ""), column("status", "kept"), column("reason", "")
+    texts, phrases, stages = column("text", ""), column("phrase", ""), column("stage", "")
+    has_mask = column("has_mask", False) if masks is not None else [False] * n
+    extras = [k for k in data if k not in _OWN_COLUMNS]
+    annotations = []
+    for i, (x1, y1, x2, y2) in enumerate(boxes["xyxy"]):
+        name, status, score = names[i], statuses[i], boxes["confidence"][i]
+        if name and name not in ids:  # checked before any filter: the same answer whatever the options
+            raise AutolabelError(
+                f"{row['rel_path']}: class {name!r} is not in the pipeline's ontology (known: {', '.join(ids)}); "
+                "the ontology changed since the run: restore the class, or run the pipeline again"
+            )
+        if not name:
+            continue  # a phrase kept without a class: no category to give it
+        if status == DROPPED or (status == FLAGGED and not flagged):
+            continue
+        if score is not None and score < min_score:
+            continue
+        x1, x2 = _clip(x1, width), _clip(x2, width)
+        y1, y2 = _clip(y1, height), _clip(y2, height)
+        if x2 <= x1 or y2 <= y1:
+            continue  # nothing of it inside the image
+        annotations.append(
+            Annotation(
+                index=i, category=ids[name], class_name=name, xyxy=(x1, y1, x2, y2),
+                score=None if score is None else float(score), status=status, reason=reasons[i] or "",
+                text=texts[i] or "", phrase=phrases[i] or "", stage=stages[i] or "",
+                rle=masks[i] if has_mask[i] else None, polygon=_polygon(data, i, width, height),
+                extra={k: _scalar(data[k][i]) for k in extras if isinstance(data[k][i], (int, float, str, bool))},
+            )
+        )
+    kept_texts = [
+        t for t in record.get("texts", [])
+        if t.get("text") and t.get("status") != DROPPED and (flagged or t.get("status") != FLAGGED)
+    ]
+    return ImageRow(
+        id=int(row["id"]), path=row["path"], rel_path=row["rel_path"], sha256=row.get("sha256"),
+        width=width, height=height, annotations=annotations, texts=kept_texts,
+        provenance=record.get("provenance", {}),
+    )
+
+
+def _scalar(value: Any) -> Any:
+    """Per-box extras as written: floats (float32 in the store) to 5 decimals."""
+    return round(value, 5) if isinstance(value, float) else value
+
+
+def _clip(value: float, limit: int) -> float:
+    return min(max(float(value), 0.0), float(limit))
+
+
+def _polygon(data: Mapping[str, list[Any]], i: int, width: int, height: int) -> list[list[float]] | None:
+    """The box's polygon (``polygon`` column) or quad (``quad`` column, 8 numbers), clipped; None if neither."""
+    points = None
+    polygon = data.get("polygon")
+    if polygon is not None and polygon[i] is not None and len(polygon[i]) >= 3:
+        points = polygon[i]
+    else:
+        quad = data.get("quad")
+        if quad is not None and quad[i] is not None and len(quad[i]) == 8 and all(v is not None for v in quad[i]):
+            points = [quad[i][k : k + 2] for k in range(0, 8, 2)]
+    if points is None:
+        return None
+    return [[_clip(x, width), _clip(y, height)] for x, y in points]

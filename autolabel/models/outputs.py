@@ -1,0 +1,82 @@
+"""What model adapters return to stages: plain numpy, in absolute pixels of the image they were given.
+
+Adapters (Grounding DINO, OWLv2, SAM, SAM2, RapidOCR, or a third party's) return these; stages turn them into
+labels. Keeping this boundary framework-free lets a plugin implement ``detect`` / ``segment`` / ``read`` without
+knowing how labels are stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Boxes:
+    """Scored boxes of one image: ``xyxy`` (N, 4) float32 pixels, ``scores`` (N,), ``labels`` (N,) prompt indices."""
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Boxes":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: np.ndarray | slice) -> "Boxes":
+        return Boxes(self.xyxy[index], self.scores[index], self.labels[index])
+
+    @classmethod
+    def concat(cls, parts: list["Boxes"]) -> "Boxes":
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.labels for p in parts]))
+
+    def with_area(self) -> "Boxes":
+        """Only the boxes with a positive width and height (clipping can flatten a box predicted off the image)."""
+        return self[(self.xyxy[:, 2] > self.xyxy[:, 0]) & (self.xyxy[:, 3] > self.xyxy[:, 1])]
+
+
+@dataclass
+class Masks:
+    """Masks of one image, one per prompting box, in the order of the boxes.
+
+    ``masks`` (N, H, W) bool at the image's size; ``predicted_iou`` (N,) the model's own estimate of the mask's IoU;
+    ``stability_score`` (N,) SAM's stability: IoU of the masks thresholded at logit +1 and -1.
+    """
+
+    masks: np.ndarray
+    predicted_iou: np.ndarray
+    stability_score: np.ndarray
+
+
+@dataclass
+class TextLines:
+    """Recognized text lines of one image: ``quads`` (N, 4, 2) float32 corner points (clockwise from top-left),
+    ``texts`` the strings, ``scores`` (N,) the recognizer's confidence."""
+
+    quads: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 2), np.float32))
+    texts: list[str] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def clip_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes clipped to the image (models may predict a little past its edges), float32."""
+    out = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+    return out
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """Center/size boxes (what DETR-style heads predict) to corners."""
+    cx, cy, w, h = np.moveaxis(np.asarray(boxes, dtype=np.float32), -1, 0)
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)

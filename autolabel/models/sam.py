@@ -1,0 +1,164 @@
+"""SAM and SAM2 through transformers: masks for boxes, the image embedding computed once.
+
+Per batch, the vision encoder runs once over every image that has boxes; then, per image, the prompt encoder and
+mask decoder run once with *all* of that image's boxes. The decoder's low-resolution logits are upscaled to the
+image's size (in chunks, to bound memory on large images) and thresholded at 0; SAM's stability score (IoU of
+the masks at logit +1 and -1) is computed from the same logits, and the model's predicted IoU is kept.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .hub import load_checkpoint, revision_of
+from .outputs import Masks
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..config import ModelSpec
+
+#: how many masks are upscaled to full resolution at once (float32 logits of N×H×W)
+UPSCALE_CHUNK = 16
+#: SAM's stability offset: logits thresholded at ±1 around the mask threshold 0
+STABILITY_OFFSET = 1.0
+
+
+def stability_score(logits: Any, offset: float = STABILITY_OFFSET) -> Any:
+    """IoU of ``logits > +offset`` and ``logits > -offset`` per mask (the first is inside the second). 0 if both empty.
+
+    ``logits`` is a (N, H, W) torch tensor; returns (N,).
+    """
+    inner = (logits > offset).flatten(1).sum(-1).float()
+    outer = (logits > -offset).flatten(1).sum(-1).float()
+    return (inner / outer.clamp(min=1)).where(outer > 0, 0.0)
+
+
+class _Segmenter:
+    """What SAM and SAM2 share; subclasses say how to slice embeddings and how to upscale logits."""
+
+    checkpoint_types: tuple[str, ...] = ()
+    model_class = ""
+    task = "box_to_mask"
+
+    def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
+        self.model = model
+        self.processor = processor
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        self.id = spec.id
+        self.revision = revision_of(model, spec)
+
+    @classmethod
+    def load(cls, spec: "ModelSpec") -> "_Segmenter":
+        import transformers
+        from transformers import AutoProcessor
+
+        model_cls = getattr(transformers, cls.model_class)
+        model, processor, device, dtype = load_checkpoint(spec, model_cls, AutoProcessor, cls.checkpoint_types)
+        return cls(model, processor, spec, device, dtype)
+
+    def segment(self, images: Sequence["Image.Image"], boxes: Sequence[np.ndarray], multimask: bool = False) -> list[Masks]:
+        """One :class:`Masks` per image, masks in the order of its ``boxes`` ((N, 4) xyxy pixels; N may be 0).
+
+        ``multimask``: let the decoder propose three masks per box and keep the one with the highest predicted IoU
+        (SAM's answer to ambiguous prompts); otherwise one mask per box.
+        """
+        import torch
+
+        results = [_empty(im) for im in images]
+        todo = [i for i, b in enumerate(boxes) if len(b)]
+        if not todo:
+            return results
+        batch = self.processor(images=[images[i] for i in todo], return_tensors="pt")
+        pixels = batch["pixel_values"].to(self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            embeddings = self.model.get_image_embeddings(pixels)  # once per image, for all its boxes
+            for j, i in enumerate(todo):
+                image = images[i]
+                resized = self._resized_size(batch, j)
+                scale = np.array([resized[1] / image.width, resized[0] / image.height] * 2, dtype=np.float32)
+                prompt = torch.as_tensor(np.asarray(boxes[i], np.float32) * scale, device=self.device)[None]
+                out = self.model(
+                    image_embeddings=self._embedding(embeddings, j),
+                    input_boxes=prompt.to(self.dtype),
+                    multimask_output=multimask,
+                )
+                low, iou = out.pred_masks[0].float(), out.iou_scores[0].float()  # (N, K, h, w), (N, K)
+                best = iou.argmax(-1)
+                rows = torch.arange(len(best), device=best.device)
+                low, iou = low[rows, best][:, None], iou[rows, best]  # (N, 1, h, w), (N,)
+                masks, stability = [], []
+                for start in range(0, len(low), UPSCALE_CHUNK):
+                    logits = self._upscale(low[start : start + UPSCALE_CHUNK], (image.height, image.width), resized)
+                    masks.append((logits > 0).cpu().numpy())
+                    stability.append(stability_score(logits).cpu().numpy())
+                results[i] = Masks(
+                    masks=np.concatenate(masks),
+                    predicted_iou=iou.cpu().numpy().astype(np.float32),
+                    stability_score=np.concatenate(stability).astype(np.float32),
+                )
+        return results
+
+    # -- what differs between SAM and SAM2
+    def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _embedding(self, embeddings: Any, index: int) -> Any:
+        raise NotImplementedError
+
+    def _upscale(self, low: Any, size: tuple[int, int], resized: tuple[int, int]) -> Any:
+        raise NotImplementedError
+
+
+class Sam(_Segmenter):
+    """Model type ``sam``: checkpoints such as ``facebook/sam-vit-base`` / ``-large`` / ``-huge``.
+
+    SAM resizes the longer side to 1024 and pads: boxes scale by the resize, masks are cropped out of the padding.
+    """
+
+    checkpoint_types = ("sam",)
+    model_class = "SamModel"
+
+    def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
+        h, w = (int(v) for v in batch["reshaped_input_sizes"][index])
+        return h, w
+
+    def _embedding(self, embeddings: Any, index: int) -> Any:
+        return embeddings[index : index + 1]
+
+    def _upscale(self, low: Any, size: tuple[int, int], resized: tuple[int, int]) -> Any:
+        (logits,) = self.processor.post_process_masks([low], [size], [resized], binarize=False)
+        return logits[:, 0]
+
+
+class Sam2(_Segmenter):
+    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus`` / ``-large``.
+
+    SAM2 resizes to a square without padding: boxes scale per axis, masks resize straight back.
+    """
+
+    checkpoint_types = ("sam2",)
+    model_class = "Sam2Model"
+
+    def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
+        h, w = batch["pixel_values"].shape[-2:]
+        return int(h), int(w)
+
+    def _embedding(self, embeddings: Any, index: int) -> Any:
+        return [level[index : index + 1] for level in embeddings]  # one tensor per feature level
+
+    def _upscale(self, low: Any, size: tuple[int, int], resized: tuple[int, int]) -> Any:
+        (logits,) = self.processor.post_process_masks([low], [size], binarize=False)
+        return logits[:, 0]
+
+
+def _empty(image: "Image.Image") -> Masks:
+    return Masks(
+        masks=np.zeros((0, image.height, image.width), dtype=bool),
+        predicted_iou=np.zeros(0, np.float32),
+        stability_score=np.zeros(0, np.float32),
+    )

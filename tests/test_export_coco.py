@@ -1,0 +1,202 @@
+"""COCO exports, read back by pycocotools (an independent reader): load, rasterise, loadRes, COCOeval."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from plugins import export_pipeline, make_export_images
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from autolabel import Pipeline
+from autolabel.config import ExportSpec, parse
+from autolabel.errors import AutolabelError
+from autolabel.exports import write_export
+from autolabel.exports import coco as coco_module
+from autolabel.store import Store
+
+# displayed sizes (rotated.jpg is stored 80x40 with EXIF orientation 6)
+SIZES = {"rotated.jpg": (40, 80), "square.png": (64, 64), "sub/tall.png": (30, 50), "wide.png": (96, 48)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("coco")
+    make_export_images(root / "in")
+    Pipeline.from_dict(export_pipeline()).run(input=root / "in", output=root / "out")
+    return root / "out"
+
+
+def export(out: Path, **options: object) -> list[str]:
+    with Store(out) as store:
+        return write_export(store, parse(export_pipeline()), ExportSpec(**options), out)
+
+
+def load(path: str | Path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        return COCO(str(path))
+
+
+def two_part_mask(width: int, height: int) -> np.ndarray:
+    """The mask RichLabels gives its first box: two rectangles, eighths 1..3 and 5..7 of each side."""
+    at = lambda k, size: int(size * k / 8)  # noqa: E731
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[at(1, height) : at(3, height), at(1, width) : at(3, width)] = 1
+    mask[at(5, height) : at(7, height), at(5, width) : at(7, width)] = 1
+    return mask
+
+
+@pytest.mark.parametrize("segmentation", ["polygon", "rle"])
+def test_every_annotation_loads_and_rasterises(run: Path, segmentation: str) -> None:
+    path = export(run, format="coco", path=f"coco_{segmentation}.json", segmentation=segmentation)[0]
+    coco = load(path)
+    images = {img["file_name"]: img for img in coco.dataset["images"]}
+    assert {name: (img["width"], img["height"]) for name, img in images.items()} == SIZES
+    with Store(run) as store:
+        assert {r["rel_path"]: r["id"] for r in store.images(labels=False)} == {n: i["id"] for n, i in images.items()}
+    assert [(c["id"], c["name"]) for c in coco.dataset["categories"]] == [(1, "cat"), (2, "dog"), (3, "text")]
+    anns = coco.dataset["annotations"]
+    assert len(anns) == 4 * len(SIZES)  # CenterBox's box + cat, dog, text; the dropped box is not exported
+    assert [a["id"] for a in anns] == list(range(1, len(anns) + 1))
+    for ann in anns:
+        assert ann["iscrowd"] == 0 and ann["segmentation"]
+        if segmentation == "polygon":
+            assert isinstance(ann["segmentation"], list) and all(len(p) >= 6 for p in ann["segmentation"])
+        else:
+            assert set(ann["segmentation"]) == {"size", "counts"}
+        img = coco.imgs[ann["image_id"]]
+        assert coco.annToMask(ann).shape == (img["height"], img["width"])
+        assert coco.annToMask(ann).sum() > 0
+    for name, (w, h) in SIZES.items():
+        mine = [a for a in anns if a["image_id"] == images[name]["id"]]
+        center, cat, dog, text = mine
+        assert center["bbox"] == [w / 4, h / 4, w / 2, h / 2] and center["area"] == w * h / 4
+        assert cat["area"] == two_part_mask(w, h).sum()  # the mask's pixels, not the box's
+        if segmentation == "rle":
+            assert np.array_equal(coco.annToMask(cat), two_part_mask(w, h))  # lossless
+        else:
+            assert len(cat["segmentation"]) == 2  # one polygon per part, in one annotation
+            drawn = coco.annToMask(cat).astype(bool)
+            assert (drawn & ~two_part_mask(w, h).astype(bool)).sum() == 0  # inside the mask ...
+            assert drawn.sum() >= 0.4 * cat["area"]  # ... and covering much of it (half a pixel inset)
+        if segmentation == "polygon":  # the triangle RichLabels gives the dog, as given
+            assert dog["segmentation"] == [[w * 4 // 8, h // 8, w * 7 // 8, h * 7 // 8, w // 8, h * 7 // 8]]
+        assert (center["score"], cat["score"], dog["score"], text["score"]) == (brightness(run, name), 0.9, 0.6, 0.8)
+
+
+def brightness(run: Path, name: str) -> float:
+    """CenterBox's score: the mean of the displayed image's pixels over 255."""
+    with Image.open(run.parent / "in" / name) as image:
+        return round(float(np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.float32).mean()) / 255, 5)
+
+
+def test_attributes_carry_text_provenance_and_reasons(run: Path) -> None:
+    anns = json.loads(Path(export(run, format="coco")[0]).read_text())["annotations"]
+    center, cat, dog, text = anns[:4]
+    assert center["attributes"] == {
+        "phrase": "cat", "stage": "plugins:CenterBox", "status": "kept", "reason": "", "text": "",
+        "provenance": {"model": "center-box", "task": "test"},
+    }
+    assert dog["attributes"]["status"] == "flagged" and dog["attributes"]["reason"] == "test_flag"
+    assert text["attributes"]["text"] == "HELLO"
+    assert cat["attributes"]["provenance"] == {"model": "rich-labels", "task": "test"}
+
+
+def test_captions_file_is_coco_captions(run: Path) -> None:
+    paths = export(run, format="coco")
+    assert [Path(p).name for p in paths] == ["coco.json", "captions.json"]
+    captions = load(paths[1])
+    by_image = {captions.imgs[a["image_id"]]["file_name"]: a["caption"] for a in captions.dataset["annotations"]}
+    assert by_image == {name: f"a test image of {w}x{h} pixels" for name, (w, h) in SIZES.items()}
+    assert export(run, format="coco", path="nocap.json", captions=False) == [str(run / "nocap.json")]
+    assert not (run / "nocap_captions.json").exists()
+
+
+@pytest.mark.parametrize("segmentation", ["polygon", "rle"])
+def test_results_load_and_evaluate_to_ap_1(run: Path, segmentation: str) -> None:
+    gt = load(export(run, format="coco", path=f"gt_{segmentation}.json", segmentation=segmentation)[0])
+    results = export(run, format="coco-results", path=f"res_{segmentation}.json", segmentation=segmentation)[0]
+    entries = json.loads(Path(results).read_text())
+    assert len(entries) == len(gt.dataset["annotations"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        for iou_type in ("bbox", "segm"):
+            evaluation = COCOeval(gt, dt, iou_type)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+            assert evaluation.stats[0] == pytest.approx(1.0), iou_type  # AP@[.5:.95]
+            assert evaluation.stats[1] == pytest.approx(1.0), iou_type  # AP@.5
+
+
+def test_min_score_and_flagged_exclude(run: Path) -> None:
+    anns = json.loads(Path(export(run, format="coco", path="f.json", min_score=0.85, flagged="exclude")[0]).read_text())
+    kept = {(a["category_id"], a["score"]) for a in anns["annotations"]}
+    assert kept == {(1, 0.9)}  # the cats with masks; CenterBox (<= 0.8 brightness), dog (flagged), text (0.8) out
+
+
+def test_needs_no_source_files(run: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "out"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run.parent / "in_moved", ignore_errors=True)
+    os.rename(run.parent / "in", run.parent / "in_moved")
+    try:
+        coco = load(export(moved, format="coco")[0])
+        assert len(coco.dataset["images"]) == len(SIZES)
+    finally:
+        os.rename(run.parent / "in_moved", run.parent / "in")
+
+
+def test_ontology_changed_since_the_run_is_one_clear_line(run: Path) -> None:
+    spec = parse(export_pipeline(ontology=["cat", "text"]))
+    with Store(run) as store, pytest.raises(AutolabelError) as err:
+        write_export(store, spec, ExportSpec(format="coco", path="changed.json"), run)
+    assert "class 'dog' is not in the pipeline's ontology (known: cat, text)" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (run / "changed.json").exists()
+    assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
+
+
+def test_empty_store_is_a_clear_error(tmp_path: Path) -> None:
+    with Store(tmp_path) as store, pytest.raises(AutolabelError, match="no labeled images in the store"):
+        write_export(store, parse(export_pipeline()), ExportSpec(format="coco"), tmp_path)
+    assert not [p for p in os.listdir(tmp_path) if "coco" in p or "captions" in p]
+
+
+def test_a_crash_leaves_the_previous_file(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path(export(run, format="coco", path="keep.json")[0])
+    before = path.read_bytes()
+    calls = []
+
+    def failing(*args: object, **kwargs: object) -> dict:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return real(*args, **kwargs)
+
+    real = coco_module.annotation_entry
+    monkeypatch.setattr(coco_module, "annotation_entry", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        export(run, format="coco", path="keep.json")
+    assert path.read_bytes() == before
+    assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
+
+
+def test_box_only_segmentation_is_the_box_in_both_modes() -> None:
+    from autolabel.exports.rows import Annotation
+
+    ann = Annotation(index=0, category=0, class_name="a", xyxy=(2.0, 3.0, 6.0, 5.0), score=None, status="kept",
+                     reason="", text="", phrase="", stage="s")
+    assert coco_module.segmentation(ann, 10, 10, "polygon") == ([[2.0, 3.0, 6.0, 3.0, 6.0, 5.0, 2.0, 5.0]], 8.0)
+    rle, area = coco_module.segmentation(ann, 10, 10, "rle")
+    decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+    assert area == 8.0 and decoded.sum() == 8 and decoded[3:5, 2:6].all()

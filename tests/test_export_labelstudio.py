@@ -1,0 +1,185 @@
+"""Label Studio exports, checked by label-studio-sdk: LabelInterface validation and its Converter to COCO/YOLO."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from label_studio_sdk.converter import Converter
+from label_studio_sdk.converter.brush import decode_rle
+from label_studio_sdk.label_interface import LabelInterface
+from plugins import export_pipeline, make_export_images
+
+from autolabel import Pipeline
+from autolabel.config import ExportSpec, parse
+from autolabel.errors import AutolabelError
+from autolabel.exports import labelstudio, write_export
+from autolabel.exports.rows import Annotation, ImageRow
+from autolabel.store import Store
+
+SIZES = {"rotated.jpg": (40, 80), "square.png": (64, 64), "sub/tall.png": (30, 50), "wide.png": (96, 48)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ls")
+    make_export_images(root / "in")
+    Pipeline.from_dict(export_pipeline()).run(input=root / "in", output=root / "out")
+    return root / "out"
+
+
+def export(out: Path, **options: object) -> tuple[list[dict], str]:
+    with Store(out) as store:
+        paths = write_export(store, parse(export_pipeline()), ExportSpec(format="labelstudio", **options), out)
+    return json.loads(Path(paths[0]).read_text()), Path(paths[1]).read_text()
+
+
+def by_name(tasks: list[dict]) -> dict[str, dict]:
+    return {t["data"]["rel_path"]: t for t in tasks}
+
+
+def test_every_prediction_validates_against_the_config(run: Path) -> None:
+    tasks, config = export(run)
+    interface = LabelInterface(config)
+    assert len(tasks) == len(SIZES)
+    for t in tasks:
+        (prediction,) = t["predictions"]
+        assert interface.validate_prediction(prediction, return_errors=True) == []
+        assert prediction["model_version"] == "export-test"  # the pipeline's name
+
+
+def test_regions_are_percent_of_the_displayed_size(run: Path) -> None:
+    tasks = by_name(export(run)[0])
+    for name, (w, h) in SIZES.items():
+        result = tasks[name]["predictions"][0]["result"]
+        rects = [r for r in result if r["type"] == "rectanglelabels"]
+        assert [r["value"]["rectanglelabels"] for r in rects] == [["cat"], ["cat"], ["dog"], ["text"]]
+        center = rects[0]
+        assert (center["original_width"], center["original_height"]) == (w, h)
+        assert center["value"] | {} == {"x": 25.0, "y": 25.0, "width": 50.0, "height": 50.0, "rotation": 0,
+                                        "rectanglelabels": ["cat"]}
+        assert rects[1]["score"] == 0.9 and rects[2]["score"] == 0.6
+        assert rects[1]["value"]["x"] == pytest.approx(100 * (w // 8) / w, abs=1e-4)
+
+
+def test_ocr_text_and_review_marker_share_the_region_id(run: Path) -> None:
+    result = by_name(export(run)[0])["square.png"]["predictions"][0]["result"]
+    by_id: dict[str, list[dict]] = {}
+    for region in result:
+        by_id.setdefault(region["id"], []).append(region)
+    text_box = [r for r in result if r.get("value", {}).get("rectanglelabels") == ["text"]][0]
+    assert [(r["from_name"], r["value"].get("text")) for r in by_id[text_box["id"]]] == [
+        ("label", None), ("transcription", ["HELLO"])
+    ]
+    dog = [r for r in result if r.get("value", {}).get("rectanglelabels") == ["dog"]][0]
+    review = [r for r in by_id[dog["id"]] if r["from_name"] == "review"]
+    assert [r["value"]["text"] for r in review] == [["flagged: test_flag"]]
+    assert len([r for r in result if r["from_name"] == "review"]) == 1  # only the flagged box
+    captions = [r["value"]["text"] for r in result if r["from_name"] == "caption"]
+    assert captions == [["a test image of 64x64 pixels"]]
+    assert [r["value"]["text"] for r in result if r["from_name"] == "ocr"] == [["HELLO"]]
+
+
+def test_brush_rle_decodes_to_the_mask(run: Path) -> None:
+    tasks = by_name(export(run)[0])
+    for name, (w, h) in SIZES.items():
+        brushes = [r for r in tasks[name]["predictions"][0]["result"] if r["type"] == "brushlabels"]
+        assert len(brushes) == 1 and brushes[0]["value"]["brushlabels"] == ["cat"]
+        decoded = decode_rle(brushes[0]["value"]["rle"]).reshape(h, w, 4)[:, :, 3] > 0
+        truth = np.zeros((h, w), bool)
+        truth[h // 8 : h * 3 // 8, w // 8 : w * 3 // 8] = True
+        truth[h * 5 // 8 : h * 7 // 8, w * 5 // 8 : w * 7 // 8] = True
+        assert np.array_equal(decoded, truth)
+
+
+def test_masks_as_polygons_one_region_per_part(run: Path) -> None:
+    tasks, config = export(run, path="poly.json", masks="polygon")
+    result = by_name(tasks)["square.png"]["predictions"][0]["result"]
+    polygons = [r for r in result if r["type"] == "polygonlabels"]
+    assert [r["value"]["polygonlabels"] for r in polygons] == [["cat"], ["cat"], ["dog"]]  # two parts, triangle
+    assert not [r for r in result if r["type"] == "brushlabels"]
+    interface = LabelInterface(config)
+    assert all(interface.validate_prediction(t["predictions"][0]) for t in tasks)
+
+
+def test_task_score_puts_the_least_certain_first(run: Path) -> None:
+    tasks = export(run)[0]
+    for t in tasks:
+        scores = [r["score"] for r in t["predictions"][0]["result"] if "score" in r]
+        assert t["predictions"][0]["score"] == min(scores)
+    means = export(run, path="mean.json", task_score="mean")[0]
+    for t in means:
+        rect = [r["score"] for r in t["predictions"][0]["result"] if r["type"] == "rectanglelabels"]
+        assert t["predictions"][0]["score"] == pytest.approx(np.mean(rect), abs=1e-5)
+
+
+def test_task_score_definition() -> None:
+    def ann(score: float | None) -> Annotation:
+        return Annotation(0, 0, "a", (0, 0, 1, 1), score, "kept", "", "", "", "s")
+
+    assert labelstudio.task_score([ann(0.9), ann(0.2), ann(None)], "min") == 0.2
+    assert labelstudio.task_score([ann(0.9), ann(0.2)], "mean") == 0.55
+    assert labelstudio.task_score([ann(None)], "min") is None
+    row = ImageRow(1, "/x/a.jpg", "a.jpg", None, 10, 10, [], [], {})
+    assert "score" not in labelstudio.task(row)["predictions"][0]
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        ("/data/local-files/?d=", "/data/local-files/?d=sub/tall.png"),
+        ("/data/local-files/?d=photos/", "/data/local-files/?d=photos/sub/tall.png"),
+        ("https://cdn.example.com/imgs", "https://cdn.example.com/imgs/sub/tall.png"),
+        ("s3://bucket/prefix", "s3://bucket/prefix/sub/tall.png"),
+    ],
+)
+def test_image_root(run: Path, root: str, expected: str) -> None:
+    tasks = by_name(export(run, path="roots.json", image_root=root)[0])
+    assert tasks["sub/tall.png"]["data"]["image"] == expected
+
+
+def test_converter_to_coco_and_yolo_accepts_the_tasks(run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tasks, config = export(run)
+    for i, t in enumerate(tasks):  # the Converter reads annotations only
+        t["id"] = i + 1
+        t["annotations"] = [{"result": t["predictions"][0]["result"]}]
+    source = tmp_path / "tasks.json"
+    source.write_text(json.dumps(tasks))
+    converter = Converter(config, project_dir=str(tmp_path), download_resources=False)
+    with caplog.at_level(logging.ERROR):
+        converter.convert(str(source), str(tmp_path / "coco"), "COCO", is_dir=False)
+        converter.convert(str(source), str(tmp_path / "yolo"), "YOLO", is_dir=False)
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    assert len(coco["images"]) == len(SIZES)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert sorted(names.values()) == ["cat", "dog", "text"]
+    # rectangles (4 per image) and the dog's polygon; brush and text areas are not COCO's business
+    assert len(coco["annotations"]) == 5 * len(SIZES)
+    square = next(i["id"] for i in coco["images"] if i["file_name"].endswith("square.png"))
+    boxes = [a["bbox"] for a in coco["annotations"] if a["image_id"] == square]
+    assert boxes[0] == pytest.approx([16, 16, 32, 32])
+    labels = sorted(os.listdir(tmp_path / "yolo" / "labels"))
+    assert len(labels) == len(SIZES)
+    lines = [ln.split() for f in labels for ln in (tmp_path / "yolo" / "labels" / f).read_text().splitlines()]
+    assert len(lines) == 5 * len(SIZES) and all(0 <= float(v) <= 1 for ln in lines for v in ln[1:])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_invalid_prediction_is_refused_before_writing(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = labelstudio.labeling_config
+    monkeypatch.setattr(labelstudio, "labeling_config", lambda ontology: real(ontology).replace('<Label value="dog"/>', ""))
+    with pytest.raises(AutolabelError, match="Label Studio would reject the prediction"):
+        export(run, path="bad.json")
+    assert not (run / "bad.json").exists() and not (run / "bad_config.xml").exists()
+
+
+def test_dropped_boxes_are_not_exported(run: Path) -> None:
+    tasks = export(run)[0]
+    for t in tasks:
+        n = t["data"]["autolabel_id"]
+        rects = [r["id"] for r in t["predictions"][0]["result"] if r["type"] == "rectanglelabels"]
+        assert rects == [f"{n}_0", f"{n}_1", f"{n}_2", f"{n}_3"]  # box 4 (RichLabels' last) was dropped

@@ -1,0 +1,88 @@
+"""What every export takes from a store row (autolabel.exports.rows.image_row), on hand-made records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import supervision as sv
+
+from autolabel.errors import AutolabelError
+from autolabel.exports.rows import image_row
+from autolabel.labels import Labels, Text
+from autolabel.records import to_record
+
+IDS = {"cat": 0, "dog": 1}
+
+
+def row(labels: Labels, rel_path: str = "a/b.jpg") -> dict:
+    return {"id": 7, "path": f"/data/{rel_path}", "rel_path": rel_path, "sha256": "ab", "width": labels.width,
+            "height": labels.height, "labels": to_record(labels)}
+
+
+def make(**columns: object) -> Labels:
+    xyxy = np.array(columns.pop("xyxy"), dtype=np.float32)
+    n = len(xyxy)
+    confidence = np.array(columns.pop("confidence", [0.5] * n), dtype=np.float32)
+    data = {k: np.array(v, dtype=object) if not isinstance(v, np.ndarray) else v for k, v in columns.items()}
+    labels = Labels(width=100, height=50)
+    labels.add(sv.Detections(xyxy=xyxy, confidence=confidence, data=data), stage="s", provenance={"model": "m"})
+    return labels
+
+
+def test_boxes_are_clipped_and_empty_ones_skipped() -> None:
+    labels = make(xyxy=[[-10, -5, 20, 30], [90, 40, 130, 80], [120, 10, 140, 20]], class_name=["cat", "dog", "cat"])
+    out = image_row(row(labels), IDS)
+    assert [(a.index, a.xyxy) for a in out.annotations] == [(0, (0.0, 0.0, 20.0, 30.0)), (1, (90.0, 40.0, 100.0, 50.0))]
+    assert [a.category for a in out.annotations] == [0, 1]
+    assert (out.id, out.rel_path, out.width, out.height) == (7, "a/b.jpg", 100, 50)
+
+
+def test_decisions_scores_and_classless_rows() -> None:
+    labels = make(
+        xyxy=[[0, 0, 10, 10]] * 5, class_name=["cat", "cat", "dog", "", "dog"],
+        status=["kept", "dropped", "flagged", "kept", "kept"], reason=["", "low_score", "odd", "", ""],
+        confidence=[0.9, 0.9, 0.9, 0.9, 0.2],
+    )
+    assert [a.index for a in image_row(row(labels), IDS).annotations] == [0, 2, 4]
+    assert [a.index for a in image_row(row(labels), IDS, min_score=0.5).annotations] == [0, 2]
+    assert [a.index for a in image_row(row(labels), IDS, flagged=False).annotations] == [0, 4]
+    flagged = image_row(row(labels), IDS).annotations[1]
+    assert flagged.flagged and flagged.reason == "odd"
+
+
+def test_unknown_confidence_passes_min_score() -> None:
+    labels = make(xyxy=[[0, 0, 10, 10]], class_name=["cat"], confidence=[np.nan])
+    (ann,) = image_row(row(labels), IDS, min_score=0.9).annotations
+    assert ann.score is None
+
+
+def test_a_class_the_ontology_lost_is_an_error_even_on_a_dropped_box() -> None:
+    labels = make(xyxy=[[0, 0, 10, 10]], class_name=["horse"], status=["dropped"])
+    with pytest.raises(AutolabelError) as err:
+        image_row(row(labels), IDS)
+    assert str(err.value) == (
+        "a/b.jpg: class 'horse' is not in the pipeline's ontology (known: cat, dog); the ontology changed since "
+        "the run: restore the class, or run the pipeline again"
+    )
+
+
+def test_quads_and_polygons_become_polygons_and_extras_attributes() -> None:
+    polygon = np.empty(2, dtype=object)
+    polygon[:] = [np.array([[1, 1], [9, 1], [5, 120]], dtype=np.float32), None]
+    labels = make(xyxy=[[0, 0, 10, 10], [20, 0, 40, 10]], class_name=["cat", "dog"], polygon=polygon,
+                  quad=np.array([[np.nan] * 8, [20, 0, 40, 0, 40, 10, 20, 10]], dtype=np.float32),
+                  predicted_iou=np.array([0.912345678, 0.5], dtype=np.float32), text=["", "EXIT"])
+    first, second = image_row(row(labels), IDS).annotations
+    assert first.polygon == [[1.0, 1.0], [9.0, 1.0], [5.0, 50.0]]  # clipped to the image
+    assert second.polygon == [[20.0, 0.0], [40.0, 0.0], [40.0, 10.0], [20.0, 10.0]]
+    assert first.extra == {"predicted_iou": 0.91235} and second.text == "EXIT"
+
+
+def test_texts_follow_the_same_decisions() -> None:
+    labels = make(xyxy=[[0, 0, 10, 10]], class_name=["cat"])
+    labels.texts = [Text("caption", "a cat", 0.9, "s"), Text("detailed_caption", "a grey cat", 0.8, "s", "flagged", "x"),
+                    Text("caption", "junk", 0.1, "s", "dropped", "low_score"), Text("ocr", "EXIT", 0.7, "s")]
+    out = image_row(row(labels), IDS)
+    assert [t["text"] for t in out.texts] == ["a cat", "a grey cat", "EXIT"]
+    assert [t["text"] for t in out.captions()] == ["a cat", "a grey cat"]
+    assert [t["text"] for t in image_row(row(labels), IDS, flagged=False).texts] == ["a cat", "EXIT"]

@@ -1,0 +1,268 @@
+"""Push / pull logic without a server: the reconcile plan, the review comparison, config checks, retry policy."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+from label_studio_sdk.core.api_error import ApiError
+
+from autolabel.cli import main
+from autolabel.config import parse
+from autolabel.errors import AutolabelError, ConfigError
+from autolabel.exports.labelstudio import labeling_config
+from autolabel.labelstudio.client import Connection, Rejected, Uncertain, Unreachable, backoff
+from autolabel.labelstudio.images import input_root, local_files_prefix
+from autolabel.labelstudio.project import classes_of, config_mismatches
+from autolabel.labelstudio.pull import task_row
+from autolabel.labelstudio.push import Remote, Wanted, plan
+from autolabel.labelstudio.review import Box, ReviewTally, compare, rect_xyxy
+from autolabel.labelstudio.state import Recorded
+from autolabel.ontology import Ontology
+
+KEY = "s3cr3t-legacy-token-0123456789"
+
+
+# -- plan -------------------------------------------------------------------------------------------------------------
+def want(key: str, phash: str = "h1", image: str = "/img") -> Wanted:
+    return Wanted(key, 1, None, phash, image)  # type: ignore[arg-type]
+
+
+def test_plan_creates_what_is_missing_and_leaves_what_is_current() -> None:
+    wanted = {"a": want("a"), "b": want("b"), "c": want("c")}
+    remote = [Remote(10, "a", 1, 0, "/img"), Remote(99, "someone-elses", 1, 0, "/x")]
+    todo = plan(wanted, remote, {"a": Recorded(10, "h1")})
+    assert (todo.create, todo.repredict, todo.remove, todo.retarget, todo.unchanged) == (["b", "c"], [], [], [], 1)
+
+
+@pytest.mark.parametrize("remote, recorded", [
+    (Remote(10, "a", 1, 0, "/img"), Recorded(10, "old")),  # a newer run
+    (Remote(10, "a", 0, 0, "/img"), Recorded(10, "h1")),  # its prediction was deleted
+    (Remote(10, "a", 2, 0, "/img"), Recorded(10, "h1")),  # a repeated import left two
+    (Remote(10, "a", 1, 0, "/img"), None),  # landed but never recorded (answer lost)
+    (Remote(10, "a", 1, 0, "/img"), Recorded(11, "h1")),  # recorded for another task
+])
+def test_plan_replaces_predictions_it_cannot_vouch_for(remote: Remote, recorded: Recorded | None) -> None:
+    todo = plan({"a": want("a")}, [remote], {"a": recorded} if recorded else {})
+    assert (todo.create, todo.recreate, todo.repredict, todo.unchanged) == ([], [("a", 10)], [], 0)
+    # a task someone skipped, drafted or commented on keeps its id: its predictions are replaced in place
+    touched = Remote(remote.id, remote.key, remote.predictions, 0, remote.image, touched=True)
+    todo = plan({"a": want("a")}, [touched], {"a": recorded} if recorded else {})
+    assert (todo.recreate, todo.repredict) == ([], [("a", 10)])
+
+
+def test_plan_keeps_one_task_per_image_and_never_deletes_annotated_work() -> None:
+    wanted = {"a": want("a"), "b": want("b"), "c": want("c")}
+    remote = [
+        Remote(5, "a", 1, 0, "/img"), Remote(7, "a", 1, 0, "/img"), Remote(9, "a", 1, 0, "/img"),  # recorded: 7
+        Remote(20, "b", 1, 0, "/img"), Remote(21, "b", 1, 2, "/img", True),  # the annotated one stays
+        Remote(30, "c", 1, 1, "/img", True), Remote(31, "c", 1, 1, "/img", True),  # both annotated: left alone
+        Remote(40, "d", 1, 0, "/img"), Remote(41, "d", 1, 0, "/img", True),  # a skipped/commented one stays
+    ]
+    wanted["d"] = want("d")
+    recorded = {"a": Recorded(7, "h1"), "b": Recorded(20, "h1"), "c": Recorded(30, "h1"), "d": Recorded(40, "h1")}
+    todo = plan(wanted, remote, recorded)
+    assert sorted(todo.remove) == [5, 9, 20, 40]
+    assert todo.annotated_duplicates == [31]
+    assert todo.repredict == [("d", 41)]
+    assert todo.unchanged == 2  # a (task 7) and c (task 30)
+    assert todo.annotated_kept == ["b"]  # task 21 was not the recorded one: its predictions stay as reviewed
+
+
+def test_plan_keeps_reviewed_predictions_and_fixes_moved_images() -> None:
+    wanted = {"a": want("a", "new", "/data/upload/1/a.png"), "b": want("b", "h1", "/new/b")}
+    remote = [Remote(1, "a", 1, 1, "/data/upload/1/a.png", True), Remote(2, "b", 1, 0, "/old/b")]
+    todo = plan(wanted, remote, {"a": Recorded(1, "old"), "b": Recorded(2, "h1")})
+    assert (todo.annotated_kept, todo.repredict, todo.retarget, todo.unchanged) == (["a"], [], [("b", 2)], 1)
+
+
+# -- review -----------------------------------------------------------------------------------------------------------
+def test_compare_pairs_by_id_then_iou_and_names_each_outcome() -> None:
+    predicted = [Box("p1", "cat", (0, 0, 10, 10)), Box("p2", "dog", (20, 20, 30, 30)),
+                 Box("p3", "cat", (50, 50, 60, 60)), Box("p4", "cat", (70, 70, 80, 80)),
+                 Box("p5", "dog", (0, 40, 10, 50))]
+    annotated = [Box("p1", "cat", (0, 0, 10.4, 10)),  # same id, within 0.5 px: accepted
+                 Box("p2", "cat", (20, 20, 30, 30)),  # same id, other class: relabeled
+                 Box("new1", "cat", (51, 50, 61, 60)),  # new id, IoU 0.82 with p3: moved
+                 Box("new2", "dog", (90, 90, 99, 99))]  # nothing near: added
+    fates = compare(predicted, annotated)
+    assert sorted(fates, key=str) == sorted([
+        ("accepted", "cat", "p1", "p1"), ("relabeled", "dog", "p2", "p2"), ("moved", "cat", "p3", "new1"),
+        ("deleted", "cat", "p4", None), ("deleted", "dog", "p5", None), ("added", "dog", None, "new2"),
+    ], key=str)
+
+
+def test_compare_matches_the_best_overlap_first() -> None:
+    predicted = [Box("a", "cat", (0, 0, 10, 10)), Box("b", "cat", (2, 0, 12, 10))]
+    annotated = [Box("x", "cat", (2, 0, 12, 10))]  # IoU 1.0 with b, 0.67 with a
+    assert compare(predicted, annotated) == [("accepted", "cat", "b", "x"), ("deleted", "cat", "a", None)]
+    assert compare(predicted, annotated, iou_threshold=1.01)[0] == ("deleted", "cat", "a", None)
+
+
+def test_tally_counts_per_class_and_acceptance_rate() -> None:
+    tally = ReviewTally(["cat", "dog", "bird"])
+    tally.add([Box("1", "cat", (0, 0, 5, 5)), Box("2", "cat", (10, 10, 20, 20)), Box("3", "dog", (30, 30, 40, 40))],
+              [Box("1", "cat", (0, 0, 5, 5)), Box("3", "cat", (30, 30, 40, 40))])
+    tally.add([Box("1", "cat", (0, 0, 5, 5))], [Box("1", "cat", (0, 0, 5, 5)), Box("9", "dog", (50, 50, 60, 60))])
+    s = tally.summary()
+    assert s["tasks_reviewed"] == 2
+    assert s["classes"]["cat"] == {"predicted": 3, "accepted": 2, "moved": 0, "relabeled": 0, "deleted": 1,
+                                   "added": 0, "acceptance_rate": 0.6667, "relabeled_to": {}}
+    assert s["classes"]["dog"] == {"predicted": 1, "accepted": 0, "moved": 0, "relabeled": 1, "deleted": 0,
+                                   "added": 1, "acceptance_rate": 0.0, "relabeled_to": {"cat": 1}}
+    assert s["classes"]["bird"]["acceptance_rate"] is None
+    assert s["overall"] == {"predicted": 4, "accepted": 2, "moved": 0, "relabeled": 1, "deleted": 1, "added": 1,
+                            "acceptance_rate": 0.5}
+
+
+def test_rect_xyxy_handles_rotation_about_the_top_left_corner() -> None:
+    value = {"x": 50, "y": 50, "width": 10, "height": 20}
+    assert rect_xyxy(value, 200, 100) == (100.0, 50.0, 120.0, 70.0)
+    np.testing.assert_allclose(rect_xyxy(value | {"rotation": 90}, 100, 100), (30, 50, 50, 60), atol=1e-9)
+
+
+# -- pull: a task's annotation as exportable rows ---------------------------------------------------------------------
+def test_task_row_attaches_shapes_and_text_to_their_box() -> None:
+    from label_studio_sdk.converter.brush import mask2rle
+
+    mask = np.zeros((10, 20), dtype=np.uint8)
+    mask[2:4, 5:9] = 255
+    common = {"to_name": "image", "original_width": 20, "original_height": 10}
+    result = [
+        {"id": "7_0", "from_name": "label", "type": "rectanglelabels", **common,
+         "value": {"x": 25, "y": 20, "width": 20, "height": 20, "rectanglelabels": ["cat"]}},
+        {"id": "7_0_mask", "from_name": "mask", "type": "brushlabels", **common,
+         "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["cat"]}},
+        {"id": "7_0", "from_name": "transcription", "type": "textarea", **common, "value": {"text": ["HI"]}},
+        {"id": "free", "from_name": "polygon", "type": "polygonlabels", **common,
+         "value": {"points": [[50, 50], [100, 50], [100, 100]], "polygonlabels": ["bird"]}},
+    ]
+    classes = ["cat", "dog"]
+    row = task_row({"id": 3, "data": {"image": "/data/local-files/?d=a%20b/c.png", "width": 20, "height": 10}},
+                   result, classes, {"7_0": "moved"})
+    assert (row.id, row.rel_path, row.width, row.height) == (3, "a b/c.png", 20, 10)
+    assert classes == ["cat", "dog", "bird"]  # a class the config did not list joins at the end
+    cat, bird = row.annotations
+    assert (cat.class_name, cat.xyxy, cat.text, cat.extra) == ("cat", (5.0, 2.0, 9.0, 4.0), "HI",
+                                                               {"region_id": "7_0", "review": "moved"})
+    from autolabel.exports.geometry import decode_rle
+
+    assert np.array_equal(decode_rle(cat.rle), mask > 0)
+    assert (bird.category, bird.xyxy, bird.polygon) == (2, (10.0, 5.0, 20.0, 10.0),
+                                                        [[10.0, 5.0], [20.0, 5.0], [20.0, 10.0]])
+
+
+# -- project config ---------------------------------------------------------------------------------------------------
+def test_config_mismatches_name_each_difference() -> None:
+    ours = labeling_config(Ontology.from_config(["cat", "dog"]))
+    assert config_mismatches(ours, ours) == []
+    theirs = (ours.replace('<Label value="dog"/>', '<Label value="cow"/>', 1)
+              .replace('<TextArea name="review" toName="image" perRegion="true"', '<TextArea name="review" toName="image"')
+              .replace('<TextArea name="ocr" toName="image" editable="true"/>', ""))
+    assert config_mismatches(theirs, ours) == [
+        "control 'label': missing label(s) dog (the ontology's classes)",
+        "control 'label': label(s) cow are not in the ontology (known: cat, dog)",
+        "control 'review': perRegion is None, expected 'true'",
+        "control 'ocr': missing (expected <TextArea name=\"ocr\" toName=\"image\">)",
+    ]
+    assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
+    assert classes_of(ours) == ["cat", "dog"]
+
+
+def test_push_key_of_a_pipeline_file_is_validated_with_key_paths() -> None:
+    data = {"ontology": ["cat"], "stages": [{"type": "plugins:CenterBox", "label": "cat"}],
+            "push": {"url": "http://x", "project": "abc", "images": "ftp", "batch": 3}}
+    with pytest.raises(ConfigError) as err:
+        parse(data)
+    assert err.value.problems == [
+        "push.images: input should be 'local-files', 'upload' or 'url' (got 'ftp')",
+        "push.batch: unknown key (known: url, project, images, image_root, document_root, batch_size, "
+        "model_version, task_score, masks, min_score, flagged, timeout, retry_for)",
+    ]
+
+
+# -- client policy ----------------------------------------------------------------------------------------------------
+def flaky(*errors: BaseException):  # noqa: ANN201
+    """A call that raises ``errors`` in turn, then returns "done"; counts its calls."""
+    calls = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return "done"
+
+    fn.calls = calls  # type: ignore[attr-defined]
+    return fn
+
+
+def api_error(status: int, detail: str = "nope") -> ApiError:
+    return ApiError(status_code=status, headers={"set-cookie": "sessionid=abc"}, body={"detail": detail})
+
+
+@pytest.fixture
+def conn() -> Connection:
+    return Connection("http://127.0.0.1:9/", KEY, retry_for=60, sleep=lambda s: None)
+
+
+def test_nothing_sent_is_retried_even_for_imports(conn: Connection) -> None:
+    fn = flaky(httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), api_error(429))
+    assert conn.call("import", fn, safe=False) == "done" and len(fn.calls) == 4 and conn.retries == 3
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout("t"), httpx.RemoteProtocolError("dropped"), api_error(502),
+                                   api_error(500)])
+def test_an_unknown_outcome_is_retried_only_when_safe(conn: Connection, error: BaseException) -> None:
+    assert conn.call("list", flaky(error)) == "done"
+    with pytest.raises(Uncertain):
+        conn.call("import", flaky(error), safe=False)
+
+
+def test_refusals_are_not_retried_and_errors_carry_no_secrets(conn: Connection) -> None:
+    fn = flaky(api_error(400, f"bad payload near {KEY}"))
+    with pytest.raises(Rejected) as err:
+        conn.call("import 3 tasks", fn)
+    assert len(fn.calls) == 1 and err.value.status == 400
+    assert str(err.value) == "import 3 tasks: HTTP 400: bad payload near ***"
+    with pytest.raises(AutolabelError) as err:
+        conn.call("list projects", flaky(api_error(401, "Invalid token.")))
+    assert "refused the API key (401: HTTP 401: Invalid token.)" in str(err.value)
+    assert "sessionid" not in str(err.value) and KEY not in str(err.value)
+
+
+def test_a_server_down_longer_than_the_window_is_unreachable() -> None:
+    conn = Connection("http://127.0.0.1:9", KEY, retry_for=0, sleep=lambda s: None)
+    with pytest.raises(Unreachable, match=r"no success after 1 tries in 0 s \(connection failed"):
+        conn.call("list tasks", flaky(*[httpx.ConnectError("refused")] * 5))
+    assert [backoff(i) for i in range(7)] == [0.5, 1, 2, 4, 8, 15, 15]
+
+
+# -- images and the command line --------------------------------------------------------------------------------------
+def test_image_references_are_relative_to_the_document_root() -> None:
+    class Row:
+        path, rel_path = "/srv/data/cams/day 1/a.jpg", "day 1/a.jpg"
+
+    assert input_root(Row) == "/srv/data/cams"
+    assert local_files_prefix("/srv/data/cams", "/srv/data") == "/data/local-files/?d=cams/"
+    assert local_files_prefix("/srv/data/my cams", "/srv") == "/data/local-files/?d=data/my%20cams/"
+
+
+def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    import yaml
+
+    from autolabel.store import Store
+
+    Store(tmp_path).close()
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(
+        {"ontology": ["cat"], "stages": [{"type": "plugins:CenterBox", "label": "cat"}]}))
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    args = ["push", str(tmp_path), "--url", "http://127.0.0.1:9", "--project", "abc", "--pipeline",
+            str(tmp_path / "p.yaml")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autolabel: error: LABEL_STUDIO_API_KEY is not set: export your Label Studio access token")
+    assert main(args + ["--batch-size", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "autolabel: error: --batch-size: input should be greater than or equal to 1 (got 0)")
+    assert main(["push", str(tmp_path / "none"), "--url", "http://h", "--project", "abc"]) == 1
+    assert "no run store" in capsys.readouterr().err
