@@ -143,7 +143,9 @@ def merge(parts: Iterable[sv.Detections], height: int, width: int) -> sv.Detecti
         aligned = [
             sv.Detections(xyxy=p.xyxy, mask=p.mask, confidence=p.confidence, data=p.data) for p in aligned
         ]
-    nonempty = [p for p in aligned if len(p)] or aligned[:1]
+    nonempty = [p for p in aligned if len(p)]
+    if len(nonempty) <= 1:  # supervision's merge of empty parts drops every column: keep ours
+        return nonempty[0] if nonempty else aligned[0]
     return sv.Detections.merge(nonempty)
 
 
