@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .florence2_scores import Located, ScoreMethod, align, geometric_mean, instance_score, locate
-from .hub import from_pretrained, revision_of
+from .hub import CheckpointModel, from_pretrained
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -145,18 +145,12 @@ def _count(result: Any) -> int:
     return 1
 
 
-class Florence2:
+class Florence2(CheckpointModel):
     """Model type ``florence2``: ``florence-community/Florence-2-base`` (0.23B), ``-large`` (0.77B), their ``-ft``
     variants, or any folder with a checkpoint in transformers' native Florence-2 format."""
 
     def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
-        self.model = model
-        self.processor = processor
-        self.spec = spec
-        self.device = device
-        self.dtype = dtype
-        self.id = spec.id
-        self.revision = revision_of(model, spec)
+        super().__init__(model, processor, spec, device, dtype)
         self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from .hub import load_checkpoint, revision_of, to_device
+from .hub import CheckpointModel, load_checkpoint, to_device
 from .outputs import Boxes, clip_boxes, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def token_spans(offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.nda
     return np.stack([(start < pe) & (end > ps) & (end > start) for ps, pe in spans]).reshape(len(spans), len(offsets))
 
 
-class GroundingDino:
+class GroundingDino(CheckpointModel):
     """Model type ``grounding_dino``: checkpoints such as ``IDEA-Research/grounding-dino-tiny`` or
     ``openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det`` (transformers picks the class from the config)."""
 
@@ -61,15 +61,6 @@ class GroundingDino:
     default_box_threshold = 0.35  # Grounding DINO's published defaults
     default_text_threshold = 0.25
     task = "open_vocabulary_detection"
-
-    def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
-        self.model = model
-        self.processor = processor
-        self.spec = spec
-        self.device = device
-        self.dtype = dtype
-        self.id = spec.id
-        self.revision = revision_of(model, spec)
 
     @classmethod
     def load(cls, spec: "ModelSpec") -> "GroundingDino":

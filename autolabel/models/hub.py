@@ -157,3 +157,16 @@ def to_device(batch: Any, device: str, dtype: Any) -> dict[str, Any]:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+class CheckpointModel:
+    """What every transformers-backed model type holds: model, processor, where it runs, and the ids run.json records."""
+
+    def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
+        self.model = model
+        self.processor = processor
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        self.id = spec.id
+        self.revision = revision_of(model, spec)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .hub import load_checkpoint, revision_of, to_device
+from .hub import CheckpointModel, load_checkpoint, to_device
 from .outputs import Boxes, clip_boxes, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
@@ -21,21 +21,12 @@ if TYPE_CHECKING:
     from ..config import ModelSpec
 
 
-class Owlv2:
+class Owlv2(CheckpointModel):
     """Model type ``owlv2``: checkpoints such as ``google/owlv2-base-patch16-ensemble``."""
 
     checkpoint_types = ("owlv2",)
     default_box_threshold = 0.1  # OWL-ST's keep threshold; the transformers default too
     task = "open_vocabulary_detection"
-
-    def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
-        self.model = model
-        self.processor = processor
-        self.spec = spec
-        self.device = device
-        self.dtype = dtype
-        self.id = spec.id
-        self.revision = revision_of(model, spec)
 
     @classmethod
     def load(cls, spec: "ModelSpec") -> "Owlv2":

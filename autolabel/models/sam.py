@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .hub import load_checkpoint, revision_of
+from .hub import CheckpointModel, load_checkpoint
 from .outputs import Masks
 
 if TYPE_CHECKING:
@@ -36,21 +36,12 @@ def stability_score(logits: Any, offset: float = STABILITY_OFFSET) -> Any:
     return (inner / outer.clamp(min=1)).where(outer > 0, 0.0)
 
 
-class _Segmenter:
+class _Segmenter(CheckpointModel):
     """What SAM and SAM2 share; subclasses say how to slice embeddings and how to upscale logits."""
 
     checkpoint_types: tuple[str, ...] = ()
     model_class = ""
     task = "box_to_mask"
-
-    def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
-        self.model = model
-        self.processor = processor
-        self.spec = spec
-        self.device = device
-        self.dtype = dtype
-        self.id = spec.id
-        self.revision = revision_of(model, spec)
 
     @classmethod
     def load(cls, spec: "ModelSpec") -> "_Segmenter":
