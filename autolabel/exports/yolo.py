@@ -34,6 +34,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 import yaml
@@ -122,9 +123,26 @@ def write_yolo(
     flagged: bool = True,
 ) -> list[str]:
     """Write the dataset folder at ``path`` (replacing an earlier YOLO export there); return ``[path]``."""
-    path = Path(path)
-    fractions = split or {"train": 0.8, "val": 0.2}
     require_labeled(store)
+    rows = image_rows(store, ontology, min_score=min_score, flagged=flagged)
+    return write_dataset(rows, ontology, path, task, split or {"train": 0.8, "val": 0.2}, seed,
+                         place=lambda row, target: _place_image(row, target, images))
+
+
+def write_dataset(
+    rows: Iterable[ImageRow],
+    ontology: Ontology,
+    path: str | Path,
+    task: str,
+    fractions: dict[str, float],
+    seed: int,
+    place: Callable[[ImageRow, Path], None],
+) -> list[str]:
+    """An Ultralytics dataset folder from rows, built aside and swapped into place; ``place`` puts each image.
+
+    Shared by the export and by ``autolabel pull`` (whose images come from Label Studio).
+    """
+    path = Path(path)
     _check_replaceable(path)
     _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -132,10 +150,10 @@ def write_yolo(
         for name in fractions:
             (tmp / "images" / name).mkdir(parents=True)
             (tmp / "labels" / name).mkdir(parents=True)
-        for row in image_rows(store, ontology, min_score=min_score, flagged=flagged):
+        for row in rows:
             which = split_of(row.sha256 or row.rel_path, fractions, seed)
             image_path, label_path = _targets(tmp, which, row)
-            _place_image(row, image_path, images)
+            place(row, image_path)
             label_path.write_text("".join(line + "\n" for line in label_lines(row, task)), encoding="utf-8")
         (tmp / "data.yaml").write_text(data_yaml(ontology, list(fractions), task), encoding="utf-8")
         _swap_into_place(tmp, path)

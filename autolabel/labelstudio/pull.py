@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,32 +255,10 @@ def write_coco(rows: list[ImageRow], classes: list[str], path: Path, source: str
 def write_yolo(rows: Iterator[ImageRow], classes: list[str], path: Path, task_kind: str, conn: Connection,
                image_root: str | None) -> list[str]:
     """An Ultralytics dataset folder of the reviewed rows (80/20 split by content hash, as the export's)."""
-    from ..exports.yolo import (IMAGE_SUFFIXES, _check_replaceable, _remove_leftovers, _swap_into_place, data_yaml,
-                                image_name, label_lines, split_of)
+    from ..exports.yolo import write_dataset
 
-    fractions = {"train": 0.8, "val": 0.2}
-    _check_replaceable(path)
-    _remove_leftovers(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        for name in fractions:
-            (tmp / "images" / name).mkdir(parents=True)
-            (tmp / "labels" / name).mkdir(parents=True)
-        for row in rows:
-            split = split_of(row.sha256 or row.rel_path, fractions)
-            name = Path(image_name(row.rel_path))
-            suffix = name.suffix if name.suffix.lower() in IMAGE_SUFFIXES else ".png"
-            stem = name.stem if not (tmp / "labels" / split / f"{name.stem}.txt").exists() else f"{name.stem}__id{row.id}"
-            _place(row, tmp / "images" / split / f"{stem}{suffix}", conn, image_root)
-            (tmp / "labels" / split / f"{stem}.txt").write_text(
-                "".join(line + "\n" for line in label_lines(row, task_kind)), encoding="utf-8")
-        (tmp / "data.yaml").write_text(data_yaml(Ontology.from_config(list(classes)), list(fractions), task_kind),
-                                       encoding="utf-8")
-        _swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [str(path)]
+    return write_dataset(rows, Ontology.from_config(list(classes)), path, task_kind, {"train": 0.8, "val": 0.2}, 0,
+                         place=lambda row, target: _place(row, target, conn, image_root))
 
 
 def _place(row: ImageRow, target: Path, conn: Connection, image_root: str | None) -> None:
