@@ -109,10 +109,11 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     counts: Counter[str] = Counter(seen=0, labeled=0, skipped=0, failed=0)
     failures: list[dict[str, str]] = []
     clock: Counter[str] = Counter()
+    decisions: Counter[tuple[str, str, str]] = Counter()  # (class, status, reason) of every box labeled
     status, error = "failed", None
     try:
         with _StopFlag() as stop:
-            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progress)
+            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress)
         status = "interrupted" if interrupted else ("partial" if counts["failed"] else "ok")
     except KeyboardInterrupt:
         status = "interrupted"
@@ -132,6 +133,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
                 exports.append(line)
                 status = status if pushed else "partial"
         summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
+        summary["decisions"] = decision_summary(decisions)
         summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
         store.end_run(run_id, status, summary)
         text = json.dumps(summary, indent=2, default=str) + "\n"
@@ -142,7 +144,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     return RunSummary(run_id, status, exit_code, dict(counts), failures, output, exports, summary)
 
 
-def _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progress) -> bool:  # noqa: ANN001
+def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress) -> bool:  # noqa: ANN001
     """Process every source; return True when stopped early by a signal."""
     config, phash = pipeline.config, pipeline.spec.hash
     loader = partial(load, max_pixels=config.max_image_pixels, known=lambda s, sha: store.is_done(s.path, sha, phash))
@@ -163,6 +165,7 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, stop, progr
                     failures.append({"path": r.path, "reason": r.reason or ""})
             else:
                 counts["labeled"] += 1
+                tally_decisions(decisions, r.labels)
         bar.update(len(results))
         pending.clear()
         batch.clear()
@@ -260,6 +263,26 @@ def _done(d: Decoded, item: Item) -> ImageResult:
 
 def _failed(d: Decoded, reason: str) -> ImageResult:
     return ImageResult(path=d.source.path, rel_path=d.source.rel_path, sha256=d.sha256, status="failed", reason=reason)
+
+
+def tally_decisions(decisions: Counter[tuple[str, str, str]], record: dict[str, Any] | None) -> None:
+    """Count one labeled image's boxes by (class, status, reason) — what the quality checks did."""
+    if not record:
+        return
+    data = record["boxes"]["data"]
+    decisions.update(zip(data["class_name"], data["status"], data["reason"]))
+    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in record["texts"])
+
+
+def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]:
+    """``by_reason`` ("dropped/low_score": n) and ``by_class`` ({class: {kept, dropped, flagged}}) for run.json."""
+    by_reason: Counter[str] = Counter()
+    by_class: dict[str, Counter[str]] = {}
+    for (name, status, reason), n in sorted(decisions.items()):
+        if reason:
+            by_reason[f"{status}/{reason}"] += n
+        by_class.setdefault(name or "<no class>", Counter())[status] += n
+    return {"by_reason": dict(by_reason), "by_class": {k: dict(v) for k, v in by_class.items()}}
 
 
 def _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error) -> dict[str, Any]:  # noqa: ANN001

@@ -146,3 +146,21 @@ def test_fld5b_pipeline_runs_every_stage(tmp_path: Path, images: Path, capsys) -
     assert data["text"][ocr] == "a man" and data["class_name"][ocr] == "text"
     assert set(labels["provenance"]) >= {"proposals", "categories", "regions", "caption", "grounding", "brief", "ocr",
                                          "masks"}
+
+
+def test_quality_preset_runs_and_records_its_decisions(checkpoint: str, images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["run", str(PIPELINES / "quality-fld5b.yaml"), "-i", str(images), "-o", str(out), "--no-progress",
+                 "--set", f"models.florence.id={checkpoint}"])
+    assert code == ExitCode.OK, capsys.readouterr().err
+    coco = json.loads((out / "coco.json").read_text())
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    # left.jpg is 30x60: its box is 6x12 = 72 px, under the SAM data engine's 100 px floor (box_area)
+    assert sorted(names[a["image_id"]] for a in coco["annotations"]) == ["rotated.jpg", "wide.png"]
+    with Store(out) as store:
+        rows = {r["rel_path"]: r["labels"]["boxes"]["data"] for r in store.images()}
+    assert (rows["left.jpg"]["status"], rows["left.jpg"]["reason"]) == (["dropped"], ["too_small"])
+    assert rows["wide.png"]["status"] == ["kept"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["decisions"]["by_reason"] == {"dropped/too_small": 1}
+    assert run["decisions"]["by_class"] == {"person": {"dropped": 1, "kept": 2}}
