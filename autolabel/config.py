@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,7 +173,7 @@ class PipelineSpec:
         self.raw = raw
         self.ontology = Ontology.from_config(config.ontology)
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """What decides the labels (models, ontology, stages): when it changes, images are labeled again.
 
@@ -186,7 +187,7 @@ class PipelineSpec:
         blob = json.dumps(keep, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    @property
+    @cached_property
     def stage_keys(self) -> list[str | None]:
         """Per stage, the key of its cached output, or None for stages that are not cached.
 
