@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_push_parser(sub)  # autolabel push / pull: a live Label Studio (autolabel.labelstudio)
     add_pull_parser(sub)
+    from .quality.report import add_report_parser
+
+    add_report_parser(sub)  # autolabel report: a static HTML page (autolabel.quality.report)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -124,6 +127,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_push(args) if args.command == "push" else run_pull(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "report":
+        from .quality.report import run_report
+
+        return run_report(args)
 
     from .pipeline import Pipeline
 
