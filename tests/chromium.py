@@ -173,6 +173,7 @@ class Page:
         return out
 
     def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        self.browser.send("Page.bringToFront", session=self.session)  # a background tab paints no frame
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             params["captureBeyondViewport"] = True
