@@ -219,3 +219,34 @@ def test_report_reads_a_store_of_images_without_masks(tmp_path: Path) -> None:
     out = make_store(tmp_path, images=3, boxes=2, failed=0, masks=False)
     html = build_report(out, samples=3).read_text()
     assert re.search(r"3 of 3 images", html)
+
+
+def test_report_of_a_real_run_agrees_with_run_json(tmp_path: Path) -> None:
+    """A run through the real runner (masks, polygons, flags, drops, texts, an unreadable file, a rotated JPEG)."""
+    import json
+
+    from plugins import export_pipeline, make_export_images
+
+    from autolabel import Pipeline
+
+    make_export_images(tmp_path / "in")
+    (tmp_path / "in" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    Pipeline.from_dict(export_pipeline()).run(tmp_path / "in", tmp_path / "out", progress=False)
+    Pipeline.from_dict(export_pipeline()).run(tmp_path / "in", tmp_path / "out", progress=False)  # all skipped
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    index = build_report(tmp_path / "out", samples=10)
+    page, html = parse(index), index.read_text()
+    first = json.loads((tmp_path / "out" / "runs" / "run-00001.json").read_text())
+    for name, counts in first["decisions"]["by_class"].items():
+        if not name.startswith("<text:"):
+            for status in ("kept", "flagged", "dropped"):
+                assert page.cells[(name, status)] == f"{counts.get(status, 0):,}"
+    runs = html[html.index('id="history"'):html.index('id="classes"')]
+    assert run["counts"]["skipped"] == 4 and runs.count("<td>#") == 2  # both runs in the history
+    stages = html[html.index('id="stages"'):]
+    assert "Run #1;" in stages and ">plugins:RichLabels<" in stages  # the slowest stages of the run that labeled
+    assert "cut.png" in html and first["failures"][0]["reason"] in html
+    rotated = re.search(r'<img src="(img/s00-\d+\.jpg)" width="(\d+)" height="(\d+)" alt="rotated.jpg"', html)
+    assert rotated and rotated.group(2, 3) == ("40", "80")  # the displayed frame, EXIF applied
+    assert Image.open(index.parent / rotated.group(1)).size == (40, 80)
+    assert "caption kept: 4" in html and "test_flag" in html and "low_score" in html

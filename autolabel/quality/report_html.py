@@ -213,7 +213,9 @@ def failures(data: ReportData) -> str:
 
 
 def stages(runs: list[dict[str, Any]]) -> str:
-    last = next((r for r in reversed(runs) if (r["summary"] or {}).get("stage_seconds")), None)
+    timed_runs = [r for r in runs if (r["summary"] or {}).get("stage_seconds")]
+    labeled = [r for r in timed_runs if r["summary"].get("counts", {}).get("labeled")]
+    last = (labeled or timed_runs or [None])[-1]  # the last run that labeled something: a run that skipped all is 0 s
     if last is None:
         return '<p class="muted">No stage timings recorded.</p>'
     s = last["summary"]
