@@ -185,34 +185,39 @@ def test_stale_thumbnails_are_removed_and_a_missing_image_still_previews(tmp_pat
     assert files == sorted(Path(src).name for src in parse(index).images) and len(files) == 3
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autolabel", "report", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
 @pytest.mark.slow
-def test_cli_writes_the_report_and_bad_input_is_one_line(run_dir: Path, tmp_path: Path) -> None:
-    done = _cli(str(run_dir), "--out", str(tmp_path / "page"), "--samples", "2")
+def test_cli_writes_the_report(run_dir: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "autolabel", "report", str(run_dir), "--out", str(tmp_path / "page"),
+                           "--samples", "2"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == f"autolabel: wrote {tmp_path / 'page' / 'index.html'}"
+    assert len(parse(tmp_path / "page" / "index.html").images) == 2 * 3
 
-    cases = {
-        "no store": (_cli(str(tmp_path / "nothing")), 1, "no run store"),
-        "negative samples": (_cli(str(run_dir), "--samples", "-1", "--out", str(tmp_path / "x")), 2, "--samples"),
-    }
+
+def test_bad_input_is_one_line_and_an_exit_code(run_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from autolabel.cli import main
+
+    def report(*args: str) -> tuple[int, list[str]]:
+        code = main(["report", *args])
+        return code, capsys.readouterr().err.strip().splitlines()
+
     Store(tmp_path / "empty").close()
-    cases["empty store"] = (_cli(str(tmp_path / "empty")), 1, "the store holds no images")
     bad = make_store(tmp_path / "bad", images=1, boxes=1, failed=0)
-    (bad / "eval.json").write_text("{not json")
-    cases["bad eval.json"] = (_cli(str(bad)), 1, "eval.json: not readable JSON")
-    (bad / "eval.json").write_text('{"version": 99}')
-    cases["future eval.json"] = (_cli(str(bad)), 1, "not an eval.json of version 1")
-    for name, (proc, code, text) in cases.items():
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == code, (name, proc.stderr)
-        assert len(lines) == 1 and text in lines[0] and lines[0].startswith("autolabel: error: "), (name, lines)
+    cases = [((str(tmp_path / "nothing"),), 1, "no run store"),
+             ((str(tmp_path / "empty"),), 1, "the store holds no images"),
+             ((str(run_dir), "--out", str(tmp_path / "x"), "--samples=-1"), 2, "--samples: must be 0 or more")]
+    for args, code, text in cases:
+        got, lines = report(*args)
+        assert got == code and len(lines) == 1 and text in lines[0], (args, lines)
+        assert lines[0].startswith("autolabel: error: ")
+    for content, text in (("{not json", "eval.json: not readable JSON"),
+                          ('{"version": 99}', "not an eval.json of version 1 (version 99)")):
+        (bad / "eval.json").write_text(content)
+        got, lines = report(str(bad))
+        assert got == 1 and len(lines) == 1 and text in lines[0] and "autolabel eval" in lines[0], lines
     assert not (tmp_path / "nothing").exists()  # a wrong folder is not created
-    assert not (bad / "report").exists()
+    assert not (bad / "report").exists() and not (tmp_path / "x").exists()
 
 
 def test_report_reads_a_store_of_images_without_masks(tmp_path: Path) -> None:
