@@ -178,7 +178,7 @@ def test_stale_thumbnails_are_removed_and_a_missing_image_still_previews(tmp_pat
     html = index.read_text()
     assert html.count("(file not found)") >= 1  # the caption says why; the boxes are drawn on a grey canvas
     shown = re.search(r'<img src="(img/s00-000.jpg)"[^>]*alt="img000000.png"', html)
-    assert shown and Image.open(index.parent / shown.group(1)).getpixel((48, 94)) == pytest.approx((90, 90, 90),
+    assert shown and Image.open(index.parent / shown.group(1)).getpixel((180, 356)) == pytest.approx((90, 90, 90),
                                                                                                     abs=12)
     index = build_report(out, samples=1)
     files = sorted(p.name for p in (index.parent / "img").iterdir())
@@ -252,6 +252,6 @@ def test_report_of_a_real_run_agrees_with_run_json(tmp_path: Path) -> None:
     assert "Run #1;" in stages and ">plugins:RichLabels<" in stages  # the slowest stages of the run that labeled
     assert "cut.png" in html and first["failures"][0]["reason"] in html
     rotated = re.search(r'<img src="(img/s00-\d+\.jpg)" width="(\d+)" height="(\d+)" alt="rotated.jpg"', html)
-    assert rotated and rotated.group(2, 3) == ("40", "80")  # the displayed frame, EXIF applied
-    assert Image.open(index.parent / rotated.group(1)).size == (40, 80)
+    assert rotated and rotated.group(2, 3) == ("180", "360")  # the displayed frame (EXIF applied), scaled to 360
+    assert Image.open(index.parent / rotated.group(1)).size == (180, 360)
     assert "caption kept: 4" in html and "test_flag" in html and "low_score" in html

@@ -72,16 +72,18 @@ def page(title: str, data: ReportData, previews: dict[str, list[Preview]], evalu
     )
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], attrs: Iterable[Sequence[str]] | None = None) -> str:
-    """A table; ``attrs`` gives each cell's extra attributes (already escaped), row by row."""
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+def table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]],
+          attrs: Iterable[Sequence[str]] | None = None) -> str:
+    """A table (no header row when ``header`` is None); ``attrs`` gives each cell's extra attributes (escaped)."""
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header or ())
     attr_rows = iter(attrs) if attrs is not None else None
     body = []
     for row in rows:
         cell_attrs = next(attr_rows) if attr_rows is not None else [""] * len(row)
         body.append("<tr>" + "".join(f"<td{' ' + a if a else ''}>{cell}</td>" for cell, a in zip(row, cell_attrs))
                     + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -122,7 +124,7 @@ def summary(data: ReportData) -> str:
     texts = ", ".join(f"{escape(kind)} {escape(status)}: {n:,}" for (kind, status), n in sorted(data.texts.items()))
     if texts:
         rows.append(("image-level texts", texts))
-    return table(["", ""], rows)
+    return table(None, rows)
 
 
 def _iso(ts: float | None) -> str:

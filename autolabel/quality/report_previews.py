@@ -21,16 +21,17 @@ from ..labels import DROPPED, FLAGGED, KEPT
 from ..records import decode_masks
 from .report_svg import DROPPED_COLOR, FLAGGED_COLOR
 
-#: Longest side of a thumbnail, in pixels.
+#: Longer side of a thumbnail, in pixels.
 THUMB_SIDE = 360
 
 
 def load_thumbnail(row: dict[str, Any], side: int = THUMB_SIDE) -> tuple[Image.Image, float, str | None]:
-    """The image shrunk to fit ``side`` (a grey canvas of its recorded size when unreadable), the scale, the problem."""
+    """The image scaled so that its longer side is ``side`` (small images grow: labels stay legible; a grey canvas
+    of its recorded shape when unreadable), the scale, and any problem with the image."""
     record = row.get("labels") or {}
     width = int(record.get("width") or row.get("width") or side)
     height = int(record.get("height") or row.get("height") or side)
-    scale = min(side / max(width, height), 1.0)
+    scale = side / max(width, height)
     size = (max(round(width * scale), 1), max(round(height * scale), 1))
     data, problem = read(Source(row["path"], row["rel_path"]))
     if data is not None:
