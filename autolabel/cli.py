@@ -81,13 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--max-runs", type=int, metavar="N", help="stop after N runs (default: run forever)")
     sched.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    from .quality.report import add_report_parser
+
+    add_report_parser(sub)  # autolabel report: a static HTML page (autolabel.quality.report)
     from .labelstudio.commands import add_pull_parser, add_push_parser
 
     add_push_parser(sub)  # autolabel push / pull: a live Label Studio (autolabel.labelstudio)
     add_pull_parser(sub)
-    from .quality.report import add_report_parser
-
-    add_report_parser(sub)  # autolabel report: a static HTML page (autolabel.quality.report)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -121,16 +121,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(package_versions(), indent=2))
         return ExitCode.OK
+    if args.command == "report":
+        from .quality.report import run_report
+
+        return run_report(args)
     if args.command in ("push", "pull"):
         from .labelstudio.commands import run_pull, run_push
 
         return run_push(args) if args.command == "push" else run_pull(args)
     if args.command == "export":
         return _export(args)
-    if args.command == "report":
-        from .quality.report import run_report
-
-        return run_report(args)
 
     from .pipeline import Pipeline
 
