@@ -13,7 +13,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from autolabel.labels import Labels
+from autolabel.labels import Labels, Text
 from autolabel.records import to_record
 from autolabel.store import ImageResult, Store
 
@@ -56,6 +56,9 @@ def labels_for(i: int, width: int, height: int, boxes: int, masks: bool = True) 
                         data=data)
     labels = Labels(width, height)
     labels.add(det, stage="detect", provenance={"model": "test"})
+    looped = i % 4 == 0  # every 4th caption dropped, as a repetition filter would
+    labels.texts.append(Text("caption", f"caption {i}" + " again" * (8 if looped else 0), 0.5, "caption",
+                             status="dropped" if looped else "kept", reason="repetition" if looped else ""))
     return labels
 
 

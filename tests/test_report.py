@@ -83,6 +83,8 @@ def test_one_pass_counts_every_box_by_class_decision_and_score(run_dir: Path) ->
     assert data.scores == scores
     assert data.decisions[("dropped", "low_score", "person")] == sum(
         1 for i in range(12) for k in range(5) if box_decision(i, k)[1] == "low_score" and (i + k) % 3 == 0)
+    assert data.decisions[("dropped", "repetition", "<text:caption>")] == 3  # images 0, 4, 8
+    assert data.texts == {("caption", "kept"): 9, ("caption", "dropped"): 3}
     assert data.failure_reasons == {"truncated or corrupt image data (unexpected end of file)": 2}
     assert {f["rel_path"] for f in data.failures} == {"broken0.jpg", "broken1.jpg"}
 
@@ -90,9 +92,10 @@ def test_one_pass_counts_every_box_by_class_decision_and_score(run_dir: Path) ->
 def test_each_section_samples_only_images_with_its_decision(run_dir: Path) -> None:
     with Store(run_dir) as store:
         data = collect(store, samples=3)
-    assert set(data.samples) == {"labeled", "dropped/low_score", "flagged/edge_box"}
+    assert set(data.samples) == {"labeled", "dropped/low_score", "flagged/edge_box", "dropped/repetition"}
     flagged_images = {f"img{i:06d}.png" for i in range(12) if any(box_decision(i, k)[0] == "flagged" for k in range(5))}
-    assert data.section_sizes == {"labeled": 12, "dropped/low_score": 12, "flagged/edge_box": len(flagged_images)}
+    assert data.section_sizes == {"labeled": 12, "dropped/low_score": 12, "flagged/edge_box": len(flagged_images),
+                                  "dropped/repetition": 3}
     for rows in data.samples.values():
         assert len(rows) == 3
         assert len({r["rel_path"] for r in rows}) == 3
@@ -148,7 +151,8 @@ def test_report_page_shows_the_store(run_dir: Path, tmp_path: Path) -> None:
     page = parse(index)
     html = index.read_text(encoding="utf-8")
     assert index == tmp_path / "r" / "index.html"
-    assert len(page.images) == 4 * 3  # labeled + two decisions, 4 each
+    assert len(page.images) == 4 * 3 + 3  # labeled + two box decisions, 4 each; 3 images with a dropped caption
+    assert html.count("caption dropped:repetition</span> “caption 4 again again") >= 1  # the dropped text shown
     assert all((index.parent / src).is_file() for src in page.images)
     assert not [r for r in page.refs if not r.startswith(("#", "img/"))]  # self-contained
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
@@ -182,7 +186,7 @@ def test_stale_thumbnails_are_removed_and_a_missing_image_still_previews(tmp_pat
                                                                                                     abs=12)
     index = build_report(out, samples=1)
     files = sorted(p.name for p in (index.parent / "img").iterdir())
-    assert files == sorted(Path(src).name for src in parse(index).images) and len(files) == 3
+    assert files == sorted(Path(src).name for src in parse(index).images) and len(files) == 4  # 4 sections, 1 each
 
 
 @pytest.mark.slow
@@ -191,7 +195,7 @@ def test_cli_writes_the_report(run_dir: Path, tmp_path: Path) -> None:
                            "--samples", "2"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == f"autolabel: wrote {tmp_path / 'page' / 'index.html'}"
-    assert len(parse(tmp_path / "page" / "index.html").images) == 2 * 3
+    assert len(parse(tmp_path / "page" / "index.html").images) == 2 * 4  # 4 sections
 
 
 def test_bad_input_is_one_line_and_an_exit_code(run_dir: Path, tmp_path: Path,

@@ -45,7 +45,7 @@ def test_loads_offline_without_errors_and_every_image_decodes(page: Page, report
     assert page.errors() == []
     images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
     files = sorted(p.name for p in (report[0].parent / "img").iterdir())
-    assert sorted(Path(src).name for src, _, _ in images) == files and len(files) == 3 * 3
+    assert sorted(Path(src).name for src, _, _ in images) == files and len(files) == 3 * 4
     assert all(complete and width > 0 for _, complete, width in images), images
 
 

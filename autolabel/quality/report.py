@@ -81,15 +81,22 @@ def write_previews(data: ReportData, folder: Path, classes: list[str]) -> dict[s
         for k, row in enumerate(sorted(rows, key=lambda r: r["rel_path"])):
             name = f"s{s:02d}-{k:03d}.jpg"
             width, height, problem = write_preview(row, folder / name, classes, focus)
-            statuses = ((row["labels"] or {}).get("boxes") or {}).get("data", {}).get("status", [])
+            record = row["labels"] or {}
+            statuses = (record.get("boxes") or {}).get("data", {}).get("status", [])
+            texts = [(t.get("kind", "?"), t["status"], t.get("reason", ""), _clip(t.get("text", "")))
+                     for t in record.get("texts", []) if t.get("status", "kept") != "kept"]
             written.setdefault(section, []).append(
-                Preview(f"img/{name}", row["rel_path"], width, height, dict(Counter(statuses)), problem))
+                Preview(f"img/{name}", row["rel_path"], width, height, dict(Counter(statuses)), problem, texts))
             names.add(name)
     if folder.is_dir():
         for old in folder.glob("s*-*.jpg"):
             if old.name not in names:
                 old.unlink()
     return written
+
+
+def _clip(text: str, n: int = 160) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:

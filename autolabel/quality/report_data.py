@@ -54,7 +54,7 @@ class ReportData:
     boxes: int = 0
     #: (class, status, bin) → boxes; bin -1 = no score
     scores: Counter[tuple[str, str, int]] = field(default_factory=Counter)
-    #: (status, reason, class) → boxes, for dropped and flagged boxes
+    #: (status, reason, class) → boxes, for dropped and flagged boxes; texts count as class ``<text:KIND>``
     decisions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     #: (kind, status) → image-level texts
     texts: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -101,6 +101,8 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
         data.boxes += len(names)
         pending.extend(zip(names, statuses, map(score_bin, boxes["confidence"])))
         decided = [(s, r, c) for c, s, r in zip(names, statuses, reasons) if r]
+        texts = record.get("texts", [])
+        decided += [(t.get("status", "kept"), t["reason"], f"<text:{t.get('kind', '?')}>") for t in texts if t.get("reason")]
         if decided:
             data.decisions.update(decided)
             for status, reason in {(s, r) for s, r, _ in decided}:
@@ -108,7 +110,7 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
                 if section not in reservoirs:
                     reservoirs[section] = Reservoir(samples, rng)
                 reservoirs[section].offer(row)
-        data.texts.update((t.get("kind", "?"), t.get("status", "kept")) for t in record.get("texts", []))
+        data.texts.update((t.get("kind", "?"), t.get("status", "kept")) for t in texts)
         if len(pending) >= _FLUSH:
             _tally(data, pending)
     _tally(data, pending)

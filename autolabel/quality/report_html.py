@@ -8,7 +8,7 @@ what they are, so tests (and scrapers) can read them back.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
@@ -44,6 +44,7 @@ class Preview:
     height: int
     boxes: dict[str, int]
     problem: str | None = None
+    texts: list[tuple[str, str, str, str]] = field(default_factory=list)  # (kind, status, reason, text) not kept
 
 
 def page(title: str, data: ReportData, previews: dict[str, list[Preview]], evaluation: dict[str, Any] | None,
@@ -197,9 +198,11 @@ def gallery(items: list[Preview], total: int) -> str:
     for p in items:
         counts = ", ".join(f'<span class="{s}">{p.boxes.get(s, 0)} {s}</span>' for s in STATUSES if p.boxes.get(s))
         warn = f' <span class="warn">({escape(p.problem)})</span>' if p.problem else ""
+        texts = "".join(f'<br><span class="{escape(status)}">{escape(kind)} {escape(status)}:{escape(reason)}</span> '
+                        f'“{escape(text)}”' for kind, status, reason, text in p.texts)
         figures.append(f'<figure><img src="{escape(p.src)}" width="{p.width}" height="{p.height}" '
                        f'alt="{escape(p.rel_path)}"><figcaption>{escape(p.rel_path)}{warn}<br>'
-                       f'{counts or "no boxes"}</figcaption></figure>')
+                       f'{counts or "no boxes"}{texts}</figcaption></figure>')
     return (f'<p class="muted">{len(items)} of {total:,} images (a uniform sample). Kept boxes in their class colour, '
             f'<span class="flagged">flagged as orange corners</span>, <span class="dropped">dropped as thin red '
             f'outlines</span>.</p><div class="grid">{"".join(figures)}</div>')
