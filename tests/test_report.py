@@ -3,6 +3,7 @@ every bad input is one line and a documented exit code."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import subprocess
@@ -173,6 +174,10 @@ def test_report_with_eval_json_shows_its_metrics(tmp_path: Path) -> None:
             value = metrics[key]
             shown = page.cells[(name, key)]
             assert shown == ("n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
+    assert "eval.json was written before run" not in (out / "report" / "index.html").read_text()
+    ev["created"] = "2020-01-01T00:00:00+00:00"  # older than the run: its figures describe older labels
+    (out / "eval.json").write_text(json.dumps(ev))
+    assert "eval.json was written before run #1 labeled" in build_report(out, samples=1).read_text()
 
 
 def test_stale_thumbnails_are_removed_and_a_missing_image_still_previews(tmp_path: Path) -> None:
@@ -232,8 +237,6 @@ def test_report_reads_a_store_of_images_without_masks(tmp_path: Path) -> None:
 
 def test_report_of_a_real_run_agrees_with_run_json(tmp_path: Path) -> None:
     """A run through the real runner (masks, polygons, flags, drops, texts, an unreadable file, a rotated JPEG)."""
-    import json
-
     from plugins import export_pipeline, make_export_images
 
     from autolabel import Pipeline

@@ -61,7 +61,8 @@ def page(title: str, data: ReportData, previews: dict[str, list[Preview]], evalu
         ("stages", "Slowest stages", stages(data.runs)),
     ]
     if evaluation is not None:
-        sections.append(("eval", "Evaluation against ground truth", eval_section(evaluation, classes)))
+        html = stale_warning(evaluation, data.runs) + eval_section(evaluation, classes)
+        sections.append(("eval", "Evaluation against ground truth", html))
     nav = " ".join(f'<a href="#{key}">{escape(name)}</a>' for key, name, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{escape(name)}</h2>{html}</section>' for key, name, html in sections)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -232,6 +233,20 @@ def stages(runs: list[dict[str, Any]]) -> str:
     return (f'<p class="muted">Run #{last["id"]}; names in brackets are the loop\'s own time '
             f"(decoding, committing).</p>{svg.bars(items, 'seconds per stage', 'seconds')}"
             f"{table(['stage', 'seconds', 'images', 'ms per image'], rows)}")
+
+
+def stale_warning(ev: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """A warning when a run labeled images after eval.json was written (its `created` is to the second)."""
+    try:
+        created = datetime.fromisoformat(str(ev.get("created"))).timestamp()
+    except ValueError:
+        return ""
+    later = [r["id"] for r in runs if (r["ended"] or 0) > created + 1 and (r["summary"] or {}).get("counts", {}).get(
+        "labeled")]
+    if not later:
+        return ""
+    return (f'<p class="warn">eval.json was written before run #{later[-1]} labeled more images: these figures '
+            f"describe the labels as they were; run <code>autolabel eval</code> again.</p>")
 
 
 def eval_section(ev: dict[str, Any], classes: Sequence[str]) -> str:
