@@ -174,7 +174,14 @@ def test_report_with_eval_json_shows_its_metrics(tmp_path: Path) -> None:
             value = metrics[key]
             shown = page.cells[(name, key)]
             assert shown == ("n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
-    assert "eval.json was written before run" not in (out / "report" / "index.html").read_text()
+    html = (out / "report" / "index.html").read_text()
+    assert "eval.json was written before run" not in html
+    assert "<td>score_threshold/low_score</td><td>score_threshold</td><td>low_score</td><td>20</td><td>3</td><td>17</td>" \
+        in html and "flagged true positives" not in html
+    ev["filters"]["border/edge_box"] = {"stage": "border", "reason": "edge_box", "dropped": 0, "true_positives": 0,
+                                        "false_positives": 0, "flagged": 9, "flagged_true_positives": 7}
+    (out / "eval.json").write_text(json.dumps(ev))
+    assert "<td>0</td><td>0</td><td>0</td><td>9</td><td>7</td>" in build_report(out, samples=1).read_text()
     ev["created"] = "2020-01-01T00:00:00+00:00"  # older than the run: its figures describe older labels
     (out / "eval.json").write_text(json.dumps(ev))
     assert "eval.json was written before run #1 labeled" in build_report(out, samples=1).read_text()

@@ -27,8 +27,8 @@ h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;margin:28px 0 8px;border-b
 h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;margin:6px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}.muted{color:#777}.grid{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;max-width:360px}figure img{display:block;max-width:100%;height:auto;border:1px solid #ccc}
-figcaption{font-size:12px;color:#555;word-break:break-all}svg.chart{font:10px sans-serif;background:#fff}
+figure{margin:0}figure img{display:block;max-width:360px;height:auto;border:1px solid #ccc}
+figcaption{font-size:12px;color:#555;word-break:break-all;max-width:480px}svg.chart{font:10px sans-serif;background:#fff}
 nav a{margin-right:12px}.kept{color:#2e7d32}.flagged{color:#ef6c00}.dropped{color:#c62828}
 .warn{color:#c62828}
 """
@@ -300,7 +300,9 @@ def confusion(c: dict[str, Any]) -> str:
 def filters(f: dict[str, Any]) -> str:
     if not f:
         return ""
-    rows = [[escape(k), escape(str(v.get("stage"))), escape(str(v.get("reason"))), fmt(v.get("dropped")),
-             fmt(v.get("true_positives")), fmt(v.get("false_positives"))] for k, v in f.items()]
+    keys = ["dropped", "true_positives", "false_positives"]
+    keys += [k for k in ("flagged", "flagged_true_positives") if any(k in v for v in f.values())]  # when given
+    rows = [[escape(k), escape(str(v.get("stage"))), escape(str(v.get("reason"))), *(fmt(v.get(key)) for key in keys)]
+            for k, v in f.items()]
     return ("<h3>What each filter dropped, checked against the ground truth</h3>"
-            + table(["filter", "stage", "reason", "dropped", "true positives", "false positives"], rows))
+            + table(["filter", "stage", "reason", *(k.replace("_", " ") for k in keys)], rows))
