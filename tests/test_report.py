@@ -103,6 +103,22 @@ def test_each_section_samples_only_images_with_its_decision(run_dir: Path) -> No
     assert {r["rel_path"] for r in data.samples["flagged/edge_box"]} <= flagged_images
 
 
+def test_reason_codes_and_sampled_sections_are_bounded(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter whose reason embeds a value must not grow the report without bound."""
+    from autolabel.quality import report_data
+
+    monkeypatch.setattr(report_data, "MAX_REASONS", 2)
+    monkeypatch.setattr(report_data, "MAX_SECTIONS", 1)
+    with Store(run_dir) as store:
+        data = collect(store, samples=3)
+    reasons = {r for _, r, _ in data.decisions}
+    assert len(reasons) == 3 and report_data.OTHER in reasons  # two by name, the third folded
+    assert len(data.samples) == 2 and "labeled" in data.samples  # one decision sampled
+    assert set(data.section_sizes) == {"labeled"} | {f"{s}/{r}" for s, r, _ in data.decisions}
+    boxes_decided = sum(1 for i in range(12) for k in range(5) if box_decision(i, k)[1])
+    assert sum(data.decisions.values()) == boxes_decided + 3  # every decision still counted (and 3 captions)
+
+
 def test_reservoir_keeps_a_bounded_uniform_sample() -> None:
     rng = random.Random(1)
     hits: Counter[int] = Counter()

@@ -29,9 +29,8 @@ EVAL_VERSION = 1
 
 def build_report(output: str | Path, out: str | Path | None = None, samples: int = 12, seed: int = 0) -> Path:
     """Write the report of the run in ``output`` to ``out`` (default ``output/report``); return ``index.html``."""
-    from .report_data import (
-        collect,  # imported here: `autolabel --help` need not load supervision and cv2
-    )
+    # imported here, not above: `autolabel --help` need not load supervision and cv2
+    from .report_data import collect
     from .report_html import page
 
     output = Path(output)

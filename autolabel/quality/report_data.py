@@ -21,8 +21,12 @@ from ..store import Store
 
 #: Score histogram bins over [0, 1] (bin ``BINS - 1`` holds 1.0); bin -1 counts boxes without a score.
 BINS = 20
-#: Distinct failure reasons tallied one by one; the rest are counted as "other".
-MAX_FAILURE_REASONS = 200
+#: Distinct failure reasons, and distinct drop/flag reasons, tallied one by one; the rest as "(other reasons)"
+#: (a reason code that embeds a value would otherwise grow without bound).
+MAX_FAILURE_REASONS = MAX_REASONS = 200
+#: Decisions (``status/reason``) that get example images; later ones are counted without examples.
+MAX_SECTIONS = 40
+OTHER = "(other reasons)"
 #: Failed images listed by name (a sample of them when there are more).
 MAX_FAILURES_LISTED = 50
 #: Boxes tallied per flush (bounds the memory of the pending lists).
@@ -91,6 +95,8 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
     data = ReportData(runs=store.runs())
     reservoirs: dict[str, Reservoir[dict[str, Any]]] = {"labeled": Reservoir(samples, rng)}
     pending: tuple[list[str], list[str], list[float | None]] = ([], [], [])  # class, status, score of each box
+    known: set[str] = set()  # reason codes tallied by name
+    unsampled: Counter[str] = Counter()  # images of decisions beyond MAX_SECTIONS
     for row in store.images(status="done"):
         data.images_done += 1
         reservoirs["labeled"].offer(row)
@@ -108,20 +114,32 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
         texts = record.get("texts", [])
         decided += [(t.get("status", "kept"), t["reason"], f"<text:{t.get('kind', '?')}>") for t in texts if t.get("reason")]
         if decided:
+            decided = [(s, r if r in known or _admit(known, r) else OTHER, c) for s, r, c in decided]
             data.decisions.update(decided)
             for status, reason in {(s, r) for s, r, _ in decided}:
                 section = f"{status}/{reason}"
-                if section not in reservoirs:
+                if section not in reservoirs and len(reservoirs) <= MAX_SECTIONS:
                     reservoirs[section] = Reservoir(samples, rng)
-                reservoirs[section].offer(row)
+                if section in reservoirs:
+                    reservoirs[section].offer(row)
+                else:
+                    unsampled[section] += 1
         data.texts.update((t.get("kind", "?"), t.get("status", "kept")) for t in texts)
         if len(pending[0]) >= _FLUSH:
             _tally(data, pending)
     _tally(data, pending)
     _collect_failures(data, store.images(status="failed", labels=False), rng)
     data.samples = {k: r.items for k, r in reservoirs.items()}
-    data.section_sizes = {k: r.seen for k, r in reservoirs.items()}
+    data.section_sizes = {k: r.seen for k, r in reservoirs.items()} | dict(unsampled)
     return data
+
+
+def _admit(known: set[str], reason: str) -> bool:
+    """Whether ``reason`` is tallied by name (while fewer than MAX_REASONS are); remembers it if so."""
+    if len(known) < MAX_REASONS:
+        known.add(reason)
+        return True
+    return False
 
 
 def _tally(data: ReportData, pending: tuple[list[str], list[str], list[float | None]]) -> None:

@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 
 from . import report_svg as svg
-from .report_data import BINS, ReportData
+from .report_data import BINS, MAX_SECTIONS, ReportData
 
 STATUSES = ("kept", "flagged", "dropped")
 #: Classes that get a score histogram of their own (the most frequent; the rest are named in a line).
@@ -187,8 +187,9 @@ def checks(data: ReportData, previews: dict[str, list[Preview]]) -> str:
                      fmt(sum(by_reason[key].values())), fmt(data.section_sizes.get(key, 0)), classes])
     parts = [table(["decision / reason", "boxes", "images", "by class"], rows)]
     for i, key in enumerate(order):
-        parts.append(f'<h3 id="check-{i}">{escape(key)}</h3>' + gallery(previews.get(key, []),
-                                                                       data.section_sizes.get(key, 0)))
+        shown = gallery(previews.get(key, []), data.section_sizes.get(key, 0)) if key in data.samples else (
+            f'<p class="muted">No examples: only the first {MAX_SECTIONS} decisions met get example images.</p>')
+        parts.append(f'<h3 id="check-{i}">{escape(key)}</h3>{shown}')
     return "".join(parts)
 
 
