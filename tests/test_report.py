@@ -285,3 +285,29 @@ def test_report_of_a_real_run_agrees_with_run_json(tmp_path: Path) -> None:
     assert rotated and rotated.group(2, 3) == ("180", "360")  # the displayed frame (EXIF applied), scaled to 360
     assert Image.open(index.parent / rotated.group(1)).size == (180, 360)
     assert "caption kept: 4" in html and "test_flag" in html and "low_score" in html
+
+
+def test_boxes_without_class_or_score_are_reported(tmp_path: Path) -> None:
+    import hashlib
+
+    from autolabel.labels import Labels
+    from autolabel.records import to_record
+    from autolabel.store import ImageResult
+
+    path = tmp_path / "in" / "a.png"
+    path.parent.mkdir()
+    Image.new("RGB", (50, 40), (10, 200, 10)).save(path)
+    labels = Labels(50, 40)
+    labels.add(sv.Detections(xyxy=np.array([[5, 5, 30, 30], [10, 10, 40, 35]], dtype=np.float32),
+                             confidence=np.array([np.nan, 0.4], dtype=np.float32),
+                             data={"class_name": np.array(["", "thing"], dtype=object)}), stage="s")
+    with Store(tmp_path / "out") as store:
+        run = store.begin_run("h", {})
+        store.commit([ImageResult(str(path), "a.png", hashlib.sha256(path.read_bytes()).hexdigest(), "done", 50, 40,
+                                  labels=to_record(labels))], run, "h")  # a run killed before it ended
+    index = build_report(tmp_path / "out")
+    html = index.read_text()
+    assert re.search(r'<td data-class="&lt;no class&gt;">&lt;no class&gt;</td><td data-status="kept">1</td>'
+                     r"<td[^>]*>0</td><td[^>]*>0</td><td>1</td><td>1</td>", html)  # 1 box, without a score
+    assert "#1 <b class=\"running\">running</b>" in html
+    assert Image.open(index.parent / "img" / "s00-000.jpg").size == (360, 288)
