@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--max-runs", type=int, metavar="N", help="stop after N runs (default: run forever)")
     sched.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    from .quality.report import add_report_parser
+
+    add_report_parser(sub)  # autolabel report: a static HTML page (autolabel.quality.report)
     from .labelstudio.commands import add_pull_parser, add_push_parser
 
     add_push_parser(sub)  # autolabel push / pull: a live Label Studio (autolabel.labelstudio)
@@ -118,6 +121,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(package_versions(), indent=2))
         return ExitCode.OK
+    if args.command == "report":
+        from .quality.report import run_report
+
+        return run_report(args)
     if args.command in ("push", "pull"):
         from .labelstudio.commands import run_pull, run_push
 
