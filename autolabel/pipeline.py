@@ -15,20 +15,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .config import PipelineSpec, load_file, parse
-from .errors import ConfigError
+from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
 from .models.pool import ModelPool
 from .records import to_record
 from .stage import Item, Stage, StageContext
 
-
-class StageError(Exception):
-    """An error raised inside a stage, carrying the stage's name for the failure reason."""
-
-    def __init__(self, stage: str, error: BaseException):
-        self.stage = stage
-        self.error = error
-        message = " ".join(str(error).split()) or type(error).__name__
-        super().__init__(f"stage {stage!r}: {type(error).__name__}: {message}")
+__all__ = ["Pipeline", "StageError"]
 
 
 class Pipeline:
