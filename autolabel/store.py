@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import AutolabelError, ImageStatus, RunStatus
+from .records import SCHEMA_VERSION as RECORD_VERSION
 
 DB_NAME = "autolabel.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  #: the tables below; the labels JSON in them has its own version (records.SCHEMA_VERSION)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,16 +86,18 @@ class Store:
             self._conn = self._connect()
             with self._conn:
                 self._conn.executescript(_SCHEMA)
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("record_version", str(RECORD_VERSION))],
                 )
         except (sqlite3.DatabaseError, OSError) as err:
             raise AutolabelError(f"{self.path}: cannot open the run store ({err})") from None
-        version = int(self.meta("schema_version") or SCHEMA_VERSION)
-        if version > SCHEMA_VERSION:
-            raise AutolabelError(
-                f"{self.path}: written by a newer autolabel (store schema {version}); upgrade autolabel"
-            )
+        for key, ours, what in (("schema_version", SCHEMA_VERSION, "store schema"),
+                                ("record_version", RECORD_VERSION, "label record version")):
+            version = int(self.meta(key) or ours)
+            if version > ours:
+                self._conn.close()
+                raise AutolabelError(f"{self.path}: written by a newer autolabel ({what} {version}); upgrade autolabel")
         self._local = threading.local()
         self._others: list[sqlite3.Connection] = []  # the per-thread and streaming connections, closed by close()
         self._others_lock = threading.Lock()
