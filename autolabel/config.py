@@ -159,7 +159,8 @@ class PipelineConfig(_Strict):
         for name, prompts in items:
             if not str(name).strip():
                 raise ValueError("class names must not be empty")
-            if isinstance(prompts, list) and (not prompts or not all(isinstance(p, str) and p.strip() for p in prompts)):
+            empty = not prompts or not all(isinstance(p, str) and p.strip() for p in prompts)
+            if isinstance(prompts, list) and empty:
                 raise ValueError(f"class {name!r}: prompts must be a non-empty list of non-empty strings")
         return value
 
@@ -231,7 +232,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}"
+        )
     return data
 
 

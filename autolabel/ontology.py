@@ -50,7 +50,7 @@ class Ontology:
     def from_config(cls, raw: Mapping[str, str | Sequence[str] | None] | Sequence[str]) -> "Ontology":
         """``{"person": ["person", "man"], "car": "car", "dog": None}`` or ``["person", "car"]``."""
         if not isinstance(raw, Mapping):
-            raw = {name: None for name in raw}
+            raw = dict.fromkeys(raw)
         prompts = {}
         for name, value in raw.items():
             if value is None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .config import PipelineSpec, load_file, parse
 from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
 from .models.pool import ModelPool
 from .records import to_record
 from .stage import Item, Stage, StageContext
+
+if TYPE_CHECKING:
+    from .runner import RunSummary
 
 __all__ = ["Pipeline", "StageError"]
 
@@ -85,7 +88,7 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 out = stage(batch)
-            except Exception as err:  # noqa: BLE001 — re-raised with the stage's name
+            except Exception as err:
                 if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
                     raise
                 raise StageError(stage.name, err) from err
@@ -106,7 +109,7 @@ class Pipeline:
         output: str | Path | None = None,
         *,
         progress: bool = False,
-    ):  # noqa: ANN201 — RunSummary
+    ) -> RunSummary:
         """Label every image of ``input`` into the output folder (resuming what is done) and write the exports."""
         from .runner import run
 

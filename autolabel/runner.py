@@ -89,7 +89,7 @@ def run(
 ) -> RunSummary:
     """Label ``input`` into ``output`` (falling back to the pipeline file's ``input`` / ``output``)."""
     config = pipeline.config
-    input = input if input is not None else config.input
+    input = input if input is not None else config.input  # noqa: A001 — the parameter, resolved
     output = output if output is not None else config.output
     if input is None or (not isinstance(input, (str, Path)) and not list(input)):
         raise ConfigError("input: none given (pass --input PATH or set input: in the pipeline file)")
@@ -152,7 +152,9 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
 
 
 #: The exit code of each way a run can end (a FAILED run raises instead: its error carries the code).
-EXIT_CODES = {RunStatus.OK: ExitCode.OK, RunStatus.PARTIAL: ExitCode.PARTIAL, RunStatus.INTERRUPTED: ExitCode.INTERRUPTED}
+EXIT_CODES = {
+    RunStatus.OK: ExitCode.OK, RunStatus.PARTIAL: ExitCode.PARTIAL, RunStatus.INTERRUPTED: ExitCode.INTERRUPTED,
+}
 
 
 def _deliver(
@@ -313,7 +315,8 @@ def tally_decisions(decisions: Counter[tuple[str, str, str]], record: dict[str, 
         return
     data = record["boxes"]["data"]
     decisions.update(zip(data["class_name"], data["status"], data["reason"]))
-    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in record["texts"])
+    texts = record["texts"]
+    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in texts)
 
 
 def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]:

@@ -37,7 +37,9 @@ def _store_rows(out: Path) -> tuple[str, int]:
     return check, done
 
 
-def test_a_folder_where_the_export_must_go_fails_the_run_on_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_folder_where_the_export_must_go_fails_the_run_on_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     make_images(tmp_path / "in", 5)
     blocker = tmp_path / "out" / "coco.json"
     blocker.mkdir(parents=True)
@@ -56,7 +58,8 @@ def test_a_folder_where_the_export_must_go_fails_the_run_on_record(tmp_path: Pat
     assert run["error"].startswith("ExportError: export coco to") and len(run["export_failures"]) == 1
     assert run["exports"] == [str(tmp_path / "out" / "coco_results.json")]  # the other export was still written
     assert (tmp_path / "out" / "runs" / f"run-{run['run_id']:05d}.json").is_file()
-    assert [(r["id"], r["status"], r["error"]) for r in _runs(tmp_path / "out", capsys)] == [(1, "failed", run["error"])]
+    runs = _runs(tmp_path / "out", capsys)
+    assert [(r["id"], r["status"], r["error"]) for r in runs] == [(1, "failed", run["error"])]
     assert (blocker / "keep.txt").read_text() == "someone's file"  # nothing of the user's was touched
     assert _store_rows(tmp_path / "out") == ("ok", 5)
 
@@ -102,7 +105,9 @@ def test_a_full_disk_during_an_export_is_recorded_and_the_next_export_still_writ
     assert _store_rows(out) == ("ok", 4)
 
 
-def test_an_export_that_cannot_be_written_from_the_store_names_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_export_that_cannot_be_written_from_the_store_names_the_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     make_images(tmp_path / "in", 4)
     data = pipeline_dict()
     data["exports"] = []

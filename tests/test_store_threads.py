@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -30,7 +31,7 @@ def _in_thread(fn: Callable[[], object]) -> list[BaseException]:
     def target() -> None:
         try:
             fn()
-        except BaseException as err:  # the test reports it
+        except BaseException as err:  # noqa: BLE001 — the test reports it
             errors.append(err)
 
     thread = threading.Thread(target=target)
@@ -45,10 +46,8 @@ def _open_db_files(store: Store) -> int:
         pytest.skip("needs /proc to count open files")
     count = 0
     for fd in fds.iterdir():
-        try:
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
             count += os.readlink(fd) == str(store.path)
-        except OSError:
-            pass
     return count
 
 
