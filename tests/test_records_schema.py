@@ -13,7 +13,7 @@ from autolabel import records
 from autolabel.errors import AutolabelError
 from autolabel.stage import Item, StageContext
 from autolabel.ontology import Ontology
-from autolabel.store import Store
+from autolabel.store import ImageResult, Store
 from plugins import RichLabels, RichLabelsParams
 
 
@@ -53,3 +53,30 @@ def test_a_store_with_a_newer_record_version_is_refused(tmp_path: Path) -> None:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'record_version'", (str(records.SCHEMA_VERSION + 1),))
     with pytest.raises(AutolabelError, match=r"newer autolabel \(label record version 2\); upgrade autolabel$"):
         Store(tmp_path)
+
+
+def _readme_blocks(kind: str) -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### The stored record\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{kind}\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_record_is_one_the_reader_reads_and_the_writer_writes_back() -> None:
+    import json
+
+    (block,) = _readme_blocks("json")
+    record = json.loads(block)
+    labels = records.from_record(record)
+    assert (labels.width, labels.height, len(labels.detections)) == (640, 480, 1)
+    assert records.to_record(labels) == record
+
+
+def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "runs" / "ocr")
+    run = store.begin_run("h", {})
+    store.commit([ImageResult(path="/in/a.png", rel_path="a.png", sha256="s", status="done", width=48, height=32,
+                              labels=_rich_record())], run, "h")
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    (block,) = _readme_blocks("python")
+    exec(compile(block, "README.md", "exec"), {})  # its own asserts check the round trip
