@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
@@ -230,7 +230,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"{path}: {where}invalid YAML: {err.problem or err}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{path}: invalid YAML: {one_line(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}"

@@ -13,11 +13,11 @@ import json
 import os
 import socket
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import AutolabelError, ExitCode
+from .util import iso_utc
 
 LOCK_NAME = ".autolabel.lock"
 
@@ -83,6 +83,6 @@ def describe(holder: dict[str, Any]) -> str:
     if not holder:
         return "another process (no details recorded)"
     started = holder.get("started")
-    when = datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds") if started else "?"
+    when = iso_utc(started) if started else "?"
     who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
     return f"{who} ({holder.get('purpose', 'run')} started {when})"

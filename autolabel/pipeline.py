@@ -21,6 +21,7 @@ from .records import to_record
 from .stage import Item, Stage, StageContext
 
 if TYPE_CHECKING:
+    from .config import PipelineConfig
     from .runner import RunSummary
 
 __all__ = ["Pipeline", "StageError"]
@@ -63,7 +64,7 @@ class Pipeline:
         return cls(parse(data, overrides))
 
     @property
-    def config(self):  # noqa: ANN201 — PipelineConfig
+    def config(self) -> PipelineConfig:
         return self.spec.config
 
     def __call__(self, items: list[Item]) -> list[Item]:

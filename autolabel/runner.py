@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -29,7 +28,7 @@ from .lock import RunLock
 from .records import from_record, to_record
 from .stage import Item
 from .store import ImageResult, Store
-from .util import atomic_write_text
+from .util import atomic_write_text, iso_utc
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -337,8 +336,8 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "run_id": run_id,
         "status": status,
         "error": f"{type(error).__name__}: {one_line(error)}" if error is not None else None,
-        "started": _iso(started),
-        "ended": _iso(ended),
+        "started": iso_utc(started),
+        "ended": iso_utc(ended),
         "seconds": round(elapsed, 3),
         "images_per_second": round((counts["labeled"] + counts["failed"]) / elapsed, 3),
         "counts": dict(counts) | {"inputs": len(sources)},
@@ -369,7 +368,3 @@ def package_versions() -> dict[str, Any]:
 
 def _versions(pipeline: "Pipeline") -> dict[str, Any]:
     return package_versions() | {"models": pipeline.models.versions()}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")

@@ -1,4 +1,4 @@
-"""Small I/O helpers shared by the store, the runner and the exports."""
+"""Small helpers shared by the store, the runner and the exports: atomic file writes, UTC timestamps."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -35,3 +36,14 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC, to the second: how run.json and ``autolabel runs`` show times.
+
+    >>> iso_utc(0)
+    '1970-01-01T00:00:00+00:00'
+    >>> iso_utc(None) is None
+    True
+    """
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")

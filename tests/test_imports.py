@@ -59,3 +59,10 @@ def test_every_module_imports_without_the_optional_extras(subprocess_env: dict[s
     assert out.returncode == 0, out.stderr[-3000:]
     modules = [p for p in (ROOT / "autolabel").rglob("*.py") if p.parent.joinpath("__init__.py").is_file()]
     assert int(out.stdout.split()[-1]) == len(modules) - 2  # all of them, bar autolabel/__init__ and __main__
+
+
+def test_stage_error_lives_in_errors_and_is_still_importable_from_pipeline() -> None:
+    from autolabel import errors, pipeline
+
+    assert pipeline.StageError is errors.StageError  # plugins written against the old home keep working
+    assert not issubclass(errors.StageError, errors.AutolabelError)  # it costs one image, not the run
