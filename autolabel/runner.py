@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from tqdm import tqdm
 
 from . import __version__
-from .errors import ConfigError, ExitCode, ExportError, RunStatus, StageError, one_line
+from .errors import AutolabelError, ConfigError, ExitCode, ExportError, RunStatus, StageError, one_line
 from .intake import Decoded, discover, load, prefetch
 from .lock import RunLock
 from .records import from_record, to_record
@@ -133,21 +133,35 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
         summary["decisions"] = decision_summary(decisions)
         summary["export_failures"] = export_failures
         summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
-        try:
-            store.end_run(run_id, status, summary)
-        finally:
-            store.close()
-        text = json.dumps(summary, indent=2, default=str) + "\n"
-        try:
-            atomic_write_text(output / "runs" / f"run-{run_id:05d}.json", text)  # each run keeps its own
-            atomic_write_text(output / "run.json", text)  # the latest, where people and alerting look
-        except OSError as err:
-            if error is None:  # a first failure is the one to report; this one is recorded in the store anyway
-                raise ExportError(f"{output / 'run.json'}: cannot write the run summary ({one_line(err)}); "
-                                  "it is kept in the store: see `autolabel runs`") from None
+        late = _record_end(store, output, run_id, status, summary)
+        if late is not None and error is None:  # the first failure is the one reported
+            raise late
     if isinstance(error, ExportError):
         raise error
     return RunSummary(run_id, status, EXIT_CODES[status], dict(counts), failures, output, exports, summary)
+
+
+def _record_end(
+    store: Store, output: Path, run_id: int, status: RunStatus, summary: dict[str, Any]
+) -> AutolabelError | None:
+    """End the run in the store and write run.json, each tried even if the other fails; close the store.
+
+    Returns the first failure as a one-line :class:`AutolabelError` (None when both were written).
+    """
+    problem: AutolabelError | None = None
+    try:
+        store.end_run(run_id, status, summary)
+    except AutolabelError as err:
+        problem = err
+    finally:
+        store.close()
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    try:
+        atomic_write_text(output / "runs" / f"run-{run_id:05d}.json", text)  # each run keeps its own
+        atomic_write_text(output / "run.json", text)  # the latest, where people and alerting look
+    except OSError as err:
+        problem = problem or ExportError(f"{output / 'run.json'}: cannot write the run summary ({one_line(err)})")
+    return problem
 
 
 #: The exit code of each way a run can end (a FAILED run raises instead: its error carries the code).

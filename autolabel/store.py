@@ -16,11 +16,12 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import AutolabelError, ImageStatus, RunStatus
+from .errors import AutolabelError, ImageStatus, RunStatus, one_line
 from .records import SCHEMA_VERSION as RECORD_VERSION
 
 DB_NAME = "autolabel.db"
@@ -122,6 +123,19 @@ class Store:
                 self._others.remove(conn)
         conn.close()
 
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """A write transaction on the main connection; SQLite's failures (a full disk, a read-only or locked file)
+        become one line naming the store. The transaction is rolled back: what was committed before stays."""
+        try:
+            with self._conn:
+                yield
+        except sqlite3.Error as err:
+            raise AutolabelError(
+                f"{self.path}: cannot {what} ({one_line(err)}); what was committed before is kept: free space or "
+                "fix the folder's permissions, then run again"
+            ) from None
+
     def close(self) -> None:
         """Close every connection of this store (the decode threads' and open streams' too)."""
         with self._others_lock:
@@ -143,7 +157,7 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------------------------
     def begin_run(self, pipeline_hash: str, pipeline: dict[str, Any]) -> int:
-        with self._conn:
+        with self._writing("record the start of a run"):
             cur = self._conn.execute(
                 "INSERT INTO runs (started, status, pipeline_hash, pipeline) VALUES (?, ?, ?, ?)",
                 (time.time(), RunStatus.RUNNING.value, pipeline_hash, json.dumps(pipeline, default=str)),
@@ -151,7 +165,7 @@ class Store:
         return int(cur.lastrowid)
 
     def end_run(self, run_id: int, status: RunStatus | str, summary: dict[str, Any]) -> None:
-        with self._conn:
+        with self._writing(f"record the end of run {run_id}"):
             self._conn.execute(
                 "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
                 (time.time(), RunStatus(status).value, json.dumps(summary, default=str), run_id),
@@ -206,7 +220,7 @@ class Store:
             )
             for r in results
         ]
-        with self._conn:
+        with self._writing(f"commit {len(rows)} results"):
             self._conn.executemany(
                 """INSERT INTO images (path, rel_path, sha256, width, height, status, reason, pipeline_hash, run_id,
                                        labels, updated)

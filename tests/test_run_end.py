@@ -141,3 +141,33 @@ def test_a_push_to_a_server_that_is_not_there_makes_the_run_partial_on_record(
     assert any("push" in line and "failed" in line for line in run["exports"])
     assert (tmp_path / "out" / "coco.json").is_file()
     assert [r["status"] for r in _runs(tmp_path / "out", capsys)] == ["partial"]
+
+
+def test_a_full_store_stops_the_run_with_one_line_and_keeps_what_was_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autolabel.store import Store
+
+    real = Store.commit
+    commits = []
+
+    def commit_then_fill(self: Store, *args: Any, **kwargs: Any) -> None:
+        if commits:  # from the second batch on, the database may not grow: SQLite's own "disk is full"
+            pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            self._conn.execute(f"PRAGMA max_page_count = {pages}")
+        commits.append(len(args[0]))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "commit", commit_then_fill)
+    make_images(tmp_path / "in", 12)
+    data = pipeline_dict()
+    data["batch_size"] = 4
+    assert _run(tmp_path, data) == ExitCode.FATAL
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "database or disk is full" in lines[0] and "cannot commit" in lines[0], lines
+    assert "Traceback" not in lines[0]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["status"] == "failed" and "database or disk is full" in run["error"]
+    check, done = _store_rows(tmp_path / "out")
+    assert check == "ok" and done == run["counts"]["labeled"]  # every batch committed before the disk filled ...
+    assert 4 <= done < 12 and done % 4 == 0  # ... whole: none half-written
