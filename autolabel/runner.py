@@ -38,7 +38,11 @@ MAX_FAILURES_LISTED = 1000
 
 @dataclass
 class RunSummary:
-    """What a run did; ``exit_code`` is what the CLI exits with. Also written as ``run.json``."""
+    """What a run did; ``exit_code`` is what the CLI exits with; ``data`` is what ``run.json`` holds.
+
+    Only runs that ended ``ok``, ``partial`` or ``interrupted`` return one: a run that failed raises (an
+    :class:`~autolabel.errors.ExportError` when only its exports failed), after it was recorded all the same.
+    """
 
     run_id: int
     status: RunStatus  # ok | partial | interrupted (a failed run raises; its record is in the store and run.json)
