@@ -6,18 +6,34 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .errors import AutolabelError, ConfigError, ExitCode
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with our config-error code and a one-line message."""
+    """argparse that exits with our config-error code and a one-line message naming the right ``--help``."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"autolabel: error: {message} (see autolabel {self.prog.split()[-1]} --help)", file=sys.stderr)
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        print(f"autolabel: error: {message} (see {self.prog} --help)", file=sys.stderr)  # prog: "autolabel run"
         raise SystemExit(ExitCode.CONFIG)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """Unknown arguments are reported by the subcommand they were given to, not by ``autolabel`` itself."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = _subcommands(self).get(getattr(parsed, "command", None) or "", self)
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands of ``parser`` by name (what ``add_subparsers`` registered, also by other modules)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
@@ -159,7 +159,8 @@ class PipelineConfig(_Strict):
         for name, prompts in items:
             if not str(name).strip():
                 raise ValueError("class names must not be empty")
-            if isinstance(prompts, list) and (not prompts or not all(isinstance(p, str) and p.strip() for p in prompts)):
+            empty = not prompts or not all(isinstance(p, str) and p.strip() for p in prompts)
+            if isinstance(prompts, list) and empty:
                 raise ValueError(f"class {name!r}: prompts must be a non-empty list of non-empty strings")
         return value
 
@@ -180,12 +181,11 @@ class PipelineSpec:
         Built from validated values, so spelling out a default changes nothing; device and compile do not count.
         """
         keep = {
-            "models": {n: m.model_dump(exclude={"device", "compile"}) for n, m in self.config.models.items()},
-            "ontology": self.config.ontology,
+            "models": {n: _model_identity(m) for n, m in self.config.models.items()},
+            "ontology": self.ontology.canonical(),  # the normalised form: `[person]` and `{person: null}` agree
             "stages": [p.model_dump() for _, _, p in self.stages],
         }
-        blob = json.dumps(keep, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hashlib.sha256(_canonical_json(keep)).hexdigest()[:16]
 
     @cached_property
     def stage_keys(self) -> list[str | None]:
@@ -196,17 +196,26 @@ class PipelineSpec:
         changed model stage re-runs itself and what follows; a changed filter after it re-runs no model at all.
         """
         keys: list[str | None] = []
-        chain = hashlib.sha256(json.dumps(self.config.ontology, sort_keys=True).encode())
+        chain = hashlib.sha256(_canonical_json(self.ontology.canonical()))
         for _, _, params in self.stages:
-            chain.update(json.dumps(params.model_dump(), sort_keys=True, default=str).encode())
+            chain.update(_canonical_json(params.model_dump()))
             model = getattr(params, "model", None) if isinstance(params, ModelStageParams) else None
             if model is not None and model in self.config.models:
-                spec = self.config.models[model].model_dump(exclude={"device", "compile"})
-                chain.update(json.dumps(spec, sort_keys=True, default=str).encode())
+                chain.update(_canonical_json(_model_identity(self.config.models[model])))
                 keys.append(chain.hexdigest()[:24])
             else:
                 keys.append(None)
         return keys
+
+
+def _model_identity(spec: ModelSpec) -> dict[str, Any]:
+    """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
+    return spec.model_dump(exclude={"device", "compile"})
+
+
+def _canonical_json(value: Any) -> bytes:
+    """The bytes every hash is taken of: keys sorted, so the order a file lists them in changes nothing."""
+    return json.dumps(value, sort_keys=True, default=str).encode()
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -221,9 +230,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"{path}: {where}invalid YAML: {err.problem or err}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{path}: invalid YAML: {one_line(err)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}"
+        )
     return data
 
 

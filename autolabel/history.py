@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import AutolabelError, ExitCode
 from .store import DB_NAME, Store
+from .util import iso_utc
 
 
 def load_runs(output: str | Path, last: int | None = None) -> list[dict[str, Any]]:
@@ -25,8 +25,8 @@ def load_runs(output: str | Path, last: int | None = None) -> list[dict[str, Any
         rows.append({
             "id": r["id"],
             "status": r["status"],
-            "started": _iso(r["started"]),
-            "ended": _iso(r["ended"]),
+            "started": iso_utc(r["started"]),
+            "ended": iso_utc(r["ended"]),
             "seconds": summary.get("seconds"),
             "counts": summary.get("counts", {}),
             "stage_seconds": summary.get("stage_seconds", {}),
@@ -56,7 +56,3 @@ def print_runs(output: str | Path, as_json: bool = False, last: int | None = Non
     if not rows:
         print("(no runs recorded)", file=sys.stderr)
     return ExitCode.OK
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")

@@ -153,7 +153,7 @@ def _read_list(path: Path) -> Iterator[Source]:
 
 def _glob_root(pattern: str) -> str:
     parts = Path(pattern).parts
-    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))]]
+    fixed = list(parts[: next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))])
     return str(Path(*fixed)) if fixed else "."
 
 

@@ -13,11 +13,11 @@ import json
 import os
 import socket
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import AutolabelError, ExitCode
+from .util import iso_utc
 
 LOCK_NAME = ".autolabel.lock"
 
@@ -45,7 +45,9 @@ class RunLock:
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            raise LockedError(f"{self.path.parent}: locked by {describe(holder)}; wait for it to finish or stop it") from None
+            raise LockedError(
+                f"{self.path.parent}: locked by {describe(holder)}; wait for it to finish or stop it"
+            ) from None
         self.previous = _read(fd) or None  # content left by a holder that died without releasing
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "purpose": self.purpose}
         os.ftruncate(fd, 0)
@@ -81,5 +83,6 @@ def describe(holder: dict[str, Any]) -> str:
     if not holder:
         return "another process (no details recorded)"
     started = holder.get("started")
-    when = datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds") if started else "?"
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} ({holder.get('purpose', 'run')} started {when})"
+    when = iso_utc(started) if started else "?"
+    who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+    return f"{who} ({holder.get('purpose', 'run')} started {when})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 _IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
               "geese": "goose", "teeth": "tooth", "feet": "foot", "knives": "knife", "leaves": "leaf"}
@@ -50,7 +50,7 @@ class Ontology:
     def from_config(cls, raw: Mapping[str, str | Sequence[str] | None] | Sequence[str]) -> "Ontology":
         """``{"person": ["person", "man"], "car": "car", "dog": None}`` or ``["person", "car"]``."""
         if not isinstance(raw, Mapping):
-            raw = {name: None for name in raw}
+            raw = dict.fromkeys(raw)
         prompts = {}
         for name, value in raw.items():
             if value is None:
@@ -59,6 +59,18 @@ class Ontology:
                 value = [value]
             prompts[name] = tuple(value)
         return cls(prompts)
+
+    def canonical(self) -> dict[str, list[str]]:
+        """The one form of this ontology, whatever way it was written: what pipeline hashes and cache keys use.
+
+        ``["person"]``, ``{person: person}``, ``{person: [person]}`` and ``{person: null}`` mean the same, so they
+        must not relabel anything:
+
+        >>> forms = [["person"], {"person": "person"}, {"person": ["person"]}, {"person": None}]
+        >>> [Ontology.from_config(f).canonical() for f in forms]
+        [{'person': ['person']}, {'person': ['person']}, {'person': ['person']}, {'person': ['person']}]
+        """
+        return {name: list(prompts) for name, prompts in self.prompts.items()}
 
     @property
     def classes(self) -> list[str]:

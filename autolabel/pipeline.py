@@ -12,23 +12,19 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .config import PipelineSpec, load_file, parse
-from .errors import ConfigError
+from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
 from .models.pool import ModelPool
 from .records import to_record
 from .stage import Item, Stage, StageContext
 
+if TYPE_CHECKING:
+    from .config import PipelineConfig
+    from .runner import RunSummary
 
-class StageError(Exception):
-    """An error raised inside a stage, carrying the stage's name for the failure reason."""
-
-    def __init__(self, stage: str, error: BaseException):
-        self.stage = stage
-        self.error = error
-        message = " ".join(str(error).split()) or type(error).__name__
-        super().__init__(f"stage {stage!r}: {type(error).__name__}: {message}")
+__all__ = ["Pipeline", "StageError"]
 
 
 class Pipeline:
@@ -68,7 +64,7 @@ class Pipeline:
         return cls(parse(data, overrides))
 
     @property
-    def config(self):  # noqa: ANN201 — PipelineConfig
+    def config(self) -> PipelineConfig:
         return self.spec.config
 
     def __call__(self, items: list[Item]) -> list[Item]:
@@ -93,7 +89,7 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 out = stage(batch)
-            except Exception as err:  # noqa: BLE001 — re-raised with the stage's name
+            except Exception as err:
                 if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
                     raise
                 raise StageError(stage.name, err) from err
@@ -114,7 +110,7 @@ class Pipeline:
         output: str | Path | None = None,
         *,
         progress: bool = False,
-    ):  # noqa: ANN201 — RunSummary
+    ) -> RunSummary:
         """Label every image of ``input`` into the output folder (resuming what is done) and write the exports."""
         from .runner import run
 

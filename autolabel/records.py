@@ -1,4 +1,38 @@
-"""Labels ⇄ JSON-ready dicts, the form the run store keeps. Masks travel as COCO compressed RLE (pycocotools)."""
+"""Labels ⇄ the stored record: the one JSON shape the run store keeps and everything downstream reads.
+
+:func:`to_record` is the one writer and :func:`from_record` the one reader (exports, push, eval and workers of
+a distributed executor go through them, or read the plain JSON below). The shape is versioned by
+:data:`SCHEMA_VERSION`, kept in the store's ``meta`` table (``record_version``): a change that older readers
+cannot read bumps it, and a store written with a newer version is refused rather than misread.
+
+Shape (version 1), one object per image; every list under ``boxes`` has one entry per box, in the same order::
+
+    {
+      "width": 640, "height": 480,            # displayed frame (EXIF orientation applied), pixels
+      "boxes": {
+        "xyxy": [[x1, y1, x2, y2], ...],      # absolute pixels, float, rounded to 3 decimals
+        "confidence": [0.87, null, ...],      # null: the model gave no score (NaN in memory)
+        "data": {                             # the columns of Labels (see autolabel.labels.COLUMNS), always:
+          "class_name": ["person", ...],      #   ontology class, "" for a phrase kept without one
+          "phrase": [...], "stage": [...],    #   the model's text for the box; the stage that made it
+          "status": ["kept" | "dropped" | "flagged", ...], "reason": ["" | "low_score" | ..., ...],
+          "text": [...], "has_mask": [true, ...],
+          "...": [...]                        #   optional columns stages add: polygon ([[x, y], ...] per box),
+        },                                    #   quad (8 numbers), predicted_iou, stability_score, ...
+        "mask": [{"size": [h, w], "counts": "..."} | null, ...]   # only when some box has a mask:
+      },                                                          # COCO compressed RLE (pycocotools)
+      "texts": [{"kind": "caption", "text": "...", "score": 0.9, "stage": "caption",
+                 "status": "kept", "reason": ""}, ...],           # image-level texts (captions, OCR pages)
+      "provenance": {"<stage>": {"model": "...", "revision": "...", "task": "...", ...}}
+    }
+
+>>> from autolabel.labels import Labels
+>>> record = to_record(Labels(width=4, height=3))
+>>> sorted(record), record["boxes"]["xyxy"], record["boxes"]["data"]["status"]
+(['boxes', 'height', 'provenance', 'texts', 'width'], [], [])
+>>> from_record(record).width
+4
+"""
 
 from __future__ import annotations
 
@@ -10,6 +44,9 @@ import supervision as sv
 from pycocotools import mask as mask_utils
 
 from .labels import Labels, Text, with_columns
+
+#: Version of the record's JSON shape (above). Bump it when a reader of the previous version could misread.
+SCHEMA_VERSION = 1
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:

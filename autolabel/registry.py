@@ -10,16 +10,16 @@ Third-party packages register under the entry-point groups ``autolabel.stages`` 
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
 STAGE_GROUP = "autolabel.stages"
 MODEL_GROUP = "autolabel.models"
 
-from .filters import STAGES as _FILTER_STAGES
-from .models.catalog import MODELS as _MODELS
-from .stages import STAGES as _MODEL_STAGES
+from .filters import STAGES as _FILTER_STAGES  # noqa: E402 — after the group names, which these may import
+from .models.catalog import MODELS as _MODELS  # noqa: E402
+from .stages import STAGES as _MODEL_STAGES  # noqa: E402
 
 #: stage type → import path; each package lists its own (plain strings: nothing heavy is imported)
 BUILTIN_STAGES: dict[str, str] = {**_MODEL_STAGES, **_FILTER_STAGES}
@@ -35,7 +35,7 @@ class UnknownType(LookupError):
         self.known = known
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_points(group: str) -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=group)}
 

@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -23,14 +22,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 from tqdm import tqdm
 
 from . import __version__
-from .errors import ConfigError, ExitCode
+from .errors import AutolabelError, ConfigError, ExitCode, ExportError, RunStatus, StageError, one_line
 from .intake import Decoded, discover, load, prefetch
 from .lock import RunLock
-from .pipeline import StageError
 from .records import from_record, to_record
 from .stage import Item
 from .store import ImageResult, Store
-from .util import atomic_write_text
+from .util import atomic_write_text, iso_utc
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -40,10 +38,14 @@ MAX_FAILURES_LISTED = 1000
 
 @dataclass
 class RunSummary:
-    """What a run did; ``exit_code`` is what the CLI exits with. Also written as ``run.json``."""
+    """What a run did; ``exit_code`` is what the CLI exits with; ``data`` is what ``run.json`` holds.
+
+    Only runs that ended ``ok``, ``partial`` or ``interrupted`` return one: a run that failed raises (an
+    :class:`~autolabel.errors.ExportError` when only its exports failed), after it was recorded all the same.
+    """
 
     run_id: int
-    status: str  # ok | partial | interrupted | failed
+    status: RunStatus  # ok | partial | interrupted (a failed run raises; its record is in the store and run.json)
     exit_code: ExitCode
     counts: dict[str, int]
     failures: list[dict[str, str]]
@@ -90,7 +92,7 @@ def run(
 ) -> RunSummary:
     """Label ``input`` into ``output`` (falling back to the pipeline file's ``input`` / ``output``)."""
     config = pipeline.config
-    input = input if input is not None else config.input
+    input = input if input is not None else config.input  # noqa: A001 — the parameter, resolved
     output = output if output is not None else config.output
     if input is None or (not isinstance(input, (str, Path)) and not list(input)):
         raise ConfigError("input: none given (pass --input PATH or set input: in the pipeline file)")
@@ -110,38 +112,97 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     failures: list[dict[str, str]] = []
     clock: Counter[str] = Counter()
     decisions: Counter[tuple[str, str, str]] = Counter()  # (class, status, reason) of every box labeled
-    status, error = "failed", None
+    status, error = RunStatus.FAILED, None
+    exports: list[str] = []
+    export_failures: list[str] = []
     try:
         with _StopFlag() as stop:
             interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress)
-        status = "interrupted" if interrupted else ("partial" if counts["failed"] else "ok")
+        status = RunStatus.INTERRUPTED if interrupted else (RunStatus.PARTIAL if counts["failed"] else RunStatus.OK)
+        if status is not RunStatus.INTERRUPTED:
+            status = _deliver(pipeline, store, output, status, exports, export_failures)
+            if export_failures:
+                more = f" (and {len(export_failures) - 1} more: see run.json)" if len(export_failures) > 1 else ""
+                error = ExportError(f"{export_failures[0]}{more}; the labels are kept in the store: fix the cause, "
+                                    f"then run `autolabel export {output}` or run again (nothing is relabeled)")
     except KeyboardInterrupt:
-        status = "interrupted"
+        status = RunStatus.INTERRUPTED
     except Exception as err:
         error = err
         raise
     finally:
-        exports: list[str] = []
-        if status in ("ok", "partial"):
-            from .exports import write_exports
-
-            exports = write_exports(store, pipeline.spec, output)
-            if pipeline.config.push is not None:  # push: a live Label Studio (autolabel.labelstudio)
-                from .labelstudio.push import push_after_run
-
-                line, pushed = push_after_run(store, pipeline.spec, pipeline.config.push)
-                exports.append(line)
-                status = status if pushed else "partial"
+        # Always reached, whatever failed above: the run is ended in the store and in run.json, so that
+        # `autolabel runs` and alerting see it; the labels committed so far stay in the store.
         summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
         summary["decisions"] = decision_summary(decisions)
+        summary["export_failures"] = export_failures
         summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
+        late = _record_end(store, output, run_id, status, summary)
+        if late is not None and error is None:  # the first failure is the one reported
+            raise late
+    if isinstance(error, ExportError):
+        raise error
+    return RunSummary(run_id, status, EXIT_CODES[status], dict(counts), failures, output, exports, summary)
+
+
+def _record_end(
+    store: Store, output: Path, run_id: int, status: RunStatus, summary: dict[str, Any]
+) -> AutolabelError | None:
+    """End the run in the store and write run.json, each tried even if the other fails; close the store.
+
+    Returns the first failure as a one-line :class:`AutolabelError` (None when both were written).
+    """
+    problem: AutolabelError | None = None
+    try:
         store.end_run(run_id, status, summary)
-        text = json.dumps(summary, indent=2, default=str) + "\n"
+    except AutolabelError as err:
+        problem = err
+    finally:
+        store.close()
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    try:
         atomic_write_text(output / "runs" / f"run-{run_id:05d}.json", text)  # each run keeps its own
         atomic_write_text(output / "run.json", text)  # the latest, where people and alerting look
-        store.close()
-    exit_code = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL, "interrupted": ExitCode.INTERRUPTED}[status]
-    return RunSummary(run_id, status, exit_code, dict(counts), failures, output, exports, summary)
+    except OSError as err:
+        problem = problem or ExportError(f"{output / 'run.json'}: cannot write the run summary ({one_line(err)})")
+    return problem
+
+
+#: The exit code of each way a run can end (a FAILED run raises instead: its error carries the code).
+EXIT_CODES = {
+    RunStatus.OK: ExitCode.OK, RunStatus.PARTIAL: ExitCode.PARTIAL, RunStatus.INTERRUPTED: ExitCode.INTERRUPTED,
+}
+
+
+def _deliver(
+    pipeline: "Pipeline", store: Store, output: Path, status: RunStatus, written: list[str], failed: list[str]
+) -> RunStatus:
+    """Write the pipeline's exports, then its push (paths into ``written``, failures into ``failed``).
+
+    Every export is tried even when one fails (each is written to a temp file and renamed, so a failed one leaves
+    nothing half-written), and the push goes ahead: what could be delivered is. A push that did not go through
+    makes the run partial (run it again to resume); an export that could not be written fails the run, with the
+    labels kept: the fix is to remove the cause and rewrite it with ``autolabel export`` (or run again).
+    """
+    from .exports import DEFAULT_PATHS, write_export
+
+    for export in pipeline.spec.config.exports:
+        try:
+            written.extend(write_export(store, pipeline.spec, export, output))
+        except Exception as err:  # noqa: BLE001 — any failure of one export is reported, the next one still runs
+            target = output / (export.path or DEFAULT_PATHS[export.format])
+            failed.append(f"export {export.format} to {target} failed: {one_line(err)}")
+    if pipeline.config.push is not None:  # push: a live Label Studio (autolabel.labelstudio)
+        from .labelstudio.push import push_after_run
+
+        try:
+            line, pushed = push_after_run(store, pipeline.spec, pipeline.config.push)
+        except Exception as err:  # noqa: BLE001 — push_after_run reports server errors itself; this is the rest
+            line, pushed = f"labelstudio push to {pipeline.config.push.url} failed: {one_line(err)}", False
+        written.append(line)
+        if not pushed and status is RunStatus.OK:
+            status = RunStatus.PARTIAL
+    return RunStatus.FAILED if failed else status
 
 
 def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress) -> bool:  # noqa: ANN001
@@ -271,7 +332,8 @@ def tally_decisions(decisions: Counter[tuple[str, str, str]], record: dict[str, 
         return
     data = record["boxes"]["data"]
     decisions.update(zip(data["class_name"], data["status"], data["reason"]))
-    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in record["texts"])
+    texts = record["texts"]
+    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in texts)
 
 
 def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]:
@@ -291,9 +353,9 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
     return {
         "run_id": run_id,
         "status": status,
-        "error": f"{type(error).__name__}: {error}" if error is not None else None,
-        "started": _iso(started),
-        "ended": _iso(ended),
+        "error": f"{type(error).__name__}: {one_line(error)}" if error is not None else None,
+        "started": iso_utc(started),
+        "ended": iso_utc(ended),
         "seconds": round(elapsed, 3),
         "images_per_second": round((counts["labeled"] + counts["failed"]) / elapsed, 3),
         "counts": dict(counts) | {"inputs": len(sources)},
@@ -324,7 +386,3 @@ def package_versions() -> dict[str, Any]:
 
 def _versions(pipeline: "Pipeline") -> dict[str, Any]:
     return package_versions() | {"models": pipeline.models.versions()}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")

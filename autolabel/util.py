@@ -1,10 +1,12 @@
-"""Small I/O helpers shared by the store, the runner and the exports."""
+"""Small helpers shared by the store, the runner and the exports: atomic file writes, UTC timestamps."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -26,13 +28,22 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC, to the second: how run.json and ``autolabel runs`` show times.
+
+    >>> iso_utc(0)
+    '1970-01-01T00:00:00+00:00'
+    >>> iso_utc(None) is None
+    True
+    """
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")

@@ -130,7 +130,7 @@ def variant(name: str, out: Path) -> dict:
     return timings
 
 
-def _supervision_dataset(store, ontology):  # noqa: ANN001, ANN202
+def _supervision_dataset(store, ontology):
     """The same store as a supervision DetectionDataset (every mask decoded and held, as supervision needs)."""
     import supervision as sv
 
@@ -174,7 +174,7 @@ def main() -> None:
         child_main(args.child, Path(args.out))
         return
     variants = [v for v in args.variants if not (args.no_supervision and v.startswith("sv-"))]
-    print(f"| images | boxes | variant | seconds | load + export (sv) | peak RSS MB |\n|---|---|---|---|---|---|")
+    print("| images | boxes | variant | seconds | load + export (sv) | peak RSS MB |\n|---|---|---|---|---|---|")
     for n in args.sizes:
         t0 = time.perf_counter()
         out = prepare(Path(args.work) / str(n), n)

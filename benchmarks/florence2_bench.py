@@ -46,7 +46,8 @@ def build_tokenizer(base_vocab: int = 50265) -> Any:
     while len(vocab) < base_vocab - 1:
         vocab[f"\u0120filler{len(vocab)}"] = len(vocab)
     vocab["<mask>"] = len(vocab)
-    tok = RobertaTokenizer(vocab=vocab, merges=[], add_prefix_space=False, extra_special_tokens={"image_token": "<image>"})
+    tok = RobertaTokenizer(vocab=vocab, merges=[], add_prefix_space=False,
+                           extra_special_tokens={"image_token": "<image>"})
     tok.add_tokens([f"<loc_{i}>" for i in range(1000)] + ["<poly>", "</poly>", "<sep>"])
     return tok
 
@@ -206,7 +207,8 @@ def main() -> None:
     n = args.images
     print(f"\nFlorence-2-base-sized random model ({params / 1e6:.0f}M params), {n} images (1024x768 and 640x960 JPEGs "
           f"→ 768x768), {args.tokens} new tokens forced, task <OD>; device {device} "
-          f"({torch.get_num_threads()} threads), {platform.processor() or platform.machine()}, torch {torch.__version__}; "
+          f"({torch.get_num_threads()} threads), {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}; "
           f"best of {args.repeats}\n")
     print("| baseline | s/img | pipeline | s/img | pipeline / baseline throughput |")
     print("|---|---:|---|---:|---:|")

@@ -63,7 +63,9 @@ def ensure_installed(venv: Path | None = None, timeout: float = 1800.0) -> Path:
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
-                raise InstallError(f"installing label-studio=={LS_VERSION} into {venv} took over {timeout:.0f} s") from None
+                raise InstallError(
+                    f"installing label-studio=={LS_VERSION} into {venv} took over {timeout:.0f} s"
+                ) from None
             if done.returncode != 0:
                 tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
                 raise InstallError(
@@ -236,7 +238,7 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes | None):  # noqa: ANN202
+    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes | None):
         conn = http.client.HTTPConnection(self.upstream, timeout=120)
         try:
             headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}

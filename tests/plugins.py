@@ -63,7 +63,7 @@ class BrokenModel:
     """A model type whose weights cannot be found (what a missing checkpoint looks like)."""
 
     @classmethod
-    def load(cls, spec):  # noqa: ANN001, ANN206
+    def load(cls, spec):
         raise OSError(f"no file named model.safetensors in {spec.id}")
 
 

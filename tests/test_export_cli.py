@@ -59,7 +59,8 @@ def test_export_subcommand_writes_each_format(run: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--format", "coco", "--task", "segment"], "--task: option of format yolo, not coco (coco takes: segmentation, captions)"),
+        (["--format", "coco", "--task", "segment"],
+         "--task: option of format yolo, not coco (coco takes: segmentation, captions)"),
         (["--format", "yolo", "--image-root", "x"], "--image-root: option of format labelstudio, not yolo"),
         (["--format", "labelstudio", "--no-captions"], "--no-captions: option of format coco, not labelstudio"),
         (["--format", "yolo", "--split", "train=0.5"], "--split: fractions must sum to 1 (got 0.5)"),
@@ -67,7 +68,9 @@ def test_export_subcommand_writes_each_format(run: Path, capsys: pytest.CaptureF
         (["--format", "coco", "--min-score", "2"], "--min-score: input should be less than or equal to 1"),
     ],
 )
-def test_bad_flags_are_one_line_config_errors(run: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str) -> None:
+def test_bad_flags_are_one_line_config_errors(
+    run: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
     assert main(["export", str(run), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

@@ -70,5 +70,7 @@ def test_outputs_match_the_golden_files(exported: dict[str, str]) -> None:
 def test_golden_run_covers_what_it_claims(exported: dict[str, str]) -> None:
     assert '"file_name":"rotated.jpg","width":40,"height":80' in exported["coco.json"]  # displayed, not stored, size
     assert '"file_name":"wide.png","width":96,"height":48' in exported["coco.json"]
-    assert exported["yolo_segment/images.list"] == "train/rotated.jpg\ntrain/sub__tall.png\nval/square.png\nval/wide.png\n"
+    assert exported["yolo_segment/images.list"] == (
+        "train/rotated.jpg\ntrain/sub__tall.png\nval/square.png\nval/wide.png\n"
+    )
     assert not any(os.sep + "tmp" in text or "/work/" in text for text in exported.values())  # no absolute paths

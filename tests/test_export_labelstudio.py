@@ -142,7 +142,9 @@ def test_image_root(run: Path, root: str, expected: str) -> None:
     assert tasks["sub/tall.png"]["data"]["image"] == expected
 
 
-def test_converter_to_coco_and_yolo_accepts_the_tasks(run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_converter_to_coco_and_yolo_accepts_the_tasks(
+    run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     tasks, config = export(run)
     for i, t in enumerate(tasks):  # the Converter reads annotations only
         t["id"] = i + 1
@@ -171,7 +173,9 @@ def test_converter_to_coco_and_yolo_accepts_the_tasks(run: Path, tmp_path: Path,
 
 def test_an_invalid_prediction_is_refused_before_writing(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = labelstudio.labeling_config
-    monkeypatch.setattr(labelstudio, "labeling_config", lambda ontology: real(ontology).replace('<Label value="dog"/>', ""))
+    monkeypatch.setattr(
+        labelstudio, "labeling_config", lambda ontology: real(ontology).replace('<Label value="dog"/>', "")
+    )
     with pytest.raises(AutolabelError, match="Label Studio would reject the prediction"):
         export(run, path="bad.json")
     assert not (run / "bad.json").exists() and not (run / "bad_config.xml").exists()

@@ -80,7 +80,8 @@ def test_quads_and_polygons_become_polygons_and_extras_attributes() -> None:
 
 def test_texts_follow_the_same_decisions() -> None:
     labels = make(xyxy=[[0, 0, 10, 10]], class_name=["cat"])
-    labels.texts = [Text("caption", "a cat", 0.9, "s"), Text("detailed_caption", "a grey cat", 0.8, "s", "flagged", "x"),
+    labels.texts = [Text("caption", "a cat", 0.9, "s"),
+                    Text("detailed_caption", "a grey cat", 0.8, "s", "flagged", "x"),
                     Text("caption", "junk", 0.1, "s", "dropped", "low_score"), Text("ocr", "EXIT", 0.7, "s")]
     out = image_row(row(labels), IDS)
     assert [t["text"] for t in out.texts] == ["a cat", "a grey cat", "EXIT"]

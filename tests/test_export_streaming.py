@@ -14,8 +14,7 @@ import supervision as sv
 from PIL import Image
 from plugins import EXPORT_ONTOLOGY, export_pipeline
 
-from autolabel.config import ExportSpec, parse
-from autolabel.exports import write_export
+from autolabel.config import parse
 from autolabel.labels import Labels
 from autolabel.records import to_record
 from autolabel.store import ImageResult, Store

@@ -94,7 +94,7 @@ PARSES = {
 }
 
 
-def parsed(text: str):  # noqa: ANN201 — spacy.tokens.Doc
+def parsed(text: str):
     spacy = pytest.importorskip("spacy", reason="spaCy is not installed (pip install 'autolabel[text]')")
     from spacy.tokens import Doc
 
@@ -118,14 +118,14 @@ def test_parse_measures_objects_and_actions() -> None:
 
 
 @pytest.fixture
-def lookup_pipeline(tmp_path):  # noqa: ANN001, ANN201 — a spaCy pipeline folder whose "parser" looks parses up
+def lookup_pipeline(tmp_path):
     spacy = pytest.importorskip("spacy", reason="spaCy is not installed (pip install 'autolabel[text]')")
     from spacy.language import Language
     from spacy.tokens import Doc
 
     if "test_lookup_parser" not in Language.factories:
         @Language.component("test_lookup_parser")
-        def lookup(doc):  # noqa: ANN001, ANN202
+        def lookup(doc):
             heads, deps, pos = PARSES[" ".join(t.text for t in doc)]
             return Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc],
                        heads=heads, deps=deps, pos=pos)
@@ -137,13 +137,13 @@ def lookup_pipeline(tmp_path):  # noqa: ANN001, ANN201 — a spaCy pipeline fold
     return tmp_path
 
 
-def test_caption_parse_stage_runs_the_pipeline_over_captions(lookup_pipeline) -> None:  # noqa: ANN001
+def test_caption_parse_stage_runs_the_pipeline_over_captions(lookup_pipeline) -> None:
     lab = make_labels([], texts=captions("a red car parks on the street", "car", "a cup , a plate and a fork"))
     run("caption_parse", lab, spacy_model=str(lookup_pipeline / "parser"), max_objects=2)
     assert verdicts(lab) == [("kept", ""), ("dropped", "low_object_complexity"), ("dropped", "too_many_objects")]
 
 
-def test_caption_parse_without_a_parser_is_a_config_error(lookup_pipeline) -> None:  # noqa: ANN001
+def test_caption_parse_without_a_parser_is_a_config_error(lookup_pipeline) -> None:
     with pytest.raises(ConfigError, match=r"^spacy_model: spaCy pipeline '.*blank' has no dependency parser"):
         build("caption_parse", spacy_model=str(lookup_pipeline / "blank"))
     with pytest.raises(ConfigError, match=r"^spacy_model: spaCy pipeline 'xx_missing_sm' is not installed"):

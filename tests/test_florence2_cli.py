@@ -14,13 +14,13 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from PIL import Image  # noqa: E402
-from corpus import exif_jpeg  # noqa: E402
-from tiny_florence import make_tiny_florence  # noqa: E402
+from PIL import Image
+from corpus import exif_jpeg
+from tiny_florence import make_tiny_florence
 
-from autolabel.cli import main  # noqa: E402
-from autolabel.errors import ExitCode  # noqa: E402
-from autolabel.store import Store  # noqa: E402
+from autolabel.cli import main
+from autolabel.errors import ExitCode
+from autolabel.store import Store
 
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 ANSWER = "a man<loc_100><loc_200><loc_300><loc_400>"
@@ -85,8 +85,9 @@ SUMMARIES = {
     "detect.yaml": "ok (1 models, 4 stages: detect, degenerate_boxes, score_threshold, nms; 6 classes; 1 exports)",
     "grounding.yaml": "ok (1 models, 4 stages: ground, degenerate_boxes, score_threshold, nms; 3 classes; 1 exports)",
     "fld5b.yaml": "ok (2 models, 20 stages: proposals, categories, regions, caption, grounding, brief, ocr, "
-                  "degenerate_boxes, phrase_blacklist, score_threshold, nms, masks, mask_predicted_iou, mask_stability, "
-                  "mask_area, mask_cleanup, mask_nms, text_length, repetition, ocr_quality; 7 classes; 1 exports)",
+                  "degenerate_boxes, phrase_blacklist, score_threshold, nms, masks, mask_predicted_iou, "
+                  "mask_stability, mask_area, mask_cleanup, mask_nms, text_length, repetition, ocr_quality; "
+                  "7 classes; 1 exports)",
 }
 
 
@@ -96,7 +97,8 @@ def test_florence_pipelines_validate_without_importing_torch(subprocess_env) -> 
         f"codes = [main(['validate', p]) for p in {[str(PIPELINES / n) for n in SUMMARIES]!r}]\n"
         "print(codes, sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[:-1] == [f"{PIPELINES / name}: {summary}" for name, summary in SUMMARIES.items()]

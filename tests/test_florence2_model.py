@@ -133,12 +133,15 @@ def parse(adapter: Florence2, task: str, text: str, size=(1000, 500)):
     ("task", "text", "count"),
     [
         ("<OD>", "car" + "<loc_1><loc_2><loc_3><loc_4>" * 3 + "dog<loc_5><loc_6><loc_7><loc_8><loc_9>", 4),
-        ("<OD>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>", 1),  # transformers reads "loc_1>" as a label
+        # transformers reads "loc_1>" as a label
+        ("<OD>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>", 1),
         ("<REGION_PROPOSAL>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>", 2),
         ("<CAPTION_TO_PHRASE_GROUNDING>", "the image<loc_1><loc_2><loc_3><loc_4>a car<loc_5><loc_6><loc_7><loc_8>", 1),
         ("<OCR_WITH_REGION>", "AB<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>C D<loc_9>", 1),
-        ("<REFERRING_EXPRESSION_SEGMENTATION>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><sep><loc_7><loc_8><loc_9>", 1),
-        ("<REGION_TO_SEGMENTATION>", "<poly><loc_1><loc_2><loc_3><loc_4><loc_5><loc_6></poly><poly><loc_7><loc_8></poly>", 2),
+        ("<REFERRING_EXPRESSION_SEGMENTATION>",
+         "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><sep><loc_7><loc_8><loc_9>", 1),
+        ("<REGION_TO_SEGMENTATION>",
+         "<poly><loc_1><loc_2><loc_3><loc_4><loc_5><loc_6></poly><poly><loc_7><loc_8></poly>", 2),
         ("<OPEN_VOCABULARY_DETECTION>", "car<poly><loc_1><loc_2><loc_3><loc_4><loc_5><loc_6></poly>", 1),
         ("<OPEN_VOCABULARY_DETECTION>", "car<loc_1><loc_2><loc_3><loc_4>", 1),
         ("<OD>", "nothing to see", 0),

@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from PIL import Image  # noqa: E402
-from tiny_florence import answer_tokens, make_tiny_florence  # noqa: E402
+from PIL import Image
+from tiny_florence import answer_tokens, make_tiny_florence
 
-from autolabel import Pipeline  # noqa: E402
-from autolabel.errors import ConfigError  # noqa: E402
-from autolabel.labels import DROPPED, KEPT  # noqa: E402
-from autolabel.models.florence2 import Florence2  # noqa: E402
-from autolabel.stage import Item  # noqa: E402
+from autolabel import Pipeline
+from autolabel.errors import ConfigError
+from autolabel.labels import DROPPED, KEPT
+from autolabel.models.florence2 import Florence2
+from autolabel.stage import Item
 
 ONTOLOGY = {"car": ["car", "automobile"], "person": ["person", "man"]}
 SIZES = [(640, 480), (300, 500)]  # a batch of differently sized, non-square images
@@ -135,7 +135,7 @@ def spy_rows(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list]]:
     calls: list[tuple[str, list]] = []
     original = Florence2.run
 
-    def spy(self, task, images, rows=None, generation=None, max_rows=64):  # noqa: ANN001, ANN202
+    def spy(self, task, images, rows=None, generation=None, max_rows=64):
         calls.append((task, list(rows) if rows is not None else None))
         return original(self, task, images, rows, generation, max_rows)
 
@@ -180,7 +180,7 @@ def test_ovd_asks_every_image_prompt_pair_in_one_generate(tiny, monkeypatch) -> 
     generates = []
     original = Florence2.generate
 
-    def spy(self, images, image_index, prompts, generation=None, max_rows=64):  # noqa: ANN001, ANN202
+    def spy(self, images, image_index, prompts, generation=None, max_rows=64):
         generates.append(list(prompts))
         return original(self, images, image_index, prompts, generation, max_rows)
 
@@ -227,8 +227,8 @@ def test_captions_and_ocr_become_image_texts_with_a_sequence_confidence(tiny) ->
     p = probs_for(answer)
     (item,) = run(tiny(answer, p), [stage("caption"), stage("more_detailed_caption"), stage("ocr")], sizes=[(64, 32)])
     texts = [(t.kind, t.text, t.stage) for t in item.labels.texts]
-    assert texts == [("caption", "A red car.", "caption"), ("more_detailed_caption", "A red car.", "more_detailed_caption"),
-                     ("ocr", "A red car.", "ocr")]
+    assert texts == [("caption", "A red car.", "caption"),
+                     ("more_detailed_caption", "A red car.", "more_detailed_caption"), ("ocr", "A red car.", "ocr")]
     for t in item.labels.texts:
         assert t.score == pytest.approx(gmean(p), rel=1e-4)
     assert item.labels.provenance["caption"]["score_method"] == "geometric mean of text-token probabilities"
@@ -274,7 +274,8 @@ def test_answers_cut_by_max_new_tokens_are_counted_in_provenance(tiny) -> None:
 @pytest.mark.parametrize(
     ("keys", "ontology", "problem"),
     [
-        ({"task": "od", "prompts": ["car"]}, ONTOLOGY, "stages[0].prompts: applies to task ovd, res, grounding, not od"),
+        ({"task": "od", "prompts": ["car"]}, ONTOLOGY,
+         "stages[0].prompts: applies to task ovd, res, grounding, not od"),
         ({"task": "grounding", "caption_from": "later"}, ONTOLOGY,
          "stages[0].caption_from: 'later' is not an earlier stage (earlier stages: none)"),
         ({"task": "proposals", "label": "truck"}, ONTOLOGY,
@@ -302,7 +303,8 @@ def test_config_errors_name_the_key(keys: dict, ontology: Any, problem: str) -> 
 def test_model_generation_settings_are_checked_with_the_stage() -> None:
     config = {"models": {"florence": {"id": "/nowhere", "generation": {"beams": 3}}}, "ontology": ONTOLOGY,
               "stages": [stage("od")]}
-    with pytest.raises(ConfigError, match=r"stages\[0\]\.generation\.beams: unknown key .*\(in models\.florence\.generation\)"):
+    unknown = r"stages\[0\]\.generation\.beams: unknown key .*\(in models\.florence\.generation\)"
+    with pytest.raises(ConfigError, match=unknown):
         Pipeline.from_dict(config)
 
 
@@ -327,10 +329,10 @@ def test_ovd_rows_mix_boxes_and_masks_across_prompts() -> None:
     class Scripted:  # a model answering each prompt with a fixed parsed result (no alignment: scores unknown)
         id, revision = "scripted", None
 
-        def settings(self, overrides=None):  # noqa: ANN001, ANN202
+        def settings(self, overrides=None):
             return {"num_beams": 3}
 
-        def run(self, task, images, rows, generation, max_rows):  # noqa: ANN001, ANN202
+        def run(self, task, images, rows, generation, max_rows):
             results = {
                 "car": {"bboxes": [[10, 10, 30, 20]], "bboxes_labels": ["car"], "polygons": [], "polygons_labels": []},
                 "man": {"bboxes": [], "bboxes_labels": [], "polygons": [[[40, 40, 60, 40, 60, 60, 40, 60]]],

@@ -80,7 +80,7 @@ def test_changing_a_model_stage_reruns_only_that_stage_and_what_follows(tmp_path
     assert categories == {1, 3}  # thing and third; no stale 'other'
 
 
-def test_a_second_overlapping_run_is_refused_naming_the_holder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_a_second_overlapping_run_is_refused_naming_the_holder(tmp_path: Path, capsys) -> None:
     make_images(tmp_path / "in", 2)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(two_model_pipeline(tmp_path / "calls")))
     with RunLock(tmp_path / "out", "run"):
@@ -94,9 +94,8 @@ def test_a_second_overlapping_run_is_refused_naming_the_holder(tmp_path: Path, c
 
 
 def test_lock_is_released_and_reusable(tmp_path: Path) -> None:
-    with RunLock(tmp_path, "run"):
-        with pytest.raises(LockedError, match="locked by pid"):
-            RunLock(tmp_path, "export").acquire()
+    with RunLock(tmp_path, "run"), pytest.raises(LockedError, match="locked by pid"):
+        RunLock(tmp_path, "export").acquire()
     with RunLock(tmp_path, "run") as lock:
         assert lock.previous is None  # released cleanly last time: nothing to take over
     assert (tmp_path / LOCK_NAME).exists()  # never deleted (see lock.py)

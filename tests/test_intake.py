@@ -104,7 +104,8 @@ def test_awkward_corpus_run_labels_every_good_image_and_reports_every_bad_one(tm
     coco = json.loads((tmp_path / "out" / "coco.json").read_text())
     sizes = {im["file_name"]: (im["width"], im["height"]) for im in coco["images"]}
     assert sizes == good  # displayed sizes: EXIF-rotated images have width and height swapped
-    boxes = {im["file_name"]: a["bbox"] for im in coco["images"] for a in coco["annotations"] if a["image_id"] == im["id"]}
+    boxes = {im["file_name"]: a["bbox"]
+             for im in coco["images"] for a in coco["annotations"] if a["image_id"] == im["id"]}
     for name, (w, h) in good.items():
         assert boxes[name] == pytest.approx([w / 4, h / 4, w / 2, h / 2], abs=0.01)
 

@@ -73,7 +73,7 @@ def label(images: Path, output: Path, **extra: object) -> Store:
     return Store(output)
 
 
-def spec_of(store: Store):  # noqa: ANN201
+def spec_of(store: Store):
     return Pipeline.from_dict(store.last_pipeline()).spec
 
 
@@ -81,7 +81,7 @@ def options(url: str, project: str, **kw: object) -> PushSpec:
     return PushSpec(url=url, project=project, **kw)
 
 
-def snapshot(sdk, project_id: int) -> dict[str, list[tuple[int, int]]]:  # noqa: ANN001
+def snapshot(sdk, project_id: int) -> dict[str, list[tuple[int, int]]]:
     """Through the SDK: image key -> [(task id, number of predictions)], counting predictions one by one."""
     per_task: dict[int, int] = {}
     for p in sdk.predictions.list(project=project_id):
@@ -195,14 +195,15 @@ def test_deleting_to_reimport_spares_tasks_a_reviewer_touched_meanwhile(ls, sdk,
 def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images, tmp_path, monkeypatch, capsys) -> None:
     label(images, tmp_path / "out").close()
     config = labeling_config(spec_of(Store(tmp_path / "out")).ontology)
-    config = config.replace('\n    <Label value="dog"/>', "", 1)  # the first: RectangleLabels' 
+    config = config.replace('\n    <Label value="dog"/>', "", 1)  # the first: RectangleLabels'
     config = config.replace('<BrushLabels name="mask"', '<PolygonLabels name="mask"').replace(
         "</BrushLabels>", "</PolygonLabels>")
     project = sdk.projects.create(title="config differs", label_config=config)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", str(project.id), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
-    head = f"autolabel: error: project {project.id} ('config differs') at {ls.url}: its labeling config does not match the ontology: "
+    head = (f"autolabel: error: project {project.id} ('config differs') at {ls.url}: "
+            "its labeling config does not match the ontology: ")
     assert code == 2
     assert err == [
         head + "control 'label': missing label(s) dog (the ontology's classes)",
@@ -214,7 +215,7 @@ def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images,
 
 
 # -- pull ----------------------------------------------------------------------------------------------------------
-def _review(sdk, project_id: int) -> dict[str, int]:  # noqa: ANN001
+def _review(sdk, project_id: int) -> dict[str, int]:
     """Annotate three of the four tasks as reviewers would; return rel_path -> task id."""
     tasks = {t.data["rel_path"]: t for t in sdk.tasks.list(project=project_id)}
     for rel, t in tasks.items():
@@ -301,7 +302,7 @@ def test_pull_writes_the_reviewed_annotations_and_the_acceptance_summary(ls, sdk
 
 
 # -- faults --------------------------------------------------------------------------------------------------------
-def _assert_exactly_once(sdk, project_id: int, store: Store) -> None:  # noqa: ANN001
+def _assert_exactly_once(sdk, project_id: int, store: Store) -> None:
     keys = {row["sha256"] for row in store.images(labels=False)}
     state = snapshot(sdk, project_id)
     assert set(state) == keys

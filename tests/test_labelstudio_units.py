@@ -157,7 +157,8 @@ def test_config_mismatches_name_each_difference() -> None:
     ours = labeling_config(Ontology.from_config(["cat", "dog"]))
     assert config_mismatches(ours, ours) == []
     theirs = (ours.replace('<Label value="dog"/>', '<Label value="cow"/>', 1)
-              .replace('<TextArea name="review" toName="image" perRegion="true"', '<TextArea name="review" toName="image"')
+              .replace('<TextArea name="review" toName="image" perRegion="true"',
+                       '<TextArea name="review" toName="image"')
               .replace('<TextArea name="ocr" toName="image" editable="true"/>', ""))
     assert config_mismatches(theirs, ours) == [
         "control 'label': missing label(s) dog (the ontology's classes)",
@@ -182,7 +183,7 @@ def test_push_key_of_a_pipeline_file_is_validated_with_key_paths() -> None:
 
 
 # -- client policy ----------------------------------------------------------------------------------------------------
-def flaky(*errors: BaseException):  # noqa: ANN201
+def flaky(*errors: BaseException):
     """A call that raises ``errors`` in turn, then returns "done"; counts its calls."""
     calls = []
 
@@ -247,7 +248,7 @@ def test_image_references_are_relative_to_the_document_root() -> None:
     assert local_files_prefix("/srv/data/my cams", "/srv") == "/data/local-files/?d=data/my%20cams/"
 
 
-def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
     import yaml
 
     from autolabel.store import Store

@@ -57,7 +57,7 @@ def record():
     """``record(owner, name, after=None)`` wraps a method for the test's duration."""
     made: list[Recorder] = []
 
-    def make(owner, name, after=None):  # noqa: ANN001, ANN202
+    def make(owner, name, after=None):
         made.append(Recorder(owner, name, after))
         return made[-1]
 
@@ -68,10 +68,10 @@ def record():
 
 # -- designed outputs: a real forward, then known logits and boxes -------------------------------------------
 
-def gdino_designed(word_ids: list[int], box=(0.5, 0.5, 0.5, 0.5), edge_box=(1.0, 0.5, 0.5, 0.5)):  # noqa: ANN201
+def gdino_designed(word_ids: list[int], box=(0.5, 0.5, 0.5, 0.5), edge_box=(1.0, 0.5, 0.5, 0.5)):
     """Rewrite Grounding DINO's output: query 0 (logit +5) and query 1 (+3) on the tokens in ``word_ids``."""
 
-    def after(out, *args, **kwargs):  # noqa: ANN001, ANN202
+    def after(out, *args, **kwargs):
         ids = kwargs["input_ids"]
         logits = torch.full_like(out.logits, -10.0)
         logits[:, :, ids.shape[1]:] = -math.inf  # what the model does beyond the caption
@@ -87,11 +87,11 @@ def gdino_designed(word_ids: list[int], box=(0.5, 0.5, 0.5, 0.5), edge_box=(1.0,
     return after
 
 
-def owl_designed(query: int):  # noqa: ANN201
+def owl_designed(query: int):
     """Rewrite OWLv2's output: patch 0 (+5) and patch 1 (+4) on ``query``; patch 1's box lies in the padded square's
     bottom-right quarter."""
 
-    def after(out, *args, **kwargs):  # noqa: ANN001, ANN202
+    def after(out, *args, **kwargs):
         logits = torch.full_like(out.logits, -10.0)
         logits[:, 0, query] = 5.0
         logits[:, 1, query] = 4.0
@@ -207,20 +207,20 @@ class FakeDetector:
     def __init__(self, boxes: Boxes):
         self.boxes, self.asked = boxes, []
 
-    def detect(self, images, prompts, box_threshold=None, text_threshold=None):  # noqa: ANN001, ANN201
+    def detect(self, images, prompts, box_threshold=None, text_threshold=None):
         self.asked.append((len(images), list(prompts), box_threshold, text_threshold))
         return [self.boxes for _ in images]
 
 
 class FakePool:
-    def __init__(self, model, type_: str = "owlv2"):  # noqa: ANN001
+    def __init__(self, model, type_: str = "owlv2"):
         self.model, self.specs = model, {"det": ModelSpec(type=type_, id="fake/detector")}
 
-    def get(self, name: str):  # noqa: ANN201
+    def get(self, name: str):
         return self.model
 
 
-def detect_stage(model, ontology, **params) -> Detect:  # noqa: ANN001
+def detect_stage(model, ontology, **params) -> Detect:
     context = StageContext(ontology=Ontology.from_config(ontology), models=FakePool(model))
     return Detect("boxes", Detect.Params.model_validate({"type": "detect", "model": "det", **params}), context)
 
@@ -268,7 +268,8 @@ def pipeline_dict(model_type: str, model_id: str, **stage) -> dict:
 def test_detect_stage_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"stages\[0\]\.text_threshold: model 'det' \(owlv2\) has one score per box"):
         Pipeline.from_dict(pipeline_dict("owlv2", "x/y", text_threshold=0.3))
-    with pytest.raises(ConfigError, match=r"stages\[0\]\.prompts: none maps to an ontology class \(known: person, car\)"):
+    none_maps = r"stages\[0\]\.prompts: none maps to an ontology class \(known: person, car\)"
+    with pytest.raises(ConfigError, match=none_maps):
         Pipeline.from_dict(pipeline_dict("owlv2", "x/y", prompts=["dog"]))
     with pytest.raises(ConfigError, match=r"stages\[0\]\.model: model 'det' is a 'sam'; stage type 'detect' runs"):
         Pipeline.from_dict(pipeline_dict("sam", "x/y"))
@@ -301,7 +302,7 @@ def test_grounding_dino_pipeline_labels_displayed_frames_exactly(gdino, tmp_path
     original = GroundingDinoForObjectDetection.forward
     calls = []
 
-    def forward(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    def forward(self, *args, **kwargs):
         calls.append(kwargs["pixel_values"].shape[0])
         return designed(original(self, *args, **kwargs), *args, **kwargs)
 
@@ -314,8 +315,8 @@ def test_grounding_dino_pipeline_labels_displayed_frames_exactly(gdino, tmp_path
     for name, (w, h) in sizes.items():
         row, labels = rows[name]
         assert (row["width"], row["height"]) == (w, h)
-        assert_allclose(labels.detections.xyxy, [[w / 4, h / 4, 3 * w / 4, 3 * h / 4], [3 * w / 4, h / 4, w, 3 * h / 4]],
-                        atol=1e-2)
+        assert_allclose(labels.detections.xyxy,
+                        [[w / 4, h / 4, 3 * w / 4, 3 * h / 4], [3 * w / 4, h / 4, w, 3 * h / 4]], atol=1e-2)
         assert list(labels.detections.data["class_name"]) == ["car", "car"]
         assert_allclose(labels.detections.confidence, [sigmoid(5), sigmoid(3)], rtol=1e-5)
         prov = labels.provenance["detect"]
@@ -331,7 +332,7 @@ def test_owlv2_pipeline_labels_every_image_inside_its_displayed_frame(tmp_path, 
     original = Owlv2ForObjectDetection.forward
     calls = []
 
-    def forward(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    def forward(self, *args, **kwargs):
         calls.append(tuple(kwargs["input_ids"].shape))
         return original(self, *args, **kwargs)
 

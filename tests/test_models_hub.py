@@ -25,7 +25,9 @@ def test_a_hub_model_missing_offline_names_the_model_and_both_fixes():
         GroundingDino.load(spec)
     line = str(err.value)
     assert "\n" not in line
-    assert line.startswith("model 'autolabel-tests/no-such-model' (grounding_dino) is not in the local Hugging Face cache")
+    assert line.startswith(
+        "model 'autolabel-tests/no-such-model' (grounding_dino) is not in the local Hugging Face cache"
+    )
     assert "HF_HUB_OFFLINE is set" in line
     assert "`hf download autolabel-tests/no-such-model --revision v1.0`" in line
     assert "set the model's id: to a local folder" in line

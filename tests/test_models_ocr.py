@@ -33,7 +33,7 @@ def font(size: int = 48) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def page(lines=LINES, size=(640, 240)) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:  # noqa: ANN001
+def page(lines=LINES, size=(640, 240)) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
     """White page with black text; the ink box (x1, y1, x2, y2) of each line, measured on its own rendering."""
     image = Image.new("RGB", size, "white")
     boxes = []
@@ -50,7 +50,7 @@ def ocr() -> RapidOcr:
     return RapidOcr.load(ModelSpec(type="rapidocr", id="rapidocr-onnxruntime"))
 
 
-def covers(found: np.ndarray, ink, slack: float = 8) -> bool:  # noqa: ANN001
+def covers(found: np.ndarray, ink, slack: float = 8) -> bool:
     """``found`` (xyxy) contains the line's ink (to a pixel) and exceeds it by at most ``slack`` px on each side."""
     fx1, fy1, fx2, fy2 = found
     ix1, iy1, ix2, iy2 = ink
@@ -87,10 +87,10 @@ def test_page_score_is_the_mean_confidence_per_character():
 
 
 class Pool:
-    def __init__(self, model):  # noqa: ANN001
+    def __init__(self, model):
         self.model, self.specs = model, {"ocr": ModelSpec(type="rapidocr", id="rapidocr-onnxruntime")}
 
-    def get(self, name: str):  # noqa: ANN201
+    def get(self, name: str):
         return self.model
 
 
@@ -126,7 +126,7 @@ def test_rapidocr_config_file_must_exist():
 
 
 def test_ocr_pipeline_runs_with_no_network_at_all(tmp_path, monkeypatch, capsys):
-    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def refuse(*args, **kwargs):
         raise AssertionError(f"network used: {args}")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)

@@ -53,7 +53,7 @@ def images() -> list:
 def record():
     made: list[Recorder] = []
 
-    def make(owner, name, after=None):  # noqa: ANN001, ANN202
+    def make(owner, name, after=None):
         made.append(Recorder(owner, name, after))
         return made[-1]
 
@@ -62,10 +62,10 @@ def record():
         r.undo()
 
 
-def top_quarter(iou=(0.9,), multimask_choice: int | None = None):  # noqa: ANN201
+def top_quarter(iou=(0.9,), multimask_choice: int | None = None):
     """Rewrite the decoder's output: logits +10 on the top quarter of its (square) frame, -10 elsewhere."""
 
-    def after(out, *args, **kwargs):  # noqa: ANN001, ANN202
+    def after(out, *args, **kwargs):
         masks = torch.full_like(out.pred_masks, -10.0)  # (1, N, K, h, w)
         h = masks.shape[-2]
         k = masks.shape[2]
@@ -81,7 +81,9 @@ def top_quarter(iou=(0.9,), multimask_choice: int | None = None):  # noqa: ANN20
 
 
 @pytest.mark.parametrize("kind", ["sam", "sam2"])
-def test_one_image_embedding_per_batch_and_one_decoder_call_per_image_with_all_its_boxes(kind, sam, sam2, images, record):
+def test_one_image_embedding_per_batch_and_one_decoder_call_per_image_with_all_its_boxes(
+    kind, sam, sam2, images, record
+):
     model = {"sam": sam, "sam2": sam2}[kind]
     embed = record(model.model, "get_image_embeddings")
     forward = record(model.model, "forward")
@@ -146,7 +148,7 @@ class FakeSegmenter:
     def __init__(self):
         self.asked = []
 
-    def segment(self, images, boxes, multimask=False):  # noqa: ANN001, ANN201
+    def segment(self, images, boxes, multimask=False):
         self.asked.append([b.copy() for b in boxes])
         out = []
         for image, b in zip(images, boxes):
@@ -157,7 +159,7 @@ class FakeSegmenter:
         return out
 
 
-def labelled(image) -> Labels:  # noqa: ANN001
+def labelled(image) -> Labels:
     """Rows: 0 from 'det' kept, 1 from 'det' dropped, 2 from 'other' kept, 3 from 'det' kept with a mask already."""
     labels = Labels(width=image.width, height=image.height)
     labels.add(sv.Detections(xyxy=np.array([[0, 0, 4, 4], [1, 1, 5, 5]], np.float32),
@@ -169,8 +171,9 @@ def labelled(image) -> Labels:  # noqa: ANN001
     return labels
 
 
-def segment_stage(model, **params) -> Segment:  # noqa: ANN001
-    pool = type("Pool", (), {"get": lambda self, name: model, "specs": {"sam": ModelSpec(type="sam2", id="fake/sam")}})()
+def segment_stage(model, **params) -> Segment:
+    specs = {"sam": ModelSpec(type="sam2", id="fake/sam")}
+    pool = type("Pool", (), {"get": lambda self, name: model, "specs": specs})()
     context = StageContext(ontology=Ontology.from_config(["thing"]), models=pool,
                            extra={"stage_names": ["det", "other", "masks"]})
     return Segment("masks", Segment.Params.model_validate({"type": "segment", "model": "sam", **params}), context)
@@ -201,7 +204,9 @@ def test_segment_fills_the_masks_of_the_kept_rows_it_is_asked_for(params, rows):
     if 3 not in rows:
         assert det.mask[3].sum() == 1  # the earlier mask stays
     prov = item.labels.provenance["masks"]
-    assert (prov["model"], prov["model_type"], prov["task"], prov["score"]) == ("fake/sam", "sam2", "box_to_mask", "predicted_iou")
+    assert (prov["model"], prov["model_type"], prov["task"], prov["score"]) == (
+        "fake/sam", "sam2", "box_to_mask", "predicted_iou"
+    )
     back = from_record(to_record(item.labels))  # what the store keeps
     assert (back.detections.mask == det.mask).all()
     assert_allclose(back.detections.data["predicted_iou"], det.data["predicted_iou"])
@@ -220,11 +225,11 @@ def test_segment_from_stages_must_name_earlier_stages():
 
 # -- whole runs -------------------------------------------------------------------------------------------
 
-def count(monkeypatch, cls, name: str) -> list:  # noqa: ANN001
+def count(monkeypatch, cls, name: str) -> list:
     """Count calls of ``cls.name`` for every instance (the pipeline loads its own)."""
     original, calls = getattr(cls, name), []
 
-    def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    def wrapper(self, *args, **kwargs):
         calls.append(kwargs.get("input_boxes", args[0] if args else None))
         return original(self, *args, **kwargs)
 

@@ -42,7 +42,7 @@ def _check_run(done: subprocess.CompletedProcess, tmp_path: Path) -> None:
 
 
 def test_cron_recipe(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    line = next(l for l in recipe("cron").splitlines() if l and not l.startswith("#"))
+    line = next(ln for ln in recipe("cron").splitlines() if ln and not ln.startswith("#"))
     fields = line.split()
     assert croniter.is_valid(" ".join(fields[:5])) and " ".join(fields[:5]) == "0 2 * * *"
     command = " ".join(fields[5:]).split("&&", 1)[1].split(">>")[0]

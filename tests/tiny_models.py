@@ -103,7 +103,8 @@ def sam2(path: Path) -> Path:
                               backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]], fpn_hidden_size=32)
     config = Sam2Config(
         vision_config=vision,
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=64, patch_size=16, mask_input_channels=8),
+        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=64, patch_size=16,
+                                                      mask_input_channels=8),
         mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=32, num_hidden_layers=1,
                                                   num_attention_heads=2, iou_head_hidden_dim=16),
         memory_attention_hidden_size=12, memory_encoder_hidden_size=32, image_size=64, mask_downsampler_embed_dim=32,
@@ -111,7 +112,8 @@ def sam2(path: Path) -> Path:
     )
     torch.manual_seed(0)
     Sam2Model(config).save_pretrained(path)
-    Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 64, "width": 64}), target_size=64).save_pretrained(path)
+    processor = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 64, "width": 64}), target_size=64)
+    processor.save_pretrained(path)
     return path
 
 
@@ -134,12 +136,12 @@ def tiny(kind: str) -> str:
 class Recorder:
     """Wraps ``owner.name`` (a method or a function attribute) to record each call's arguments; ``undo`` restores it."""
 
-    def __init__(self, owner: object, name: str, after=None):  # noqa: ANN001
+    def __init__(self, owner: object, name: str, after=None):
         self.owner, self.name, self.after = owner, name, after
         self.original = getattr(owner, name)
         self.calls: list[tuple[tuple, dict]] = []
 
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def wrapper(*args, **kwargs):
             self.calls.append((args, kwargs))
             out = self.original(*args, **kwargs)
             return self.after(out, *args, **kwargs) if self.after else out
@@ -153,7 +155,7 @@ class Recorder:
         return len(self.calls)
 
 
-def noise_image(width: int, height: int, seed: int = 0):  # noqa: ANN201
+def noise_image(width: int, height: int, seed: int = 0):
     """An RGB PIL image of noise (random models see something), ``width`` × ``height``."""
     import numpy as np
     from PIL import Image

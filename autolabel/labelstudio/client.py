@@ -92,7 +92,7 @@ class Connection:
         self.retries = 0  # requests repeated so far (for reports and tests)
         try:
             self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
-        except Exception as err:  # an expired personal access token is refused right here
+        except Exception as err:  # noqa: BLE001 — an expired personal access token is refused right here
             raise AutolabelError(f"{self.url}: {self.describe(err)}") from None
 
     # -- calls ---------------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class ImageAccess:
         document_root = self.document_root or self._probe_document_root()
         storages = self.conn.call("list storages", self.conn.sdk.import_storage.local.list, project=self.project_id)
         have = [s.path.rstrip("/") for s in storages if s.path]
-        for root, (key, row) in sorted(roots.items()):
+        for root, (_key, row) in sorted(roots.items()):
             if not _strictly_under(root, document_root):
                 raise AutolabelError(
                     f"{row.rel_path}: its input folder {root} is not below Label Studio's local-files document root "

@@ -7,6 +7,7 @@ hotkeys, colours) are fine. Each difference is one line of a :class:`~autolabel.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ..errors import AutolabelError, ConfigError
@@ -23,7 +24,7 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
     want = LabelInterface(expected)
     try:
         have = LabelInterface(existing)
-    except Exception as err:  # the SDK raises its own XML error types
+    except Exception as err:  # noqa: BLE001 — the SDK raises its own XML error types
         return [f"the project's labeling config cannot be parsed ({' '.join(str(err).split())})"]
     problems = []
     objects = {o.name: o for o in have.objects}
@@ -100,11 +101,9 @@ def resolve_project(conn: Connection, name_or_id: str, config: str) -> tuple[Any
             conn.sleep(backoff(attempt))
     else:
         raise AutolabelError(f"{conn.url}: could not create project {name_or_id!r} (5 tries); try again later")
-    try:
+    with contextlib.suppress(Rejected, Uncertain):  # a convenience: the project works without it
         conn.call("create review view", sdk.views.create, project=created.id,
                   data={"title": REVIEW_VIEW, "ordering": ["tasks:predictions_score"]}, safe=False)
-    except (Rejected, Uncertain):
-        pass  # a convenience: the project works without it
     return conn.call("get project", sdk.projects.get, created.id), True
 
 
@@ -123,7 +122,8 @@ def classes_of(config: str) -> list[str]:
 def _check(conn: Connection, project: Any, config: str) -> None:
     problems = config_mismatches(project.label_config or "", config)
     if problems:
-        head = f"project {project.id} ({project.title!r}) at {conn.url}: its labeling config does not match the ontology"
+        head = (f"project {project.id} ({project.title!r}) at {conn.url}: "
+                "its labeling config does not match the ontology")
         raise ConfigError([f"{head}: {p}" for p in problems]
                           + [f"{head}: to fix, edit it in the project's Settings → Labeling Interface (the expected "
                              "config is what `autolabel export --format labelstudio` writes) or push to a new title"])

@@ -152,7 +152,8 @@ def task_row(task: dict[str, Any], result: list[dict[str, Any]], classes: list[s
         rle, polygon, xyxy = _geometry(r, shapes.get(r.get("id"), []), width, height)
         if xyxy is None:
             continue
-        extra = {"region_id": str(r.get("id"))} | ({"review": outcome[r.get("id")]} if outcome and r.get("id") in outcome else {})
+        review = {"review": outcome[r.get("id")]} if outcome and r.get("id") in outcome else {}
+        extra = {"region_id": str(r.get("id"))} | review
         annotations.append(Annotation(
             index=k, category=classes.index(label), class_name=label, xyxy=xyxy, score=None, status="kept",
             reason="", text=texts.get(r.get("id"), ""), phrase="", stage="review", rle=rle, polygon=polygon,

@@ -224,7 +224,7 @@ class _Tasks:
 
     def __init__(self, store: Store, spec: PipelineSpec, options: PushSpec, version: str, config: str):
         self.store, self.spec, self.options, self.version, self.config = store, spec, options, version, config
-        self._file: IO[bytes] = tempfile.TemporaryFile()
+        self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 — lives as long as the object
         self._where: dict[str, tuple[int, int]] = {}
         self._checker: PredictionChecker | None = None
         self.index: dict[int, str] = {}  # image id -> key, of the images wanted
@@ -506,7 +506,7 @@ def _bar(enabled: bool, total: int, what: str) -> Any:
     return tqdm(total=total, unit="task", desc=what, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
-class _nobar:  # noqa: N801 — a stand-in for tqdm when nothing is uploaded
+class _nobar:
     def __enter__(self) -> "_nobar":
         return self
 

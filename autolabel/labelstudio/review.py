@@ -115,7 +115,9 @@ class ReviewTally:
         self.relabeled_to: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
         self.tasks = 0
 
-    def add(self, predicted: list[Box], annotated: list[Box], **kwargs: Any) -> list[tuple[str, str, str | None, str | None]]:
+    def add(
+        self, predicted: list[Box], annotated: list[Box], **kwargs: Any
+    ) -> list[tuple[str, str, str | None, str | None]]:
         fates = compare(predicted, annotated, **kwargs)
         labels = {b.id: b.label for b in annotated}
         self.tasks += 1

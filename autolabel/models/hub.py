@@ -28,7 +28,7 @@ _TRUE = {"1", "on", "yes", "true"}
 
 
 def offline() -> bool:
-    """Whether the user asked for no network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), read now, not at import."""
+    """Whether the user asked for no network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), read now."""
     from huggingface_hub import constants
 
     env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -51,7 +51,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def looks_like_path(model_id: str) -> bool:
-    """True for ids that can only be folders (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``); hub ids are ``owner/name``."""
+    """True for ids that can only be folders (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``), never hub ids."""
     return model_id.startswith((".", "/", "~", "\\")) or model_id.count("/") > 1 or "\\" in model_id or ":" in model_id
 
 
@@ -114,8 +114,10 @@ def revision_of(obj: Any, spec: "ModelSpec") -> str | None:
     return getattr(config, "_commit_hash", None) or spec.revision
 
 
-def load_checkpoint(spec: "ModelSpec", model_cls: Any, processor_cls: Any, model_types: tuple[str, ...]) -> tuple[Any, Any, str, Any]:
-    """Load a transformers checkpoint of one of ``model_types`` with its processor: ``(model, processor, device, dtype)``.
+def load_checkpoint(
+    spec: "ModelSpec", model_cls: Any, processor_cls: Any, model_types: tuple[str, ...]
+) -> tuple[Any, Any, str, Any]:
+    """Load a transformers checkpoint of one of ``model_types`` with its processor: (model, processor, device, dtype).
 
     The config is read first, so that a checkpoint of another family (a SAM folder given to a detector) is an
     error naming both, instead of a model silently built with random weights. The model is put on the spec's
@@ -160,7 +162,7 @@ def _one_line(err: BaseException) -> str:
 
 
 class CheckpointModel:
-    """What every transformers-backed model type holds: model, processor, where it runs, and the ids run.json records."""
+    """What every transformers-backed model type holds: model, processor, where it runs, the ids run.json records."""
 
     def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
         self.model = model

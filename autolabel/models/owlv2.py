@@ -8,7 +8,7 @@ image (a box may reach into the padding).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -32,7 +32,9 @@ class Owlv2(CheckpointModel):
     def load(cls, spec: "ModelSpec") -> "Owlv2":
         from transformers import AutoProcessor, Owlv2ForObjectDetection
 
-        model, processor, device, dtype = load_checkpoint(spec, Owlv2ForObjectDetection, AutoProcessor, cls.checkpoint_types)
+        model, processor, device, dtype = load_checkpoint(
+            spec, Owlv2ForObjectDetection, AutoProcessor, cls.checkpoint_types
+        )
         return cls(model, processor, spec, device, dtype)
 
     def detect(
@@ -40,7 +42,7 @@ class Owlv2(CheckpointModel):
         images: Sequence["Image.Image"],
         prompts: Sequence[str],
         box_threshold: float | None = None,
-        text_threshold: float | None = None,  # noqa: ARG002 — Grounding DINO's; OWLv2 has one score per box
+        text_threshold: float | None = None,
     ) -> list[Boxes]:
         """Boxes per image whose best query scores above ``box_threshold``; ``labels`` index ``prompts``."""
         import torch

@@ -57,5 +57,6 @@ class ModelPool:
         out = {}
         for name, spec in self.specs.items():
             loaded = self._loaded.get(name)
-            out[name] = {"type": spec.type, "id": spec.id, "revision": getattr(loaded, "revision", None) or spec.revision}
+            revision = getattr(loaded, "revision", None) or spec.revision
+            out[name] = {"type": spec.type, "id": spec.id, "revision": revision}
         return out

@@ -52,7 +52,9 @@ class _Segmenter(CheckpointModel):
         model, processor, device, dtype = load_checkpoint(spec, model_cls, AutoProcessor, cls.checkpoint_types)
         return cls(model, processor, spec, device, dtype)
 
-    def segment(self, images: Sequence["Image.Image"], boxes: Sequence[np.ndarray], multimask: bool = False) -> list[Masks]:
+    def segment(
+        self, images: Sequence["Image.Image"], boxes: Sequence[np.ndarray], multimask: bool = False
+    ) -> list[Masks]:
         """One :class:`Masks` per image, masks in the order of its ``boxes`` ((N, 4) xyxy pixels; N may be 0).
 
         ``multimask``: let the decoder propose three masks per box and keep the one with the highest predicted IoU
@@ -127,7 +129,7 @@ class Sam(_Segmenter):
 
 
 class Sam2(_Segmenter):
-    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus`` / ``-large``.
+    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus``.
 
     SAM2 resizes to a square without padding: boxes scale per axis, masks resize straight back.
     """
