@@ -84,7 +84,7 @@ def annotations_by_file(coco: Path) -> dict[str, list]:
     return out
 
 
-def test_shipped_pipeline_on_ray_equals_local_then_skips_then_labels_only_new_images(cluster, tmp_path) -> None:
+def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluster, tmp_path) -> None:
     (tmp_path / "in").mkdir()
     for i in range(6):
         noise_image(64, 48, seed=i).save(tmp_path / "in" / f"img{i}.png")
@@ -111,13 +111,9 @@ def test_shipped_pipeline_on_ray_equals_local_then_skips_then_labels_only_new_im
     assert run["stage_images"] == {"boxes": 6, "masks": 6}  # counted in the workers, reported by the driver
     assert json.loads((tmp_path / "local" / "run.json").read_text())["executor"] == {"type": "local"}
 
-    again = Pipeline.from_yaml(yaml_file, [*overrides, "executor.type=ray"]).run(tmp_path / "in", tmp_path / "ray")
-    assert again.counts == {"seen": 7, "labeled": 0, "skipped": 6, "failed": 1}  # the broken file is tried again
-    assert json.loads((tmp_path / "ray" / "run.json").read_text())["stage_images"] == {}
-
     noise_image(64, 48, seed=10).save(tmp_path / "in" / "new.png")
     more = Pipeline.from_yaml(yaml_file, [*overrides, "executor.type=ray"]).run(tmp_path / "in", tmp_path / "ray")
-    assert more.counts == {"seen": 8, "labeled": 1, "skipped": 6, "failed": 1}
+    assert more.counts == {"seen": 8, "labeled": 1, "skipped": 6, "failed": 1}  # the broken file is tried again
     assert json.loads((tmp_path / "ray" / "run.json").read_text())["stage_images"] == {"boxes": 1, "masks": 1}
     Pipeline.from_yaml(yaml_file, overrides).run(tmp_path / "in", tmp_path / "local")
     assert differences(stored(tmp_path / "ray"), stored(tmp_path / "local")) == []

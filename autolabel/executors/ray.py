@@ -125,7 +125,8 @@ class RayExecutor:
             .remote(str(store.folder), pipeline.spec.hash)
         )
         config = pipeline.config
-        batches_per_block = max(1, min(MAX_BATCHES_PER_BLOCK, len(sources) // (config.batch_size * self.spec.workers * 4)))
+        spread = len(sources) // (config.batch_size * self.spec.workers * 4)  # at least ~4 blocks per worker
+        batches_per_block = max(1, min(MAX_BATCHES_PER_BLOCK, spread))
         per_block = config.batch_size * batches_per_block
         rows = [{"index": i, "path": s.path, "rel_path": s.rel_path} for i, s in enumerate(sources)]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // per_block)))
@@ -240,22 +241,21 @@ class LabelWorker:
         sources = [Source(str(p), str(r)) for p, r in zip(batch["path"], batch["rel_path"])]
 
         t0 = time.perf_counter()
-        raw = list(self.threads.map(_read_and_hash, sources))  # (bytes, sha256, reason)
+        blobs = list(self.threads.map(_read_and_hash, sources))  # (bytes, sha256, reason)
         clock["read"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         keys = [k for k in self.pipeline.spec.stage_keys if k is not None]
-        done, hits = ray.get(self.reader.lookup.remote([s.path for s in sources], [r[1] for r in raw], keys))
+        done, hits = ray.get(self.reader.lookup.remote([s.path for s in sources], [b[1] for b in blobs], keys))
         clock["store lookup"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        todo = [k for k, (data, _, _) in enumerate(raw) if data is not None and not done[k]]
-        images = list(self.threads.map(lambda k: _decode(raw[k][0], config.max_image_pixels), todo))
-        decoded: dict[int, Decoded] = {}
-        for k, (data, digest, reason) in enumerate(raw):
-            decoded[k] = Decoded(sources[k], sha256=digest, reason=reason, skipped=done[k])
+        decoded = [Decoded(s, sha256=digest, reason=reason, skipped=done[k])
+                   for k, (s, (_, digest, reason)) in enumerate(zip(sources, blobs))]
+        todo = [k for k, (data, _, _) in enumerate(blobs) if data is not None and not done[k]]
+        images = self.threads.map(_decode, [blobs[k][0] for k in todo], [config.max_image_pixels] * len(todo))
         for k, (image, reason) in zip(todo, images):
             decoded[k].image, decoded[k].reason = image, reason
-        del raw
+        del blobs
         clock["decode"] += time.perf_counter() - t0
 
         ok = [decoded[k] for k in todo if decoded[k].ok]
@@ -267,7 +267,7 @@ class LabelWorker:
 
         out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "sha256", "width", "height", "reason",
                                                      "labels", "cache", "stats")}
-        for k, d in decoded.items():
+        for k, d in enumerate(decoded):
             result = by_path.get(d.source.path)
             status = "skipped" if d.skipped else ("failed" if result is None else result.status)
             reason = (result.reason if result is not None else d.reason) or ""
