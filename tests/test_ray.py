@@ -84,6 +84,7 @@ def annotations_by_file(coco: Path) -> dict[str, list]:
     return out
 
 
+@pytest.mark.slow
 def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluster, tmp_path) -> None:
     (tmp_path / "in").mkdir()
     for i in range(6):

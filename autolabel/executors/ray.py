@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -48,12 +49,15 @@ class RayExecutor:
         self.spec = spec
         self.address: str | None = spec.address
         self.per_worker: dict[str, Counter[str]] = {}
+        self._t0 = time.perf_counter()
+        self.first_result_s: float | None = None  # start-up: connecting, placing actors, the first batch labeled
 
     def run(
         self, pipeline: Pipeline, store: Store, sources: list[Source], commit: Commit, stop: StopRequest,
         clock: Counter[str],
     ) -> bool:
         ray = _import_ray()
+        self._t0 = time.perf_counter()
         started_here = self._connect(ray)
         try:
             return self._run(ray, pipeline, store, sources, commit, stop, clock)
@@ -65,6 +69,7 @@ class RayExecutor:
         return {
             "type": "ray", "address": self.address, "workers": self.spec.workers,
             "cpus_per_worker": self.spec.cpus_per_worker, "gpus_per_worker": self.spec.gpus_per_worker,
+            "first_result_seconds": None if self.first_result_s is None else round(self.first_result_s, 3),
             "per_worker": {w: {k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()}
                            for w, c in sorted(self.per_worker.items())},
         }
@@ -118,6 +123,7 @@ class RayExecutor:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver's own bar counts committed images
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")  # small runs: fine
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         reader = (
             ray.remote(StoreReader)
@@ -153,6 +159,8 @@ class RayExecutor:
                 clock["waiting for workers"] += time.perf_counter() - t0
                 if table is None:
                     return False
+                if self.first_result_s is None:
+                    self.first_result_s = time.perf_counter() - self._t0
                 self._commit(table.to_pylist(), sources, committed, pipeline, commit, clock)
                 if stop.requested:
                     return True
