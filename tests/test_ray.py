@@ -230,3 +230,19 @@ def test_ray_address_with_the_local_executor_is_a_config_error(tmp_path, capsys)
     assert code == ExitCode.CONFIG
     assert capsys.readouterr().err.strip() == (
         "autolabel: error: --ray-address: needs --executor ray (or leave --executor out)")
+
+
+def test_a_model_that_cannot_load_in_a_worker_is_fatal_with_one_line(cluster, tmp_path, capsys) -> None:
+    make_images(tmp_path / "in", 2)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(on_ray({
+        "models": {"m": {"type": "plugins:BrokenModel", "id": "/weights/missing"}},
+        "stages": [{"type": "plugins:UsesModel", "model": "m"}],
+    }, workers=1)))
+    code = main(["run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                 "--no-progress"])
+    assert code == ExitCode.FATAL
+    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("autolabel:")]
+    assert ours == ["autolabel: error: model 'm' (/weights/missing): cannot load: OSError: "
+                    "no file named model.safetensors in /weights/missing"]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["status"] == "failed" and "cannot load" in run["error"] and run["executor"]["type"] == "ray"

@@ -178,6 +178,8 @@ class RayExecutor:
         cache: list[tuple[str, str, dict[str, Any]]] = []
         skipped = 0
         for row in rows:
+            if row["status"] == "fatal":
+                raise _fatal(json.loads(row["stats"]))
             if row["stats"]:
                 self._add_stats(json.loads(row["stats"]), pipeline, clock)
             i = row["index"]
@@ -233,13 +235,33 @@ class LabelWorker:
     def __init__(self, raw: dict[str, Any], reader: Any):
         from ..pipeline import Pipeline
 
-        self.pipeline = Pipeline.from_dict(raw)
+        self.fatal: AutolabelError | None = None
+        try:
+            self.pipeline = Pipeline.from_dict(raw)
+        except AutolabelError as err:  # e.g. a plugin stage this worker cannot import: reported, not a crash loop
+            self.fatal = err
+            return
         self.reader = reader
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         config = self.pipeline.config
         self.threads = ThreadPoolExecutor(max_workers=config.decode_workers, thread_name_prefix="autolabel-decode")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        """Label one batch: one row per image; an AutolabelError (a model that cannot load) comes back as rows
+        with status ``fatal``, so the driver ends the run with its one line (not Ray's remote traceback)."""
+        if self.fatal is None:
+            try:
+                return self._label(batch)
+            except AutolabelError as err:
+                self.fatal = err
+        problems = self.fatal.problems if isinstance(self.fatal, ConfigError) else [str(self.fatal)]
+        n = len(batch["index"])
+        fatal = json.dumps({"exit_code": int(self.fatal.exit_code), "problems": problems})
+        return {"index": [int(i) for i in batch["index"]], "status": ["fatal"] * n, "sha256": [""] * n,
+                "width": [-1] * n, "height": [-1] * n, "reason": [""] * n, "labels": [""] * n, "cache": ["[]"] * n,
+                "stats": [fatal] * n}
+
+    def _label(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         import ray
 
         t_start = time.perf_counter()
@@ -297,6 +319,15 @@ class LabelWorker:
             "stage_images": {n: v - calls.get(n, 0) for n, v in self.pipeline.calls.items()},
         })
         return out
+
+
+def _fatal(report: dict[str, Any]) -> AutolabelError:
+    """The worker's AutolabelError again, on the driver: same lines, same exit code."""
+    if report["exit_code"] == ConfigError.exit_code:
+        return ConfigError(report["problems"])
+    err = AutolabelError(" ".join(report["problems"]))
+    err.exit_code = report["exit_code"]
+    return err
 
 
 def _read_and_hash(source: Source) -> tuple[bytes | None, str | None, str | None]:
