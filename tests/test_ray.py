@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_incremental import n_calls, two_model_pipeline
 from test_runner import _done_count, coco_by_file, make_images, pipeline_dict
 from tiny_models import noise_image, tiny
 
@@ -118,6 +120,22 @@ def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluste
     assert json.loads((tmp_path / "ray" / "run.json").read_text())["stage_images"] == {"boxes": 1, "masks": 1}
     Pipeline.from_yaml(yaml_file, overrides).run(tmp_path / "in", tmp_path / "local")
     assert differences(stored(tmp_path / "ray"), stored(tmp_path / "local")) == []
+
+
+@pytest.mark.slow
+def test_refiltering_on_ray_restores_the_cached_model_outputs_as_the_local_executor_does(cluster, tmp_path) -> None:
+    calls = tmp_path / "calls"
+    make_images(tmp_path / "in", 6)
+    Pipeline.from_dict(two_model_pipeline(calls, threshold=0.0)).run(tmp_path / "in", tmp_path / "ray")
+    shutil.copytree(tmp_path / "ray", tmp_path / "local")
+    refilter = two_model_pipeline(calls, threshold=0.5)
+    summary = Pipeline.from_dict(on_ray(refilter)).run(tmp_path / "in", tmp_path / "ray")
+    assert summary.counts["labeled"] == 6
+    assert n_calls(calls, "first") == 6 and n_calls(calls, "second") == 6  # no model ran on Ray: all from the cache
+    assert summary.data["stage_images"] == {"score_threshold": 6}
+    Pipeline.from_dict(refilter).run(tmp_path / "in", tmp_path / "local")
+    assert differences(stored(tmp_path / "ray"), stored(tmp_path / "local")) == []
+    assert coco_by_file(tmp_path / "ray" / "coco.json") == coco_by_file(tmp_path / "local" / "coco.json")
 
 
 def _worker_pids() -> list[int]:
