@@ -264,3 +264,17 @@ def test_a_model_that_cannot_load_in_a_worker_is_fatal_with_one_line(cluster, tm
                     "no file named model.safetensors in /weights/missing"]
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["status"] == "failed" and "cannot load" in run["error"] and run["executor"]["type"] == "ray"
+
+
+def test_the_executor_is_not_part_of_the_pipeline_hash_and_its_keys_are_checked() -> None:
+    from autolabel.config import parse
+    from autolabel.errors import ConfigError
+
+    local, ray = parse(pipeline_dict()), parse(on_ray(pipeline_dict()))
+    assert (ray.hash, ray.stage_keys) == (local.hash, local.stage_keys)  # done locally = done on Ray
+    with pytest.raises(ConfigError) as err:
+        parse(pipeline_dict() | {"executor": {"type": "ray", "worker": 2, "gpus_per_worker": -1}})
+    assert sorted(err.value.problems) == [
+        "executor.gpus_per_worker: input should be greater than or equal to 0 (got -1)",
+        "executor.worker: unknown key (known: type, address, workers, cpus_per_worker, gpus_per_worker)",
+    ]
