@@ -49,7 +49,7 @@ class RayExecutor:
         self.spec = spec
         self.address: str | None = spec.address
         self.per_worker: dict[str, Counter[str]] = {}
-        self._t0 = time.perf_counter()
+        self._t0, self._started = time.perf_counter(), time.time()
         self.first_result_s: float | None = None  # start-up: connecting, placing actors, the first batch labeled
 
     def run(
@@ -57,7 +57,7 @@ class RayExecutor:
         clock: Counter[str],
     ) -> bool:
         ray = _import_ray()
-        self._t0 = time.perf_counter()
+        self._t0, self._started = time.perf_counter(), time.time()
         started_here = self._connect(ray)
         try:
             return self._run(ray, pipeline, store, sources, commit, stop, clock)
@@ -208,6 +208,7 @@ class RayExecutor:
             clock[f"workers: {name}"] += seconds
         worker = self.per_worker.setdefault(stats["worker"], Counter())
         worker.update(batches=1, images=stats["images"], seconds=stats["seconds"])
+        worker["ready_after_seconds"] = stats["ready_at"] - self._started  # start of the run → actor ready
 
 
 class StoreReader:
@@ -245,6 +246,7 @@ class LabelWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         config = self.pipeline.config
         self.threads = ThreadPoolExecutor(max_workers=config.decode_workers, thread_name_prefix="autolabel-decode")
+        self.ready_at = time.time()  # the actor's start-up ends here (the models load on the first batch)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         """Label one batch: one row per image; an AutolabelError (a model that cannot load) comes back as rows
@@ -314,6 +316,7 @@ class LabelWorker:
             out["stats"].append("")
         out["stats"][0] = json.dumps({
             "worker": self.name, "images": len(sources), "seconds": time.perf_counter() - t_start,
+            "ready_at": self.ready_at,
             "clock": dict(clock),
             "stage_seconds": {n: v - timings.get(n, 0.0) for n, v in self.pipeline.timings.items()},
             "stage_images": {n: v - calls.get(n, 0) for n, v in self.pipeline.calls.items()},
