@@ -6,7 +6,9 @@
 Speed: a CPU-bound model stage (``BusyModel``: pure-Python arithmetic per image, holding the GIL, so one stage
 call uses one core — what a model pinned to one core per worker does) over generated 64×64 PNGs; the local
 executor, then Ray with 1 worker, then 2 workers, each run into a fresh output folder, on one local Ray started
-once (its start-up is reported apart; each Ray run's wall time includes starting its actors). Memory: each size
+once (its start-up is reported apart; each Ray run's wall time includes starting its actors). Beside wall time:
+CPU time per image, the driver's plus every worker's (``cpu_seconds`` in run.json), which a loaded machine
+disturbs far less than wall time (it leaves out Ray's own daemons). Memory: each size
 runs ``autolabel run --executor ray`` in a fresh subprocess with a trivial stage and reports the driver's own
 peak RSS (VmHWM; the workers are other processes).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -84,21 +87,25 @@ def speed(root: Path, n: int, work: int) -> list[dict]:
     try:
         for name, executor in [("local", None), ("ray, 1 worker", {"type": "ray", "workers": 1}),
                                ("ray, 2 workers", {"type": "ray", "workers": 2})]:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             summary = Pipeline.from_dict(pipeline(work, executor)).run(root / "speed", root / name.replace(" ", ""))
-            wall = time.perf_counter() - t0
+            wall, cpu1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+            driver_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
             assert summary.counts["labeled"] == n, summary.counts
             workers = summary.data["executor"].get("per_worker", {}).values()
             startup = min((w["ready_after_seconds"] for w in workers), default=0.0)  # until the first actor is ready
+            worker_cpu = sum(w["cpu_seconds"] for w in workers)
             rows.append({"executor": name, "wall_s": round(wall, 2), "images_per_s": round(n / wall, 1),
+                         "cpu_ms_per_image": round(1000 * (driver_cpu + worker_cpu) / n, 2),
                          "startup_s": round(startup, 1),
                          "steady_images_per_s": round(n / (wall - startup), 1) if executor else round(n / wall, 1)})
     finally:
         ray.shutdown()
     local, one, two = (r["wall_s"] for r in rows)
     steady = [r["steady_images_per_s"] for r in rows]
+    cpu = [r["cpu_ms_per_image"] for r in rows]
     rows[1]["vs"] = (f"wall {100 * (one / local - 1):+.1f}% vs local, "
-                     f"steady state {100 * (steady[0] / steady[1] - 1):+.1f}%")
+                     f"steady state {100 * (steady[0] / steady[1] - 1):+.1f}%, CPU {100 * (cpu[1] / cpu[0] - 1):+.1f}%")
     rows[2]["vs"] = f"wall {one / two:.2f}x vs 1 worker, steady state {steady[2] / steady[1]:.2f}x"
     print(f"local Ray start-up (once, not in the figures): {ray_start:.1f} s", flush=True)
     return rows

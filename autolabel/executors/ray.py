@@ -207,7 +207,7 @@ class RayExecutor:
         for name, seconds in stats["clock"].items():
             clock[f"workers: {name}"] += seconds
         worker = self.per_worker.setdefault(stats["worker"], Counter())
-        worker.update(batches=1, images=stats["images"], seconds=stats["seconds"])
+        worker.update(batches=1, images=stats["images"], seconds=stats["seconds"], cpu_seconds=stats["cpu_seconds"])
         worker["ready_after_seconds"] = stats["ready_at"] - self._started  # start of the run → actor ready
 
 
@@ -266,7 +266,7 @@ class LabelWorker:
     def _label(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         import ray
 
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         clock: Counter[str] = Counter()
         timings, calls = dict(self.pipeline.timings), dict(self.pipeline.calls)
         config = self.pipeline.config
@@ -316,7 +316,7 @@ class LabelWorker:
             out["stats"].append("")
         out["stats"][0] = json.dumps({
             "worker": self.name, "images": len(sources), "seconds": time.perf_counter() - t_start,
-            "ready_at": self.ready_at,
+            "ready_at": self.ready_at, "cpu_seconds": time.process_time() - cpu_start,
             "clock": dict(clock),
             "stage_seconds": {n: v - timings.get(n, 0.0) for n, v in self.pipeline.timings.items()},
             "stage_images": {n: v - calls.get(n, 0) for n, v in self.pipeline.calls.items()},
