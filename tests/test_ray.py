@@ -217,6 +217,38 @@ def test_driver_killed_with_kill_9_then_resumed_on_ray_equals_an_uninterrupted_r
     assert all(len(v) == 1 for v in resumed_coco.values())
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_the_driver_commits_stops_the_cluster_work_and_resume_finishes(
+    cluster, tmp_path, subprocess_env
+) -> None:
+    make_images(tmp_path / "in", 40)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(pipeline_dict(sleep=0.3)))
+    db = tmp_path / "out" / "autolabel.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autolabel", "run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "in"),
+         "-o", str(tmp_path / "out"), "--no-progress", "--ray-address", cluster, "--set", "executor.workers=2"],
+        env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 90
+    while _done_count(db) < 4:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["counts"]["labeled"] == _done_count(db) < 40
+    deadline = time.time() + 30
+    while _worker_pids():  # the dataset's actors end with the driver's run
+        assert time.time() < deadline, "the cluster still runs the stopped run's workers"
+        time.sleep(0.2)
+    resumed = Pipeline.from_dict(on_ray(pipeline_dict(sleep=0.3))).run(tmp_path / "in", tmp_path / "out")
+    assert resumed.status == "ok" and resumed.counts["skipped"] == run["counts"]["labeled"]
+    assert len(coco_by_file(tmp_path / "out" / "coco.json")) == 40
+
+
 def test_more_workers_than_the_local_ray_can_place_is_a_config_error(cluster, tmp_path, capsys) -> None:
     make_images(tmp_path / "in", 2)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(on_ray(pipeline_dict(), workers=3)))
