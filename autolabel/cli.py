@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", help="output folder (holds the run store, run.json and the exports)")
     run.add_argument("--batch-size", type=int, help="images per batch (overrides batch_size)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--executor", choices=["local", "ray"], help="where the stages run (overrides executor.type)")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="an existing Ray cluster, e.g. auto or head:6379 (implies --executor ray)")
 
     validate = sub.add_parser("validate", help="check a pipeline file without loading any model")
     with_pipeline(validate)
@@ -153,6 +156,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.command == "run" and args.batch_size is not None:
         overrides.append(f"batch_size={args.batch_size}")
+    if args.command == "run" and (args.executor or args.ray_address):
+        if args.ray_address and args.executor == "local":
+            raise ConfigError("--ray-address: needs --executor ray (or leave --executor out)")
+        overrides.append(f"executor.type={args.executor or 'ray'}")
+        if args.ray_address:
+            overrides.append(f"executor.address={json.dumps(args.ray_address)}")  # quoted: stays a string
     pipeline = Pipeline.from_yaml(args.pipeline, overrides)
     if args.command == "validate":
         c = pipeline.config

@@ -136,6 +136,17 @@ def _invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError("invalid", message)  # no context given: braces in ``message`` stay as they are
 
 
+class ExecutorSpec(_Strict):
+    """Where the stages run (``executor:``; or ``autolabel run --executor ray``). Not part of the pipeline hash:
+    labels do not depend on where they were computed."""
+
+    type: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray: None → a local Ray on this machine; "auto", "host:6379": an existing cluster
+    workers: int = Field(default=1, ge=1, le=10_000)  # ray: actors, each with its own copy of the models
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline file."""
 
@@ -151,6 +162,7 @@ class PipelineConfig(_Strict):
     stages: list[dict[str, Any]] = Field(min_length=1)
     exports: list[ExportSpec] = Field(default_factory=list)
     push: PushSpec | None = None  # Label Studio push after each run
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @field_validator("ontology")
     @classmethod
@@ -329,6 +341,8 @@ def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:
         schema = {"models": ModelSpec, "exports": ExportSpec}.get(parent[0])  # type: ignore[assignment]
     elif schema is PipelineConfig and parent == ["push"]:
         schema = PushSpec
+    elif schema is PipelineConfig and parent == ["executor"]:
+        schema = ExecutorSpec
     elif parent:
         return []
     return list(schema.model_fields) if schema is not None else []

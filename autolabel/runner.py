@@ -15,18 +15,15 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from tqdm import tqdm
 
 from . import __version__
-from .errors import AutolabelError, ConfigError, ExitCode, ExportError, RunStatus, StageError, one_line
-from .intake import Decoded, discover, load, prefetch
+from .errors import AutolabelError, ConfigError, ExitCode, ExportError, RunStatus, one_line
+from .intake import discover
 from .lock import RunLock
-from .records import from_record, to_record
-from .stage import Item
 from .store import ImageResult, Store
 from .util import atomic_write_text, iso_utc
 
@@ -112,12 +109,14 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     failures: list[dict[str, str]] = []
     clock: Counter[str] = Counter()
     decisions: Counter[tuple[str, str, str]] = Counter()  # (class, status, reason) of every box labeled
+    executor_info: dict[str, Any] = {}  # what the executor reports for run.json
     status, error = RunStatus.FAILED, None
     exports: list[str] = []
     export_failures: list[str] = []
     try:
         with _StopFlag() as stop:
-            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress)
+            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress,
+                                executor_info)
         status = RunStatus.INTERRUPTED if interrupted else (RunStatus.PARTIAL if counts["failed"] else RunStatus.OK)
         if status is not RunStatus.INTERRUPTED:
             status = _deliver(pipeline, store, output, status, exports, export_failures)
@@ -136,6 +135,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
         summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
         summary["decisions"] = decision_summary(decisions)
         summary["export_failures"] = export_failures
+        summary["executor"] = executor_info
         summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
         late = _record_end(store, output, run_id, status, summary)
         if late is not None and error is None:  # the first failure is the one reported
@@ -205,20 +205,25 @@ def _deliver(
     return RunStatus.FAILED if failed else status
 
 
-def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress) -> bool:  # noqa: ANN001
-    """Process every source; return True when stopped early by a signal."""
-    config, phash = pipeline.config, pipeline.spec.hash
-    loader = partial(load, max_pixels=config.max_image_pixels, known=lambda s, sha: store.is_done(s.path, sha, phash))
-    ahead = config.batch_size * 2 + config.decode_workers
-    batch: list[Decoded] = []
-    pending: list[ImageResult] = []  # failures waiting to be committed with the next batch
+def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress, executor_info) -> bool:  # noqa: ANN001
+    """Label every source on the pipeline's executor, committing each returned batch; True when stopped early.
 
-    def flush() -> None:
-        labeled, cache = _label(pipeline, store, batch, clock) if batch else ([], [])
-        results = pending + labeled
-        t0 = time.perf_counter()
-        store.commit(results, run_id, phash, cache)
-        clock["commit"] += time.perf_counter() - t0
+    The executor (in-process or Ray) labels; this loop, on the driver, is the store's only writer: each batch is
+    one transaction, upserted by image path with the pipeline hash, so a retried batch never duplicates a row.
+    """
+    from .executors import executor_for
+
+    phash = pipeline.spec.hash
+    executor = executor_for(pipeline.config.executor)
+    bar = tqdm(total=len(sources), unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+
+    def commit(results: list[ImageResult], cache: list[tuple[str, str, dict[str, Any]]], skipped: int = 0) -> None:
+        if results or cache:
+            t0 = time.perf_counter()
+            store.commit(results, run_id, phash, cache)
+            clock["commit"] += time.perf_counter() - t0
+        counts["seen"] += len(results) + skipped
+        counts["skipped"] += skipped
         for r in results:
             if r.status == "failed":
                 counts["failed"] += 1
@@ -227,103 +232,13 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
             else:
                 counts["labeled"] += 1
                 tally_decisions(decisions, r.labels)
-        bar.update(len(results))
-        pending.clear()
-        batch.clear()
+        bar.update(len(results) + skipped)
 
-    bar = tqdm(total=len(sources), unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     try:
-        decoded_iter = prefetch(loader, sources, workers=config.decode_workers, ahead=ahead)
-        while True:
-            t0 = time.perf_counter()
-            decoded = next(decoded_iter, None)
-            clock["waiting for decode"] += time.perf_counter() - t0
-            if decoded is None:
-                break
-            counts["seen"] += 1
-            if decoded.skipped:
-                counts["skipped"] += 1
-                bar.update(1)
-            elif decoded.ok:
-                batch.append(decoded)
-            else:
-                pending.append(_failed(decoded, decoded.reason or "unreadable"))
-            if len(batch) >= config.batch_size or len(pending) >= config.batch_size:
-                flush()
-            if stop.requested:
-                pending_count = len(batch)
-                batch.clear()  # not started: left for the resume
-                counts["seen"] -= pending_count
-                flush()
-                decoded_iter.close()
-                return True
-        if batch or pending:
-            flush()
+        return executor.run(pipeline, store, sources, commit, stop, clock)
     finally:
         bar.close()
-    return False
-
-
-def _label(
-    pipeline: "Pipeline", store: Store, batch: list[Decoded], clock: Counter[str]
-) -> tuple[list[ImageResult], list[tuple[str, str, dict[str, Any]]]]:
-    """Run the stages over a batch, each image from its last cached model output on.
-
-    If the batch raises, retry image by image so one bad image costs one image. Returns the results and the
-    stage outputs to cache.
-    """
-    t0 = time.perf_counter()
-    keys = pipeline.spec.stage_keys
-    starts, restored = [], []
-    for d in batch:
-        hits = store.cached(d.sha256 or "", [k for k in keys if k is not None])
-        last = max((j for j, k in enumerate(keys) if k in hits), default=-1)
-        starts.append(last + 1)
-        restored.append(hits[keys[last]] if last >= 0 else None)
-    clock["cache lookup"] += time.perf_counter() - t0
-
-    def items_for(indexes: list[int]) -> list[Item]:
-        out = []
-        for k in indexes:
-            item = Item.of(batch[k].image, batch[k].source.path)
-            if restored[k] is not None:
-                item.labels = from_record(restored[k])  # a fresh copy each try: a failed try may have changed it
-            out.append(item)
-        return out
-
-    t0 = time.perf_counter()
-    results: list[ImageResult] = []
-    cache: list[tuple[str, str, dict[str, Any]]] = []
-    groups = [list(range(len(batch)))]
-    try:
-        runs = [pipeline.run_batch(items_for(groups[0]), [starts[k] for k in groups[0]])]
-    except StageError:
-        groups, runs = [], []
-        for k in range(len(batch)):
-            try:
-                runs.append(pipeline.run_batch(items_for([k]), [starts[k]]))
-                groups.append([k])
-            except StageError as err:
-                results.append(_failed(batch[k], str(err)))
-    for group, (items, snapshots) in zip(groups, runs):
-        for k, item, snaps in zip(group, items, snapshots):
-            results.append(_done(batch[k], item))
-            cache.extend((batch[k].sha256 or "", keys[j], record) for j, record in snaps)
-    clock["stages"] += time.perf_counter() - t0
-    for d in batch:
-        d.image = None  # free the pixels now that the labels are out
-    return results, cache
-
-
-def _done(d: Decoded, item: Item) -> ImageResult:
-    return ImageResult(
-        path=d.source.path, rel_path=d.source.rel_path, sha256=d.sha256, status="done",
-        width=item.labels.width, height=item.labels.height, labels=to_record(item.labels),
-    )
-
-
-def _failed(d: Decoded, reason: str) -> ImageResult:
-    return ImageResult(path=d.source.path, rel_path=d.source.rel_path, sha256=d.sha256, status="failed", reason=reason)
+        executor_info.update(executor.describe())
 
 
 def tally_decisions(decisions: Counter[tuple[str, str, str]], record: dict[str, Any] | None) -> None:
