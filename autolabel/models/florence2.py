@@ -166,7 +166,7 @@ class Florence2(CheckpointModel):
             raise ModelLoadError(f"model {spec.id!r} (florence2): generation.{problems[0]}")
         raw = config_dict(spec)
         if raw.get("auto_map"):  # before any class is built: transformers would half-load it and fail obscurely
-            raise ModelLoadError(remote_code_message(spec, raw))
+            raise ModelLoadError(remote_code_message(spec, raw, "its config.json has auto_map"))
         config = from_pretrained(AutoConfig, spec)
         if config.model_type != "florence2":
             raise ModelLoadError(wrong_type_message(spec, config.model_type, ("florence2",)))
@@ -176,7 +176,7 @@ class Florence2(CheckpointModel):
             processor = from_pretrained(AutoProcessor, spec)
         except AttributeError as err:  # a tokenizer without the <image> token: the remote-code layout's
             if "image_token" in str(err):
-                raise ModelLoadError(remote_code_message(spec, raw)) from None
+                raise ModelLoadError(remote_code_message(spec, raw, "its tokenizer has no <image> token")) from None
             raise
         if not hasattr(processor, "post_process_generation"):
             raise ModelLoadError(
@@ -374,12 +374,12 @@ def native_checkpoint(spec: "ModelSpec", raw: dict[str, Any]) -> str:
     return "florence-community/Florence-2-large" if width == 1024 else "florence-community/Florence-2-base"
 
 
-def remote_code_message(spec: "ModelSpec", raw: dict[str, Any]) -> str:
+def remote_code_message(spec: "ModelSpec", raw: dict[str, Any], why: str) -> str:
     """The one line for a checkpoint in Microsoft's original layout, and the native one to use instead."""
     return (
-        f"model {spec.id!r} (florence2): the checkpoint is Florence-2's remote-code layout (config.json has auto_map, "
-        f"its tokenizer has no <image> token); autolabel never runs trust_remote_code: set id: to the native "
-        f"transformers checkpoint {native_checkpoint(spec, raw)} instead"
+        f"model {spec.id!r} (florence2): the checkpoint is Florence-2's remote-code layout ({why}), which needs "
+        f"trust_remote_code and autolabel never runs it: set id: to the native transformers checkpoint "
+        f"{native_checkpoint(spec, raw)} instead"
     )
 
 
