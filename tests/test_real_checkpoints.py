@@ -204,3 +204,18 @@ def test_a_snapshot_folder_given_as_a_path_records_its_commit(hub):
     model = Sam.load(ModelSpec(type="sam", id=str(snapshot)))
     assert model.revision == COMMITS["sam"]
     assert Sam.load(ModelSpec(type="sam", id=real("sam"))).revision is None  # a plain folder has no commit
+
+
+def test_the_readme_shows_the_refusals_as_they_are_printed():
+    from autolabel.models.florence2 import remote_code_message
+    from autolabel.models.hub import wrong_type_message
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    raw = json.loads((fixture("florence2_remote") / "config.json").read_text())
+    printed = [
+        remote_code_message(ModelSpec(type="florence2", id="microsoft/Florence-2-large"), raw,
+                            "its config.json has auto_map"),
+        wrong_type_message(ModelSpec(type="sam2", id="facebook/sam-vit-base"), "sam", Sam2.checkpoint_types),
+    ]
+    for line in printed:
+        assert f"autolabel: error: {line}" in readme
