@@ -14,9 +14,10 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
 EXPECTED = FIXTURES / "expected"
@@ -112,7 +113,7 @@ SHRINK: dict[str, Callable[[Any], Any]] = {
 
 
 def build(kind: str, path: Path) -> Path:
-    """A checkpoint of ``kind`` at ``path``: the real files, a shrunk config of the real ``model_type``, random weights."""
+    """A ``kind`` checkpoint at ``path``: the real files, a shrunk config of the real ``model_type``, random weights."""
     import torch
     from transformers import AutoConfig
 

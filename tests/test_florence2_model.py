@@ -133,12 +133,15 @@ def parse(adapter: Florence2, task: str, text: str, size=(1000, 500)):
     ("task", "text", "count"),
     [
         ("<OD>", "car" + "<loc_1><loc_2><loc_3><loc_4>" * 3 + "dog<loc_5><loc_6><loc_7><loc_8><loc_9>", 4),
-        ("<OD>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>", 1),  # transformers reads "loc_1>" as a label
+        # transformers reads "loc_1>" as a label
+        ("<OD>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>", 1),
         ("<REGION_PROPOSAL>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>", 2),
         ("<CAPTION_TO_PHRASE_GROUNDING>", "the image<loc_1><loc_2><loc_3><loc_4>a car<loc_5><loc_6><loc_7><loc_8>", 1),
         ("<OCR_WITH_REGION>", "AB<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><loc_7><loc_8>C D<loc_9>", 1),
-        ("<REFERRING_EXPRESSION_SEGMENTATION>", "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><sep><loc_7><loc_8><loc_9>", 1),
-        ("<REGION_TO_SEGMENTATION>", "<poly><loc_1><loc_2><loc_3><loc_4><loc_5><loc_6></poly><poly><loc_7><loc_8></poly>", 2),
+        ("<REFERRING_EXPRESSION_SEGMENTATION>",
+         "<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6><sep><loc_7><loc_8><loc_9>", 1),
+        ("<REGION_TO_SEGMENTATION>",
+         "<poly><loc_1><loc_2><loc_3><loc_4><loc_5><loc_6></poly><poly><loc_7><loc_8></poly>", 2),
         ("<OPEN_VOCABULARY_DETECTION>", "car<poly><loc_1><loc_2><loc_3><loc_4><loc_5><loc_6></poly>", 1),
         ("<OPEN_VOCABULARY_DETECTION>", "car<loc_1><loc_2><loc_3><loc_4>", 1),
         ("<OD>", "nothing to see", 0),
@@ -196,7 +199,8 @@ def test_a_checkpoint_of_another_family_is_refused(tmp_path) -> None:
     from transformers import BertConfig
 
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="is a 'bert' model, not Florence-2"):
+    with pytest.raises(ModelLoadError, match=r"is a 'bert' model; model type 'florence2' loads 'florence2' "
+                                             r"checkpoints \(no built-in model type loads it"):
         Florence2.load(ModelSpec(id=str(tmp_path)))
 
 

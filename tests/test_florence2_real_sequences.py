@@ -15,10 +15,10 @@ import re
 import numpy as np
 import pytest
 import torch
+from real_checkpoints import EXPECTED, fixture
 
 from autolabel.config import ModelSpec
 from autolabel.models.florence2 import Florence2, _collect
-from real_checkpoints import EXPECTED, fixture
 
 SEQUENCES = json.loads((EXPECTED / "florence2_real_sequences.json").read_text())
 _LOC = re.compile(r"<loc_(\d+)>")
@@ -38,7 +38,7 @@ def logprob(step: int) -> float:
     return float(np.log(0.99 - 0.005 * step))
 
 
-def generated(florence: Florence2, ids: list[int]):  # noqa: ANN201
+def generated(florence: Florence2, ids: list[int]):
     """The sequence through ``_collect``, as after ``generate``: ``ids[0]`` is the decoder start, each later one
     was chosen at its step with probability ``exp(logprob(step))``."""
     recorder = type("Recorder", (), {})()
@@ -105,19 +105,19 @@ def test_location_tokens_are_special_in_the_real_tokenizer_and_nothing_decodes_t
     class Refusing:
         """The backend tokenizer, failing any decode that drops special tokens."""
 
-        def __init__(self, inner):  # noqa: ANN001
+        def __init__(self, inner):
             self.inner = inner
             self.decodes = 0
 
-        def __getattr__(self, name):  # noqa: ANN001, ANN204
+        def __getattr__(self, name):
             return getattr(self.inner, name)
 
-        def decode(self, ids, skip_special_tokens=False):  # noqa: ANN001, ANN201
+        def decode(self, ids, skip_special_tokens=False):
             assert not skip_special_tokens, "location tokens decoded with skip_special_tokens=True"
             self.decodes += 1
             return self.inner.decode(ids, skip_special_tokens=skip_special_tokens)
 
-        def decode_batch(self, batch, skip_special_tokens=False):  # noqa: ANN001, ANN201
+        def decode_batch(self, batch, skip_special_tokens=False):
             assert not skip_special_tokens, "location tokens decoded with skip_special_tokens=True"
             self.decodes += 1
             return self.inner.decode_batch(batch, skip_special_tokens=skip_special_tokens)

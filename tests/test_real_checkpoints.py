@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_checkpoints import CHECKPOINTS, EXPECTED, fixture, hub_cache, real
+from tiny_models import Recorder, noise_image
 
 from autolabel.cli import main
 from autolabel.config import ModelSpec
@@ -26,8 +28,6 @@ from autolabel.models.pool import ModelPool
 from autolabel.models.sam import Sam, Sam2
 from autolabel.registry import MODEL_GROUP, resolve
 from autolabel.store import Store
-from real_checkpoints import CHECKPOINTS, fixture, hub_cache, real
-from tiny_models import Recorder, noise_image
 
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 COMMITS = {kind: f"{i:x}" * 40 for i, kind in enumerate(CHECKPOINTS, start=1)}  # one fake commit per checkpoint
@@ -132,11 +132,11 @@ def test_the_remote_code_florence2_layout_is_refused_by_the_cli_in_one_line(tmp_
     code = main(["run", str(pipeline), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == ModelLoadError.exit_code == ExitCode.FATAL
-    assert err == [
-        f"autolabel: error: model '{folder}' (florence2): the checkpoint is Florence-2's remote-code layout ({why}), "
-        f"which needs trust_remote_code and autolabel never runs it: set id: to the native transformers checkpoint "
-        f"florence-community/Florence-2-base instead"
-    ]
+    line = (f"autolabel: error: model '{folder}' (florence2): the checkpoint is Florence-2's remote-code layout "
+            f"({why}), "
+            f"which needs trust_remote_code and autolabel never runs it: set id: to the native transformers checkpoint "
+            f"florence-community/Florence-2-base instead")
+    assert err == [line]
 
 
 # -- Florence-2 loading
@@ -180,14 +180,16 @@ def test_grounding_sam2_pipeline_runs_on_real_checkpoints_from_the_cache_and_rec
     (tmp_path / "in").mkdir()
     noise_image(150, 60, seed=1).save(tmp_path / "in" / "a.png")
     env = subprocess_env | {"HF_HUB_CACHE": str(hub.cache), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "-m", "autolabel", "run", str(PIPELINES / "grounding-sam2.yaml"), "-i", str(tmp_path / "in"),
+    args = [sys.executable, "-m", "autolabel", "run", str(PIPELINES / "grounding-sam2.yaml"),
+            "-i", str(tmp_path / "in"),
             "-o", str(tmp_path / "out"), "--no-progress", "--set", "stages.0.box_threshold=0",
             "--set", "stages.0.text_threshold=0", "--set", "stages.1.max_boxes_per_call=8"]
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["versions"]["models"] == {
-        "detector": {"type": "grounding_dino", "id": CHECKPOINTS["grounding_dino"], "revision": COMMITS["grounding_dino"]},
+        "detector": {"type": "grounding_dino", "id": CHECKPOINTS["grounding_dino"],
+                     "revision": COMMITS["grounding_dino"]},
         "segmenter": {"type": "sam2", "id": CHECKPOINTS["sam2"], "revision": COMMITS["sam2"]},
     }
     (row,) = Store(tmp_path / "out").images()
@@ -219,3 +221,55 @@ def test_the_readme_shows_the_refusals_as_they_are_printed():
     ]
     for line in printed:
         assert f"autolabel: error: {line}" in readme
+
+
+# -- a Florence-2 that speaks the real tokenizer, run by hub id through the shipped pipeline
+OD = json.loads((EXPECTED / "florence2_real_sequences.json").read_text())[0]
+
+
+@pytest.fixture(scope="module")
+def scripted_od(tmp_path_factory):
+    """Weights scripted to answer the real base model's <OD> answer for car.jpg, token for token, in its ids."""
+    from tiny_florence import make_tiny_florence
+    from transformers import AutoTokenizer
+
+    assert OD["task"] == "<OD>"
+    ids = OD["ids"][2:OD["ids"].index(2, 1)]  # after </s><s>, up to the answer's </s>
+    answer = AutoTokenizer.from_pretrained(fixture("florence2")).decode(ids, skip_special_tokens=False)
+    probs = [0.6 + 0.015 * k for k in range(len(ids))]
+    path = make_tiny_florence(tmp_path_factory.mktemp("scripted") / "od", answer, probs, end_prob=0.9,
+                              processor_from=fixture("florence2"))
+    return path, probs
+
+
+@pytest.mark.slow
+def test_florence2_by_hub_id_answers_in_the_real_tokenizer_and_the_boxes_are_transformers_parse(
+    scripted_od, hub, tmp_path
+):
+    from autolabel import Pipeline
+
+    path, probs = scripted_od
+    hub_cache(hub.cache, CHECKPOINTS["florence2"], path, COMMITS["florence2"])
+    (tmp_path / "in").mkdir()
+    noise_image(640, 480).save(tmp_path / "in" / "car.png")  # car.jpg's size: the parse is in its pixels
+    handler, records = _capture()
+    logging.Logger.warning_once.cache_clear()
+    try:
+        pipeline = Pipeline.from_yaml(PIPELINES / "detect.yaml", ["models.florence.generation.num_beams=1",
+                                                                  "models.florence.generation.max_new_tokens=40"])
+        summary = pipeline.run(input=tmp_path / "in", output=tmp_path / "out")
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert summary.status == "ok"
+    assert not any("clean_up_tokenization_spaces" in r for r in records)
+    (row,) = Store(tmp_path / "out").images()
+    boxes = row["labels"]["boxes"]
+    parsed = OD["parsed"]["<OD>"]
+    assert boxes["xyxy"] == parsed["bboxes"]  # car, door handle, wheel, wheel: to the pixel
+    assert boxes["data"]["phrase"] == parsed["labels"]
+    assert boxes["data"]["class_name"] == ["car", "", "", ""]  # "door handle" and "wheel" are no class here
+    locs = [probs[1:5], probs[7:11], probs[12:16], probs[16:20]]  # tokens: car, door, ' handle', wheel
+    assert boxes["confidence"] == pytest.approx([float(np.exp(np.mean(np.log(p)))) for p in locs], rel=1e-4)
+    assert row["labels"]["provenance"]["detect"]["revision"] == COMMITS["florence2"]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["versions"]["models"]["florence"]["revision"] == COMMITS["florence2"]

@@ -29,7 +29,8 @@ _TRUE = {"1", "on", "yes", "true"}
 
 
 def offline() -> bool:
-    """Whether the user asked for no network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), read now, not at import."""
+    """Whether the user asked for no network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), read now (not at
+    import)."""
     from huggingface_hub import constants
 
     env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -52,7 +53,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def looks_like_path(model_id: str) -> bool:
-    """True for ids that can only be folders (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``); hub ids are ``owner/name``."""
+    """True for ids that can only be folders (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``); hub ids are
+    ``owner/name``."""
     return model_id.startswith((".", "/", "~", "\\")) or model_id.count("/") > 1 or "\\" in model_id or ":" in model_id
 
 
@@ -180,7 +182,7 @@ def load_checkpoint(
     model_types: tuple[str, ...],
     adapt_config: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, Any, str, Any]:
-    """Load a transformers checkpoint of one of ``model_types`` with its processor: ``(model, processor, device, dtype)``.
+    """Load a checkpoint of one of ``model_types`` with its processor: ``(model, processor, device, dtype)``.
 
     The config is read first, so that a checkpoint of another family (a SAM folder given to a detector) is an
     error naming both and the model type that loads it, instead of a model silently built with random weights.
@@ -225,7 +227,7 @@ def _one_line(err: BaseException) -> str:
 
 
 class CheckpointModel:
-    """What every transformers-backed model type holds: model, processor, where it runs, and the ids run.json records."""
+    """What every transformers-backed model type holds: model, processor, where it runs, the ids run.json records."""
 
     def __init__(self, model: Any, processor: Any, spec: "ModelSpec", device: str, dtype: Any):
         self.model = model

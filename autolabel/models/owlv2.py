@@ -8,7 +8,7 @@ image (a box may reach into the padding).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -32,7 +32,9 @@ class Owlv2(CheckpointModel):
     def load(cls, spec: "ModelSpec") -> "Owlv2":
         from transformers import AutoProcessor, Owlv2ForObjectDetection
 
-        model, processor, device, dtype = load_checkpoint(spec, Owlv2ForObjectDetection, AutoProcessor, cls.checkpoint_types)
+        model, processor, device, dtype = load_checkpoint(
+            spec, Owlv2ForObjectDetection, AutoProcessor, cls.checkpoint_types
+        )
         return cls(model, processor, spec, device, dtype)
 
     def detect(

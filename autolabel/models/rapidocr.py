@@ -53,7 +53,8 @@ class RapidOcr:
         try:
             engine = RapidOCR(config_path=config_path, **spec.options)
         except Exception as err:  # noqa: BLE001 — RapidOCR raises bare exceptions for bad options and model paths
-            raise ModelLoadError(f"model {spec.id!r} (rapidocr): {type(err).__name__}: {' '.join(str(err).split())}") from None
+            message = " ".join(str(err).split())
+            raise ModelLoadError(f"model {spec.id!r} (rapidocr): {type(err).__name__}: {message}") from None
         try:
             wheel = version("rapidocr-onnxruntime")
         except PackageNotFoundError:  # pragma: no cover — importable but not installed as a distribution

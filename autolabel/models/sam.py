@@ -161,8 +161,8 @@ class Sam(_Segmenter):
 
 
 class Sam2(_Segmenter):
-    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus`` / ``-large``
-    (``sam2_video`` on the hub: their image model is loaded) or a ``sam2`` image-model checkpoint.
+    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus`` /
+    ``-large`` (``sam2_video`` on the hub: their image model is loaded) or a ``sam2`` image-model checkpoint.
 
     SAM2 resizes to a square without padding: boxes scale per axis, masks resize straight back.
     """

@@ -50,7 +50,9 @@ class Detect(Stage):
         if params.prompts is not None:
             bad = [p for p in params.prompts if not isinstance(p, str) or not p.strip()]
             if bad or not params.prompts:
-                raise ConfigError("prompts: must be a non-empty list of non-empty strings (or left out: the ontology's)")
+                raise ConfigError(
+                    "prompts: must be a non-empty list of non-empty strings (or left out: the ontology's)"
+                )
             prompts = list(dict.fromkeys(" ".join(p.split()) for p in params.prompts))
         else:
             prompts = context.ontology.all_prompts()
@@ -65,7 +67,8 @@ class Detect(Stage):
                 f"(fix the prompts, or set unmapped: keep)"
             )
         model_cls = self._model_class()
-        if params.text_threshold is not None and model_cls is not None and not hasattr(model_cls, "default_text_threshold"):
+        one_score = model_cls is not None and not hasattr(model_cls, "default_text_threshold")
+        if params.text_threshold is not None and one_score:
             raise ConfigError(
                 f"text_threshold: model {params.model!r} ({self._spec().type}) has one score per box; "
                 f"only Grounding DINO models take a text_threshold (remove it, or use box_threshold)"

@@ -57,6 +57,9 @@ class Segment(Stage):
             pick &= ~data["has_mask"].astype(bool)
         return np.flatnonzero(pick)
 
+    def _spec(self) -> object:
+        return (getattr(self.context.models, "specs", None) or {}).get(self.params.model)
+
     def __call__(self, items: list[Item]) -> list[Item]:
         model = self.model
         rows = [self.rows(item.labels) for item in items]
@@ -68,7 +71,7 @@ class Segment(Stage):
         provenance = {
             "model": getattr(model, "id", None),
             "revision": getattr(model, "revision", None),
-            "model_type": getattr((getattr(self.context.models, "specs", None) or {}).get(self.params.model), "type", None),
+            "model_type": getattr(self._spec(), "type", None),
             "task": getattr(model, "task", "box_to_mask"),
             "from_stages": self.params.from_stages,
             "multimask": self.params.multimask,
@@ -99,7 +102,9 @@ def fill_masks(labels: Labels, rows: np.ndarray, masks: np.ndarray, stage: str, 
     if len(rows) == 0:
         return
     if masks.shape != (len(rows), labels.height, labels.width):
-        raise ValueError(f"got masks of shape {masks.shape} for {len(rows)} boxes of a {labels.width}x{labels.height} image")
+        raise ValueError(
+            f"got masks of shape {masks.shape} for {len(rows)} boxes of a {labels.width}x{labels.height} image"
+        )
     if det.mask is None:
         det.mask = np.zeros((n, labels.height, labels.width), dtype=bool)
     det.mask[rows] = masks
