@@ -65,6 +65,23 @@ def test_the_model_type_the_readme_names_loads_the_real_checkpoints_model_type(k
     assert f"{CHECKPOINTS[kind]}" in (Path(__file__).parents[1] / "README.md").read_text()
 
 
+def test_every_shipped_pipeline_declares_the_model_type_that_loads_its_checkpoint():
+    """Each model of pipelines/*.yaml whose checkpoint's files are here: its type is the one for that model_type
+    (sam2.1-hiera-large shares -tiny's layout: every transformers-format SAM 2.1 checkpoint is sam2_video)."""
+    import yaml
+
+    by_id = {CHECKPOINTS[k]: _model_type(k) for k in CHECKPOINTS if k != "florence2_remote"}
+    by_id["facebook/sam2.1-hiera-large"] = by_id["facebook/sam2.1-hiera-tiny"]
+    checked = []
+    for path in sorted(PIPELINES.glob("*.yaml")):
+        for name, model in (yaml.safe_load(path.read_text()).get("models") or {}).items():
+            if model.get("id") in by_id:
+                assert CHECKPOINT_TYPES[by_id[model["id"]]] == model.get("type", "florence2"), (path.name, name)
+                checked.append(model["id"])
+    assert set(checked) >= {"florence-community/Florence-2-base", "facebook/sam2.1-hiera-tiny",
+                            "IDEA-Research/grounding-dino-tiny", "google/owlv2-base-patch16-ensemble"}
+
+
 @pytest.mark.parametrize("kind", ["florence2", "sam2", "sam", "grounding_dino", "owlv2"])
 def test_each_real_checkpoint_loads_by_hub_id_from_the_cache_offline_and_records_its_commit(kind, hub):
     model = ModelPool({"m": ModelSpec(type=CHECKPOINT_TYPES[_model_type(kind)], id=hub(kind))}).get("m")
