@@ -267,6 +267,16 @@ def test_two_region_text_tasks_on_the_same_boxes_both_answer_in_their_own_column
         assert [item.labels.provenance[n]["task"] for n in ("first", "second")] == [TASKS[t] for t in order]
 
 
+def test_text_filters_still_read_region_descriptions_in_their_own_column(tiny) -> None:
+    answer = "a car a car a car a car"
+    items = run(tiny(answer, 0.9), [{"type": "plugins:CenterBox", "name": "box", "label": "car"},
+                                    stage("region_description"), {"type": "repetition"}])
+    for item in items:
+        data = item.labels.detections.data
+        assert data["description"].tolist() == [answer] and data["text"].tolist() == [""]
+        assert data["status"].tolist() == [DROPPED] and data["reason"].tolist() == ["repetition"]
+
+
 def test_region_segmentation_fills_masks_of_earlier_boxes(tiny) -> None:
     answer = "<loc_100><loc_100><loc_500><loc_100><loc_500><loc_500><loc_100><loc_500>"
     items = run(tiny(answer, 0.7), [{"type": "plugins:CenterBox", "name": "box", "label": "car"},
