@@ -227,7 +227,8 @@ def test_captions_and_ocr_become_image_texts_with_a_sequence_confidence(tiny) ->
     p = probs_for(answer)
     (item,) = run(tiny(answer, p), [stage("caption"), stage("more_detailed_caption"), stage("ocr")], sizes=[(64, 32)])
     texts = [(t.kind, t.text, t.stage) for t in item.labels.texts]
-    assert texts == [("caption", "A red car.", "caption"), ("more_detailed_caption", "A red car.", "more_detailed_caption"),
+    assert texts == [("caption", "A red car.", "caption"),
+                     ("more_detailed_caption", "A red car.", "more_detailed_caption"),
                      ("ocr", "A red car.", "ocr")]
     for t in item.labels.texts:
         assert t.score == pytest.approx(gmean(p), rel=1e-4)
@@ -298,7 +299,8 @@ def test_answers_cut_by_max_new_tokens_are_counted_in_provenance(tiny) -> None:
 @pytest.mark.parametrize(
     ("keys", "ontology", "problem"),
     [
-        ({"task": "od", "prompts": ["car"]}, ONTOLOGY, "stages[0].prompts: applies to task ovd, res, grounding, not od"),
+        ({"task": "od", "prompts": ["car"]}, ONTOLOGY,
+         "stages[0].prompts: applies to task ovd, res, grounding, not od"),
         ({"task": "grounding", "caption_from": "later"}, ONTOLOGY,
          "stages[0].caption_from: 'later' is not an earlier stage (earlier stages: none)"),
         ({"task": "proposals", "label": "truck"}, ONTOLOGY,
@@ -326,7 +328,8 @@ def test_config_errors_name_the_key(keys: dict, ontology: Any, problem: str) -> 
 def test_model_generation_settings_are_checked_with_the_stage() -> None:
     config = {"models": {"florence": {"id": "/nowhere", "generation": {"beams": 3}}}, "ontology": ONTOLOGY,
               "stages": [stage("od")]}
-    with pytest.raises(ConfigError, match=r"stages\[0\]\.generation\.beams: unknown key .*\(in models\.florence\.generation\)"):
+    with pytest.raises(ConfigError,
+                       match=r"stages\[0\]\.generation\.beams: unknown key .*\(in models\.florence\.generation\)"):
         Pipeline.from_dict(config)
 
 
