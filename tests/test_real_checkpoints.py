@@ -261,11 +261,20 @@ def scripted_od(tmp_path_factory):
 
 @pytest.mark.slow
 def test_florence2_by_hub_id_answers_in_the_real_tokenizer_and_the_boxes_are_transformers_parse(
-    scripted_od, hub, tmp_path
+    scripted_od, hub, tmp_path, monkeypatch
 ):
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
     from autolabel import Pipeline
 
     path, probs = scripted_od
+    decode = TokenizersBackend._decode
+
+    def keeping_specials(self, token_ids, skip_special_tokens=False, **kwargs):
+        assert not skip_special_tokens, "decoded with skip_special_tokens=True: every <loc_K> would vanish"
+        return decode(self, token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    monkeypatch.setattr(TokenizersBackend, "_decode", keeping_specials)  # every decode of the whole run
     hub_cache(hub.cache, CHECKPOINTS["florence2"], path, COMMITS["florence2"])
     (tmp_path / "in").mkdir()
     noise_image(640, 480).save(tmp_path / "in" / "car.png")  # car.jpg's size: the parse is in its pixels
