@@ -21,7 +21,7 @@ from tiny_florence import answer_tokens, make_tiny_florence  # noqa: E402
 from autolabel import Pipeline  # noqa: E402
 from autolabel.errors import ConfigError  # noqa: E402
 from autolabel.labels import DROPPED, KEPT  # noqa: E402
-from autolabel.models.florence2 import TASKS, Florence2  # noqa: E402
+from autolabel.models.florence2 import Florence2  # noqa: E402
 from autolabel.stage import Item  # noqa: E402
 
 ONTOLOGY = {"car": ["car", "automobile"], "person": ["person", "man"]}
@@ -228,8 +228,7 @@ def test_captions_and_ocr_become_image_texts_with_a_sequence_confidence(tiny) ->
     (item,) = run(tiny(answer, p), [stage("caption"), stage("more_detailed_caption"), stage("ocr")], sizes=[(64, 32)])
     texts = [(t.kind, t.text, t.stage) for t in item.labels.texts]
     assert texts == [("caption", "A red car.", "caption"),
-                     ("more_detailed_caption", "A red car.", "more_detailed_caption"),
-                     ("ocr", "A red car.", "ocr")]
+                     ("more_detailed_caption", "A red car.", "more_detailed_caption"), ("ocr", "A red car.", "ocr")]
     for t in item.labels.texts:
         assert t.score == pytest.approx(gmean(p), rel=1e-4)
     assert item.labels.provenance["caption"]["score_method"] == "geometric mean of text-token probabilities"
@@ -256,6 +255,8 @@ def test_region_category_names_the_boxes_of_an_earlier_stage(tiny) -> None:
 
 @pytest.mark.parametrize("order", [("region_description", "region_ocr"), ("region_ocr", "region_description")])
 def test_two_region_text_tasks_on_the_same_boxes_both_answer_in_their_own_columns(tiny, order) -> None:
+    from autolabel.models.florence2 import TASKS
+
     answer = "EXIT"
     p = probs_for(answer)
     items = run(tiny(answer, p), [{"type": "plugins:CenterBox", "name": "box", "label": "car"},
@@ -328,8 +329,8 @@ def test_config_errors_name_the_key(keys: dict, ontology: Any, problem: str) -> 
 def test_model_generation_settings_are_checked_with_the_stage() -> None:
     config = {"models": {"florence": {"id": "/nowhere", "generation": {"beams": 3}}}, "ontology": ONTOLOGY,
               "stages": [stage("od")]}
-    with pytest.raises(ConfigError,
-                       match=r"stages\[0\]\.generation\.beams: unknown key .*\(in models\.florence\.generation\)"):
+    unknown = r"stages\[0\]\.generation\.beams: unknown key .*\(in models\.florence\.generation\)"
+    with pytest.raises(ConfigError, match=unknown):
         Pipeline.from_dict(config)
 
 

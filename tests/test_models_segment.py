@@ -133,8 +133,9 @@ def test_multimask_keeps_the_mask_the_model_rates_best(sam2, images, record):
 
 @pytest.mark.parametrize("kind", ["sam", "sam2"])
 @pytest.mark.parametrize("multimask", [False, True])
-def test_boxes_decoded_in_chunks_give_what_one_call_gives_with_one_image_embedding(kind, multimask, sam, sam2, images,
-                                                                                   record):
+def test_boxes_decoded_in_chunks_give_what_one_call_gives_with_one_image_embedding(
+    kind, multimask, sam, sam2, images, record
+):
     model = {"sam": sam, "sam2": sam2}[kind]
     rng = np.random.default_rng(0)
     corners = rng.uniform(0, 60, (7, 2)).astype(np.float32)
@@ -165,8 +166,7 @@ def test_stability_is_the_iou_of_the_masks_at_plus_and_minus_one():
 # -- the segment stage ------------------------------------------------------------------------------------
 
 class FakeSegmenter:
-    """Masks that cover each box, predicted IoU 0.5 + 0.1·k; records the boxes it was given (a plugin's signature:
-    no ``max_boxes_per_call``)."""
+    """Masks that cover each box, predicted IoU 0.5 + 0.1·k; records the boxes it was given."""
 
     id, revision, task = "fake/sam", None, "box_to_mask"
 
@@ -328,7 +328,7 @@ def test_the_stage_passes_max_boxes_per_call_to_segmenters_that_take_it(sam):
     calls = []
     original = sam.segment
 
-    def spy(images, boxes, multimask=False, max_boxes_per_call=64):  # noqa: ANN001, ANN202
+    def spy(images, boxes, multimask=False, max_boxes_per_call=64):
         calls.append(max_boxes_per_call)
         return original(images, boxes, multimask=multimask, max_boxes_per_call=max_boxes_per_call)
 

@@ -15,7 +15,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from ..errors import ModelLoadError
@@ -29,8 +29,7 @@ _TRUE = {"1", "on", "yes", "true"}
 
 
 def offline() -> bool:
-    """Whether the user asked for no network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), read now (not at
-    import)."""
+    """Whether the user asked for no network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), read now."""
     from huggingface_hub import constants
 
     env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -53,8 +52,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def looks_like_path(model_id: str) -> bool:
-    """True for ids that can only be folders (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``); hub ids are
-    ``owner/name``."""
+    """True for ids that can only be folders (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``), never hub ids."""
     return model_id.startswith((".", "/", "~", "\\")) or model_id.count("/") > 1 or "\\" in model_id or ":" in model_id
 
 
@@ -147,6 +145,47 @@ def revision_of(obj: Any, spec: "ModelSpec") -> str | None:
     return snapshot_commit(spec) or getattr(config, "_commit_hash", None) or spec.revision
 
 
+def load_checkpoint(
+    spec: "ModelSpec", model_cls: Any, processor_cls: Any, model_types: tuple[str, ...]
+) -> tuple[Any, Any, str, Any]:
+    """Load a transformers checkpoint of one of ``model_types`` with its processor: (model, processor, device, dtype).
+
+    The config is read first, so that a checkpoint of another family (a SAM folder given to a detector) is an
+    error naming both and the model type that loads it, instead of a model silently built with random weights.
+    ``model_cls.from_pretrained`` gets that config (a wrapper may turn it into the one its model takes: the image
+    model of a video checkpoint). The model is put on the spec's device and dtype (auto: cuda → mps → cpu; fp16/bf16
+    on CUDA, fp32 elsewhere), in eval mode, compiled when ``spec.compile``.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    from .pool import pick_device, pick_dtype
+
+    config = from_pretrained(AutoConfig, spec)
+    if config.model_type not in model_types:
+        raise ModelLoadError(wrong_type_message(spec, config.model_type, model_types))
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    processor = from_pretrained(processor_cls, spec)
+    model = from_pretrained(model_cls, spec, config=config, dtype=dtype)
+    model = model.to(device).eval()
+    if spec.compile:
+        model = torch.compile(model)
+    return model, processor, device, dtype
+
+
+def to_device(batch: Any, device: str, dtype: Any) -> dict[str, Any]:
+    """Move a processor's output to ``device``; floating tensors (pixels, boxes) also to the model's ``dtype``."""
+    import torch
+
+    out = {}
+    for key, value in dict(batch).items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+        out[key] = value
+    return out
+
+
 class _ConfigDict:
     """``from_pretrained`` that returns a checkpoint's ``config.json`` as a plain dict (nothing is instantiated)."""
 
@@ -173,53 +212,6 @@ def wrong_type_message(spec: "ModelSpec", found: str, accepted: tuple[str, ...])
            else f"no built-in model type loads it; point id: at a {spec.type} checkpoint")
     return (f"model {spec.id!r}: the checkpoint is a {found!r} model; model type {spec.type!r} loads {loads} "
             f"checkpoints ({fix})")
-
-
-def load_checkpoint(
-    spec: "ModelSpec",
-    model_cls: Any,
-    processor_cls: Any,
-    model_types: tuple[str, ...],
-    adapt_config: Callable[[Any], Any] | None = None,
-) -> tuple[Any, Any, str, Any]:
-    """Load a checkpoint of one of ``model_types`` with its processor: ``(model, processor, device, dtype)``.
-
-    The config is read first, so that a checkpoint of another family (a SAM folder given to a detector) is an
-    error naming both and the model type that loads it, instead of a model silently built with random weights.
-    ``adapt_config`` turns the checkpoint's config into the one ``model_cls`` takes (the image model of a video
-    checkpoint). The model is put on the spec's device and dtype (auto: cuda → mps → cpu; fp16/bf16 on CUDA, fp32
-    elsewhere), in eval mode, compiled when ``spec.compile``.
-    """
-    import torch
-    from transformers import AutoConfig
-
-    from .pool import pick_device, pick_dtype
-
-    config = from_pretrained(AutoConfig, spec)
-    if config.model_type not in model_types:
-        raise ModelLoadError(wrong_type_message(spec, config.model_type, model_types))
-    if adapt_config is not None:
-        config = adapt_config(config)
-    device = pick_device(spec.device)
-    dtype = pick_dtype(spec.dtype, device)
-    processor = from_pretrained(processor_cls, spec)
-    model = from_pretrained(model_cls, spec, config=config, dtype=dtype)
-    model = model.to(device).eval()
-    if spec.compile:
-        model = torch.compile(model)
-    return model, processor, device, dtype
-
-
-def to_device(batch: Any, device: str, dtype: Any) -> dict[str, Any]:
-    """Move a processor's output to ``device``; floating tensors (pixels, boxes) also to the model's ``dtype``."""
-    import torch
-
-    out = {}
-    for key, value in dict(batch).items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
-        out[key] = value
-    return out
 
 
 def _one_line(err: BaseException) -> str:

@@ -42,7 +42,7 @@ class Owlv2(CheckpointModel):
         images: Sequence["Image.Image"],
         prompts: Sequence[str],
         box_threshold: float | None = None,
-        text_threshold: float | None = None,  # noqa: ARG002 — Grounding DINO's; OWLv2 has one score per box
+        text_threshold: float | None = None,
     ) -> list[Boxes]:
         """Boxes per image whose best query scores above ``box_threshold``; ``labels`` index ``prompts``."""
         import torch

@@ -53,8 +53,8 @@ class RapidOcr:
         try:
             engine = RapidOCR(config_path=config_path, **spec.options)
         except Exception as err:  # noqa: BLE001 — RapidOCR raises bare exceptions for bad options and model paths
-            message = " ".join(str(err).split())
-            raise ModelLoadError(f"model {spec.id!r} (rapidocr): {type(err).__name__}: {message}") from None
+            why = f"{type(err).__name__}: {' '.join(str(err).split())}"
+            raise ModelLoadError(f"model {spec.id!r} (rapidocr): {why}") from None
         try:
             wheel = version("rapidocr-onnxruntime")
         except PackageNotFoundError:  # pragma: no cover — importable but not installed as a distribution

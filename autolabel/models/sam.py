@@ -56,16 +56,9 @@ class _Segmenter(CheckpointModel):
         import transformers
         from transformers import AutoProcessor
 
-        model_cls = getattr(transformers, cls.model_class)
-        model, processor, device, dtype = load_checkpoint(
-            spec, model_cls, AutoProcessor, cls.checkpoint_types, adapt_config=cls.image_config
-        )
+        model_cls = _WithImageConfig(getattr(transformers, cls.model_class), cls.image_config)
+        model, processor, device, dtype = load_checkpoint(spec, model_cls, AutoProcessor, cls.checkpoint_types)
         return cls(model, processor, spec, device, dtype)
-
-    @staticmethod
-    def image_config(config: Any) -> Any:
-        """The config of the image model to build from a checkpoint's config (itself, unless a subclass says)."""
-        return config
 
     def segment(
         self,
@@ -129,6 +122,11 @@ class _Segmenter(CheckpointModel):
         return np.concatenate(masks), iou.cpu().numpy(), np.concatenate(stability)
 
     # -- what differs between SAM and SAM2
+    @staticmethod
+    def image_config(config: Any) -> Any:
+        """The config of the image model to build from a checkpoint's config (itself, unless a subclass says)."""
+        return config
+
     def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -161,10 +159,11 @@ class Sam(_Segmenter):
 
 
 class Sam2(_Segmenter):
-    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus`` /
-    ``-large`` (``sam2_video`` on the hub: their image model is loaded) or a ``sam2`` image-model checkpoint.
+    """Model type ``sam2``: checkpoints such as ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus``.
 
     SAM2 resizes to a square without padding: boxes scale per axis, masks resize straight back.
+    The hub's checkpoints (``-large`` too) are ``sam2_video`` ones: their image model is loaded; a ``sam2``
+    image-model checkpoint loads as it is.
     """
 
     checkpoint_types = ("sam2", "sam2_video")
@@ -194,6 +193,16 @@ class Sam2(_Segmenter):
     def _upscale(self, low: Any, size: tuple[int, int], resized: tuple[int, int]) -> Any:
         (logits,) = self.processor.post_process_masks([low], [size], binarize=False)
         return logits[:, 0]
+
+
+class _WithImageConfig:
+    """``model_cls.from_pretrained`` with the checkpoint's config turned into its image model's (``image_config``)."""
+
+    def __init__(self, model_cls: Any, image_config: Any):
+        self.model_cls, self.image_config = model_cls, image_config
+
+    def from_pretrained(self, source: str, config: Any, **kwargs: Any) -> Any:
+        return self.model_cls.from_pretrained(source, config=self.image_config(config), **kwargs)
 
 
 def _empty(image: "Image.Image") -> Masks:

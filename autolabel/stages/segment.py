@@ -57,9 +57,6 @@ class Segment(Stage):
             pick &= ~data["has_mask"].astype(bool)
         return np.flatnonzero(pick)
 
-    def _spec(self) -> object:
-        return (getattr(self.context.models, "specs", None) or {}).get(self.params.model)
-
     def __call__(self, items: list[Item]) -> list[Item]:
         model = self.model
         rows = [self.rows(item.labels) for item in items]
@@ -71,7 +68,9 @@ class Segment(Stage):
         provenance = {
             "model": getattr(model, "id", None),
             "revision": getattr(model, "revision", None),
-            "model_type": getattr(self._spec(), "type", None),
+            "model_type": getattr(
+                (getattr(self.context.models, "specs", None) or {}).get(self.params.model), "type", None
+            ),
             "task": getattr(model, "task", "box_to_mask"),
             "from_stages": self.params.from_stages,
             "multimask": self.params.multimask,
