@@ -199,7 +199,8 @@ def test_a_checkpoint_of_another_family_is_refused(tmp_path) -> None:
     from transformers import BertConfig
 
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="is a 'bert' model, not Florence-2"):
+    with pytest.raises(ModelLoadError, match=r"is a 'bert' model; model type 'florence2' loads 'florence2' "
+                                             r"checkpoints \(no built-in model type loads it"):
         Florence2.load(ModelSpec(id=str(tmp_path)))
 
 

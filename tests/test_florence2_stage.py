@@ -248,9 +248,35 @@ def test_region_category_names_the_boxes_of_an_earlier_stage(tiny) -> None:
         assert det.xyxy.tolist() == [[w / 4, h / 4, 3 * w / 4, 3 * h / 4]]  # rows are filled, none added
         assert det.data["phrase"].tolist() == ["automobile"] and det.data["class_name"].tolist() == ["car"]
         assert det.data["phrase_score"][0] == pytest.approx(gmean(p[:10]), rel=1e-4)  # text tokens only
-        assert det.data["text"].tolist() == ["automobile"]
-        assert det.data["text_score"][0] == pytest.approx(gmean(p[:10]), rel=1e-4)
+        assert det.data["description"].tolist() == ["automobile"]
+        assert det.data["description_score"][0] == pytest.approx(gmean(p[:10]), rel=1e-4)
         assert item.labels.provenance["region_category"]["prompt"] == "<REGION_TO_CATEGORY> with each box of stages box"
+
+
+@pytest.mark.parametrize("order", [("region_description", "region_ocr"), ("region_ocr", "region_description")])
+def test_two_region_text_tasks_on_the_same_boxes_both_answer_in_their_own_columns(tiny, order) -> None:
+    from autolabel.models.florence2 import TASKS
+
+    answer = "EXIT"
+    p = probs_for(answer)
+    items = run(tiny(answer, p), [{"type": "plugins:CenterBox", "name": "box", "label": "car"},
+                                  stage(order[0], name="first"), stage(order[1], name="second")])
+    for item in items:
+        data = item.labels.detections.data
+        assert data["description"].tolist() == ["EXIT"] and data["text"].tolist() == ["EXIT"]
+        assert data["description_score"][0] == pytest.approx(gmean(p), rel=1e-4)
+        assert data["text_score"][0] == pytest.approx(gmean(p), rel=1e-4)
+        assert [item.labels.provenance[n]["task"] for n in ("first", "second")] == [TASKS[t] for t in order]
+
+
+def test_text_filters_still_read_region_descriptions_in_their_own_column(tiny) -> None:
+    answer = "a car a car a car a car"
+    items = run(tiny(answer, 0.9), [{"type": "plugins:CenterBox", "name": "box", "label": "car"},
+                                    stage("region_description"), {"type": "repetition"}])
+    for item in items:
+        data = item.labels.detections.data
+        assert data["description"].tolist() == [answer] and data["text"].tolist() == [""]
+        assert data["status"].tolist() == [DROPPED] and data["reason"].tolist() == ["repetition"]
 
 
 def test_region_segmentation_fills_masks_of_earlier_boxes(tiny) -> None:

@@ -133,6 +133,33 @@ def test_multimask_keeps_the_mask_the_model_rates_best(sam2, images, record):
     assert wide.masks[0][:13].all() and not wide.masks[0][17:].any()  # the top quarter, not the whole frame
 
 
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
+@pytest.mark.parametrize("multimask", [False, True])
+def test_boxes_decoded_in_chunks_give_what_one_call_gives_with_one_image_embedding(
+    kind, multimask, sam, sam2, images, record
+):
+    model = {"sam": sam, "sam2": sam2}[kind]
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 60, (7, 2)).astype(np.float32)
+    boxes = [np.concatenate([corners, corners + rng.uniform(5, 60, (7, 2)).astype(np.float32)], axis=1),
+             np.zeros((0, 4), np.float32), BOXES[2]]
+    whole = model.segment(images, boxes, multimask=multimask, max_boxes_per_call=64)
+    embed = record(model.model, "get_image_embeddings")
+    forward = record(model.model, "forward")
+    chunked = model.segment(images, boxes, multimask=multimask, max_boxes_per_call=3)
+    assert len(embed) == 1  # the vision encoder: once for the batch
+    assert [kw["input_boxes"].shape[1] for _, kw in forward.calls] == [3, 3, 1, 2]  # ceil(7/3) + ceil(2/3) calls
+    for one, many in zip(whole, chunked):
+        assert np.array_equal(one.masks, many.masks)
+        assert_allclose(many.predicted_iou, one.predicted_iou, rtol=1e-5, atol=1e-6)
+        assert_allclose(many.stability_score, one.stability_score, rtol=1e-5, atol=1e-6)
+
+
+def test_max_boxes_per_call_must_be_positive(sam):
+    with pytest.raises(ValueError, match="max_boxes_per_call must be >= 1"):
+        sam.segment([noise_image(8, 8)], [np.array([[0, 0, 4, 4]], np.float32)], max_boxes_per_call=0)
+
+
 def test_stability_is_the_iou_of_the_masks_at_plus_and_minus_one():
     logits = torch.tensor([[[2.0, 0.5, -0.5, -2.0]], [[-3.0, -3.0, -3.0, -3.0]], [[5.0, 5.0, 5.0, 0.0]]])
     assert_allclose(stability_score(logits).numpy(), [1 / 3, 0.0, 3 / 4])
@@ -299,3 +326,23 @@ def test_sam_pipeline_segments_only_the_boxes_of_the_named_stage(tmp_path):
         row = next(store.images())
     prov = row["labels"]["provenance"]["masks"]
     assert (prov["model"], prov["model_type"], prov["from_stages"]) == (tiny("sam"), "sam", ["boxes"])
+
+
+def test_the_stage_passes_max_boxes_per_call_to_segmenters_that_take_it(sam):
+    image = noise_image(10, 8)
+    calls = []
+    original = sam.segment
+
+    def spy(images, boxes, multimask=False, max_boxes_per_call=64):
+        calls.append(max_boxes_per_call)
+        return original(images, boxes, multimask=multimask, max_boxes_per_call=max_boxes_per_call)
+
+    sam.segment = spy
+    try:
+        segment_stage(sam, max_boxes_per_call=1)([Item(image=image, labels=labelled(image))])
+        segment_stage(sam)([Item(image=image, labels=labelled(image))])
+    finally:
+        del sam.segment
+    assert calls == [1, 64]
+    with pytest.raises(Exception, match="max_boxes_per_call"):
+        segment_stage(sam, max_boxes_per_call=0)

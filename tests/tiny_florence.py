@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,6 +94,7 @@ def make_tiny_florence(
     image_size: int = 64,
     *,
     end_prob: float | None = None,
+    processor_from: str | Path | None = None,
 ) -> Path:
     """Build and save a tiny scripted Florence-2 model + processor at ``path``; return ``Path(path)``.
 
@@ -108,6 +110,11 @@ def make_tiny_florence(
     The saved generation config sets no length (as real checkpoints): without ``max_new_tokens`` transformers
     falls back to ``max_length`` 21 (with a UserWarning), enough for 19 answer tokens + ``</s>``; pass
     ``max_new_tokens`` for longer answers. The decoder has 1024 positions, like Florence-2.
+
+    ``processor_from``: a folder with a real Florence-2 checkpoint's tokenizer and processor files (e.g.
+    tests/fixtures/checkpoints/florence-community--Florence-2-base): the model then speaks that tokenizer (its
+    vocabulary, its special ``<loc_K>`` tokens), takes that processor's image size (768: 577 image tokens), and those
+    files are copied into ``path`` as they are. ``probs`` then has one entry per token of *that* tokenizer.
 
     The hidden size grows with the answer (one direction per step: ``d_model = max(32, ceil8(len + 2))``); about
     175K parameters up to 30 answer tokens, ~1.2M at 170. ``compute_transition_scores(normalize_logits=True)``
@@ -127,12 +134,20 @@ def make_tiny_florence(
     if image_size <= 0 or image_size % 32:
         raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
     path = Path(path)
-    tok = _build_tokenizer()
+    real_processor = None
+    if processor_from is None:
+        tok = _build_tokenizer()
+    else:
+        from transformers import AutoProcessor
+
+        real_processor = AutoProcessor.from_pretrained(processor_from)
+        tok = real_processor.tokenizer
+        image_size = int(real_processor.image_processor.size["height"])
     vocab_size = len(tok)
 
     ids = tok(answer, add_special_tokens=False)["input_ids"]
     n = len(ids)
-    if n != len(answer_tokens(answer)):  # pragma: no cover - guards the documented tokenization
+    if real_processor is None and n != len(answer_tokens(answer)):  # pragma: no cover - the documented split
         raise AssertionError("tokenizer and answer_tokens disagree")
     if tok.decode(ids, skip_special_tokens=False) != answer:
         raise ValueError(f"answer does not round-trip through the tokenizer: {answer!r}")
@@ -142,7 +157,8 @@ def make_tiny_florence(
     else:
         plist = [float(p) for p in probs]
         if len(plist) != n:
-            raise ValueError(f"probs has {len(plist)} entries, the answer has {n} tokens: {answer_tokens(answer)}")
+            raise ValueError(f"probs has {len(plist)} entries, the answer has {n} tokens: "
+                             f"{tok.convert_ids_to_tokens(ids)}")
         end_p = float(end_prob) if end_prob is not None else (plist[-1] if plist else 0.9)
     for p in [*plist, end_p]:
         if not (1.0 / vocab_size < p < 1.0):
@@ -276,5 +292,10 @@ def make_tiny_florence(
 
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
+    if real_processor is not None:  # the real tokenizer / processor files, as published
+        for file in Path(processor_from).iterdir():
+            if file.suffix in (".json", ".txt") and file.name not in ("config.json", "generation_config.json"):
+                shutil.copy(file, path / file.name)
+        return path
     processor.save_pretrained(path)
     return path

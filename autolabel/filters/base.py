@@ -22,8 +22,9 @@ from ..stage import Item, Stage, StageContext, StageParams, check_classes
 log = logging.getLogger("autolabel.filters")
 
 Action = Literal["drop", "flag"]
-#: where a text filter looks: image-level captions (``Labels.texts``), region text (``text``), grounded phrases
-TextField = Literal["captions", "text", "phrase"]
+#: where a text filter looks: image-level captions (``Labels.texts``), region text (``text``: OCR), region
+#: descriptions (``description``), grounded phrases
+TextField = Literal["captions", "text", "description", "phrase"]
 
 
 class FilterParams(StageParams):

@@ -21,7 +21,7 @@ from .blacklist import DEFAULT_BLACKLIST
 
 
 class TextFilterParams(FilterParams):
-    fields: list[TextField] = Field(default_factory=lambda: ["captions", "text", "phrase"], min_length=1)
+    fields: list[TextField] = Field(default_factory=lambda: ["captions", "text", "description", "phrase"], min_length=1)
 
 
 class TextFilter(FilterStage):
@@ -61,7 +61,7 @@ def gather(labels: Labels, fields: list[str]) -> list[tuple[tuple[Labels, int] |
     """The texts of ``fields`` in one image that a text check judges, each with where its verdict goes."""
     out: list[tuple[tuple[Labels, int] | Text, str]] = []
     det = labels.detections
-    columns = [f for f in ("phrase", "text") if f in fields]
+    columns = [f for f in ("phrase", "text", "description") if f in fields and f in det.data]
     if columns and len(det):
         rows = np.flatnonzero((det.data["status"] != DROPPED) & ~is_ocr(labels))
         for f in columns:

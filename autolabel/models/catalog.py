@@ -8,3 +8,14 @@ MODELS: dict[str, str] = {
     "sam2": "autolabel.models.sam:Sam2",
     "rapidocr": "autolabel.models.rapidocr:RapidOcr",
 }
+
+#: a checkpoint's ``config.json`` ``model_type`` → the model type that loads it (the fix a wrong-type error names)
+CHECKPOINT_TYPES: dict[str, str] = {
+    "florence2": "florence2",
+    "grounding-dino": "grounding_dino",
+    "mm-grounding-dino": "grounding_dino",
+    "owlv2": "owlv2",
+    "sam": "sam",
+    "sam2": "sam2",
+    "sam2_video": "sam2",  # every transformers-format SAM 2 / 2.1 checkpoint on the hub: its image model is loaded
+}

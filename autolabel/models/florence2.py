@@ -21,6 +21,7 @@ Nothing heavy is imported at module level: validating a pipeline imports this mo
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .florence2_scores import Located, ScoreMethod, align, geometric_mean, instance_score, locate
-from .hub import CheckpointModel, from_pretrained
+from .hub import CheckpointModel, config_dict, from_pretrained, wrong_type_message
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -163,21 +164,27 @@ class Florence2(CheckpointModel):
         problems = generation_problems(spec.generation)
         if problems:
             raise ModelLoadError(f"model {spec.id!r} (florence2): generation.{problems[0]}")
+        raw = config_dict(spec)
+        if raw.get("auto_map"):  # before any class is built: transformers would half-load it and fail obscurely
+            raise ModelLoadError(remote_code_message(spec, raw, "its config.json has auto_map"))
         config = from_pretrained(AutoConfig, spec)
         if config.model_type != "florence2":
-            raise ModelLoadError(
-                f"model {spec.id!r}: the checkpoint is a {config.model_type!r} model, not Florence-2 "
-                f"(fix the id, or the model's type:)"
-            )
+            raise ModelLoadError(wrong_type_message(spec, config.model_type, ("florence2",)))
         device = pick_device(spec.device)
         dtype = pick_dtype(spec.dtype, device)
-        processor = from_pretrained(AutoProcessor, spec)
+        try:
+            processor = from_pretrained(AutoProcessor, spec)
+        except AttributeError as err:  # a tokenizer without the <image> token: the remote-code layout's
+            if "image_token" in str(err):
+                raise ModelLoadError(remote_code_message(spec, raw, "its tokenizer has no <image> token")) from None
+            raise
         if not hasattr(processor, "post_process_generation"):
             raise ModelLoadError(
                 f"model {spec.id!r} (florence2): its processor is a {type(processor).__name__}, not a "
                 f"Florence2Processor (use a checkpoint in transformers' native format, e.g. "
                 f"florence-community/Florence-2-base)"
             )
+        quiet_cleanup(processor.tokenizer)
         kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "output_loading_info": True}
         try:
             model, info = from_pretrained(Florence2ForConditionalGeneration, spec, attn_implementation="sdpa", **kwargs)
@@ -353,6 +360,44 @@ def _coordinates(post: Any, parse_type: str, result: Any, text: str, size: tuple
     if parse_type == "description_with_bboxes_or_polygons" and "<poly>" in text:
         return result["polygons"], points
     return result["bboxes"], box
+
+
+_SIZE = re.compile(r"Florence-2-(base|large)(-ft)?", re.IGNORECASE)
+
+
+def native_checkpoint(spec: "ModelSpec", raw: dict[str, Any]) -> str:
+    """The florence-community checkpoint of the same model: from the id's name, else from the model's width."""
+    found = _SIZE.search(spec.id)
+    if found:
+        return f"florence-community/Florence-2-{found.group(1).lower()}{(found.group(2) or '').lower()}"
+    width = (raw.get("text_config") or {}).get("d_model")
+    return "florence-community/Florence-2-large" if width == 1024 else "florence-community/Florence-2-base"
+
+
+def remote_code_message(spec: "ModelSpec", raw: dict[str, Any], why: str) -> str:
+    """The one line for a checkpoint in Microsoft's original layout, and the native one to use instead."""
+    return (
+        f"model {spec.id!r} (florence2): the checkpoint is Florence-2's remote-code layout ({why}), which needs "
+        f"trust_remote_code and autolabel never runs it: set id: to the native transformers checkpoint "
+        f"{native_checkpoint(spec, raw)} instead"
+    )
+
+
+def quiet_cleanup(tokenizer: Any) -> None:
+    """Turn off ``clean_up_tokenization_spaces`` on a BPE tokenizer, where transformers ignores it anyway.
+
+    Florence-2's tokenizer config sets it; transformers 5 skips that cleanup for BPE (it would delete real spaces)
+    and says so at the first decode of every run. Setting it off changes no output and silences only that
+    warning. A tokenizer forced to clean up (``clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_
+    output``) or one that is not BPE is left alone.
+    """
+    if not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return
+    if getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False):
+        return
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and type(backend.model).__name__ == "BPE":
+        tokenizer.clean_up_tokenization_spaces = False
 
 
 def _check_weights(spec: "ModelSpec", model: Any, missing: list[str]) -> None:

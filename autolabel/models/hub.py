@@ -12,6 +12,7 @@ Nothing heavy is imported at module level: model types import this module when a
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -108,10 +109,40 @@ def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
         ) from None
 
 
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def snapshot_commit(spec: "ModelSpec") -> str | None:
+    """The commit of the hub-cache snapshot ``spec`` loads from (``models--owner--name/snapshots/<commit>/``), or None.
+
+    transformers 5 no longer sets ``config._commit_hash``, so the cache layout is read instead: for a hub id,
+    huggingface_hub resolves ``revision`` (default ``main``, through ``refs/``) to the snapshot holding its
+    ``config.json``; a local folder counts when it is itself such a snapshot. No network either way.
+    """
+    folder = Path(spec.id).expanduser()
+    if folder.is_dir():
+        resolved = folder.resolve()
+        if resolved.parent.name == "snapshots" and resolved.parent.parent.name.startswith("models--"):
+            return resolved.name if _COMMIT.match(resolved.name) else None
+        return None
+    if looks_like_path(spec.id):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(spec.id, "config.json", revision=spec.revision)
+    except Exception:  # noqa: BLE001 — a malformed id or cache must not fail a run that has already loaded the model
+        return None
+    if isinstance(found, str):
+        commit = Path(found).parent.name
+        return commit if _COMMIT.match(commit) else None
+    return None
+
+
 def revision_of(obj: Any, spec: "ModelSpec") -> str | None:
-    """The commit hash a checkpoint was loaded from (hub cache), else the requested revision (None for folders)."""
+    """The commit a checkpoint was loaded from (hub cache snapshot), else the requested revision (None for folders)."""
     config = getattr(obj, "config", obj)
-    return getattr(config, "_commit_hash", None) or spec.revision
+    return snapshot_commit(spec) or getattr(config, "_commit_hash", None) or spec.revision
 
 
 def load_checkpoint(
@@ -120,9 +151,10 @@ def load_checkpoint(
     """Load a transformers checkpoint of one of ``model_types`` with its processor: (model, processor, device, dtype).
 
     The config is read first, so that a checkpoint of another family (a SAM folder given to a detector) is an
-    error naming both, instead of a model silently built with random weights. The model is put on the spec's
-    device and dtype (auto: cuda → mps → cpu; fp16/bf16 on CUDA, fp32 elsewhere), in eval mode, compiled when
-    ``spec.compile``.
+    error naming both and the model type that loads it, instead of a model silently built with random weights.
+    ``model_cls.from_pretrained`` gets that config (a wrapper may turn it into the one its model takes: the image
+    model of a video checkpoint). The model is put on the spec's device and dtype (auto: cuda → mps → cpu; fp16/bf16
+    on CUDA, fp32 elsewhere), in eval mode, compiled when ``spec.compile``.
     """
     import torch
     from transformers import AutoConfig
@@ -131,10 +163,7 @@ def load_checkpoint(
 
     config = from_pretrained(AutoConfig, spec)
     if config.model_type not in model_types:
-        raise ModelLoadError(
-            f"model {spec.id!r}: the checkpoint is a {config.model_type!r} model; model type {spec.type!r} loads "
-            f"{', '.join(repr(t) for t in model_types)} checkpoints (fix the id, or the model's type:)"
-        )
+        raise ModelLoadError(wrong_type_message(spec, config.model_type, model_types))
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
     processor = from_pretrained(processor_cls, spec)
@@ -155,6 +184,34 @@ def to_device(batch: Any, device: str, dtype: Any) -> dict[str, Any]:
             value = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
         out[key] = value
     return out
+
+
+class _ConfigDict:
+    """``from_pretrained`` that returns a checkpoint's ``config.json`` as a plain dict (nothing is instantiated)."""
+
+    @staticmethod
+    def from_pretrained(source: str, **kwargs: Any) -> dict[str, Any]:
+        from transformers import PretrainedConfig
+
+        config, _ = PretrainedConfig.get_config_dict(source, **kwargs)
+        return config
+
+
+def config_dict(spec: "ModelSpec") -> dict[str, Any]:
+    """The checkpoint's ``config.json`` as written (keys that a config class would drop, such as ``auto_map``, kept)."""
+    return from_pretrained(_ConfigDict, spec)
+
+
+def wrong_type_message(spec: "ModelSpec", found: str, accepted: tuple[str, ...]) -> str:
+    """The one line for a checkpoint of another family: what it is, and the model type that does load it."""
+    from .catalog import CHECKPOINT_TYPES
+
+    loads = ", ".join(repr(t) for t in accepted)
+    right = CHECKPOINT_TYPES.get(found)
+    fix = (f"set the model's type: {right}, or point id: at a {spec.type} checkpoint" if right
+           else f"no built-in model type loads it; point id: at a {spec.type} checkpoint")
+    return (f"model {spec.id!r}: the checkpoint is a {found!r} model; model type {spec.type!r} loads {loads} "
+            f"checkpoints ({fix})")
 
 
 def _one_line(err: BaseException) -> str:

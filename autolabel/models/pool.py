@@ -53,10 +53,13 @@ class ModelPool:
         return self._loaded[name]
 
     def versions(self) -> dict[str, dict[str, Any]]:
-        """Id and revision of each declared model (the loaded commit hash when known)."""
+        """Id and revision of each declared model: the commit it was (or, not loaded yet, would be) read from when
+        known (a hub-cache snapshot), else the requested revision."""
+        from .hub import snapshot_commit
+
         out = {}
         for name, spec in self.specs.items():
             loaded = self._loaded.get(name)
-            revision = getattr(loaded, "revision", None) or spec.revision
-            out[name] = {"type": spec.type, "id": spec.id, "revision": revision}
+            revision = getattr(loaded, "revision", None) if loaded is not None else snapshot_commit(spec)
+            out[name] = {"type": spec.type, "id": spec.id, "revision": revision or spec.revision}
         return out

@@ -8,7 +8,8 @@
 * prompt tasks, one answer per (image, prompt), all in one batched ``generate`` — ``ovd`` (boxes) and ``res``
   (polygons, rasterized to masks);
 * region tasks, one answer per box of earlier stages — ``region_category`` (fills ``phrase``, and the class when
-  it names one), ``region_description`` / ``region_ocr`` (fill ``text``), ``region_segmentation`` (fills the mask).
+  it names one), ``region_description`` (fills ``description``), ``region_ocr`` (fills ``text``),
+  ``region_segmentation`` (fills the mask); each writes its own column, so any of them may follow another.
 
 Phrases map to ontology classes case- and plural-insensitively through the class prompts; those that map to none
 are dropped (reason ``unmapped_phrase``, kept in the store) or kept with an empty class, per ``unmapped``.
@@ -41,10 +42,11 @@ TASK_KINDS: dict[str, str] = {
     "region_segmentation": "region",
     "caption": "text", "detailed_caption": "text", "more_detailed_caption": "text", "ocr": "text",
 }
-#: where a region task writes its answer: (column, its score column)
+#: where a region task writes its answer: (column, its score column). One column per task, so that region tasks
+#: over the same boxes do not take each other's answers for their own (OCR writes ``text``, as the ocr stage does)
 REGION_COLUMNS = {
     "region_category": ("phrase", "phrase_score"),
-    "region_description": ("text", "text_score"),
+    "region_description": ("description", "description_score"),
     "region_ocr": ("text", "text_score"),
 }
 _CLASSED = ("od", "grounding", "ovd", "res")  # tasks whose phrases name objects: unmapped ones dropped by default
@@ -273,7 +275,9 @@ class Florence2Stage(Stage):
                 pick &= ~data["has_mask"].astype(bool)
             else:
                 column = REGION_COLUMNS[self.params.task][0]
-                pick &= np.array([not str(v or "").strip() for v in data[column]], dtype=bool)
+                done = data.get(column)
+                if done is not None:
+                    pick &= np.array([not str(v or "").strip() for v in done], dtype=bool)
         xyxy = labels.detections.xyxy
         pick &= (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
         return np.flatnonzero(pick)
@@ -326,7 +330,8 @@ class Florence2Stage(Stage):
         column, score_column = REGION_COLUMNS[self.params.task]
         det = labels.detections
         n = len(det)
-        values = np.asarray(det.data[column], dtype=object).copy()
+        values = det.data.get(column)
+        values = np.full(n, "", dtype=object) if values is None else np.asarray(values, dtype=object).copy()
         scores = det.data.get(score_column)
         scores = np.full(n, np.nan, np.float32) if scores is None else np.asarray(scores, np.float32).copy()
         for row, answer in zip(rows, answers):

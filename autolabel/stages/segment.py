@@ -4,7 +4,8 @@ A mask belongs to its box, so the masks fill the prompting rows (``detections.ma
 adding rows: class, phrase, box and detector score stay what the detector said, and the segmenter's own quality
 estimates join the row as ``predicted_iou`` and ``stability_score`` (for the mask checks), with ``mask_stage``
 naming this stage. Rows that were dropped are not segmented; rows that already have a mask keep it unless
-``overwrite: true``.
+``overwrite: true``. Each image's embedding is computed once; its boxes are decoded ``max_boxes_per_call`` at a
+time, so a crowded image costs time, not unbounded memory.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..labels import DROPPED, Labels
+from ..models.sam import MAX_BOXES_PER_CALL
 from ..stage import Item, ModelStageParams, Stage, StageContext
 
 
@@ -24,10 +26,12 @@ class SegmentParams(ModelStageParams):
     multimask: bool = False
     #: re-segment rows that already have a mask
     overwrite: bool = False
+    #: boxes per mask-decoder call (memory per image is bounded by this, not by the box count)
+    max_boxes_per_call: int = Field(default=MAX_BOXES_PER_CALL, ge=1, le=4096)
 
 
 class Segment(Stage):
-    """Masks for the kept boxes of earlier stages: one image embedding per image, one decoder call for all its boxes."""
+    """Masks for the kept boxes of earlier stages: one image embedding per image, its boxes decoded in chunks."""
 
     Params = SegmentParams
     params: SegmentParams
@@ -57,7 +61,10 @@ class Segment(Stage):
         model = self.model
         rows = [self.rows(item.labels) for item in items]
         boxes = [item.labels.detections.xyxy[r] for item, r in zip(items, rows)]
-        found = model.segment([item.image for item in items], boxes, multimask=self.params.multimask)
+        options = {"multimask": self.params.multimask}
+        if _accepts(model.segment, "max_boxes_per_call"):  # plugin segmenters written before the key exist
+            options["max_boxes_per_call"] = self.params.max_boxes_per_call
+        found = model.segment([item.image for item in items], boxes, **options)
         provenance = {
             "model": getattr(model, "id", None),
             "revision": getattr(model, "revision", None),
@@ -74,6 +81,17 @@ class Segment(Stage):
                        predicted_iou=masks.predicted_iou, stability_score=masks.stability_score)
             item.labels.provenance[self.name] = provenance
         return items
+
+
+def _accepts(function: object, name: str) -> bool:
+    """Whether ``function`` takes a keyword ``name`` (or any keyword)."""
+    import inspect
+
+    try:
+        params = inspect.signature(function).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def fill_masks(labels: Labels, rows: np.ndarray, masks: np.ndarray, stage: str, **scores: np.ndarray) -> None:
