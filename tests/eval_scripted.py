@@ -11,10 +11,10 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from autolabel.stage import Item, Stage, StageParams
+from autolabel.stage import Item, ModelStageParams, Stage
 
 
-class ScriptedParams(StageParams):
+class ScriptedParams(ModelStageParams):  # names a model, so the run caches its output like a model's
     answers: dict[str, list[list]]  # file name -> [[class, x1, y1, x2, y2, score], ...]
     calls_file: str | None = None  # one line per image seen, to count model calls
 
@@ -49,8 +49,9 @@ def pipeline(answers: dict[str, list[list]], threshold: float = 0.0, calls: Path
              ontology: object = ("cat", "dog"), **extra: object) -> dict:
     return {
         "name": "eval-test",
+        "models": {"m": {"type": "florence2", "id": "unused/the-scripted-stage-loads-no-weights"}},
         "ontology": list(ontology) if not isinstance(ontology, dict) else ontology,
-        "stages": [{"type": "eval_scripted:Scripted", "name": "model", "answers": answers,
+        "stages": [{"type": "eval_scripted:Scripted", "name": "model", "model": "m", "answers": answers,
                     "calls_file": str(calls) if calls else None},
                    {"type": "score_threshold", "threshold": threshold}],
         "exports": [{"format": "coco"}],

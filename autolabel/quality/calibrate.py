@@ -3,7 +3,9 @@ confidence*, written as ``--set`` overrides (``thresholds.yaml``) that the next 
 
 The precision of the boxes kept at a threshold is a binomial proportion (true positives of the boxes kept); the
 threshold is accepted when its one-sided lower confidence bound (Clopper–Pearson, exact, by default; or Wilson)
-reaches the target. The candidates are the boxes the pipeline kept plus those the threshold stage itself dropped
+reaches the target. A class none of whose thresholds does has *thin evidence* when it has fewer candidates than
+the target needs even if all were right (:func:`min_boxes`: 29 for 0.9 at 95 %), else it is *unreachable*. The
+candidates are the boxes the pipeline kept plus those the threshold stage itself dropped
 (``low_score``), so a threshold may go down as well as up. Boxes without a score always pass a score threshold and
 are left out.
 """
@@ -48,6 +50,22 @@ def lower_bound(tp: np.ndarray, n: np.ndarray, confidence: float = 0.95, method:
     raise ValueError(f"unknown bound {method!r} (known: {', '.join(BOUNDS)})")
 
 
+def min_boxes(target: float, confidence: float = 0.95, method: str = "clopper-pearson") -> int:
+    """The fewest boxes, all of them right, whose precision's lower bound reaches ``target`` (29 for 0.9 at 95 %
+    Clopper–Pearson): a class with fewer candidates cannot be calibrated, whatever its boxes are."""
+    n = 1
+    while lower_bound(np.array([n]), np.array([n]), confidence, method)[0] < target and n < 10**7:
+        n = n * 2 if n < 64 else int(n * 1.25)
+    lo = max(1, n // 2)
+    while lo < n:  # the smallest passing n in (lo, n]
+        mid = (lo + n) // 2
+        if lower_bound(np.array([mid]), np.array([mid]), confidence, method)[0] >= target:
+            n = mid
+        else:
+            lo = mid + 1
+    return n
+
+
 def pick_threshold(score: np.ndarray, tp: np.ndarray, n_gt: int, target: float, confidence: float,
                    method: str) -> dict[str, Any]:
     """The lowest score threshold (keep ``score >= threshold``) whose precision's lower bound reaches ``target``."""
@@ -63,10 +81,10 @@ def pick_threshold(score: np.ndarray, tp: np.ndarray, n_gt: int, target: float, 
     lb = lower_bound(hits[last], kept, confidence, method)
     ok = np.flatnonzero(lb >= target)
     if not len(ok):
-        best = float((hits[last] / kept).max())
-        out["status"] = "thin_evidence" if best >= target else "unreachable"
-        out["best_precision"] = best
-        out["best_lower_bound"] = float(lb.max())
+        need = min_boxes(target, confidence, method)
+        out["status"] = "thin_evidence" if len(s) < need else "unreachable"
+        out.update(best_precision=float((hits[last] / kept).max()), best_lower_bound=float(lb.max()),
+                   boxes_needed=need)
         return out
     k = ok[-1]
     out.update(status="ok", threshold=float(s[last[k]]), precision=float(hits[last[k]] / kept[k]),
