@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from eval_scripted import coco_gt, make_images, pipeline
 from scipy.stats import binomtest
 
-from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import ExitCode
 from autolabel.quality.calibrate import lower_bound, min_boxes, pick_threshold
-from eval_scripted import coco_gt, make_images, pipeline
 
 N = 40
 FALSE = {5, 12, 31, 33, 35, 37, 39}  # these images get a box off their cat: a false positive (and a miss)

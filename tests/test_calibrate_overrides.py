@@ -76,8 +76,9 @@ def test_schedule_rereads_the_set_file_before_each_run(tmp_path: Path) -> None:
     """The loop's last step: thresholds calibrated between two scheduled runs apply to the next one."""
     import json
 
-    from autolabel.schedule import schedule
     from eval_scripted import make_images, pipeline
+
+    from autolabel.schedule import schedule
 
     make_images(tmp_path / "in", ["a.png", "b.png"])
     answers = {"a.png": [["cat", 0, 0, 20, 20, 0.9]], "b.png": [["cat", 0, 0, 20, 20, 0.5]]}

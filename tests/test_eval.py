@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from eval_scripted import coco_gt, make_images, pipeline
 
 from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import ExitCode
-from eval_scripted import coco_gt, make_images, pipeline
 
 NAMES = ["a.png", "b.png", "c.png"]
 GT = {"a.png": [["cat", 0, 0, 20, 20], ["dog", 30, 30, 60, 60]],

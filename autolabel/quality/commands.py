@@ -54,28 +54,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", help="pipeline file (default: the one recorded by the last run)")
 
 
-def _open(args: argparse.Namespace):
-    from ..config import load_file
-    from ..ontology import Ontology
-    from ..store import DB_NAME, Store
-    from .data import pair
-    from .gt import load_ground_truth
-
+def _check(args: argparse.Namespace) -> None:
     for name, value in (("--iou", args.iou), ("--target-precision", getattr(args, "target_precision", 0.5)),
                         ("--confidence", getattr(args, "confidence", 0.5))):
         if not 0.0 < value < 1.0 and not (name == "--iou" and value == 1.0):
             raise _ArgError(f"{name}: expected a number between 0 and 1 (got {value})")
-    output = Path(args.output_dir)
-    if not (output / DB_NAME).is_file():
-        raise AutolabelError(f"{output}: no run store ({DB_NAME}) here; pass the output folder of a run")
-    gt = load_ground_truth(args.gt)
-    with Store(output) as store:
-        pipeline = load_file(args.pipeline) if args.pipeline else store.last_pipeline()
-        if pipeline is None:
-            raise AutolabelError(f"{output}: the store records no run; pass --pipeline FILE")
-        ontology = Ontology.from_config(pipeline.get("ontology") or [])
-        paired = pair(store, ontology, gt)
-    return paired, pipeline, gt
 
 
 class _ArgError(AutolabelError):
@@ -83,11 +66,11 @@ class _ArgError(AutolabelError):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .eval import evaluate, format_table, stages_of, write_json
+    from . import evaluate_run
+    from .eval import format_table, write_json
 
-    paired, pipeline, gt = _open(args)
-    result = evaluate(paired, iou=args.iou, flagged=args.flagged, output=str(args.output_dir), gt_path=str(args.gt),
-                      gt_format=gt.format, stages=stages_of(pipeline))
+    _check(args)
+    result = evaluate_run(args.output_dir, args.gt, iou=args.iou, flagged=args.flagged, pipeline=args.pipeline)
     path = Path(args.output_dir) / (args.path or "eval.json")
     write_json(path, result)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
@@ -97,12 +80,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from ..util import atomic_write_text
-    from .calibrate import calibrate, format_report, thresholds_yaml
+    from . import calibrate_run
+    from .calibrate import format_report, thresholds_yaml
     from .eval import write_json
 
-    paired, pipeline, _ = _open(args)
-    report, overrides = calibrate(
-        paired, target=args.target_precision, pipeline=pipeline, stage=args.stage, confidence=args.confidence,
+    _check(args)
+    report, overrides = calibrate_run(
+        args.output_dir, args.gt, target_precision=args.target_precision, pipeline=args.pipeline, stage=args.stage,
+        confidence=args.confidence,
         bound=args.bound, iou=args.iou, flagged=args.flagged, unreached=args.unreached,
         review_stage=args.review_stage, fit=args.fit, fit_scope=args.fit_scope,
     )
