@@ -132,3 +132,25 @@ def test_bad_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys, content
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(gt) in err[0] and problem in err[0] and "Traceback" not in err[0]
     assert not (out / "eval.json").exists()
+
+
+def test_a_yolo_dataset_is_ground_truth_too(tmp_path: Path) -> None:
+    perfect = {name: [[*row, 0.9] for row in rows] for name, rows in GT.items()}
+    out = labeled(tmp_path, perfect, exports=[{"format": "yolo", "split": {"train": 1.0}}])
+    result = run_eval(out, out / "yolo")  # the run's own YOLO export, read back as ground truth
+    assert result["gt_format"] == "yolo" and result["images"]["matched"] == 3
+    assert result["overall"]["ap"] == pytest.approx(1.0) and result["overall"]["fn"] == 0
+
+
+def test_mask_ap_where_both_sides_have_masks(tmp_path: Path) -> None:
+    from plugins import EXPORT_ONTOLOGY, make_export_images
+
+    make_export_images(tmp_path / "in")
+    out = tmp_path / "out"  # per image: a cat with a two-part mask, a dog with a polygon, a text box
+    Pipeline.from_dict({"ontology": EXPORT_ONTOLOGY, "stages": [{"type": "plugins:RichLabels"}]}).run(tmp_path / "in", out)
+    assert main(["export", str(out), "--format", "coco", "--segmentation", "rle", "--path", "truth.json"]) == 0
+    result = run_eval(out, out / "truth.json")  # what the run kept, with its masks: everything matches
+    assert result["overall"]["ap"] == pytest.approx(1.0) and result["overall"]["mask_ap"] == pytest.approx(1.0)
+    assert result["per_class"]["cat"]["mask_ap"] == pytest.approx(1.0)
+    assert result["per_class"]["dog"]["mask_ap"] is None  # the run holds no mask for it (a polygon, not a mask)
+    assert result["per_class"]["text"]["mask_ap"] is None

@@ -109,11 +109,13 @@ def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str) 
 
     run, gt = paired.run, paired.gt
     classes = paired.evaluated
-    cat_id = {c: k + 1 for k, c in enumerate(classes)}
     segm = iou_type == "segm"
-    if segm:
+    if segm:  # the classes where both sides have masks, and their rows that have one
         op = op[np.array([run.segmentation[i] is not None for i in op], dtype=bool)]
         gt_rows = gt_rows[np.array([gt.segmentation[i] is not None for i in gt_rows], dtype=bool)]
+        classes = [c for c in classes if (run.cls[op] == c).any() and (gt.cls[gt_rows] == c).any()]
+        op, gt_rows = op[np.isin(run.cls[op], classes)], gt_rows[np.isin(gt.cls[gt_rows], classes)]
+    cat_id = {c: k + 1 for k, c in enumerate(classes)}
     images = [{"id": k + 1, "width": int(w), "height": int(h)} for k, (w, h) in enumerate(paired.sizes)]
     categories = [{"id": i, "name": c} for c, i in cat_id.items()]
 
@@ -153,7 +155,10 @@ def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str) 
         return {"ap": mean(precision[:, :, k, 0, -1]), "ap50": mean(precision[0, :, k, 0, -1]),
                 "ap75": mean(precision[5, :, k, 0, -1])}
 
-    return {"overall": three(slice(None)), "per_class": {c: three(k) for k, c in enumerate(classes)}}
+    per_class = {c: three(k) for k, c in enumerate(classes)}
+    none = {"ap": None, "ap50": None, "ap75": None}
+    return {"overall": three(slice(None)) if classes else none,
+            "per_class": {c: per_class.get(c, none) for c in paired.evaluated}}
 
 
 def _both_have_masks(run: Side, op: np.ndarray, gt: Side, gt_rows: np.ndarray) -> bool:
