@@ -102,8 +102,7 @@ def calibrate(paired: Paired, *, target: float, pipeline: dict[str, Any] | None,
     run, gt = paired.run, paired.gt
     classes = paired.evaluated
     known = np.isin(run.cls, classes)
-    own_drop = np.array([r == "low_score" and stage in stage_of(r, "", stages, "drop").split("|") for r in run.reason],
-                        dtype=bool) if len(run) else np.zeros(0, dtype=bool)
+    own_drop = (run.reason == "low_score") & (stage in stage_of("low_score", "", stages, "drop").split("|"))
     candidates = np.flatnonzero((operating_point(run, flagged) | ((run.status == "dropped") & own_drop))
                                 & known & ~np.isnan(run.score))
     gt_rows = np.flatnonzero(np.isin(gt.cls, classes) & (gt.status != "crowd"))
@@ -220,6 +219,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{f(r['recall'])} {r['kept']:>7} {r['candidates']:>7}")
     for name, g in (report.get("fit") or {}).get("groups", {}).items():
         after = g.get("ece_after")
-        lines.append(f"calibration fit ({report['fit']['method']}, {name}): ECE {g['ece_before']:.4f} → "
+        before = "-" if g["ece_before"] is None else f"{g['ece_before']:.4f}"
+        lines.append(f"calibration fit ({report['fit']['method']}, {name}): ECE {before} → "
                      + (f"{after:.4f}" if after is not None else g.get("skipped", "-")))
     return "\n".join(lines)

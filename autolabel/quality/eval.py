@@ -23,6 +23,7 @@ from .data import Paired, Side, operating_point
 
 VERSION = 1
 MAX_CURVE_POINTS = 200
+NO_CLASS = "(no class)"  # the confusion label of kept boxes whose phrase named no class
 BINS = 10
 
 #: The built-in filters that give each reason code (to name the stage behind a drop: the store keeps the reason)
@@ -209,18 +210,21 @@ def confusion(paired: Paired, flagged: str, iou: float) -> dict[str, Any]:
     run, gt = paired.run, paired.gt
     op = np.flatnonzero(operating_point(run, flagged))
     gt_rows = np.flatnonzero(gt.status != "crowd")
-    labels = list(dict.fromkeys([*paired.evaluated, *[str(c) for c in run.cls[op]], *[str(c) for c in gt.cls[gt_rows]]]))
+    name = np.vectorize(lambda c: str(c) or NO_CLASS, otypes=[object])
+    run_cls = name(run.cls[op]) if len(op) else np.zeros(0, dtype=object)
+    gt_cls = name(gt.cls) if len(gt) else np.zeros(0, dtype=object)
+    labels = list(dict.fromkeys([*paired.evaluated, *run_cls.tolist(), *gt_cls[gt_rows].tolist()]))
     index = {c: k for k, c in enumerate(labels)}
     bg = len(labels)
     matrix = np.zeros((bg + 1, bg + 1), dtype=np.int64)
     match = greedy(run, op, gt, gt_rows, iou, class_aware=False)
-    pred = np.array([index[str(c)] for c in run.cls[op]], dtype=np.int64)
+    pred = np.array([index[c] for c in run_cls], dtype=np.int64)
     truth = np.full(len(op), bg, dtype=np.int64)
     hit = match >= 0
-    truth[hit] = [index[str(c)] for c in gt.cls[match[hit]]]
+    truth[hit] = [index[c] for c in gt_cls[match[hit]]]
     np.add.at(matrix, (truth, pred), 1)
     missed = np.setdiff1d(gt_rows, match[hit])
-    np.add.at(matrix, ([index[str(c)] for c in gt.cls[missed]], bg), 1)
+    np.add.at(matrix, (np.array([index[c] for c in gt_cls[missed]], dtype=np.int64), bg), 1)
     return {"labels": [*labels, "background"], "matrix": matrix.tolist()}
 
 
@@ -235,9 +239,13 @@ def filters(paired: Paired, op: np.ndarray, match: np.ndarray, gt_rows: np.ndarr
     hits = dict(zip(out_rows.tolist(), (greedy(run, out_rows, gt, missed, iou) >= 0).tolist()))
     hits.update(zip(op.tolist(), (match >= 0).tolist()))
     out: dict[str, dict[str, Any]] = {}
+    names: dict[tuple[str, str, str], str] = {}
     for i in np.flatnonzero(known & (run.status != "kept")).tolist():
-        status, reason = str(run.status[i]), str(run.reason[i])
-        stage = stage_of(reason, str(run.stage[i]), stages, "flag" if status == FLAGGED else "drop")
+        status, reason, producer = str(run.status[i]), str(run.reason[i]), str(run.stage[i])
+        stage = names.get((status, reason, producer))
+        if stage is None:
+            stage = names[status, reason, producer] = stage_of(reason, producer, stages,
+                                                               "flag" if status == FLAGGED else "drop")
         e = out.setdefault(f"{stage}/{reason}", {"stage": stage, "reason": reason, "dropped": 0, "true_positives": 0,
                                                   "false_positives": 0, "flagged": 0, "flagged_true_positives": 0})
         if status == DROPPED:
