@@ -154,3 +154,36 @@ def test_mask_ap_where_both_sides_have_masks(tmp_path: Path) -> None:
     assert result["per_class"]["cat"]["mask_ap"] == pytest.approx(1.0)
     assert result["per_class"]["dog"]["mask_ap"] is None  # the run holds no mask for it (a polygon, not a mask)
     assert result["per_class"]["text"]["mask_ap"] is None
+
+
+@pytest.mark.parametrize("files, problem", [
+    ({"a.xml": "<annotation><filename>a.png</filename><object><name>cat</name>"}, "not valid XML"),
+    ({"a.xml": "<annotation><filename>a.png</filename><object><name>cat</name><bndbox><xmin>x</xmin></bndbox>"
+               "</object></annotation>"}, "not a Pascal VOC annotation"),
+    ({"data.yaml": "names: [cat]\ntrain: images\n", "images/a.png": None, "labels/a.txt": "0 0.5 0.5\n"},
+     "line 1: not a YOLO label line"),
+    ({"data.yaml": "names: [cat]\ntrain: images\n", "images/a.png": None, "labels/a.txt": "3 0.5 0.5 0.1 0.1\n"},
+     "class 3 not in names"),
+    ({"notes.txt": "hello"}, "found no coco.json, data.yaml or Pascal VOC .xml files"),
+])
+def test_bad_voc_and_yolo_folders_are_one_line(tmp_path: Path, capsys, files: dict, problem: str) -> None:
+    out = labeled(tmp_path)
+    gt = tmp_path / "gt"
+    for name, text in files.items():
+        (gt / name).parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            make_images((gt / name).parent, [Path(name).name])
+        else:
+            (gt / name).write_text(text)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt)]) == ExitCode.CONFIG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and problem in err[0] and str(gt) in err[0]
+
+
+def test_a_folder_without_a_run_store_is_one_line(tmp_path: Path, capsys) -> None:
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    assert main(["eval", str(tmp_path), "--gt", str(gt)]) == ExitCode.FATAL
+    assert "no run store" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path), "--gt", str(gt), "--target-precision", "1.5"]) == ExitCode.CONFIG
+    assert "--target-precision: expected a number between 0 and 1" in capsys.readouterr().err
