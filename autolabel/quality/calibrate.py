@@ -179,6 +179,10 @@ def fit_calibration(score: np.ndarray, tp: np.ndarray, cls: np.ndarray, method: 
 
 
 def _fit(x: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndarray, dict[str, Any]]:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise CalibrateError("--fit needs scikit-learn: pip install 'autolabel[quality]'") from None
     from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
