@@ -66,7 +66,7 @@ class _ArgError(AutolabelError):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from . import evaluate_run
+    from .api import evaluate_run
     from .eval import format_table, write_json
 
     _check(args)
@@ -80,7 +80,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from ..util import atomic_write_text
-    from . import calibrate_run
+    from .api import calibrate_run
     from .calibrate import format_report, thresholds_yaml
     from .eval import write_json
 
