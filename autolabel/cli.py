@@ -45,8 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("pipeline", help="pipeline file (YAML)")
         p.add_argument(
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-            help="override a value of the pipeline file, e.g. --set stages.1.threshold=0.3 (repeatable)",
+            help="override a value of the pipeline file, e.g. --set stages.1.threshold=0.3 or "
+            "--set stages.score_threshold.threshold=0.3 (by stage name; repeatable)",
         )
+        p.add_argument("--set-file", dest="set_files", action="append", default=[], metavar="FILE",
+                       help="a YAML file of KEY: VALUE overrides (e.g. calibrate's thresholds.yaml), applied "
+                       "before --set (repeatable)")
 
     run = sub.add_parser("run", help="label images into an output folder (resumes what is done)")
     with_pipeline(run)
@@ -107,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_push_parser(sub)  # autolabel push / pull: a live Label Studio (autolabel.labelstudio)
     add_pull_parser(sub)
+    from .quality.commands import add_calibrate_parser, add_eval_parser
+
+    add_eval_parser(sub)  # autolabel eval / calibrate: label quality against human labels (autolabel.quality)
+    add_calibrate_parser(sub)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -134,7 +142,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .schedule import schedule
 
         return schedule(args.pipeline, args.cron, input=args.input, output=args.output, overrides=args.overrides,
-                        max_runs=args.max_runs, progress=not args.no_progress)
+                        set_files=args.set_files, max_runs=args.max_runs, progress=not args.no_progress)
     if args.command == "version":
         from .runner import package_versions
 
@@ -150,10 +158,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_push(args) if args.command == "push" else run_pull(args)
     if args.command == "export":
         return _export(args)
+    if args.command in ("eval", "calibrate"):
+        from .quality.commands import run_calibrate, run_eval
 
+        return run_eval(args) if args.command == "eval" else run_calibrate(args)
+
+    from .overrides import collect_overrides
     from .pipeline import Pipeline
 
-    overrides = list(args.overrides)
+    overrides = collect_overrides(args.set_files, args.overrides)
     if args.command == "run" and args.batch_size is not None:
         overrides.append(f"batch_size={args.batch_size}")
     if args.command == "run" and (args.executor or args.ray_address):

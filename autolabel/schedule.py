@@ -42,15 +42,17 @@ def schedule(
     input: Sequence[str] | None = None,  # noqa: A002 — mirrors the CLI
     output: str | None = None,
     overrides: Sequence[str] = (),
+    set_files: Sequence[str] = (),
     max_runs: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: print(f"autolabel schedule: {line}", file=sys.stderr, flush=True),
 ) -> ExitCode:
     """Run the pipeline at each fire time of ``cron``; return the exit code of the last run (0 if none ran)."""
+    from .overrides import collect_overrides
     from .pipeline import Pipeline
 
     check_cron(cron)
-    Pipeline.from_yaml(pipeline_file, overrides)  # a broken file fails now, not at 2 a.m.
+    Pipeline.from_yaml(pipeline_file, collect_overrides(set_files, overrides))  # a broken file fails now, not at 2 a.m.
     runs, last, models = 0, ExitCode.OK, None
     while max_runs is None or runs < max_runs:
         when = next_fire(cron, datetime.now().astimezone())
@@ -60,7 +62,9 @@ def schedule(
             return ExitCode.INTERRUPTED
         runs += 1
         try:
-            pipeline = Pipeline.from_yaml(pipeline_file, overrides, models=models)  # loaded weights carry over
+            # the --set-file is re-read too: thresholds calibrated since the last run apply to this one
+            every = collect_overrides(set_files, overrides)
+            pipeline = Pipeline.from_yaml(pipeline_file, every, models=models)  # loaded weights carry over
             models = pipeline.models
             summary = pipeline.run(input=input, output=output, progress=progress)
         except LockedError as err:

@@ -125,7 +125,7 @@ def test_set_overrides_values_and_list_items(tmp_path: Path) -> None:
     "override,message",
     [
         ("stages.5.threshold=0.3", "--set stages.5.threshold=0.3: stages has 2 items, no index 5"),
-        ("stages.first.threshold=0.3", "stages is a list; use an index, not 'first'"),
+        ("stages.first.threshold=0.3", "stages has no item named 'first' (use an index or a name: "),
         ("batch_size", "expected KEY=VALUE"),
         ("stages.1.threshold=[1, 2", "value is not valid YAML"),
         ("name.sub=1", "name is a str, cannot set 'sub' in it"),

@@ -1,0 +1,189 @@
+"""autolabel eval: a run's store against ground truth, with answers known in advance (AP exact)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_scripted import coco_gt, make_images, pipeline
+
+from autolabel import Pipeline
+from autolabel.cli import main
+from autolabel.errors import ExitCode
+
+NAMES = ["a.png", "b.png", "c.png"]
+GT = {"a.png": [["cat", 0, 0, 20, 20], ["dog", 30, 30, 60, 60]],
+      "b.png": [["cat", 10, 10, 40, 40]],
+      "c.png": [["dog", 5, 5, 25, 25]]}
+# cat: a false cat scored highest (0.95), then two exact cats; dog: one exact, one off by IoU 1/7 (a miss)
+ANSWERS = {"a.png": [["cat", 0, 0, 20, 20, 0.92], ["dog", 30, 30, 60, 60, 0.83]],
+           "b.png": [["cat", 10, 10, 40, 40, 0.74], ["cat", 45, 45, 60, 60, 0.95]],
+           "c.png": [["dog", 15, 15, 35, 35, 0.64]]}
+
+
+def labeled(tmp_path: Path, answers: dict = ANSWERS, threshold: float = 0.0, **extra: object) -> Path:
+    make_images(tmp_path / "in", NAMES)
+    out = tmp_path / "out"
+    Pipeline.from_dict(pipeline(answers, threshold=threshold, **extra)).run(tmp_path / "in", out)
+    return out
+
+
+def run_eval(out: Path, gt: Path, *args: str) -> dict:
+    assert main(["eval", str(out), "--gt", str(gt), *args]) == ExitCode.OK
+    return json.loads((out / "eval.json").read_text())
+
+
+def test_perfect_answers_score_ap_one(tmp_path: Path) -> None:
+    perfect = {name: [[*row, 0.9] for row in rows] for name, rows in GT.items()}
+    out = labeled(tmp_path, perfect)
+    result = run_eval(out, coco_gt(tmp_path / "gt.json", GT))
+    o = result["overall"]
+    assert (o["ap"], o["ap50"], o["ap75"]) == (1.0, 1.0, 1.0)
+    assert (o["precision"], o["recall"], o["f1"], o["tp"], o["fp"], o["fn"]) == (1.0, 1.0, 1.0, 4, 0, 0)
+    assert result["images"]["matched_by"] == {"rel_path": 3, "name": 0, "sha256": 0}
+
+
+def test_partial_answers_give_the_ap_computed_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = labeled(tmp_path)
+    result = run_eval(out, coco_gt(tmp_path / "gt.json", GT))
+    # cat: ranked FP, TP, TP of 2 -> precision envelope 2/3 at every recall -> AP 2/3 at every IoU
+    # dog: TP then FP of 2 -> precision 1 up to recall 0.5, 0 beyond: 51 of COCO's 101 recall points
+    cat, dog = result["per_class"]["cat"], result["per_class"]["dog"]
+    assert cat["ap"] == pytest.approx(2 / 3) and cat["ap50"] == pytest.approx(2 / 3)
+    assert dog["ap"] == pytest.approx(51 / 101) and dog["ap75"] == pytest.approx(51 / 101)
+    assert result["overall"]["ap"] == pytest.approx((2 / 3 + 51 / 101) / 2)
+    assert (cat["tp"], cat["fp"], cat["fn"], dog["tp"], dog["fp"], dog["fn"]) == (2, 1, 0, 1, 1, 1)
+    o = result["overall"]
+    assert (o["precision"], o["recall"], o["f1"]) == pytest.approx((3 / 5, 3 / 4, 2 * 3 / 9))
+    assert result["curves"]["cat"] == {"score": pytest.approx([0.95, 0.92, 0.74]),
+                                       "precision": pytest.approx([0, 1 / 2, 2 / 3]), "recall": [0, 0.5, 1.0]}
+    assert result["confusion"] == {"labels": ["cat", "dog", "background"],
+                                   "matrix": [[2, 0, 0], [0, 1, 1], [1, 1, 0]]}
+    rel = result["reliability"]
+    assert rel["count"] == [0, 0, 0, 0, 0, 0, 1, 1, 1, 2] and rel["accuracy"][6:] == [0.0, 1.0, 1.0, 0.5]
+    # ECE: |0-0.64| + |1-0.74| + |1-0.83| + 2*|0.5-0.935|, over 5
+    assert rel["ece"] == pytest.approx((0.64 + 0.26 + 0.17 + 2 * 0.435) / 5, abs=1e-6)
+    assert result["overall"]["mask_ap"] is None  # no masks on either side
+    table = capsys.readouterr().out
+    assert "cat" in table and "0.667" in table and "0.505" in table
+
+
+def test_each_filter_says_how_many_true_positives_it_dropped(tmp_path: Path) -> None:
+    out = labeled(tmp_path, threshold=0.75)  # drops b's true cat (0.74) and c's missed dog (0.64)
+    result = run_eval(out, coco_gt(tmp_path / "gt.json", GT))
+    assert result["filters"] == {"score_threshold/low_score": {
+        "stage": "score_threshold", "reason": "low_score", "dropped": 2, "true_positives": 1, "false_positives": 1,
+        "flagged": 0, "flagged_true_positives": 0}}
+    assert result["per_class"]["cat"]["recall"] == 0.5
+
+
+def test_flagged_boxes_count_as_kept_unless_excluded(tmp_path: Path) -> None:
+    out = labeled(tmp_path, threshold=0.0)
+    data = pipeline(ANSWERS)
+    data["stages"].append({"type": "score_threshold", "name": "review", "threshold": 0.85, "action": "flag"})
+    Pipeline.from_dict(data).run(tmp_path / "in", out)
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    included = run_eval(out, gt)["overall"]
+    excluded = run_eval(out, gt, "--flagged", "exclude")
+    assert included["predictions"] == 5
+    assert excluded["overall"]["predictions"] == 2 and excluded["flagged"] == "exclude"  # 0.95 and 0.92 kept
+    assert excluded["filters"]["review/low_score"]["flagged"] == 3
+
+
+def test_classes_match_through_the_ontology_and_leftovers_are_reported(tmp_path: Path) -> None:
+    out = labeled(tmp_path, ontology={"cat": ["cat", "kitten"], "dog": "dog", "bird": "bird"})
+    gt_boxes = {"a.png": [["Kittens", 0, 0, 20, 20], ["Dogs", 30, 30, 60, 60], ["horse", 1, 1, 5, 5]]}
+    gt = coco_gt(tmp_path / "gt.json", gt_boxes, names={"Kittens": 1, "Dogs": 2, "horse": 3})
+    result = run_eval(out, gt)
+    assert result["classes"] == {"matched": {"cat": "Kittens", "dog": "Dogs"}, "unmatched_run": ["bird"],
+                                 "unmatched_gt": ["horse"]}
+    assert result["images"]["unmatched_run"] == ["b.png", "c.png"] and result["images"]["unmatched_gt"] == []
+    assert result["per_class"]["cat"]["ap"] == pytest.approx(1.0)
+    assert "horse" in result["confusion"]["labels"]
+
+
+def test_images_match_by_name_then_by_content_hash(tmp_path: Path) -> None:
+    out = labeled(tmp_path)
+    renamed = tmp_path / "gt" / "renamed.png"
+    renamed.parent.mkdir()
+    renamed.write_bytes((tmp_path / "in" / "c.png").read_bytes())
+    gt = coco_gt(tmp_path / "gt" / "gt.json", {"elsewhere/a.png": GT["a.png"], "renamed.png": GT["c.png"],
+                                                "other.png": []})
+    result = run_eval(out, gt)
+    assert result["images"]["matched_by"] == {"rel_path": 0, "name": 1, "sha256": 1}
+    assert result["images"]["unmatched_gt"] == ["other.png"] and result["images"]["unmatched_run"] == ["b.png"]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "not a readable COCO JSON file"),
+    ('{"images": [], "annotations": []}', "not a COCO instances file"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}',
+     "names no class of the run's ontology"),
+    ('{"images": [{"id": 1, "file_name": "zzz.png"}], "annotations": [], "categories": [{"id": 1, "name": "cat"}]}',
+     "shares no image with the run"),
+])
+def test_bad_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys, content: str, problem: str) -> None:
+    out = labeled(tmp_path)
+    gt = tmp_path / "gt.json"
+    gt.write_text(content)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt)]) == ExitCode.CONFIG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(gt) in err[0] and problem in err[0] and "Traceback" not in err[0]
+    assert not (out / "eval.json").exists()
+
+
+def test_a_yolo_dataset_is_ground_truth_too(tmp_path: Path) -> None:
+    perfect = {name: [[*row, 0.9] for row in rows] for name, rows in GT.items()}
+    out = labeled(tmp_path, perfect, exports=[{"format": "yolo", "split": {"train": 1.0}}])
+    result = run_eval(out, out / "yolo")  # the run's own YOLO export, read back as ground truth
+    assert result["gt_format"] == "yolo" and result["images"]["matched"] == 3
+    assert result["overall"]["ap"] == pytest.approx(1.0) and result["overall"]["fn"] == 0
+
+
+def test_mask_ap_where_both_sides_have_masks(tmp_path: Path) -> None:
+    from plugins import EXPORT_ONTOLOGY, make_export_images
+
+    make_export_images(tmp_path / "in")
+    out = tmp_path / "out"  # per image: a cat with a two-part mask, a dog with a polygon, a text box
+    Pipeline.from_dict({"ontology": EXPORT_ONTOLOGY, "stages": [{"type": "plugins:RichLabels"}]}).run(tmp_path / "in", out)
+    assert main(["export", str(out), "--format", "coco", "--segmentation", "rle", "--path", "truth.json"]) == 0
+    result = run_eval(out, out / "truth.json")  # what the run kept, with its masks: everything matches
+    assert result["overall"]["ap"] == pytest.approx(1.0) and result["overall"]["mask_ap"] == pytest.approx(1.0)
+    assert result["per_class"]["cat"]["mask_ap"] == pytest.approx(1.0)
+    assert result["per_class"]["dog"]["mask_ap"] is None  # the run holds no mask for it (a polygon, not a mask)
+    assert result["per_class"]["text"]["mask_ap"] is None
+
+
+@pytest.mark.parametrize("files, problem", [
+    ({"a.xml": "<annotation><filename>a.png</filename><object><name>cat</name>"}, "not valid XML"),
+    ({"a.xml": "<annotation><filename>a.png</filename><object><name>cat</name><bndbox><xmin>x</xmin></bndbox>"
+               "</object></annotation>"}, "not a Pascal VOC annotation"),
+    ({"data.yaml": "names: [cat]\ntrain: images\n", "images/a.png": None, "labels/a.txt": "0 0.5 0.5\n"},
+     "line 1: not a YOLO label line"),
+    ({"data.yaml": "names: [cat]\ntrain: images\n", "images/a.png": None, "labels/a.txt": "3 0.5 0.5 0.1 0.1\n"},
+     "class 3 not in names"),
+    ({"notes.txt": "hello"}, "found no coco.json, data.yaml or Pascal VOC .xml files"),
+])
+def test_bad_voc_and_yolo_folders_are_one_line(tmp_path: Path, capsys, files: dict, problem: str) -> None:
+    out = labeled(tmp_path)
+    gt = tmp_path / "gt"
+    for name, text in files.items():
+        (gt / name).parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            make_images((gt / name).parent, [Path(name).name])
+        else:
+            (gt / name).write_text(text)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt)]) == ExitCode.CONFIG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and problem in err[0] and str(gt) in err[0]
+
+
+def test_a_folder_without_a_run_store_is_one_line(tmp_path: Path, capsys) -> None:
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    assert main(["eval", str(tmp_path), "--gt", str(gt)]) == ExitCode.FATAL
+    assert "no run store" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path), "--gt", str(gt), "--target-precision", "1.5"]) == ExitCode.CONFIG
+    assert "--target-precision: expected a number between 0 and 1" in capsys.readouterr().err
