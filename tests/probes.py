@@ -10,14 +10,17 @@ The store-side kill points (inside a commit, right after one) live in :mod:`kill
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import supervision as sv
+from PIL import Image
 
-from autolabel.stage import Item, Stage, StageParams
+from autolabel.stage import Item, ModelStageParams, Stage, StageParams
 
 EXIT_CODE = 86  # what os._exit kills exit with: tells "killed on purpose" from any other crash
 
@@ -25,6 +28,7 @@ EXIT_CODE = 86  # what os._exit kills exit with: tells "killed on purpose" from 
 class MarkerBoxParams(StageParams):
     label: str
     calls_file: str | None = None  # one line per image seen: counts model calls
+    fail_while: str | None = None  # while this file exists, fail on the images it names (one basename a line)
 
 
 class MarkerBox(Stage):
@@ -33,6 +37,14 @@ class MarkerBox(Stage):
     Params = MarkerBoxParams
 
     def __call__(self, items: list[Item]) -> list[Item]:
+        failing = self.params.fail_while
+        names = set(Path(failing).read_text().split()) if failing and os.path.exists(failing) else set()
+        for item in items:
+            if os.path.basename(item.key) in names:
+                raise RuntimeError(f"told to fail on {os.path.basename(item.key)}")
+        if self.params.calls_file:
+            with open(self.params.calls_file, "a") as f:
+                f.writelines(f"{os.path.basename(item.key)}\n" for item in items)
         for item in items:
             rgb = np.asarray(item.image)
             rows, cols = np.nonzero((rgb[..., 0] > 128) & (rgb[..., 1] < 128))
@@ -45,10 +57,28 @@ class MarkerBox(Stage):
                       "phrase": np.array([self.params.label], dtype=object)},
             )
             item.labels.add(det, stage=self.name, provenance={"model": "marker-box", "task": "test"})
-        if self.params.calls_file:
-            with open(self.params.calls_file, "a") as f:
-                f.writelines(f"{os.path.basename(item.key)}\n" for item in items)
         return items
+
+
+class ModelMarkerBoxParams(MarkerBoxParams, ModelStageParams):
+    """Names a declared model, so the stage is a model stage: its output is cached by content."""
+
+
+class ModelMarkerBox(MarkerBox):
+    Params = ModelMarkerBoxParams
+
+
+def marker_image(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """A white image with a red rectangle ``box`` = (x1, y1, x2, y2), exclusive ends: MarkerBox's answer."""
+    rgb = np.full((height, width, 3), 255, dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    rgb[y1:y2, x1:x2] = (230, 20, 20)
+    return Image.fromarray(rgb)
+
+
+def marker_box(i: int) -> tuple[int, int, int, int]:
+    """Where image ``i`` of a test set has its marker: every image a different place and size."""
+    return (1 + 3 * (i % 9), 2 + 2 * (i % 7), 5 + 3 * (i % 9) + i % 4, 6 + 2 * (i % 7) + i % 3)
 
 
 class KillAtParams(StageParams):
@@ -85,3 +115,37 @@ class KillAt(Stage):
             time.sleep(5)  # the second one must interrupt this
             raise AssertionError("the second Ctrl-C did not stop the run")
         return items
+
+
+def make_marker_images(
+    folder: str | os.PathLike, names: list[str], width: int = 40, height: int = 30
+) -> dict[str, list[float]]:
+    """Save ``names`` (PNGs) with image ``i``'s marker at ``marker_box(i)``; return name → expected COCO bbox."""
+    expected = {}
+    for i, name in enumerate(names):
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        x1, y1, x2, y2 = marker_box(i)
+        marker_image(width, height, (x1, y1, x2, y2)).save(path)
+        expected[name] = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+    return expected
+
+
+def coco_boxes(path: str | os.PathLike) -> dict[str, list[list[float]]]:
+    """A COCO export as file name → its boxes (each image once, or the assertion says which is twice)."""
+    coco = json.loads(Path(path).read_text())
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    assert len(names) == len(set(names.values())), "an image appears twice"
+    out: dict[str, list[list[float]]] = {name: [] for name in names.values()}
+    for a in coco["annotations"]:
+        out[names[a["image_id"]]].append(a["bbox"])
+    return out
+
+
+def calls(path: str | os.PathLike) -> list[str]:
+    """The images a stage with ``calls_file: path`` saw, in order (and then forgets them)."""
+    if not os.path.exists(path):
+        return []
+    seen = Path(path).read_text().split()
+    os.remove(path)
+    return seen
