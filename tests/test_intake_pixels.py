@@ -153,7 +153,8 @@ def test_a_run_labels_the_marker_where_it_is_displayed(tmp_path: Path) -> None:
     })
     assert pipeline.run(tmp_path / "in", tmp_path / "out").counts["labeled"] == 8
     coco = json.loads((tmp_path / "out" / "coco.json").read_text())
-    boxes = {im["file_name"]: a["bbox"] for im in coco["images"] for a in coco["annotations"] if a["image_id"] == im["id"]}
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    boxes = {names[a["image_id"]]: a["bbox"] for a in coco["annotations"]}
     for orientation, show in DISPLAYED.items():
         shown = show(stored)
         rows, cols = np.nonzero((shown[..., 1] < 128) & (shown[..., 0] > 128))

@@ -45,7 +45,9 @@ def pipeline_file(tmp: Path, how: str | None) -> Path:
     return path
 
 
-def launch(tmp: Path, env: dict[str, str], how: str | None, store_hook: str | None = None) -> subprocess.CompletedProcess:
+def launch(
+    tmp: Path, env: dict[str, str], how: str | None, store_hook: str | None = None
+) -> subprocess.CompletedProcess:
     command = ["run", str(pipeline_file(tmp, how)), "-i", str(tmp / "in"), "-o", str(tmp / "out"), "--no-progress"]
     prefix = ["-m", "killpoints", store_hook, "m005.png", "--"] if store_hook else ["-m", "autolabel"]
     return subprocess.run([sys.executable, *prefix, *command], env=env, capture_output=True, text=True, timeout=120,
@@ -83,7 +85,8 @@ def resume_and_compare(tmp: Path, how: str | None, done: list[str], uninterrupte
     assert sorted(names) == NAMES and cached == 12
     resumed = json.loads((tmp / "out" / "coco.json").read_text())
     assert resumed == uninterrupted
-    assert coco_boxes(tmp / "out" / "coco.json") == {n: [b] for n, b in make_marker_images(tmp / "check", NAMES).items()}
+    want = make_marker_images(tmp / "check", NAMES)
+    assert coco_boxes(tmp / "out" / "coco.json") == {n: [b] for n, b in want.items()}
 
 
 @pytest.mark.slow
