@@ -3,7 +3,8 @@ and compared byte for byte with the files under tests/golden/exports/expected.
 
 The inputs are committed (tests/golden/exports/inputs), so content hashes — and so the YOLO split — are fixed.
 After an intended change of an export, regenerate with ``AUTOLABEL_UPDATE_GOLDEN=1 pytest tests/test_export_golden.py``
-and review the diff.
+and review the diff: that run rewrites the files and skips the comparison (it never passes by comparing the
+files with themselves).
 """
 
 from __future__ import annotations
@@ -54,17 +55,42 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return outputs(root / "out", summary.exports)
 
 
-def test_outputs_match_the_golden_files(exported: dict[str, str]) -> None:
-    expected_root = GOLDEN / "expected"
-    if os.environ.get("AUTOLABEL_UPDATE_GOLDEN"):
-        shutil.rmtree(expected_root, ignore_errors=True)
-        for rel, text in exported.items():
-            (expected_root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (expected_root / rel).write_text(text, encoding="utf-8")
+def check_against(expected_root: Path, exported: dict[str, str]) -> None:
+    """Assert ``exported`` has exactly the files under ``expected_root``, byte for byte."""
     expected = outputs(expected_root, [str(p) for p in expected_root.iterdir()])
     assert sorted(exported) == sorted(expected)
     for rel in expected:
         assert exported[rel] == expected[rel], f"{rel} differs from tests/golden/exports/expected/{rel}"
+
+
+def rewrite(expected_root: Path, exported: dict[str, str]) -> None:
+    shutil.rmtree(expected_root, ignore_errors=True)
+    for rel, text in exported.items():
+        (expected_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (expected_root / rel).write_text(text, encoding="utf-8")
+
+
+def test_outputs_match_the_golden_files(exported: dict[str, str]) -> None:
+    expected_root = GOLDEN / "expected"
+    if os.environ.get("AUTOLABEL_UPDATE_GOLDEN"):
+        rewrite(expected_root, exported)
+        # never "pass" by comparing the files just written with themselves
+        pytest.skip("golden files rewritten: review `git diff tests/golden` and run again without the flag")
+    check_against(expected_root, exported)
+
+
+def test_the_comparison_sees_a_one_byte_change_and_a_missing_file(
+    exported: dict[str, str], tmp_path: Path
+) -> None:
+    rewrite(tmp_path, exported)
+    check_against(tmp_path, exported)  # itself: the same
+    rel = "coco.json"
+    changed = dict(exported) | {rel: exported[rel].replace('"width":40', '"width":41', 1)}
+    assert changed[rel] != exported[rel]
+    with pytest.raises(AssertionError, match="coco.json differs"):
+        check_against(tmp_path, changed)
+    with pytest.raises(AssertionError):
+        check_against(tmp_path, {k: v for k, v in exported.items() if k != rel})
 
 
 def test_golden_run_covers_what_it_claims(exported: dict[str, str]) -> None:
