@@ -7,7 +7,6 @@ florence)``), all problems at once, as a :class:`~autolabel.errors.ConfigError`.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from .cache import canonical_json, stage_keys
 from .errors import ConfigError, one_line
 from .ontology import Ontology
 from .overrides import apply_overrides
@@ -38,6 +38,10 @@ class ModelSpec(_Strict):
     generation: dict[str, Any] = Field(default_factory=dict)  # e.g. max_new_tokens, num_beams
     compile: bool = False  # torch.compile the model
     options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
+
+    def identity(self) -> dict[str, Any]:
+        """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
+        return self.model_dump(exclude={"device", "compile"})
 
 
 #: Options each export format takes, with their defaults (keys of ExportSpec beyond format, path, min_score, flagged).
@@ -193,41 +197,16 @@ class PipelineSpec:
         Built from validated values, so spelling out a default changes nothing; device and compile do not count.
         """
         keep = {
-            "models": {n: _model_identity(m) for n, m in self.config.models.items()},
+            "models": {n: m.identity() for n, m in self.config.models.items()},
             "ontology": self.ontology.canonical(),  # the normalised form: `[person]` and `{person: null}` agree
             "stages": [p.model_dump() for _, _, p in self.stages],
         }
-        return hashlib.sha256(_canonical_json(keep)).hexdigest()[:16]
+        return hashlib.sha256(canonical_json(keep)).hexdigest()[:16]
 
     @cached_property
     def stage_keys(self) -> list[str | None]:
-        """Per stage, the key of its cached output, or None for stages that are not cached.
-
-        Stages that run a model (their params name one) are cached, keyed by everything their output depends
-        on: their own params, their model (id, revision, dtype, generation…), and every stage before them. So a
-        changed model stage re-runs itself and what follows; a changed filter after it re-runs no model at all.
-        """
-        keys: list[str | None] = []
-        chain = hashlib.sha256(_canonical_json(self.ontology.canonical()))
-        for _, _, params in self.stages:
-            chain.update(_canonical_json(params.model_dump()))
-            model = getattr(params, "model", None) if isinstance(params, ModelStageParams) else None
-            if model is not None and model in self.config.models:
-                chain.update(_canonical_json(_model_identity(self.config.models[model])))
-                keys.append(chain.hexdigest()[:24])
-            else:
-                keys.append(None)
-        return keys
-
-
-def _model_identity(spec: ModelSpec) -> dict[str, Any]:
-    """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
-    return spec.model_dump(exclude={"device", "compile"})
-
-
-def _canonical_json(value: Any) -> bytes:
-    """The bytes every hash is taken of: keys sorted, so the order a file lists them in changes nothing."""
-    return json.dumps(value, sort_keys=True, default=str).encode()
+        """Per stage, the key of its cached output, or None for stages that are not cached (see autolabel.cache)."""
+        return stage_keys(self)
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
