@@ -230,13 +230,13 @@ def _export_spec(args: argparse.Namespace):  # noqa: ANN202 — ExportSpec
     """The flags given (only those: a format option given to another format is an error) as an ExportSpec."""
     from pydantic import ValidationError
 
-    from .config import ExportSpec, format_errors
+    from .config import EXPORT_ADAPTER, ExportSpec, format_errors
 
     given = {key: getattr(args, key) for key in _EXPORT_FLAGS if getattr(args, key) is not None}
     if "split" in given:
         given["split"] = _parse_split(given["split"])
     try:
-        return ExportSpec(format=args.format, **given)
+        return EXPORT_ADAPTER.validate_python({"format": args.format, **given})
     except ValidationError as err:
         lines = format_errors(err, ExportSpec)
         flags = {key: "--" + ("no-captions" if key == "captions" else key.replace("_", "-")) for key in _EXPORT_FLAGS}

@@ -7,15 +7,15 @@ florence)``), all problems at once, as a :class:`~autolabel.errors.ConfigError`.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .cache import canonical_json, stage_keys
 from .errors import ConfigError, one_line
 from .ontology import Ontology
 from .overrides import apply_overrides
@@ -39,60 +39,80 @@ class ModelSpec(_Strict):
     compile: bool = False  # torch.compile the model
     options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
 
+    def identity(self) -> dict[str, Any]:
+        """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
+        return self.model_dump(exclude={"device", "compile"})
 
-#: Options each export format takes, with their defaults (keys of ExportSpec beyond format, path, min_score, flagged).
-EXPORT_OPTIONS: dict[str, dict[str, Any]] = {
-    "coco": {"segmentation": "polygon", "captions": True},
-    "coco-results": {"segmentation": "polygon"},
-    "yolo": {"task": "detect", "split": {"train": 0.8, "val": 0.2}, "seed": 0, "images": "symlink"},
-    "labelstudio": {
-        "image_root": "/data/local-files/?d=", "model_version": None, "task_score": "min", "masks": "brush",
-    },
-}
+
 _SPLITS = ("train", "val", "test")
 
 
 class ExportSpec(_Strict):
-    """An export written at the end of each run (and by ``autolabel export``).
+    """An export written at the end of each run (and by ``autolabel export``): the keys every format takes.
 
-    Format-specific options default to ``None`` here and are read through :meth:`option`, so that an option given
-    to a format that does not take it is an error naming the key (not silently ignored).
+    Each format's options are the fields of its own model (:class:`CocoExport`, …) and a pipeline's ``exports:``
+    is their union, told apart by ``format`` (:data:`Export`): an option of another format is an unknown key of
+    this one (worded "option of format …" by :func:`format_errors`), never silently ignored. In code,
+    ``ExportSpec(format="yolo", task="segment")`` builds the format's own model.
     """
 
     format: Literal["coco", "coco-results", "yolo", "labelstudio"]
     path: str | None = None  # relative to the output folder; default per format
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scored below are left out (unknown scores pass)
     flagged: Literal["include", "exclude"] = "include"  # boxes a quality check flagged for review
-    # coco
-    segmentation: Literal["polygon", "rle"] | None = None
-    captions: bool | None = None  # write the COCO-captions file beside the COCO file
-    # yolo
-    task: Literal["detect", "segment"] | None = None
-    split: dict[str, float] | None = None  # e.g. {train: 0.8, val: 0.2}
-    seed: int | None = None
-    images: Literal["symlink", "copy"] | None = None
-    # labelstudio
-    image_root: str | None = None  # prefix of image references: local-files, URL or s3://bucket/prefix
-    model_version: str | None = None
-    task_score: Literal["min", "mean"] | None = None
-    masks: Literal["brush", "polygon", "none"] | None = None
 
-    @field_validator("segmentation", "captions", "task", "split", "seed", "images", "image_root", "model_version",
-                     "task_score", "masks", mode="before")
+    def __new__(cls, *args: Any, **data: Any) -> "ExportSpec":
+        """``ExportSpec(format=...)`` is the format's model (validated by its ``__init__``, which runs next)."""
+        if cls is ExportSpec and data.get("format") in EXPORT_FORMATS:
+            cls = EXPORT_FORMATS[data["format"]]
+        return super().__new__(cls)
+
+    @model_validator(mode="before")
     @classmethod
-    def _option_of_format(cls, value: Any, info: ValidationInfo) -> Any:
-        fmt = info.data.get("format")
-        if fmt is not None and info.field_name not in EXPORT_OPTIONS[fmt]:
-            owners = [f for f, opts in EXPORT_OPTIONS.items() if info.field_name in opts]
-            takes = ", ".join(EXPORT_OPTIONS[fmt]) or "no format options"
-            raise _invalid(f"option of format {' / '.join(owners)}, not {fmt} ({fmt} takes: {takes})")
-        return value
+    def _null_is_default(cls, data: Any) -> Any:
+        """A format option written as ``null`` takes the format's default (as an option left out does)."""
+        if isinstance(data, dict):
+            common = ExportSpec.model_fields
+            return {k: v for k, v in data.items() if v is not None or k in common}
+        return data
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The options this format takes beyond the keys every format takes."""
+        return [key for key in cls.model_fields if key not in ExportSpec.model_fields]
+
+    def option(self, key: str) -> Any:
+        """The value of a format option: as given, else the format's default."""
+        return getattr(self, key)
+
+
+class CocoExport(ExportSpec):
+    """``format: coco`` — a COCO file (and the COCO-captions file beside it)."""
+
+    format: Literal["coco"]
+    segmentation: Literal["polygon", "rle"] = "polygon"
+    captions: bool = True  # write the COCO-captions file beside the COCO file
+
+
+class CocoResultsExport(ExportSpec):
+    """``format: coco-results`` — detections as a COCO results list."""
+
+    format: Literal["coco-results"]
+    segmentation: Literal["polygon", "rle"] = "polygon"
+
+
+class YoloExport(ExportSpec):
+    """``format: yolo`` — a YOLO dataset (Ultralytics layout)."""
+
+    format: Literal["yolo"]
+    task: Literal["detect", "segment"] = "detect"
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.2})
+    seed: int = 0
+    images: Literal["symlink", "copy"] = "symlink"
 
     @field_validator("split")
     @classmethod
-    def _split_fractions(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value is None:
-            return value
+    def _split_fractions(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = [k for k in value if k not in _SPLITS]
         if unknown:
             raise _invalid(f"unknown split {unknown[0]!r} (known: {', '.join(_SPLITS)})")
@@ -104,10 +124,34 @@ class ExportSpec(_Strict):
             raise _invalid(f"fractions must sum to 1 (got {sum(value.values()):g})")
         return {k: float(value[k]) for k in _SPLITS if k in value}  # fixed order: the split is deterministic
 
-    def option(self, key: str) -> Any:
-        """The value of a format option: as given, else the format's default."""
-        value = getattr(self, key)
-        return EXPORT_OPTIONS[self.format][key] if value is None else value
+
+class LabelStudioExport(ExportSpec):
+    """``format: labelstudio`` — Label Studio tasks and labeling config."""
+
+    format: Literal["labelstudio"]
+    image_root: str = "/data/local-files/?d="  # prefix of image references: local-files, URL or s3://bucket/prefix
+    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
+    task_score: Literal["min", "mean"] = "min"
+    masks: Literal["brush", "polygon", "none"] = "brush"
+
+
+#: export format → its model (one table: the formats, their options and defaults)
+EXPORT_FORMATS: dict[str, type[ExportSpec]] = {
+    "coco": CocoExport, "coco-results": CocoResultsExport, "yolo": YoloExport, "labelstudio": LabelStudioExport,
+}
+#: an export of any format, told apart by ``format``: what ``exports:`` holds
+Export = Annotated[
+    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport, Field(discriminator="format")
+]
+EXPORT_ADAPTER: TypeAdapter[ExportSpec] = TypeAdapter(Export)
+
+
+def export_keys() -> list[str]:
+    """Every key an export may have (the keys all formats take, then each format's options)."""
+    keys = list(ExportSpec.model_fields)
+    for model in EXPORT_FORMATS.values():
+        keys += [k for k in model.options() if k not in keys]
+    return keys
 
 
 class PushSpec(_Strict):
@@ -160,7 +204,7 @@ class PipelineConfig(_Strict):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     ontology: dict[str, str | list[str] | None] | list[str] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(min_length=1)
-    exports: list[ExportSpec] = Field(default_factory=list)
+    exports: list[Export] = Field(default_factory=list)
     push: PushSpec | None = None  # Label Studio push after each run
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
@@ -193,41 +237,16 @@ class PipelineSpec:
         Built from validated values, so spelling out a default changes nothing; device and compile do not count.
         """
         keep = {
-            "models": {n: _model_identity(m) for n, m in self.config.models.items()},
+            "models": {n: m.identity() for n, m in self.config.models.items()},
             "ontology": self.ontology.canonical(),  # the normalised form: `[person]` and `{person: null}` agree
             "stages": [p.model_dump() for _, _, p in self.stages],
         }
-        return hashlib.sha256(_canonical_json(keep)).hexdigest()[:16]
+        return hashlib.sha256(canonical_json(keep)).hexdigest()[:16]
 
     @cached_property
     def stage_keys(self) -> list[str | None]:
-        """Per stage, the key of its cached output, or None for stages that are not cached.
-
-        Stages that run a model (their params name one) are cached, keyed by everything their output depends
-        on: their own params, their model (id, revision, dtype, generation…), and every stage before them. So a
-        changed model stage re-runs itself and what follows; a changed filter after it re-runs no model at all.
-        """
-        keys: list[str | None] = []
-        chain = hashlib.sha256(_canonical_json(self.ontology.canonical()))
-        for _, _, params in self.stages:
-            chain.update(_canonical_json(params.model_dump()))
-            model = getattr(params, "model", None) if isinstance(params, ModelStageParams) else None
-            if model is not None and model in self.config.models:
-                chain.update(_canonical_json(_model_identity(self.config.models[model])))
-                keys.append(chain.hexdigest()[:24])
-            else:
-                keys.append(None)
-        return keys
-
-
-def _model_identity(spec: ModelSpec) -> dict[str, Any]:
-    """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
-    return spec.model_dump(exclude={"device", "compile"})
-
-
-def _canonical_json(value: Any) -> bytes:
-    """The bytes every hash is taken of: keys sorted, so the order a file lists them in changes nothing."""
-    return json.dumps(value, sort_keys=True, default=str).encode()
+        """Per stage, the key of its cached output, or None for stages that are not cached (see autolabel.cache)."""
+        return stage_keys(self)
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -310,18 +329,48 @@ def format_errors(err: ValidationError, schema: type[BaseModel], prefix: str = "
     lines = []
     for e in err.errors():
         loc = [p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS))]
+        loc, fmt = _export_format(schema, loc)
         path = _path(prefix, loc)
-        if e["type"] == "extra_forbidden":
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # exports: no format, or an unknown one
+            key = _path(path, [e["ctx"]["discriminator"].strip("'")])
+            if e["type"] == "union_tag_not_found":
+                lines.append(f"{key}: missing required key")
+            else:
+                lines.append(f"{key}: input should be {_one_of(list(EXPORT_FORMATS))} (got {e['ctx']['tag']!r})")
+        elif e["type"] == "extra_forbidden" and fmt is not None and loc[-1] in export_keys():
+            owners = [f for f, model in EXPORT_FORMATS.items() if loc[-1] in model.options()]
+            takes = ", ".join(EXPORT_FORMATS[fmt].options()) or "no format options"
+            lines.append(f"{path}: option of format {' / '.join(owners)}, not {fmt} ({fmt} takes: {takes})"
+                         f"{_shown(e.get('input'))}")
+        elif e["type"] == "extra_forbidden":
             known = _accepted_keys(schema, loc[:-1])
             lines.append(f"{path}: unknown key" + (f" (known: {', '.join(known)})" if known else ""))
         elif e["type"] == "missing":
             lines.append(f"{path}: missing required key")
         else:
             msg = e["msg"][0].lower() + e["msg"][1:]
-            got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            lines.append(f"{path}: {msg}{shown}")
+            lines.append(f"{path}: {msg}{_shown(e.get('input'))}")
     return list(dict.fromkeys(lines))  # union types repeat the same complaint
+
+
+def _shown(value: Any) -> str:
+    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list)."""
+    return "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+
+
+def _one_of(values: list[str]) -> str:
+    """``'a', 'b' or 'c'``: pydantic's wording for a choice."""
+    quoted = [repr(v) for v in values]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+
+def _export_format(schema: Any, loc: list[Any]) -> tuple[list[Any], str | None]:
+    """An export's location without its format (pydantic puts the union member's tag in it: ``exports.0.yolo.task``),
+    and that format."""
+    at = 2 if schema is PipelineConfig and loc[:1] == ["exports"] else 0 if schema is ExportSpec else None
+    if at is not None and len(loc) > at and loc[at] in EXPORT_FORMATS:
+        return loc[:at] + loc[at + 1:], loc[at]
+    return loc, None
 
 
 # pydantic names union members in error locations; they are not keys of the file
@@ -337,8 +386,10 @@ def _path(prefix: str, loc: list[Any]) -> str:
 
 def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:
     """The keys the schema accepts in the mapping at ``parent`` (for 'unknown key' messages)."""
+    if (schema is PipelineConfig and parent[:1] == ["exports"] and len(parent) == 2) or schema is ExportSpec:
+        return export_keys()
     if schema is PipelineConfig and len(parent) == 2:
-        schema = {"models": ModelSpec, "exports": ExportSpec}.get(parent[0])  # type: ignore[assignment]
+        schema = {"models": ModelSpec}.get(parent[0])  # type: ignore[assignment]
     elif schema is PipelineConfig and parent == ["push"]:
         schema = PushSpec
     elif schema is PipelineConfig and parent == ["executor"]:

@@ -1,4 +1,7 @@
-"""The Python API: a validated pipeline that labels batches and runs over image sets.
+"""The Python API: named stages in order and one loop over a batch, like torchvision's ``Compose``.
+
+``pipeline(items)`` runs the stages over one batch; :meth:`Pipeline.run` hands the pipeline to the runner
+(:mod:`autolabel.runner`), which owns a run: images, batches, the store, exports, run.json.
 
 >>> from autolabel import Pipeline
 >>> pipeline = Pipeline.from_yaml("pipelines/ocr.yaml")                      # doctest: +SKIP
@@ -12,19 +15,23 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from .cache import WriteBack
 from .config import PipelineSpec, load_file, parse
 from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
 from .models.pool import ModelPool
-from .records import to_record
 from .stage import Item, Stage, StageContext
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
+    from .labels import Labels
     from .runner import RunSummary
 
-__all__ = ["Pipeline", "StageError"]
+__all__ = ["AfterStage", "Pipeline", "StageError"]
+
+#: ``after(stage index, item index, labels)``: called as each stage labels each item (the cache's write-back)
+AfterStage = Callable[[int, int, "Labels"], None]
 
 
 class Pipeline:
@@ -67,20 +74,33 @@ class Pipeline:
     def config(self) -> PipelineConfig:
         return self.spec.config
 
-    def __call__(self, items: list[Item]) -> list[Item]:
-        """Run every stage over one batch, in order; time each stage; name the stage in any error."""
-        return self.run_batch(items)[0]
+    @property
+    def names(self) -> list[str]:
+        """The stages' names, in order."""
+        return [stage.name for stage in self.stages]
 
-    def run_batch(
-        self, items: list[Item], starts: list[int] | None = None
-    ) -> tuple[list[Item], list[list[tuple[int, dict[str, Any]]]]]:
-        """Run the stages over a batch, item ``k`` starting at stage ``starts[k]`` (its earlier stages restored
-        from the cache). Returns the items and, per item, the records to cache: ``(stage index, labels record)``
-        after each cached (model) stage that ran.
+    def __getitem__(self, key: int | str) -> Stage:
+        """A stage by position or by name (``pipeline["detect"]``)."""
+        if isinstance(key, str):
+            for stage in self.stages:
+                if stage.name == key:
+                    return stage
+            raise KeyError(f"no stage named {key!r} (stages: {', '.join(self.names)})")
+        return self.stages[key]
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __call__(
+        self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None
+    ) -> list[Item]:
+        """Run every stage over one batch, in order; time each stage; name the stage in any error.
+
+        ``starts[k]``: the first stage item ``k`` goes through (its earlier ones restored from the cache, see
+        :mod:`autolabel.cache`). ``after(j, k, labels)`` is called once stage ``j`` has labeled item ``k``.
         """
+        items = list(items)
         starts = starts or [0] * len(items)
-        keys = self.spec.stage_keys
-        snapshots: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in items]
         for j, stage in enumerate(self.stages):
             todo = [k for k, start in enumerate(starts) if start <= j]
             if not todo:
@@ -100,9 +120,19 @@ class Pipeline:
             self.calls[stage.name] += len(batch)
             for k, item in zip(todo, out):
                 items[k] = item
-                if keys[j] is not None:
-                    snapshots[k].append((j, to_record(item.labels)))
-        return items, snapshots
+                if after is not None:
+                    after(j, k, item.labels)
+        return items
+
+    def run_batch(
+        self, items: list[Item], starts: list[int] | None = None
+    ) -> tuple[list[Item], list[list[tuple[int, dict[str, Any]]]]]:
+        """``pipeline(items, starts)``, and per item the labels after each cached stage: ``(stage index, record)``.
+
+        Kept for callers that write the cache themselves; executors use :class:`autolabel.cache.WriteBack`.
+        """
+        write_back = WriteBack(self.spec.stage_keys, [None] * len(items))
+        return self(items, starts, after=write_back), write_back.per_item
 
     def run(
         self,

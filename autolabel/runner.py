@@ -28,6 +28,7 @@ from .store import ImageResult, Store
 from .util import atomic_write_text, iso_utc
 
 if TYPE_CHECKING:
+    from .cache import Row
     from .pipeline import Pipeline
 
 MAX_FAILURES_LISTED = 1000
@@ -217,7 +218,7 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
     executor = executor_for(pipeline.config.executor)
     bar = tqdm(total=len(sources), unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
-    def commit(results: list[ImageResult], cache: list[tuple[str, str, dict[str, Any]]], skipped: int = 0) -> None:
+    def commit(results: list[ImageResult], cache: list[Row], skipped: int = 0) -> None:
         if results or cache:
             t0 = time.perf_counter()
             store.commit(results, run_id, phash, cache)

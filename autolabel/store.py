@@ -53,9 +53,9 @@ CREATE TABLE IF NOT EXISTS images (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_status ON images (status);
-CREATE TABLE IF NOT EXISTS stage_outputs (  -- labels right after a model stage, to re-run only what changed
+CREATE TABLE IF NOT EXISTS stage_outputs (  -- labels right after a model stage (autolabel.cache decides what)
     sha256 TEXT NOT NULL,
-    key TEXT NOT NULL,               -- PipelineSpec.stage_keys
+    key TEXT NOT NULL,               -- autolabel.cache.stage_keys
     labels TEXT NOT NULL,
     PRIMARY KEY (sha256, key)
 ) WITHOUT ROWID;
@@ -194,7 +194,7 @@ class Store:
         return row is not None
 
     def cached(self, sha256: str, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The cached stage outputs of this content among ``keys`` (key → labels record)."""
+        """The cached stage outputs of this content among ``keys`` (key → labels record); see autolabel.cache."""
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
@@ -210,7 +210,7 @@ class Store:
         pipeline_hash: str,
         stage_outputs: list[tuple[str, str, dict[str, Any]]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Write a batch of results, and the stage outputs to cache (sha256, key, record), atomically."""
+        """Write a batch of results, and the stage outputs to cache (``autolabel.cache.Row``), atomically."""
         now = time.time()
         rows = [
             (

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..store import Store
 
-#: ``commit(results, stage_outputs, skipped=0)``: write one batch (and count ``skipped`` already-done images)
+#: ``commit(results, stage_outputs, skipped=0)``: write one batch, its stage outputs (:class:`autolabel.cache.Row`
+#: rows to write back), and count ``skipped`` already-done images
 Commit = Callable[..., None]
 
 

@@ -33,7 +33,7 @@ class LocalExecutor:
         pending: list[ImageResult] = []  # failures waiting to be committed with the next batch
 
         def flush() -> None:
-            labeled, cache = label_batch(pipeline, batch, store.cached, clock) if batch else ([], [])
+            labeled, cache = label_batch(pipeline, batch, store, clock) if batch else ([], [])
             commit(pending + labeled, cache)
             pending.clear()
             batch.clear()

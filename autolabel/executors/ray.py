@@ -7,8 +7,9 @@
   record row per image, keyed by its index (Ray does not keep order). Decoding happens inside the actor, in
   threads: a separate CPU map would put every decoded image into the object store between the two operators,
   which is the memory the store of a large run cannot afford; here pixels never leave the process that uses them.
-* Whether an image is already done, and its cached stage outputs, are read from the store by one
-  :class:`StoreReader` actor pinned to the driver's node (SQLite in WAL mode: readers never block the writer).
+* Whether an image is already done, and its cached stage outputs (:func:`autolabel.cache.prefetch`, one call a
+  batch), are read from the store by one :class:`StoreReader` actor pinned to the driver's node (SQLite in WAL
+  mode: readers never block the writer).
 * The driver streams the results (``iter_batches``) and commits each returned batch in one transaction, upserted
   by image path with the pipeline hash; a row already committed (Ray's at-least-once retries) is ignored.
 * Actors that die are restarted and their batch retried (Ray Data's actor pools: ``max_restarts=-1``,
@@ -27,6 +28,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ..cache import Prefetched, Row, prefetch
 from ..errors import AutolabelError, ConfigError
 from ..intake import Decoded, Source, decode, read, sha256
 from ..store import ImageResult, Store
@@ -175,7 +177,7 @@ class RayExecutor:
         commit: Commit, clock: Counter[str],
     ) -> None:
         results: list[ImageResult] = []
-        cache: list[tuple[str, str, dict[str, Any]]] = []
+        cache: list[Row] = []
         skipped = 0
         for row in rows:
             if row["status"] == "fatal":
@@ -220,14 +222,14 @@ class StoreReader:
         self.store: Store | None = None  # opened by the thread that serves the calls (SQLite objects stay in it)
 
     def lookup(
-        self, paths: list[str], shas: list[str | None], keys: list[str]
-    ) -> tuple[list[bool], dict[str, dict[str, dict[str, Any]]]]:
-        """Per image: done with this pipeline? And per content hash of those not done: its cached outputs."""
+        self, paths: list[str], shas: list[str | None], keys: list[str | None]
+    ) -> tuple[list[bool], Prefetched]:
+        """Per image: done with this pipeline? And of the contents not done: their cached outputs among ``keys``."""
         if self.store is None:
             self.store = Store(self.folder)
         done = [sha is not None and self.store.is_done(p, sha, self.pipeline_hash) for p, sha in zip(paths, shas)]
         todo = {sha for sha, d in zip(shas, done) if sha is not None and not d}
-        return done, {sha: self.store.cached(sha, keys) for sha in todo} if keys else {}
+        return done, prefetch(self.store, todo, keys)
 
 
 class LabelWorker:
@@ -276,8 +278,8 @@ class LabelWorker:
         blobs = list(self.threads.map(_read_and_hash, sources))  # (bytes, sha256, reason)
         clock["read"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        keys = [k for k in self.pipeline.spec.stage_keys if k is not None]
-        done, hits = ray.get(self.reader.lookup.remote([s.path for s in sources], [b[1] for b in blobs], keys))
+        keys = self.pipeline.spec.stage_keys
+        done, outputs = ray.get(self.reader.lookup.remote([s.path for s in sources], [b[1] for b in blobs], keys))
         clock["store lookup"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -291,7 +293,7 @@ class LabelWorker:
         clock["decode"] += time.perf_counter() - t0
 
         ok = [decoded[k] for k in todo if decoded[k].ok]
-        results, cache = label_batch(self.pipeline, ok, lambda sha, _keys: hits.get(sha, {}), clock)
+        results, cache = label_batch(self.pipeline, ok, outputs, clock)
         by_path = {r.path: r for r in results}
         cache_by_sha: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for sha, key, record in cache:
