@@ -26,6 +26,7 @@ class Owlv2(CheckpointModel):
 
     checkpoint_types = ("owlv2",)
     default_box_threshold = 0.1  # OWL-ST's keep threshold; the transformers default too
+    default_text_threshold = None  # one score per box: no text_threshold
     task = "open_vocabulary_detection"
 
     @classmethod

@@ -30,7 +30,8 @@ from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels, Text, merge
 from ..models.florence2 import MAX_ROWS, TASKS, Answer, generation_problems
 from ..models.florence2_scores import SCORE_METHODS, Located, instance_score
-from ..stage import Item, ModelStageParams, Stage, StageContext, check_classes
+from ..models.contract import Florence2Model
+from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
 from .detect import UNMAPPED
 from .segment import fill_masks
 
@@ -59,6 +60,7 @@ Task = Literal[
 
 
 class Florence2Params(ModelStageParams):
+    stage_refs = ("caption_from", "from_stages")
     #: what the model is asked (one of the tasks above)
     task: Task
     #: ovd / res / grounding: the text to look for; default: every prompt of the ontology
@@ -94,12 +96,13 @@ _ONLY_FOR = {
 }
 
 
-class Florence2Stage(Stage):
+class Florence2Stage(ModelStage):
     """One Florence-2 task over a batch: many images (and prompts, or boxes) per ``generate``."""
 
     Params = Florence2Params
     params: Florence2Params
     model_types = ("florence2",)
+    model_protocol = Florence2Model
 
     def __init__(self, name: str, params: Florence2Params, context: StageContext):
         super().__init__(name, params, context)
@@ -107,8 +110,6 @@ class Florence2Stage(Stage):
         for key, tasks in _ONLY_FOR.items():
             if key in params.model_fields_set and task not in tasks:
                 raise ConfigError(f"{key}: applies to task {', '.join(tasks)}, not {task}")
-        self._check_earlier(name, "caption_from", [params.caption_from] if params.caption_from else [])
-        self._check_earlier(name, "from_stages", params.from_stages or [])
         if params.label is not None:
             check_classes([params.label], context.ontology, "label")
         self._check_generation()
@@ -132,16 +133,6 @@ class Florence2Stage(Stage):
         elif params.prompts is not None:
             raise ConfigError("prompts: give prompts or caption_from, not both")
 
-    def _check_earlier(self, name: str, key: str, stages: list[str]) -> None:
-        names = self.context.extra.get("stage_names")
-        if not stages or names is None or name not in names:
-            return
-        earlier = names[: names.index(name)]
-        for stage in stages:
-            if stage not in earlier:
-                listed = ", ".join(earlier) or "none"
-                raise ConfigError(f"{key}: {stage!r} is not an earlier stage (earlier stages: {listed})")
-
     def _check_generation(self) -> None:
         problems = [f"generation.{p}" for p in generation_problems(self.params.generation)]
         specs = getattr(self.context.models, "specs", None) or {}
@@ -157,7 +148,7 @@ class Florence2Stage(Stage):
         kind = TASK_KINDS[self.params.task]
         if kind == "region":
             return self._regions(items)
-        model = self.model
+        model: Florence2Model = self.model
         images = [item.image for item in items]
         rows, prompt = self._rows(items)
         answers = model.run(self.token, images, rows, self.params.generation, self.params.max_rows)
@@ -200,18 +191,11 @@ class Florence2Stage(Stage):
             return rows, f"caption of stage {p.caption_from!r}"
         return [(i, "") for i in range(len(items))], self.token
 
-    def _provenance(self, model: Any, prompt: Any) -> dict[str, Any]:
+    def _provenance(self, model: Florence2Model, prompt: Any) -> dict[str, Any]:
         kind = TASK_KINDS[self.params.task]
         method = "text" if kind == "text" or self.params.task in REGION_COLUMNS else self.params.score
-        out = {
-            "model": getattr(model, "id", None),
-            "revision": getattr(model, "revision", None),
-            "model_type": "florence2",
-            "task": self.token,
-            "prompt": prompt,
-            "score_method": SCORE_METHODS[method],
-            "generation": model.settings(self.params.generation),
-        }
+        out = self.provenance(model, self.token, prompt=prompt, score_method=SCORE_METHODS[method],
+                              generation=model.settings(self.params.generation))
         if self.params.task in _ONLY_FOR["unmapped"]:
             out["unmapped"] = self.unmapped
         return out
@@ -289,7 +273,7 @@ class Florence2Stage(Stage):
             for item in items:
                 item.labels.provenance[self.name] = self._provenance(self.model, self._region_prompt())
             return items
-        model = self.model
+        model: Florence2Model = self.model
         rows = [
             (i, prompt)
             for i, (item, rs) in enumerate(zip(items, picked)) if len(rs)

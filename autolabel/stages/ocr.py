@@ -15,7 +15,8 @@ from pydantic import Field
 
 from ..labels import Text
 from ..models.outputs import clip_boxes
-from ..stage import Item, ModelStageParams, Stage, StageContext, check_classes
+from ..models.contract import OcrModel
+from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
 
 
 class OcrParams(ModelStageParams):
@@ -31,31 +32,25 @@ class OcrParams(ModelStageParams):
     page_text: bool = True
 
 
-class Ocr(Stage):
+class Ocr(ModelStage):
     """One row per text line, and the page's text, from an OCR model (``rapidocr``: offline, weights in the wheel)."""
 
     Params = OcrParams
     params: OcrParams
     model_types = ("rapidocr",)
+    model_protocol = OcrModel
 
     def __init__(self, name: str, params: OcrParams, context: StageContext):
         super().__init__(name, params, context)
         check_classes([params.label], context.ontology, "label")
 
     def __call__(self, items: list[Item]) -> list[Item]:
-        model = self.model
+        model: OcrModel = self.model
         p = self.params
         found = model.read([item.image for item in items], min_score=p.min_score,
                            box_threshold=p.box_threshold, unclip_ratio=p.unclip_ratio)
-        provenance = {
-            "model": getattr(model, "id", None),
-            "revision": getattr(model, "revision", None),
-            "model_type": "rapidocr",
-            "task": getattr(model, "task", "ocr_with_region"),
-            "score": "model",
-            "min_score": p.min_score,
-            "box_threshold": p.box_threshold,
-        }
+        provenance = self.provenance(model, "ocr_with_region", score="model", min_score=p.min_score,
+                                     box_threshold=p.box_threshold)
         for item, lines in zip(items, found):
             order = [i for line in reading_order(quad_boxes(lines.quads)) for i in line]
             quads = lines.quads[order].reshape(-1, 8).astype(np.float32)
