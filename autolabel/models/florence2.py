@@ -38,24 +38,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: stage ``task:`` → Florence-2 task token
-TASKS: dict[str, str] = {
-    "proposals": "<REGION_PROPOSAL>",
-    "od": "<OD>",
-    "dense_caption": "<DENSE_REGION_CAPTION>",
-    "grounding": "<CAPTION_TO_PHRASE_GROUNDING>",
-    "ovd": "<OPEN_VOCABULARY_DETECTION>",
-    "res": "<REFERRING_EXPRESSION_SEGMENTATION>",
-    "region_segmentation": "<REGION_TO_SEGMENTATION>",
-    "region_category": "<REGION_TO_CATEGORY>",
-    "region_description": "<REGION_TO_DESCRIPTION>",
-    "region_ocr": "<REGION_TO_OCR>",
-    "caption": "<CAPTION>",
-    "detailed_caption": "<DETAILED_CAPTION>",
-    "more_detailed_caption": "<MORE_DETAILED_CAPTION>",
-    "ocr": "<OCR>",
-    "ocr_regions": "<OCR_WITH_REGION>",
+#: the one table of Florence-2 tasks: stage ``task:`` → (task token, how it is asked and what it gives).
+#: Kinds: ``boxes`` / ``quads`` one answer with shapes per image; ``prompted`` one per (image, prompt);
+#: ``region`` one per box of earlier stages; ``text`` one image-level text per image
+TASK_TABLE: dict[str, tuple[str, str]] = {
+    "proposals": ("<REGION_PROPOSAL>", "boxes"),
+    "od": ("<OD>", "boxes"),
+    "dense_caption": ("<DENSE_REGION_CAPTION>", "boxes"),
+    "grounding": ("<CAPTION_TO_PHRASE_GROUNDING>", "boxes"),
+    "ovd": ("<OPEN_VOCABULARY_DETECTION>", "prompted"),
+    "res": ("<REFERRING_EXPRESSION_SEGMENTATION>", "prompted"),
+    "region_segmentation": ("<REGION_TO_SEGMENTATION>", "region"),
+    "region_category": ("<REGION_TO_CATEGORY>", "region"),
+    "region_description": ("<REGION_TO_DESCRIPTION>", "region"),
+    "region_ocr": ("<REGION_TO_OCR>", "region"),
+    "caption": ("<CAPTION>", "text"),
+    "detailed_caption": ("<DETAILED_CAPTION>", "text"),
+    "more_detailed_caption": ("<MORE_DETAILED_CAPTION>", "text"),
+    "ocr": ("<OCR>", "text"),
+    "ocr_regions": ("<OCR_WITH_REGION>", "quads"),
 }
+#: stage ``task:`` → Florence-2 task token
+TASKS: dict[str, str] = {task: token for task, (token, _) in TASK_TABLE.items()}
 
 #: generation settings unless the model or the stage says otherwise (Microsoft's examples use these)
 GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 1024, "num_beams": 3}

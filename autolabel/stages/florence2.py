@@ -28,21 +28,16 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels, Text, merge
-from ..models.florence2 import MAX_ROWS, TASKS, Answer, generation_problems
+from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, Answer, generation_problems
 from ..models.florence2_scores import SCORE_METHODS, Located, instance_score
+from ..models.outputs import quad_bounds
 from ..models.contract import Florence2Model
 from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
 from .detect import UNMAPPED
 from .segment import fill_masks
 
-#: task → how it is asked and what it gives
-TASK_KINDS: dict[str, str] = {
-    "proposals": "boxes", "od": "boxes", "dense_caption": "boxes", "grounding": "boxes", "ocr_regions": "quads",
-    "ovd": "prompted", "res": "prompted",
-    "region_category": "region", "region_description": "region", "region_ocr": "region",
-    "region_segmentation": "region",
-    "caption": "text", "detailed_caption": "text", "more_detailed_caption": "text", "ocr": "text",
-}
+#: task → how it is asked and what it gives (from the one table, :data:`~autolabel.models.florence2.TASK_TABLE`)
+TASK_KINDS: dict[str, str] = {task: kind for task, (_, kind) in TASK_TABLE.items()}
 #: where a region task writes its answer: (column, its score column). One column per task, so that region tasks
 #: over the same boxes do not take each other's answers for their own (OCR writes ``text``, as the ocr stage does)
 REGION_COLUMNS = {
@@ -53,10 +48,7 @@ REGION_COLUMNS = {
 _CLASSED = ("od", "grounding", "ovd", "res")  # tasks whose phrases name objects: unmapped ones dropped by default
 _LOC = re.compile(r"<loc_\d+>")
 
-Task = Literal[
-    "proposals", "od", "dense_caption", "grounding", "ovd", "res", "region_segmentation", "region_category",
-    "region_description", "region_ocr", "caption", "detailed_caption", "more_detailed_caption", "ocr", "ocr_regions",
-]
+Task = Literal[tuple(TASK_TABLE)]  # type: ignore[valid-type]  # the table's task names, in its order
 
 
 class Florence2Params(ModelStageParams):
@@ -342,16 +334,6 @@ class Florence2Stage(ModelStage):
 
 
 # -- geometry (pure)
-def quad_bounds(quads: np.ndarray) -> np.ndarray:
-    """(N, 8) quads ``x1, y1, ..., x4, y4`` → (N, 4) xyxy bounds.
-
-    >>> quad_bounds(np.array([[10, 20, 50, 22, 48, 40, 9, 38]], np.float32)).tolist()
-    [[9.0, 20.0, 50.0, 40.0]]
-    """
-    points = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
-    return np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
-
-
 def polygons_bounds(polygons: list[list[float]]) -> np.ndarray:
     """xyxy bounds of all points of an instance's polygons (flat ``x, y, x, y, ...`` lists)."""
     points = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons if len(p) >= 2])

@@ -14,9 +14,12 @@ import supervision as sv
 from pydantic import Field
 
 from ..labels import Text
-from ..models.outputs import clip_boxes
+from ..models.outputs import clip_boxes, quad_bounds
 from ..models.contract import OcrModel
 from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
+
+
+quad_boxes = quad_bounds  # the name this module gave it first (still imported)
 
 
 class OcrParams(ModelStageParams):
@@ -52,12 +55,12 @@ class Ocr(ModelStage):
         provenance = self.provenance(model, "ocr_with_region", score="model", min_score=p.min_score,
                                      box_threshold=p.box_threshold)
         for item, lines in zip(items, found):
-            order = [i for line in reading_order(quad_boxes(lines.quads)) for i in line]
+            order = [i for line in reading_order(quad_bounds(lines.quads)) for i in line]
             quads = lines.quads[order].reshape(-1, 8).astype(np.float32)
             texts = np.array([lines.texts[i] for i in order], dtype=object)
             scores = np.asarray(lines.scores, dtype=np.float32)[order]
             det = sv.Detections(
-                xyxy=clip_boxes(quad_boxes(lines.quads[order]), item.labels.width, item.labels.height),
+                xyxy=clip_boxes(quad_bounds(lines.quads[order]), item.labels.width, item.labels.height),
                 confidence=scores,
                 data={
                     "class_name": np.full(len(order), p.label, dtype=object),
@@ -69,16 +72,10 @@ class Ocr(ModelStage):
             item.labels.add(det, stage=self.name, provenance=provenance)
             if p.page_text and len(order):
                 item.labels.texts.append(
-                    Text(kind="ocr", text=page_text(quad_boxes(lines.quads), lines.texts),
+                    Text(kind="ocr", text=page_text(quad_bounds(lines.quads), lines.texts),
                          score=char_weighted_mean(lines.texts, lines.scores), stage=self.name)
                 )
         return items
-
-
-def quad_boxes(quads: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) quads → (N, 4) xyxy bounding boxes."""
-    quads = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
-    return np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
 
 
 def reading_order(xyxy: np.ndarray, overlap: float = 0.5) -> list[list[int]]:
