@@ -133,3 +133,21 @@ def test_stage_references_are_checked_once_for_every_stage_type(stages, problems
     with pytest.raises(ConfigError) as err:
         Pipeline.from_dict(config)
     assert err.value.problems == problems
+
+
+@pytest.mark.parametrize(("settings", "problems"), [
+    ({"num_beams": "3"}, ["num_beams: must be a whole number >= 1 (got '3')"]),  # strict: no silent conversion
+    ({"num_beams": None}, ["num_beams: must be a whole number >= 1 (got None)"]),
+    ({"min_new_tokens": 0, "no_repeat_ngram_size": 2.5},
+     ["no_repeat_ngram_size: must be a whole number >= 0 (got 2.5)"]),
+    ({"early_stopping": 1, "use_cache": "yes"}, ["early_stopping: expected bool or str (got 1)",
+                                                 "use_cache: expected bool (got 'yes')"]),
+    ({"early_stopping": "never", "length_penalty": 1, "repetition_penalty": 1.2}, []),
+])
+def test_generation_settings_are_checked_by_one_strict_model(settings, problems):
+    from autolabel.models.florence2 import Generation, generation_problems
+
+    assert generation_problems(settings) == problems
+    assert list(Generation.model_fields) == ["max_new_tokens", "min_new_tokens", "num_beams", "early_stopping",
+                                             "length_penalty", "no_repeat_ngram_size", "repetition_penalty",
+                                             "use_cache"]

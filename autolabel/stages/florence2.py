@@ -126,10 +126,10 @@ class Florence2Stage(ModelStage):
             raise ConfigError("prompts: give prompts or caption_from, not both")
 
     def _check_generation(self) -> None:
+        """The stage's ``generation:`` and its model's, against :class:`~autolabel.models.florence2.Generation`."""
         problems = [f"generation.{p}" for p in generation_problems(self.params.generation)]
-        specs = getattr(self.context.models, "specs", None) or {}
-        spec = specs.get(self.params.model)
-        if spec is not None and getattr(spec, "type", None) == "florence2":
+        spec = self.model_spec
+        if spec is not None and spec.type == "florence2":
             problems += [f"generation.{p} (in models.{self.params.model}.generation)"
                          for p in generation_problems(spec.generation)]
         if problems:
