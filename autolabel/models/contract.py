@@ -135,3 +135,18 @@ def methods(protocol: type) -> list[str]:
 def missing_methods(cls: type, protocol: type) -> list[str]:
     """The methods of ``protocol`` that ``cls`` (a model class) does not have, or has as non-callables."""
     return [name for name in methods(protocol) if not callable(getattr(cls, name, None))]
+
+
+def accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` takes a keyword ``name`` (or any keyword): an optional parameter of an interface.
+
+    >>> accepts(lambda images, boxes, multimask=False: None, "max_boxes_per_call")
+    False
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from ..labels import DROPPED, Labels
-from ..models.contract import Segmenter
+from ..models.contract import Segmenter, accepts
 from ..models.sam import MAX_BOXES_PER_CALL
 from ..stage import Item, ModelStage, ModelStageParams
 
@@ -54,7 +54,7 @@ class Segment(ModelStage):
         rows = [self.rows(item.labels) for item in items]
         boxes = [item.labels.detections.xyxy[r] for item, r in zip(items, rows)]
         options = {"multimask": self.params.multimask}
-        if _accepts(model.segment, "max_boxes_per_call"):  # plugin segmenters written before the key exist
+        if accepts(model.segment, "max_boxes_per_call"):  # plugin segmenters written before the key exist
             options["max_boxes_per_call"] = self.params.max_boxes_per_call
         found = model.segment([item.image for item in items], boxes, **options)
         provenance = self.provenance(model, "box_to_mask", from_stages=self.params.from_stages,
@@ -64,17 +64,6 @@ class Segment(ModelStage):
                        predicted_iou=masks.predicted_iou, stability_score=masks.stability_score)
             item.labels.provenance[self.name] = provenance
         return items
-
-
-def _accepts(function: object, name: str) -> bool:
-    """Whether ``function`` takes a keyword ``name`` (or any keyword)."""
-    import inspect
-
-    try:
-        params = inspect.signature(function).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def fill_masks(labels: Labels, rows: np.ndarray, masks: np.ndarray, stage: str, **scores: np.ndarray) -> None:
