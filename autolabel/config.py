@@ -19,8 +19,8 @@ from .cache import canonical_json, stage_keys
 from .errors import ConfigError, one_line
 from .ontology import Ontology
 from .overrides import apply_overrides
-from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
-from .stage import ModelStageParams, StageParams
+from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
+from .stage import ModelStageParams, StageParams, by_contract
 
 
 class _Strict(BaseModel):
@@ -312,8 +312,9 @@ def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
             if params.model not in config.models:
                 known = ", ".join(config.models) or "none declared under models:"
                 problems.append(f"{where}.model: unknown model {params.model!r} (known: {known})")
-            elif cls.model_types and config.models[params.model].type not in cls.model_types:
-                mtype = config.models[params.model].type
+            elif (mtype := config.models[params.model].type) not in cls.model_types and cls.model_types and not (
+                by_contract(cls) and mtype not in BUILTIN_MODELS
+            ):  # a plugin model type runs under any stage whose model_protocol it implements (checked at build)
                 problems.append(
                     f"{where}.model: model {params.model!r} is a {mtype!r}; stage type {raw['type']!r} "
                     f"runs {', '.join(repr(t) for t in cls.model_types)}"

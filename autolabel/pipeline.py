@@ -21,7 +21,7 @@ from .cache import WriteBack
 from .config import PipelineSpec, load_file, parse
 from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
 from .models.pool import ModelPool
-from .stage import Item, Stage, StageContext
+from .stage import Item, Stage, StageContext, stage_ref_problems
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
@@ -48,8 +48,12 @@ class Pipeline:
         self.stages = self._build_stages()
 
     def _build_stages(self) -> list[Stage]:
-        """Construct every stage (cheap: models load on first use); a stage's ConfigError gets its key path."""
-        names = [name for name, _, _ in self.spec.stages]  # lets a stage check the names it refers to (from_stages)
+        """Construct every stage (cheap: models load on first use); a stage's ConfigError gets its key path.
+
+        Then the stages each one names (``from_stages``, ``caption_from``, ...: its params' ``stage_refs``) must
+        come before it: checked here, once, for every stage type.
+        """
+        names = [name for name, _, _ in self.spec.stages]
         context = StageContext(ontology=self.spec.ontology, models=self.models, extra={"stage_names": names})
         stages, problems = [], []
         for i, (name, cls, params) in enumerate(self.spec.stages):
@@ -57,6 +61,8 @@ class Pipeline:
                 stages.append(cls(name, params, context))
             except ConfigError as err:
                 problems.extend(f"stages[{i}].{p}" for p in err.problems)
+                continue
+            problems.extend(f"stages[{i}].{p}" for p in stage_ref_problems(params, names[:i]))
         if problems:
             raise ConfigError(problems)
         return stages

@@ -36,6 +36,9 @@ class StageParams(BaseModel):
     """Keys every stage accepts. Stage types subclass this with their own (unknown keys are errors)."""
 
     model_config = ConfigDict(extra="forbid")
+    #: keys whose values name earlier stages (a name, a list, or a mapping keyed by names); the pipeline checks
+    #: them once, when it is built (:func:`stage_ref_problems`)
+    stage_refs: ClassVar[tuple[str, ...]] = ()
 
     type: str
     name: str | None = None
@@ -80,9 +83,102 @@ class Stage:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+class ModelStage(Stage):
+    """A stage that runs one declared model through the interface ``model_protocol`` declares.
+
+    Built, it checks that the model type's class has every method of ``model_protocol`` (a ConfigError naming
+    the missing one, before anything runs); running, it records the model in :meth:`provenance`.
+    """
+
+    Params: ClassVar[type[StageParams]] = ModelStageParams
+    params: ModelStageParams
+    #: what the stage calls on its model (a Protocol of :mod:`autolabel.models.contract`); None: not checked
+    model_protocol: ClassVar[type | None] = None
+
+    def __init__(self, name: str, params: StageParams, context: StageContext):
+        super().__init__(name, params, context)
+        self._check_model()
+
+    @property
+    def model_spec(self) -> Any:
+        """The ``models:`` entry this stage names (None when the pool declares none, as in unit tests)."""
+        return (getattr(self.context.models, "specs", None) or {}).get(self.params.model)
+
+    @property
+    def model_type(self) -> str | None:
+        """The model's ``type``; without a spec, the one type this stage runs (None when it runs several)."""
+        spec = self.model_spec
+        if spec is not None:
+            return spec.type
+        return self.model_types[0] if len(self.model_types) == 1 else None
+
+    def model_class(self) -> type | None:
+        """The class that loads this stage's model (None when unknown: config validation reports that)."""
+        from .registry import MODEL_GROUP, UnknownType, resolve
+
+        if self.model_spec is None:
+            return None
+        try:
+            return resolve(MODEL_GROUP, self.model_spec.type)
+        except UnknownType:
+            return None
+
+    def _check_model(self) -> None:
+        from .models.contract import methods, missing_methods
+
+        protocol, cls = self.model_protocol, self.model_class()
+        if protocol is None or cls is None:
+            return
+        missing = missing_methods(cls, protocol)
+        if missing:
+            raise ConfigError(
+                f"model: model {self.params.model!r} (type {self.model_type}: {cls.__module__}.{cls.__qualname__}) "
+                f"has no method {missing[0]}(), which stage type {self.params.type!r} calls (interface "
+                f"{protocol.__name__}: {', '.join(methods(protocol))}; see README, Your own models and stages)"
+            )
+
+    def provenance(self, model: Any, task: str, **fields: Any) -> dict[str, Any]:
+        """What labels record of the model that made them: id, revision, type and task, then the stage's fields.
+
+        ``task``: what the stage asked, unless the model names its own ``task``.
+        """
+        from .models.contract import declared
+
+        return {
+            "model": declared(model, "id"),
+            "revision": declared(model, "revision"),
+            "model_type": self.model_type,
+            "task": declared(model, "task") or task,
+            **fields,
+        }
+
+
+def stage_ref_problems(params: StageParams, earlier: list[str]) -> list[str]:
+    """One line per stage name in ``params.stage_refs`` keys that is not among ``earlier`` (``key: problem``).
+
+    >>> class P(StageParams):
+    ...     stage_refs = ("from_stages",)
+    ...     from_stages: list[str] | None = None
+    >>> stage_ref_problems(P(type="t", from_stages=["a", "c"]), ["a", "b"])
+    ["from_stages: 'c' is not an earlier stage (earlier stages: a, b)"]
+    """
+    problems = []
+    for key in params.stage_refs:
+        value = getattr(params, key)
+        names = [value] if isinstance(value, str) else list(value or ())
+        problems += [f"{key}: {name!r} is not an earlier stage (earlier stages: {', '.join(earlier) or 'none'})"
+                     for name in names if name not in earlier]
+    return problems
+
+
 def check_classes(names: Iterable[str], ontology: Ontology, key: str) -> None:
     """Raise a ConfigError naming ``key`` if any of ``names`` is not an ontology class."""
     unknown = [n for n in names if n not in ontology.prompts]
     if unknown:
         known = ", ".join(ontology.classes) or "the ontology is empty"
         raise ConfigError(f"{key}: unknown class {unknown[0]!r} (known: {known})")
+
+
+def by_contract(cls: type) -> bool:
+    """Whether stage class ``cls`` accepts any model type that implements its ``model_protocol``."""
+    return isinstance(cls, type) and issubclass(cls, ModelStage) and cls.model_protocol is not None

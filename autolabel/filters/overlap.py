@@ -156,6 +156,7 @@ class SoftNms(FilterStage):
 
 
 class WbfParams(FilterParams):
+    stage_refs = ("from_stages", "weights")
     #: 0.55: the IoU of weighted boxes fusion (Solovyev et al. 2021; ensemble-boxes' default)
     iou: float = Field(default=0.55, ge=0.0, le=1.0)
     skip_below: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scoring below are not fused (left as they are)
@@ -185,14 +186,6 @@ class Wbf(FilterStage):
         super().__init__(name, params, context)
         if importlib.util.find_spec("ensemble_boxes") is None:
             raise ConfigError("type: wbf needs the ensemble-boxes package (pip install ensemble-boxes)")
-        names = context.extra.get("stage_names")
-        if names is not None and name in names:  # built by a pipeline: the stages it names must come before it
-            earlier = names[: names.index(name)]
-            for key in ("from_stages", "weights"):
-                for stage in getattr(params, key) or ():
-                    if stage not in earlier:
-                        listed = ", ".join(earlier) or "none"
-                        raise ConfigError(f"{key}: {stage!r} is not an earlier stage (earlier stages: {listed})")
 
     def __call__(self, items: list[Item]) -> list[Item]:
         for item in items:

@@ -19,3 +19,12 @@ CHECKPOINT_TYPES: dict[str, str] = {
     "sam2": "sam2",
     "sam2_video": "sam2",  # every transformers-format SAM 2 / 2.1 checkpoint on the hub: its image model is loaded
 }
+
+
+def checkpoints_of(model_type: str) -> tuple[str, ...]:
+    """The checkpoint ``model_type`` values a model type loads (read from :data:`CHECKPOINT_TYPES`).
+
+    >>> checkpoints_of("grounding_dino")
+    ('grounding-dino', 'mm-grounding-dino')
+    """
+    return tuple(checkpoint for checkpoint, loader in CHECKPOINT_TYPES.items() if loader == model_type)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, get_args
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ModelLoadError
 from .florence2_scores import Located, ScoreMethod, align, geometric_mean, instance_score, locate
@@ -38,72 +39,80 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: stage ``task:`` → Florence-2 task token
-TASKS: dict[str, str] = {
-    "proposals": "<REGION_PROPOSAL>",
-    "od": "<OD>",
-    "dense_caption": "<DENSE_REGION_CAPTION>",
-    "grounding": "<CAPTION_TO_PHRASE_GROUNDING>",
-    "ovd": "<OPEN_VOCABULARY_DETECTION>",
-    "res": "<REFERRING_EXPRESSION_SEGMENTATION>",
-    "region_segmentation": "<REGION_TO_SEGMENTATION>",
-    "region_category": "<REGION_TO_CATEGORY>",
-    "region_description": "<REGION_TO_DESCRIPTION>",
-    "region_ocr": "<REGION_TO_OCR>",
-    "caption": "<CAPTION>",
-    "detailed_caption": "<DETAILED_CAPTION>",
-    "more_detailed_caption": "<MORE_DETAILED_CAPTION>",
-    "ocr": "<OCR>",
-    "ocr_regions": "<OCR_WITH_REGION>",
+#: the one table of Florence-2 tasks: stage ``task:`` → (task token, how it is asked and what it gives).
+#: Kinds: ``boxes`` / ``quads`` one answer with shapes per image; ``prompted`` one per (image, prompt);
+#: ``region`` one per box of earlier stages; ``text`` one image-level text per image
+TASK_TABLE: dict[str, tuple[str, str]] = {
+    "proposals": ("<REGION_PROPOSAL>", "boxes"),
+    "od": ("<OD>", "boxes"),
+    "dense_caption": ("<DENSE_REGION_CAPTION>", "boxes"),
+    "grounding": ("<CAPTION_TO_PHRASE_GROUNDING>", "boxes"),
+    "ovd": ("<OPEN_VOCABULARY_DETECTION>", "prompted"),
+    "res": ("<REFERRING_EXPRESSION_SEGMENTATION>", "prompted"),
+    "region_segmentation": ("<REGION_TO_SEGMENTATION>", "region"),
+    "region_category": ("<REGION_TO_CATEGORY>", "region"),
+    "region_description": ("<REGION_TO_DESCRIPTION>", "region"),
+    "region_ocr": ("<REGION_TO_OCR>", "region"),
+    "caption": ("<CAPTION>", "text"),
+    "detailed_caption": ("<DETAILED_CAPTION>", "text"),
+    "more_detailed_caption": ("<MORE_DETAILED_CAPTION>", "text"),
+    "ocr": ("<OCR>", "text"),
+    "ocr_regions": ("<OCR_WITH_REGION>", "quads"),
 }
+#: stage ``task:`` → Florence-2 task token
+TASKS: dict[str, str] = {task: token for task, (token, _) in TASK_TABLE.items()}
 
 #: generation settings unless the model or the stage says otherwise (Microsoft's examples use these)
 GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 1024, "num_beams": 3}
 
-#: generation keys a pipeline may set, and what each takes (sampling is left out: labels must be reproducible)
-GENERATION_KEYS: dict[str, type | tuple[type, ...]] = {
-    "max_new_tokens": int,
-    "min_new_tokens": int,
-    "num_beams": int,
-    "early_stopping": (bool, str),
-    "length_penalty": (int, float),
-    "no_repeat_ngram_size": int,
-    "repetition_penalty": (int, float),
-    "use_cache": bool,
-}
+class Generation(BaseModel):
+    """The generation settings a pipeline may set (``generation:`` of a Florence-2 model and of its stages).
+
+    Sampling is left out: labels must be reproducible. Strict: ``num_beams: true`` or ``"3"`` is an error, not
+    a silent conversion. Pipelines keep the settings as written (a dict, so the cache keys stay as they were);
+    this model checks them, :func:`generation_problems` words its errors.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # ``default=None`` only marks a key as optional: a key given as null is an error (defaults are not validated)
+    max_new_tokens: int = Field(default=None, ge=1)
+    min_new_tokens: int = Field(default=None, ge=0)
+    num_beams: int = Field(default=None, ge=1)
+    early_stopping: bool | str = None  # True, False or "never", as transformers takes it
+    length_penalty: int | float = None
+    no_repeat_ngram_size: int = Field(default=None, ge=0)
+    repetition_penalty: int | float = None
+    use_cache: bool = None
 
 #: rows (image × prompt, or boxes) per ``generate`` call unless the stage says otherwise
 MAX_ROWS = 64
 
 
 def generation_problems(settings: dict[str, Any]) -> list[str]:
-    """One line per invalid generation setting (``key: problem``); empty when all are fine.
+    """One line per invalid generation setting (``key: problem``), from :class:`Generation`; empty when all are fine.
 
     >>> generation_problems({"num_beams": 0, "max_new_tokens": 20})
     ['num_beams: must be a whole number >= 1 (got 0)']
     """
-    problems = []
-    for key, value in settings.items():
-        kind = GENERATION_KEYS.get(key)
-        if kind is None:
-            problems.append(
-                f"{key}: unknown key (known: {', '.join(GENERATION_KEYS)}; there is no sampling: labels must be "
-                f"reproducible)"
-            )
-        elif kind is int:
-            least = _LEAST.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                problems.append(f"{key}: must be a whole number >= {least} (got {value!r})")
-        elif not isinstance(value, kind) or (bool not in _as_tuple(kind) and isinstance(value, bool)):
-            problems.append(f"{key}: expected {' or '.join(t.__name__ for t in _as_tuple(kind))} (got {value!r})")
-    return problems
+    try:
+        Generation.model_validate(settings)
+    except ValidationError as err:
+        return list(dict.fromkeys(_generation_problem(str(e["loc"][0]), e) for e in err.errors()))
+    return []
 
 
-_LEAST = {"min_new_tokens": 0, "no_repeat_ngram_size": 0}
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
+def _generation_problem(key: str, error: Any) -> str:
+    """The line for one pydantic error of :class:`Generation`, worded from the field's declared type."""
+    known = ", ".join(Generation.model_fields)
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (known: {known}; there is no sampling: labels must be reproducible)"
+    field, value = Generation.model_fields[key], error.get("input")
+    kinds = get_args(field.annotation) or (field.annotation,)
+    if kinds == (int,):
+        least = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), 0)
+        return f"{key}: must be a whole number >= {least} (got {value!r})"
+    return f"{key}: expected {' or '.join(t.__name__ for t in kinds)} (got {value!r})"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from .catalog import checkpoints_of
 from .hub import CheckpointModel, load_checkpoint, to_device
 from .outputs import Boxes, clip_boxes, cxcywh_to_xyxy
 
@@ -57,7 +58,7 @@ class GroundingDino(CheckpointModel):
     """Model type ``grounding_dino``: checkpoints such as ``IDEA-Research/grounding-dino-tiny`` or
     ``openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det`` (transformers picks the class from the config)."""
 
-    checkpoint_types = ("grounding-dino", "mm-grounding-dino")
+    checkpoint_types = checkpoints_of("grounding_dino")
     default_box_threshold = 0.35  # Grounding DINO's published defaults
     default_text_threshold = 0.25
     task = "open_vocabulary_detection"

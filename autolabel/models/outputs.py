@@ -76,6 +76,16 @@ def clip_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def quad_bounds(quads: np.ndarray) -> np.ndarray:
+    """Quads (``(N, 4, 2)`` corner points, or ``(N, 8)`` ``x1, y1, ..., x4, y4``) → their (N, 4) xyxy bounds.
+
+    >>> quad_bounds(np.array([[10, 20, 50, 22, 48, 40, 9, 38]], np.float32)).tolist()
+    [[9.0, 20.0, 50.0, 40.0]]
+    """
+    points = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
+    return np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
+
+
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     """Center/size boxes (what DETR-style heads predict) to corners."""
     cx, cy, w, h = np.moveaxis(np.asarray(boxes, dtype=np.float32), -1, 0)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .catalog import checkpoints_of
 from .hub import CheckpointModel, load_checkpoint, to_device
 from .outputs import Boxes, clip_boxes, cxcywh_to_xyxy
 
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 class Owlv2(CheckpointModel):
     """Model type ``owlv2``: checkpoints such as ``google/owlv2-base-patch16-ensemble``."""
 
-    checkpoint_types = ("owlv2",)
+    checkpoint_types = checkpoints_of("owlv2")
     default_box_threshold = 0.1  # OWL-ST's keep threshold; the transformers default too
+    default_text_threshold = None  # one score per box: no text_threshold
     task = "open_vocabulary_detection"
 
     @classmethod

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .catalog import checkpoints_of
 from .hub import CheckpointModel, load_checkpoint
 from .outputs import Masks
 
@@ -143,7 +144,7 @@ class Sam(_Segmenter):
     SAM resizes the longer side to 1024 and pads: boxes scale by the resize, masks are cropped out of the padding.
     """
 
-    checkpoint_types = ("sam",)
+    checkpoint_types = checkpoints_of("sam")
     model_class = "SamModel"
 
     def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
@@ -166,7 +167,7 @@ class Sam2(_Segmenter):
     image-model checkpoint loads as it is.
     """
 
-    checkpoint_types = ("sam2", "sam2_video")
+    checkpoint_types = checkpoints_of("sam2")
     model_class = "Sam2Model"
 
     @staticmethod

@@ -21,8 +21,8 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT
-from ..registry import MODEL_GROUP, UnknownType, resolve
-from ..stage import Item, ModelStageParams, Stage, StageContext
+from ..models.contract import Detector, declared
+from ..stage import Item, ModelStage, ModelStageParams, StageContext
 
 UNMAPPED = "unmapped_phrase"
 
@@ -38,12 +38,13 @@ class DetectParams(ModelStageParams):
     unmapped: Literal["drop", "keep"] = "drop"
 
 
-class Detect(Stage):
+class Detect(ModelStage):
     """Scored boxes for the ontology's prompts, all prompts in one pass per batch."""
 
     Params = DetectParams
     params: DetectParams
     model_types = ("grounding_dino", "owlv2")
+    model_protocol = Detector
 
     def __init__(self, name: str, params: DetectParams, context: StageContext):
         super().__init__(name, params, context)
@@ -66,47 +67,27 @@ class Detect(Stage):
                 f"prompts: none maps to an ontology class (known: {known}); every box would be dropped "
                 f"(fix the prompts, or set unmapped: keep)"
             )
-        model_cls = self._model_class()
-        one_score = model_cls is not None and not hasattr(model_cls, "default_text_threshold")
+        model_cls = self.model_class()
+        one_score = model_cls is not None and declared(model_cls, "default_text_threshold") is None
         if params.text_threshold is not None and one_score:
             raise ConfigError(
-                f"text_threshold: model {params.model!r} ({self._spec().type}) has one score per box; "
+                f"text_threshold: model {params.model!r} ({self.model_type}) has one score per box; "
                 f"only Grounding DINO models take a text_threshold (remove it, or use box_threshold)"
             )
 
-    def _spec(self) -> Any:
-        specs = getattr(self.context.models, "specs", None) or {}
-        return specs.get(self.params.model)
-
-    def _model_class(self) -> Any:
-        spec = self._spec()
-        if spec is None:
-            return None
-        try:
-            return resolve(MODEL_GROUP, spec.type)
-        except UnknownType:
-            return None  # config validation reports it
-
     def __call__(self, items: list[Item]) -> list[Item]:
-        model = self.model
+        model: Detector = self.model
         box_threshold = self.params.box_threshold
         if box_threshold is None:
-            box_threshold = getattr(model, "default_box_threshold", 0.3)
+            box_threshold = declared(model, "default_box_threshold")
         text_threshold = self.params.text_threshold
         if text_threshold is None:
-            text_threshold = getattr(model, "default_text_threshold", None)
+            text_threshold = declared(model, "default_text_threshold")
         found = model.detect([item.image for item in items], self.prompts, box_threshold, text_threshold)
-        provenance = {
-            "model": getattr(model, "id", None),
-            "revision": getattr(model, "revision", None),
-            "model_type": getattr(self._spec(), "type", None),
-            "task": getattr(model, "task", "open_vocabulary_detection"),
-            "prompts": list(self.prompts),
-            "score": "model",
-            "box_threshold": box_threshold,
-            "text_threshold": text_threshold,
-            "unmapped": self.params.unmapped,
-        }
+        provenance = self.provenance(
+            model, "open_vocabulary_detection", prompts=list(self.prompts), score="model",
+            box_threshold=box_threshold, text_threshold=text_threshold, unmapped=self.params.unmapped,
+        )
         for item, boxes in zip(items, found):
             item.labels.add(self.detections(boxes), stage=self.name, provenance=provenance)
         return items

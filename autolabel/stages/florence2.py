@@ -28,20 +28,16 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels, Text, merge
-from ..models.florence2 import MAX_ROWS, TASKS, Answer, generation_problems
+from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, Answer, generation_problems
 from ..models.florence2_scores import SCORE_METHODS, Located, instance_score
-from ..stage import Item, ModelStageParams, Stage, StageContext, check_classes
+from ..models.outputs import quad_bounds
+from ..models.contract import Florence2Model
+from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
 from .detect import UNMAPPED
 from .segment import fill_masks
 
-#: task → how it is asked and what it gives
-TASK_KINDS: dict[str, str] = {
-    "proposals": "boxes", "od": "boxes", "dense_caption": "boxes", "grounding": "boxes", "ocr_regions": "quads",
-    "ovd": "prompted", "res": "prompted",
-    "region_category": "region", "region_description": "region", "region_ocr": "region",
-    "region_segmentation": "region",
-    "caption": "text", "detailed_caption": "text", "more_detailed_caption": "text", "ocr": "text",
-}
+#: task → how it is asked and what it gives (from the one table, :data:`~autolabel.models.florence2.TASK_TABLE`)
+TASK_KINDS: dict[str, str] = {task: kind for task, (_, kind) in TASK_TABLE.items()}
 #: where a region task writes its answer: (column, its score column). One column per task, so that region tasks
 #: over the same boxes do not take each other's answers for their own (OCR writes ``text``, as the ocr stage does)
 REGION_COLUMNS = {
@@ -52,13 +48,11 @@ REGION_COLUMNS = {
 _CLASSED = ("od", "grounding", "ovd", "res")  # tasks whose phrases name objects: unmapped ones dropped by default
 _LOC = re.compile(r"<loc_\d+>")
 
-Task = Literal[
-    "proposals", "od", "dense_caption", "grounding", "ovd", "res", "region_segmentation", "region_category",
-    "region_description", "region_ocr", "caption", "detailed_caption", "more_detailed_caption", "ocr", "ocr_regions",
-]
+Task = Literal[tuple(TASK_TABLE)]  # type: ignore[valid-type]  # the table's task names, in its order
 
 
 class Florence2Params(ModelStageParams):
+    stage_refs = ("caption_from", "from_stages")
     #: what the model is asked (one of the tasks above)
     task: Task
     #: ovd / res / grounding: the text to look for; default: every prompt of the ontology
@@ -94,12 +88,13 @@ _ONLY_FOR = {
 }
 
 
-class Florence2Stage(Stage):
+class Florence2Stage(ModelStage):
     """One Florence-2 task over a batch: many images (and prompts, or boxes) per ``generate``."""
 
     Params = Florence2Params
     params: Florence2Params
     model_types = ("florence2",)
+    model_protocol = Florence2Model
 
     def __init__(self, name: str, params: Florence2Params, context: StageContext):
         super().__init__(name, params, context)
@@ -107,8 +102,6 @@ class Florence2Stage(Stage):
         for key, tasks in _ONLY_FOR.items():
             if key in params.model_fields_set and task not in tasks:
                 raise ConfigError(f"{key}: applies to task {', '.join(tasks)}, not {task}")
-        self._check_earlier(name, "caption_from", [params.caption_from] if params.caption_from else [])
-        self._check_earlier(name, "from_stages", params.from_stages or [])
         if params.label is not None:
             check_classes([params.label], context.ontology, "label")
         self._check_generation()
@@ -132,21 +125,11 @@ class Florence2Stage(Stage):
         elif params.prompts is not None:
             raise ConfigError("prompts: give prompts or caption_from, not both")
 
-    def _check_earlier(self, name: str, key: str, stages: list[str]) -> None:
-        names = self.context.extra.get("stage_names")
-        if not stages or names is None or name not in names:
-            return
-        earlier = names[: names.index(name)]
-        for stage in stages:
-            if stage not in earlier:
-                listed = ", ".join(earlier) or "none"
-                raise ConfigError(f"{key}: {stage!r} is not an earlier stage (earlier stages: {listed})")
-
     def _check_generation(self) -> None:
+        """The stage's ``generation:`` and its model's, against :class:`~autolabel.models.florence2.Generation`."""
         problems = [f"generation.{p}" for p in generation_problems(self.params.generation)]
-        specs = getattr(self.context.models, "specs", None) or {}
-        spec = specs.get(self.params.model)
-        if spec is not None and getattr(spec, "type", None) == "florence2":
+        spec = self.model_spec
+        if spec is not None and spec.type == "florence2":
             problems += [f"generation.{p} (in models.{self.params.model}.generation)"
                          for p in generation_problems(spec.generation)]
         if problems:
@@ -157,7 +140,7 @@ class Florence2Stage(Stage):
         kind = TASK_KINDS[self.params.task]
         if kind == "region":
             return self._regions(items)
-        model = self.model
+        model: Florence2Model = self.model
         images = [item.image for item in items]
         rows, prompt = self._rows(items)
         answers = model.run(self.token, images, rows, self.params.generation, self.params.max_rows)
@@ -200,18 +183,11 @@ class Florence2Stage(Stage):
             return rows, f"caption of stage {p.caption_from!r}"
         return [(i, "") for i in range(len(items))], self.token
 
-    def _provenance(self, model: Any, prompt: Any) -> dict[str, Any]:
+    def _provenance(self, model: Florence2Model, prompt: Any) -> dict[str, Any]:
         kind = TASK_KINDS[self.params.task]
         method = "text" if kind == "text" or self.params.task in REGION_COLUMNS else self.params.score
-        out = {
-            "model": getattr(model, "id", None),
-            "revision": getattr(model, "revision", None),
-            "model_type": "florence2",
-            "task": self.token,
-            "prompt": prompt,
-            "score_method": SCORE_METHODS[method],
-            "generation": model.settings(self.params.generation),
-        }
+        out = self.provenance(model, self.token, prompt=prompt, score_method=SCORE_METHODS[method],
+                              generation=model.settings(self.params.generation))
         if self.params.task in _ONLY_FOR["unmapped"]:
             out["unmapped"] = self.unmapped
         return out
@@ -289,7 +265,7 @@ class Florence2Stage(Stage):
             for item in items:
                 item.labels.provenance[self.name] = self._provenance(self.model, self._region_prompt())
             return items
-        model = self.model
+        model: Florence2Model = self.model
         rows = [
             (i, prompt)
             for i, (item, rs) in enumerate(zip(items, picked)) if len(rs)
@@ -358,16 +334,6 @@ class Florence2Stage(Stage):
 
 
 # -- geometry (pure)
-def quad_bounds(quads: np.ndarray) -> np.ndarray:
-    """(N, 8) quads ``x1, y1, ..., x4, y4`` → (N, 4) xyxy bounds.
-
-    >>> quad_bounds(np.array([[10, 20, 50, 22, 48, 40, 9, 38]], np.float32)).tolist()
-    [[9.0, 20.0, 50.0, 40.0]]
-    """
-    points = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
-    return np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
-
-
 def polygons_bounds(polygons: list[list[float]]) -> np.ndarray:
     """xyxy bounds of all points of an instance's polygons (flat ``x, y, x, y, ...`` lists)."""
     points = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons if len(p) >= 2])

@@ -14,8 +14,12 @@ import supervision as sv
 from pydantic import Field
 
 from ..labels import Text
-from ..models.outputs import clip_boxes
-from ..stage import Item, ModelStageParams, Stage, StageContext, check_classes
+from ..models.outputs import clip_boxes, quad_bounds
+from ..models.contract import OcrModel
+from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
+
+
+quad_boxes = quad_bounds  # the name this module gave it first (still imported)
 
 
 class OcrParams(ModelStageParams):
@@ -31,38 +35,32 @@ class OcrParams(ModelStageParams):
     page_text: bool = True
 
 
-class Ocr(Stage):
+class Ocr(ModelStage):
     """One row per text line, and the page's text, from an OCR model (``rapidocr``: offline, weights in the wheel)."""
 
     Params = OcrParams
     params: OcrParams
     model_types = ("rapidocr",)
+    model_protocol = OcrModel
 
     def __init__(self, name: str, params: OcrParams, context: StageContext):
         super().__init__(name, params, context)
         check_classes([params.label], context.ontology, "label")
 
     def __call__(self, items: list[Item]) -> list[Item]:
-        model = self.model
+        model: OcrModel = self.model
         p = self.params
         found = model.read([item.image for item in items], min_score=p.min_score,
                            box_threshold=p.box_threshold, unclip_ratio=p.unclip_ratio)
-        provenance = {
-            "model": getattr(model, "id", None),
-            "revision": getattr(model, "revision", None),
-            "model_type": "rapidocr",
-            "task": getattr(model, "task", "ocr_with_region"),
-            "score": "model",
-            "min_score": p.min_score,
-            "box_threshold": p.box_threshold,
-        }
+        provenance = self.provenance(model, "ocr_with_region", score="model", min_score=p.min_score,
+                                     box_threshold=p.box_threshold)
         for item, lines in zip(items, found):
-            order = [i for line in reading_order(quad_boxes(lines.quads)) for i in line]
+            order = [i for line in reading_order(quad_bounds(lines.quads)) for i in line]
             quads = lines.quads[order].reshape(-1, 8).astype(np.float32)
             texts = np.array([lines.texts[i] for i in order], dtype=object)
             scores = np.asarray(lines.scores, dtype=np.float32)[order]
             det = sv.Detections(
-                xyxy=clip_boxes(quad_boxes(lines.quads[order]), item.labels.width, item.labels.height),
+                xyxy=clip_boxes(quad_bounds(lines.quads[order]), item.labels.width, item.labels.height),
                 confidence=scores,
                 data={
                     "class_name": np.full(len(order), p.label, dtype=object),
@@ -74,16 +72,10 @@ class Ocr(Stage):
             item.labels.add(det, stage=self.name, provenance=provenance)
             if p.page_text and len(order):
                 item.labels.texts.append(
-                    Text(kind="ocr", text=page_text(quad_boxes(lines.quads), lines.texts),
+                    Text(kind="ocr", text=page_text(quad_bounds(lines.quads), lines.texts),
                          score=char_weighted_mean(lines.texts, lines.scores), stage=self.name)
                 )
         return items
-
-
-def quad_boxes(quads: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) quads → (N, 4) xyxy bounding boxes."""
-    quads = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
-    return np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
 
 
 def reading_order(xyxy: np.ndarray, overlap: float = 0.5) -> list[list[int]]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..errors import ConfigError
 from ..labels import DROPPED, Labels
+from ..models.contract import Segmenter, accepts
 from ..models.sam import MAX_BOXES_PER_CALL
-from ..stage import Item, ModelStageParams, Stage, StageContext
+from ..stage import Item, ModelStage, ModelStageParams
 
 
 class SegmentParams(ModelStageParams):
+    stage_refs = ("from_stages",)
     #: segment only the boxes of these (earlier) stages; default: every kept box
     from_stages: list[str] | None = Field(default=None, min_length=1)
     #: let the model propose three masks per box and keep the one with the highest predicted IoU
@@ -30,22 +31,13 @@ class SegmentParams(ModelStageParams):
     max_boxes_per_call: int = Field(default=MAX_BOXES_PER_CALL, ge=1, le=4096)
 
 
-class Segment(Stage):
+class Segment(ModelStage):
     """Masks for the kept boxes of earlier stages: one image embedding per image, its boxes decoded in chunks."""
 
     Params = SegmentParams
     params: SegmentParams
     model_types = ("sam", "sam2")
-
-    def __init__(self, name: str, params: SegmentParams, context: StageContext):
-        super().__init__(name, params, context)
-        names = context.extra.get("stage_names")
-        if params.from_stages and names is not None and name in names:
-            earlier = names[: names.index(name)]
-            for stage in params.from_stages:
-                if stage not in earlier:
-                    listed = ", ".join(earlier) or "none"
-                    raise ConfigError(f"from_stages: {stage!r} is not an earlier stage (earlier stages: {listed})")
+    model_protocol = Segmenter
 
     def rows(self, labels: Labels) -> np.ndarray:
         """Indices of the rows to segment: not dropped, from the chosen stages, without a mask unless overwriting."""
@@ -58,40 +50,20 @@ class Segment(Stage):
         return np.flatnonzero(pick)
 
     def __call__(self, items: list[Item]) -> list[Item]:
-        model = self.model
+        model: Segmenter = self.model
         rows = [self.rows(item.labels) for item in items]
         boxes = [item.labels.detections.xyxy[r] for item, r in zip(items, rows)]
         options = {"multimask": self.params.multimask}
-        if _accepts(model.segment, "max_boxes_per_call"):  # plugin segmenters written before the key exist
+        if accepts(model.segment, "max_boxes_per_call"):  # plugin segmenters written before the key exist
             options["max_boxes_per_call"] = self.params.max_boxes_per_call
         found = model.segment([item.image for item in items], boxes, **options)
-        provenance = {
-            "model": getattr(model, "id", None),
-            "revision": getattr(model, "revision", None),
-            "model_type": getattr(
-                (getattr(self.context.models, "specs", None) or {}).get(self.params.model), "type", None
-            ),
-            "task": getattr(model, "task", "box_to_mask"),
-            "from_stages": self.params.from_stages,
-            "multimask": self.params.multimask,
-            "score": "predicted_iou",
-        }
+        provenance = self.provenance(model, "box_to_mask", from_stages=self.params.from_stages,
+                                     multimask=self.params.multimask, score="predicted_iou")
         for item, r, masks in zip(items, rows, found):
             fill_masks(item.labels, r, masks.masks, self.name,
                        predicted_iou=masks.predicted_iou, stability_score=masks.stability_score)
             item.labels.provenance[self.name] = provenance
         return items
-
-
-def _accepts(function: object, name: str) -> bool:
-    """Whether ``function`` takes a keyword ``name`` (or any keyword)."""
-    import inspect
-
-    try:
-        params = inspect.signature(function).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def fill_masks(labels: Labels, rows: np.ndarray, masks: np.ndarray, stage: str, **scores: np.ndarray) -> None:
