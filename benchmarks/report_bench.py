@@ -142,7 +142,8 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({k: round(v, 2) for k, v in timings.items()} | {"peak_rss_mb": round(peak)}))
         return
-    print("| images | boxes | variant | seconds | ratio to read-store | parts | peak RSS MB |\n|---|---|---|---|---|---|---|")
+    print("| images | boxes | variant | seconds | ratio to read-store | parts | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for n in args.sizes:
         t0 = time.perf_counter()
         out = prepare(Path(args.work) / str(n), n)
@@ -153,7 +154,8 @@ def main() -> None:
             r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             floor = floor or r["total"]
             parts = "" if name == "read-store" else (
-                f"pass {r['pass']} s, {r['thumbnails_n']:.0f} thumbnails {r['thumbnails']} s, page {r['page_kb']:.0f} kB")
+                f"pass {r['pass']} s, {r['thumbnails_n']:.0f} thumbnails {r['thumbnails']} s, "
+                f"page {r['page_kb']:.0f} kB")
             print(f"| {n:,} | {n * BOXES:,} | {name} | {r['total']} | {r['total'] / floor:.2f} | {parts} | "
                   f"{r['peak_rss_mb']} |", flush=True)
 

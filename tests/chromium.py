@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import contextlib
 import subprocess
 import tempfile
 import time
@@ -58,7 +59,7 @@ class Browser:
             [executable or find_chromium(), *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=child_fds, close_fds=False,  # noqa: PLW1509 — fds 3 and 4 exactly: only preexec places them
+            preexec_fn=child_fds, close_fds=False,
         )
         os.close(cmd_r)
         os.close(out_w)
@@ -69,10 +70,8 @@ class Browser:
 
     def close(self) -> None:
         for fd in (self._write, self._read):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self.process.terminate()
         try:
             self.process.wait(10)
@@ -81,7 +80,7 @@ class Browser:
             self.process.wait()
         shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> Browser:  # noqa: PYI034
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -119,7 +119,8 @@ def eval_fixture(output: Path) -> dict[str, Any]:
     per_class = {"person": metrics(0.61, 40, 8, 10), "forklift": metrics(0.42, 20, 6, 12),
                  "pallet": metrics(0.25, 10, 9, 15)}
     ev = {
-        "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "output": str(output), "gt": "gt/coco.json",
+        "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "output": str(output),
+        "gt": "gt/coco.json",
         "gt_format": "coco", "flagged": "include", "iou_threshold": 0.5,
         "images": {"run": 12, "gt": 11, "matched": 10, "matched_by": {"rel_path": 9, "name": 1, "sha256": 0},
                    "unmatched_run": ["img000010.png", "img000011.png"], "unmatched_gt": ["other.png"]},

@@ -147,7 +147,8 @@ def test_mask_ap_where_both_sides_have_masks(tmp_path: Path) -> None:
 
     make_export_images(tmp_path / "in")
     out = tmp_path / "out"  # per image: a cat with a two-part mask, a dog with a polygon, a text box
-    Pipeline.from_dict({"ontology": EXPORT_ONTOLOGY, "stages": [{"type": "plugins:RichLabels"}]}).run(tmp_path / "in", out)
+    pipeline = Pipeline.from_dict({"ontology": EXPORT_ONTOLOGY, "stages": [{"type": "plugins:RichLabels"}]})
+    pipeline.run(tmp_path / "in", out)
     assert main(["export", str(out), "--format", "coco", "--segmentation", "rle", "--path", "truth.json"]) == 0
     result = run_eval(out, out / "truth.json")  # what the run kept, with its masks: everything matches
     assert result["overall"]["ap"] == pytest.approx(1.0) and result["overall"]["mask_ap"] == pytest.approx(1.0)

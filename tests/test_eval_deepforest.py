@@ -105,7 +105,8 @@ def plain_cocoeval(human: dict, answers: dict, max_dets: int = 100) -> COCOeval:
                         "score": s})
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": v, "name": k} for k, v in cat.items()]}
+        categories = [{"id": v, "name": k} for k, v in cat.items()]
+        gt.dataset = {"images": images, "annotations": gts, "categories": categories}
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(dts), "bbox")
         ev.params.maxDets = [1, 10, max_dets]

@@ -79,8 +79,10 @@ def test_one_pass_counts_every_box_by_class_decision_and_score(run_dir: Path) ->
     assert data.images_done == 12 and data.images_failed == 2 and data.boxes == 60
     assert {k: dict(v) for k, v in data.class_counts().items()} == {k: dict(v) for k, v in
                                                                    expected_counts(12, 5).items()}
-    scores = Counter((CLASSES[(i + k) % 3], box_decision(i, k)[0], score_bin(float(np.float32(((i * 7 + k * 13) % 100) / 100))))
-                     for i in range(12) for k in range(5))
+    scores = Counter(
+        (CLASSES[(i + k) % 3], box_decision(i, k)[0], score_bin(float(np.float32(((i * 7 + k * 13) % 100) / 100))))
+        for i in range(12) for k in range(5)
+    )
     assert data.scores == scores
     assert data.decisions[("dropped", "low_score", "person")] == sum(
         1 for i in range(12) for k in range(5) if box_decision(i, k)[1] == "low_score" and (i + k) % 3 == 0)
@@ -192,8 +194,8 @@ def test_report_with_eval_json_shows_its_metrics(tmp_path: Path) -> None:
             assert shown == ("n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
     html = (out / "report" / "index.html").read_text()
     assert "eval.json was written before run" not in html
-    assert "<td>score_threshold/low_score</td><td>score_threshold</td><td>low_score</td><td>20</td><td>3</td><td>17</td>" \
-        in html and "flagged true positives" not in html
+    row = "<td>score_threshold/low_score</td><td>score_threshold</td><td>low_score</td><td>20</td><td>3</td><td>17</td>"
+    assert row in html and "flagged true positives" not in html
     ev["filters"]["border/edge_box"] = {"stage": "border", "reason": "edge_box", "dropped": 0, "true_positives": 0,
                                         "false_positives": 0, "flagged": 9, "flagged_true_positives": 7}
     (out / "eval.json").write_text(json.dumps(ev))

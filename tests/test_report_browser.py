@@ -38,7 +38,8 @@ def page(browser: Browser, report: tuple[Path, dict[str, Any]]) -> Page:
 
 def _frame(page: Page, chart: str) -> dict[str, float]:
     return page.evaluate(f"""(() => {{ const s = document.querySelector('#eval svg[data-chart="{chart}"]');
-        return Object.fromEntries(['x0','x1','y0','y1','xmin','xmax','ymin','ymax'].map(k => [k, +s.dataset[k]])); }})()""")
+        return Object.fromEntries(['x0','x1','y0','y1','xmin','xmax','ymin','ymax']
+            .map(k => [k, +s.dataset[k]])); }})()""")
 
 
 def test_loads_offline_without_errors_and_every_image_decodes(page: Page, report: tuple[Path, dict]) -> None:
@@ -61,7 +62,8 @@ def test_a_broken_page_is_caught(browser: Browser, tmp_path: Path) -> None:
 def test_pr_curves_are_eval_jsons(page: Page, report: tuple[Path, dict]) -> None:
     ev = report[1]
     f = _frame(page, "curves")
-    drawn = page.evaluate("""Object.fromEntries(Array.from(document.querySelectorAll('svg[data-chart="curves"] polyline'))
+    drawn = page.evaluate("""Object.fromEntries(
+        Array.from(document.querySelectorAll('svg[data-chart="curves"] polyline'))
         .map(p => [p.dataset.series, Array.from(p.points).map(q => [q.x, q.y])]))""")
     assert set(drawn) == set(ev["curves"])
     for name, points in drawn.items():

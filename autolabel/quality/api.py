@@ -4,7 +4,8 @@
 >>> result = evaluate_run("runs/photos", "reviewed/")                          # doctest: +SKIP
 >>> result["overall"]["ap"], result["per_class"]["person"]["recall"]         # doctest: +SKIP
 (0.52, 0.81)
->>> report, overrides = calibrate_run("runs/photos", "reviewed/", target_precision=0.9, unreached="drop")  # doctest: +SKIP
+>>> report, overrides = calibrate_run(                                        # doctest: +SKIP
+...     "runs/photos", "reviewed/", target_precision=0.9, unreached="drop")
 >>> overrides                                                                  # doctest: +SKIP
 {'stages.score_threshold.per_class.person': 0.42}
 """
@@ -12,10 +13,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .data import Paired
+    from .gt import GroundTruth
 
 
-def open_run(output: str | Path, gt: str | Path, pipeline: str | Path | None = None):
+def open_run(
+    output: str | Path, gt: str | Path, pipeline: str | Path | None = None
+) -> tuple[Paired, dict[str, Any], GroundTruth]:
     """The run's and the ground truth's boxes over the images and classes both have, the run's pipeline (as the
     store keeps it, or ``pipeline`` read from a file) and the ground truth."""
     from ..config import load_file

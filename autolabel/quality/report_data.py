@@ -112,7 +112,9 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
         pending[2].extend(boxes["confidence"])
         decided = [(s, r, c) for c, s, r in zip(names, statuses, reasons) if r]
         texts = record.get("texts", [])
-        decided += [(t.get("status", "kept"), t["reason"], f"<text:{t.get('kind', '?')}>") for t in texts if t.get("reason")]
+        decided += [
+            (t.get("status", "kept"), t["reason"], f"<text:{t.get('kind', '?')}>") for t in texts if t.get("reason")
+        ]
         if decided:
             decided = [(s, r if r in known or _admit(known, r) else OTHER, c) for s, r, c in decided]
             data.decisions.update(decided)

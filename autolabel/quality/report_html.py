@@ -28,7 +28,8 @@ h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;margin:6px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}.muted{color:#777}.grid{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0}figure img{display:block;max-width:360px;height:auto;border:1px solid #ccc}
-figcaption{font-size:12px;color:#555;word-break:break-all;max-width:480px}svg.chart{font:10px sans-serif;background:#fff}
+figcaption{font-size:12px;color:#555;word-break:break-all;max-width:480px}
+svg.chart{font:10px sans-serif;background:#fff}
 nav a{margin-right:12px}.kept{color:#2e7d32}.flagged{color:#ef6c00}.dropped{color:#c62828}
 .warn{color:#c62828}
 """
@@ -56,7 +57,8 @@ def page(title: str, data: ReportData, previews: dict[str, list[Preview]], evalu
         ("classes", "Classes", class_table(data)),
         ("scores", "Score histograms", histograms(data)),
         ("checks", "Quality checks", checks(data, previews)),
-        ("samples", "Sample of labeled images", gallery(previews.get("labeled", []), data.section_sizes.get("labeled", 0))),
+        ("samples", "Sample of labeled images",
+         gallery(previews.get("labeled", []), data.section_sizes.get("labeled", 0))),
         ("failures", "Failures", failures(data)),
         ("stages", "Slowest stages", stages(data.runs)),
     ]
@@ -168,7 +170,11 @@ def histograms(data: ReportData) -> str:
     more = len(counts) - len(names)
     note = f'<p class="muted">{more} less frequent classes not shown.</p>' if more > 0 else ""
     return (f'<p class="muted">Boxes per score bin ({BINS} bins), stacked by decision.</p>'
-            f'<div class="grid">{"".join(f"<figure>{c}<figcaption>{escape(n)}</figcaption></figure>" for n, c in zip(names, charts))}</div>{note}')
+            f'<div class="grid">{"".join(_figure(c, n) for n, c in zip(names, charts))}</div>{note}')
+
+
+def _figure(chart: str, caption: str) -> str:
+    return f"<figure>{chart}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
 def checks(data: ReportData, previews: dict[str, list[Preview]]) -> str:
