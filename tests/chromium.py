@@ -8,11 +8,11 @@ and the tests run as root (a fresh CI machine); elsewhere the browser tests are 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
 import shutil
-import contextlib
 import subprocess
 import tempfile
 import time
