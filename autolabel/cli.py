@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_push_parser(sub)  # autolabel push / pull: a live Label Studio (autolabel.labelstudio)
     add_pull_parser(sub)
+    from .serve.commands import add_serve_parser
+
+    add_serve_parser(sub)  # autolabel serve: a Label Studio ML backend (autolabel.serve)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -124,6 +127,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_push(args) if args.command == "push" else run_pull(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "serve":
+        from .serve.commands import run_serve
+
+        return run_serve(args)
 
     from .pipeline import Pipeline
 
