@@ -51,7 +51,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in a server's log
 
-    import uvicorn
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise AutolabelError(f"autolabel serve needs {err.name}: pip install 'autolabel[serve]'") from None
 
     from ..config import load_file, parse
     from ..pipeline import Pipeline
