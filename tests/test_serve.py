@@ -79,7 +79,7 @@ def env() -> dict[str, str]:
 class Served:
     """An ``autolabel serve`` subprocess; ``stop()`` sends SIGTERM and waits."""
 
-    def __init__(self, args: list[str], log: Path, extra_env: dict[str, str] | None = None, timeout: float = 120):
+    def __init__(self, args: list[str], log: Path, extra_env: dict[str, str] | None = None, timeout: float = 300):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log

@@ -108,6 +108,9 @@ class Backend:
     def load(self) -> None:
         """Load every declared model once (the pool keeps them); health turns ``ready`` (or ``failed``)."""
         t0 = time.perf_counter()
+        from ..exports.labelstudio import labeling_config
+
+        Config(labeling_config(self.pipeline.spec.ontology))  # imports the SDK now: Label Studio's setup waits 3 s
         try:
             with self._model_lock:
                 for name in self.pipeline.config.models:
