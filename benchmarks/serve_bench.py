@@ -1,7 +1,8 @@
 """``autolabel serve``: predictions per second answered from the store vs run by the model, and the second-click
 latency of SAM with the embedding cached vs computed again.
 
-    python benchmarks/serve_bench.py [--stored 8] [--requests 100] [--fresh 4] [--clicks 3] [--model-sam tiny|vit-b] [--json out.json]
+    python benchmarks/serve_bench.py [--stored 8] [--requests 100] [--fresh 4] [--clicks 3] [--model-sam tiny|vit-b]
+                                     [--json out.json]
 
 No weights exist offline, so the models are built from configs with random weights. The served pipeline is the
 tests' tiny Grounding DINO + tiny SAM (``--model-sam vit-b`` swaps in the big SAM), so "by the model" is a *lower

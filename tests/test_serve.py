@@ -299,7 +299,8 @@ def test_bad_requests_get_one_line_json_errors_and_the_server_keeps_serving(worl
     r = httpx.post(served.url + "/predict", content=b"{not json", timeout=10)
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
     assert httpx.get(served.url + "/nowhere").status_code == 404
-    assert httpx.post(served.url + "/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {}}).status_code == 201
+    webhook = {"action": "ANNOTATION_CREATED", "annotation": {}}
+    assert httpx.post(served.url + "/webhook", json=webhook).status_code == 201
     r = httpx.post(served.url + "/predict", json=predict_body([good]), timeout=60)
     assert r.status_code == 200 and len(r.json()["results"]) == 1
     assert "Traceback" not in served.log_text()
@@ -345,7 +346,8 @@ def test_load_sequential_and_concurrent_requests_all_answered_with_memory_flat(w
     assert after["from_store"] - before["from_store"] == sum(len(t) for t in expected) - 11
     assert after["model_loads"] == {"det": 1, "seg": 1}
     assert rss_after - rss_before < 60_000, (rss_before, rss_after)  # kB: flat, not growing with requests
-    print(f"\nserve load: 200 sequential in {sequential:.1f} s; RSS {rss_before / 1024:.0f} → {rss_after / 1024:.0f} MB")
+    print(f"\nserve load: 200 sequential in {sequential:.1f} s; "
+          f"RSS {rss_before / 1024:.0f} → {rss_after / 1024:.0f} MB")
 
 
 # -- a second server: a model-free pipeline, basic auth, allowed hosts, write-back ---------------------------------

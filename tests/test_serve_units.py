@@ -42,8 +42,9 @@ def test_config_finds_the_image_its_data_key_and_controls_by_tag() -> None:
     assert config.control_for("EllipseLabels") is None
 
 
-@pytest.mark.parametrize("xml, words", [("", "no labeling config"), ("<View><Text name='t' value='$t'/></View>",
-                                                                       "no <Image> tag"), ("<View", "cannot be parsed")])
+@pytest.mark.parametrize("xml, words", [
+    ("", "no labeling config"), ("<View><Text name='t' value='$t'/></View>", "no <Image> tag"),
+    ("<View", "cannot be parsed")])
 def test_bad_configs_are_400s_that_say_what_to_do(xml: str, words: str) -> None:
     with pytest.raises(RequestError) as err:
         Config(xml)
