@@ -201,7 +201,7 @@ class Backend:
         from_store = sum(p is not None for p in predictions)
         self.count(requests=1, tasks=len(tasks), from_store=from_store)
         if todo:
-            self._label(todo, tasks, fetched, predictions, config)
+            self._label(todo, tasks, fetched, predictions, config, access)
         log.info("predict: %d task(s): %d from the store, %d labeled by the model in %.2f s", len(tasks), from_store,
                  len(todo), time.perf_counter() - t0)
         return {"results": predictions}
@@ -232,7 +232,7 @@ class Backend:
         return prediction
 
     def _label(self, todo: dict[str, list[int]], tasks: list[Task], fetched: list[tuple[bytes, str]],
-               predictions: list[dict[str, Any] | None], config: Config) -> None:
+               predictions: list[dict[str, Any] | None], config: Config, access: Access) -> None:
         """Run the pipeline over the images not in the store, in batches; fill their predictions in."""
         size = max(1, self.pipeline.config.batch_size)
         digests = list(todo)
@@ -259,7 +259,7 @@ class Backend:
             results, cache = [], []
             for digest, k, item, snaps in zip(batch, refs, items, snapshots):
                 record = to_record(item.labels)
-                row = {"id": tasks[k].id or 0, "path": self._store_path(tasks[k].image), "sha256": digest,
+                row = {"id": tasks[k].id or 0, "path": _store_path(tasks[k].image, access), "sha256": digest,
                        "rel_path": rel_path(tasks[k].image), "width": item.labels.width,
                        "height": item.labels.height, "labels": record}
                 for j in todo[digest]:
@@ -271,11 +271,6 @@ class Backend:
             if self.answers is not None and self.answers.write_back:
                 self.answers.write(results, self.pipeline.spec.hash, self.pipeline.spec.raw, cache)
                 self.count(written_back=len(results))
-
-    def _store_path(self, ref: str) -> str:
-        """The store's unique ``path`` of a reference: the Label Studio URL for its files, else as given."""
-        _, access = self._last_setup
-        return (access.url or "label-studio") + ref if ref.startswith("/data/") else ref
 
     # -- smart tools ---------------------------------------------------------------------------------------------
     def _interactive(self, task: Task, context: dict[str, Any], config: Config, access: Access) -> dict[str, Any]:
@@ -298,3 +293,8 @@ class Backend:
         prediction = {"model_version": self.model_version, "score": region["score"], "result": [region]}
         config.validate(prediction)
         return prediction
+
+
+def _store_path(ref: str, access: Access) -> str:
+    """The store's unique ``path`` of a reference: the Label Studio URL for its files, else as given."""
+    return (access.url or "label-studio") + ref if ref.startswith("/data/") else ref
