@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)  # autolabel eval / calibrate: label quality against human labels (autolabel.quality)
     add_calibrate_parser(sub)
+    from .serve.commands import add_serve_parser
+
+    add_serve_parser(sub)  # autolabel serve: a Label Studio ML backend (autolabel.serve)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -162,6 +165,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .quality.commands import run_calibrate, run_eval
 
         return run_eval(args) if args.command == "eval" else run_calibrate(args)
+    if args.command == "serve":
+        from .serve.commands import run_serve
+
+        return run_serve(args)
 
     from .overrides import collect_overrides
     from .pipeline import Pipeline

@@ -1,0 +1,102 @@
+"""The ``autolabel serve`` subcommand: argument parsing (light: nothing heavy is imported) and the runner."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import socket
+import sys
+
+from ..errors import AutolabelError, ConfigError, ExitCode
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="a Label Studio ML backend: predictions from the store first, the pipeline second; SAM clicks",
+        description="Serve a pipeline to Label Studio (Settings → Model → Connect model → http://HOST:PORT). Images "
+        "already labeled in --output (same content) are answered from the run store; others run through the "
+        "pipeline. Smart keypoints / rectangles get a SAM mask. Basic auth: BASIC_AUTH_USER / BASIC_AUTH_PASS; "
+        "Label Studio files: the setup call's URL and token, or LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY.",
+    )
+    p.add_argument("pipeline", help="pipeline file (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the pipeline file (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=9090, help="port (default 9090)")
+    p.add_argument("--output", "-o", help="a run's output folder: answer images labeled there from its store")
+    p.add_argument("--write-back", action="store_true", help="store images the backend labels in --output's store")
+    p.add_argument("--allowed-hosts", metavar="HOST,...",
+                   help="fetch images only from URLs resolving to these hosts (names, IPs, CIDR networks)")
+    p.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
+    p.add_argument("--interactive-model", metavar="NAME",
+                   help="the declared SAM / SAM 2 model smart tools use (default: the first one)")
+    p.add_argument("--embedding-cache", type=int, default=16, metavar="N",
+                   help="image embeddings kept for smart tools (default 16)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Validate everything that can be checked without models, bind, then serve until SIGINT / SIGTERM."""
+    if args.write_back and not args.output:
+        raise ConfigError("--write-back: needs --output DIR (the run store to write to)")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port: expected 1..65535 (got {args.port})")
+    _check_port(args.host, args.port)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every image URL it fetches
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in a server's log
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise AutolabelError(f"autolabel serve needs {err.name}: pip install 'autolabel[serve]'") from None
+
+    from ..config import load_file, parse
+    from ..pipeline import Pipeline
+    from .answers import StoreAnswers
+    from .app import create_app
+    from .backend import Backend, CountingPool
+
+    spec = parse(load_file(args.pipeline), args.overrides)
+    pipeline = Pipeline(spec, source=args.pipeline, models=CountingPool(spec.config.models))
+    answers = StoreAnswers(args.output, write_back=args.write_back) if args.output else None
+    hosts = [h for h in (args.allowed_hosts or "").split(",") if h.strip()] or None
+    backend = Backend(pipeline, answers, allowed_hosts=hosts, model_version=args.model_version,
+                      interactive_model=args.interactive_model, cache_size=args.embedding_cache)
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(backend, on_failure=stop)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    print(f"autolabel: serving {args.pipeline} on http://{args.host}:{args.port} (model_version "
+          f"{backend.model_version!r}); loading models…", file=sys.stderr, flush=True)
+    stopped: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal it stopped on: exit 0 instead
+        signal.signal(sig, lambda signum, frame: stopped.append(signum))
+    server.run()
+    if backend.state == "failed":
+        raise AutolabelError(backend.error or "models failed to load")
+    return ExitCode.OK
+
+
+def _check_port(host: str, port: int) -> None:
+    """A one-line error now, rather than uvicorn's after the models are loaded."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
+            raise ConfigError(f"--port: {host}:{port} {why}; pass another --port (or --host)") from None
