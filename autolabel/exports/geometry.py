@@ -12,7 +12,8 @@ Conventions (pixels, displayed frame):
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +31,11 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
 def rle_area(rle: dict[str, Any]) -> int:
     """Pixel count of a stored COCO RLE, without decoding it."""
     return int(mask_utils.area(_bytes(rle)))
+
+
+def rles_areas(rles: Sequence[dict[str, Any]]) -> list[int]:
+    """:func:`rle_area` of several RLEs in one pycocotools call."""
+    return [int(a) for a in mask_utils.area([_bytes(r) for r in rles])] if rles else []
 
 
 def rle_polygons(rle: dict[str, Any]) -> list[np.ndarray]:
@@ -54,19 +60,20 @@ def rles_polygons(rles: Sequence[dict[str, Any]], max_bytes: int = 64 << 20) -> 
             out.append([])
             continue
         mask = masks[:, :, k] if masks is not None else mask_utils.decode(coded[k])
-        out.append([p + (x, y) for p in mask_polygons(mask[y : y + h, x : x + w])])
+        out.append(mask_polygons(mask[y : y + h, x : x + w], offset=(int(x), int(y))))
     return out
 
 
-def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
+def mask_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
     """The parts of a boolean mask as (K, 2) float polygons (x, y), largest first; ``[]`` for an empty mask.
+    ``offset`` is added to every point (where a crop of a bigger mask starts).
 
     >>> m = np.zeros((8, 8), bool); m[1:3, 1:4] = True
     >>> mask_polygons(m)[0].tolist()
     [[1.5, 1.5], [1.5, 2.5], [3.5, 2.5], [3.5, 1.5]]
     """
     contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
+                                   cv2.CHAIN_APPROX_SIMPLE, offset=offset)
     parts = []
     for contour in contours:
         points = contour[:, 0, :].astype(np.float64)
@@ -107,9 +114,9 @@ def join_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
     >>> join_parts([a, b]).tolist()
     [[2.0, 0.0], [2.0, 2.0], [0.0, 2.0], [0.0, 0.0], [2.0, 0.0], [5.0, 0.0], [7.0, 0.0], [7.0, 2.0], [5.0, 2.0], [5.0, 0.0]]
     """
-    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     if len(parts) == 1:
-        return parts[0]
+        return np.asarray(parts[0], dtype=np.float64).reshape(-1, 2)
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     last = len(parts) - 1
     bridges = [_closest(parts[i], parts[i + 1]) for i in range(last)]  # (vertex on part i, vertex on part i+1)
     forward = [_arc(parts[0], bridges[0][0], bridges[0][0], full=True)]

@@ -68,13 +68,16 @@ def label_text(row: ImageRow, task: str) -> str:
         values = np.stack([(b[:, 0] + b[:, 2]) / 2 / row.width, (b[:, 1] + b[:, 3]) / 2 / row.height,
                            (b[:, 2] - b[:, 0]) / row.width, (b[:, 3] - b[:, 1]) / row.height], axis=1)
         return "".join(_DETECT_LINE % (a.category, *v) for a, v in zip(row.annotations, values.tolist()))
-    scale = np.array([row.width, row.height], dtype=np.float64)
     masked = [a for a in row.annotations if a.rle is not None]
     parts = dict(zip((a.index for a in masked), rles_polygons([a.rle for a in masked])))
-    lines = []
-    for ann in row.annotations:
-        values = np.clip(_outline(ann, parts.get(ann.index)) / scale, 0.0, 1.0).ravel().tolist()
-        lines.append(("%d" + " %.6f" * len(values) + "\n") % (ann.category, *values))
+    outlines = [_outline(ann, parts.get(ann.index)) for ann in row.annotations]
+    scale = np.array([row.width, row.height], dtype=np.float64)
+    values = np.clip(np.concatenate(outlines) / scale, 0.0, 1.0).ravel().tolist()  # the image's points at once
+    lines, at = [], 0
+    for ann, outline in zip(row.annotations, outlines):
+        end = at + 2 * len(outline)
+        lines.append(("%d" + " %.6f" * (end - at) + "\n") % (ann.category, *values[at:end]))
+        at = end
     return "".join(lines)
 
 
