@@ -45,23 +45,56 @@ def rle_polygons(rle: dict[str, Any]) -> list[np.ndarray]:
 
 
 def rles_polygons(rles: Sequence[dict[str, Any]], max_bytes: int = 64 << 20) -> list[list[np.ndarray]]:
-    """:func:`rle_polygons` of several RLEs of one image, decoded in one pycocotools call when they fit in
-    ``max_bytes`` (most of the cost of a small mask is the per-call overhead), else one by one."""
+    """:func:`rle_polygons` of several RLEs of one image, decoded in one pycocotools call and traced in one OpenCV
+    call when they fit in ``max_bytes`` (most of the cost of a small mask is the per-call overhead), else one by one.
+
+    Traced together, each mask's crop is laid side by side on one canvas with a blank column between crops: an
+    outer contour never crosses a blank column, so each contour belongs to one crop, traced exactly as alone.
+    """
     if not rles:
         return []
     coded = [_bytes(r) for r in rles]
-    boxes = mask_utils.toBbox(coded).astype(int)
+    boxes = mask_utils.toBbox(coded).astype(int).tolist()
     height, width = coded[0]["size"]
-    together = len(coded) * height * width <= max_bytes
-    masks = mask_utils.decode(coded) if together else None  # (H, W, N)
-    out = []
-    for k, (x, y, w, h) in enumerate(boxes):
-        if w == 0 or h == 0:
-            out.append([])
-            continue
-        mask = masks[:, :, k] if masks is not None else mask_utils.decode(coded[k])
-        out.append(mask_polygons(mask[y : y + h, x : x + w], offset=(int(x), int(y))))
+    out: list[list[np.ndarray]] = [[] for _ in coded]
+    if len(coded) * height * width > max_bytes:
+        for k, (x, y, w, h) in enumerate(boxes):
+            if w and h:
+                out[k] = mask_polygons(mask_utils.decode(coded[k])[y : y + h, x : x + w], offset=(x, y))
+        return out
+    masks = mask_utils.decode(coded)  # (H, W, N)
+    crops = [(k, x, y, w, h) for k, (x, y, w, h) in enumerate(boxes) if w and h]
+    while crops:
+        taken, tall, wide = 0, 0, -1
+        while taken < len(crops):  # as many crops as fit in max_bytes (at least one)
+            w, h = crops[taken][3], crops[taken][4]
+            if taken and max(tall, h) * (wide + 1 + w) > max_bytes:
+                break
+            tall, wide, taken = max(tall, h), wide + 1 + w, taken + 1
+        _trace_side_by_side(masks, crops[:taken], tall, wide, out)
+        crops = crops[taken:]
     return out
+
+
+def _trace_side_by_side(
+    masks: np.ndarray, crops: list[tuple[int, int, int, int, int]], tall: int, wide: int, out: list[list[np.ndarray]]
+) -> None:
+    canvas = np.zeros((tall, wide), dtype=np.uint8)
+    lefts, at = [], 0
+    for k, x, y, w, h in crops:
+        canvas[:h, at : at + w] = masks[y : y + h, x : x + w, k]
+        lefts.append(at)
+        at += w + 1
+    contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    found: dict[int, list[np.ndarray]] = {}
+    starts = np.asarray(lefts)
+    for contour in contours:
+        points = contour[:, 0, :]
+        t = int(np.searchsorted(starts, points[0, 0], side="right")) - 1
+        k, x, y, _, _ = crops[t]
+        found.setdefault(k, []).append(points + (x - lefts[t], y))  # back to the image's pixel grid
+    for k, contours_of_k in found.items():
+        out[k] = _parts(contours_of_k)
 
 
 def mask_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
@@ -74,9 +107,14 @@ def mask_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np
     """
     contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE, offset=offset)
+    return _parts([contour[:, 0, :] for contour in contours])
+
+
+def _parts(contours: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """OpenCV's (K, 2) integer contours of one mask as polygons on pixel centres, largest first."""
     parts = []
     for contour in contours:
-        points = contour[:, 0, :].astype(np.float64)
+        points = contour.astype(np.float64)
         if len(points) >= MIN_POINTS:
             parts.append(points + 0.5)
         else:  # a part one or two pixels across: its pixel square, so that it is not lost
