@@ -13,8 +13,8 @@ Works on the store's JSON records directly (masks stay COCO RLE until a format n
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..errors import AutolabelError
 from ..labels import DROPPED, FLAGGED
@@ -25,9 +25,12 @@ from ..store import Store
 _OWN_COLUMNS = frozenset({"class_name", "phrase", "stage", "status", "reason", "text", "has_mask", "polygon", "quad"})
 
 
-@dataclass(frozen=True)
-class Annotation:
-    """One exportable box of an image, with whatever geometry it carries (pixels, displayed frame)."""
+class Annotation(NamedTuple):
+    """One exportable box of an image, with whatever geometry it carries (pixels, displayed frame).
+
+    Immutable; a NamedTuple rather than a frozen dataclass because one is built per box of every export (1M boxes:
+    a frozen dataclass's ``__init__`` alone costs seconds). ``extra``'s default is shared: never mutate it.
+    """
 
     index: int  # its row in the image's record: stable within the image, used for region ids
     category: int  # 0-based position of its class in the ontology
@@ -41,7 +44,7 @@ class Annotation:
     stage: str
     rle: dict[str, Any] | None = None  # COCO compressed RLE of its mask ("counts" a str), None when box-only
     polygon: list[list[float]] | None = None  # [[x, y], ...] (>= 3 points) from a polygon or quad column
-    extra: dict[str, Any] = field(default_factory=dict)  # other scalar columns (scores of quality checks, ...)
+    extra: dict[str, Any] = {}  # other scalar columns (scores of quality checks, ...)  # noqa: RUF012
 
     @property
     def flagged(self) -> bool:
