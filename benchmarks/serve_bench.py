@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-MACHINE = "2-core AMD EPYC VM, 24 GB, CPU only, shared with parallel work"
+MACHINE = "2-core Intel Xeon VM, 24 GB, CPU only, shared with parallel work"
 
 
 def vit_b_sam(path: Path) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open
-from .geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_polygons
+from .geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_areas, rles_polygons
 from .rows import Annotation, ImageRow, image_rows
 
 _COMPACT = (",", ":")
@@ -41,18 +41,25 @@ def image_entry(row: ImageRow) -> dict[str, Any]:
     return {"id": row.id, "file_name": row.rel_path, "width": row.width, "height": row.height}
 
 
+#: A mask already measured and traced: its area in pixels and, in polygon mode, its parts as flat [x, y, ...] lists.
+Traced = tuple[int, "list[list[float]] | None"]
+
+
 def segmentation(
-    ann: Annotation, height: int, width: int, mode: str, parts: list[np.ndarray] | None = None
+    ann: Annotation, height: int, width: int, mode: str, traced: Traced | None = None
 ) -> tuple[Any, float]:
     """The annotation's segmentation in ``mode`` (``polygon`` or ``rle``) and its area in pixels; never empty.
 
-    ``parts``: its mask's polygons when already traced (:func:`mask_parts` does a whole image at once).
+    ``traced``: its mask's area and polygons when already computed (:func:`trace_masks` does a whole image at once).
     """
-    area = rle_area(ann.rle) if ann.rle is not None else 0
+    if ann.rle is not None:
+        area, flat = traced if traced is not None and (traced[1] is not None or mode == "rle") else _trace(ann, mode)
+    else:
+        area, flat = 0, None
     if area > 0:
         if mode == "rle":
             return ann.rle, float(area)
-        return [_flat(p) for p in (parts if parts is not None else rle_polygons(ann.rle))], float(area)
+        return flat, float(area)
     if ann.polygon is None:
         x1, y1, x2, y2 = ann.xyxy
         polygon, area = box_polygon(ann.xyxy), round((x2 - x1) * (y2 - y1), 2)
@@ -62,18 +69,40 @@ def segmentation(
     return (polygons_to_rle([polygon], height, width) if mode == "rle" else [_flat(polygon)]), area
 
 
-def mask_parts(row: ImageRow) -> dict[int, list[np.ndarray]]:
-    """The polygons of every mask of an image (by annotation index), traced in one batch."""
+def _trace(ann: Annotation, mode: str) -> Traced:
+    area = rle_area(ann.rle)
+    return area, ([_flat(p) for p in rle_polygons(ann.rle)] if mode == "polygon" and area > 0 else None)
+
+
+def trace_masks(row: ImageRow, mode: str) -> dict[int, Traced]:
+    """Every mask of an image measured (and in polygon mode traced and rounded) in a few batched calls, by
+    annotation index: per-call overheads, not pixels, are most of the cost of small masks."""
     with_mask = [a for a in row.annotations if a.rle is not None]
-    return dict(zip((a.index for a in with_mask), rles_polygons([a.rle for a in with_mask])))
+    if not with_mask:
+        return {}
+    rles = [a.rle for a in with_mask]
+    areas = rles_areas(rles)
+    if mode != "polygon":
+        return {a.index: (area, None) for a, area in zip(with_mask, areas)}
+    traced = rles_polygons(rles)
+    parts = [p for ps in traced for p in ps]
+    flat = np.round(np.concatenate(parts), 2).ravel().tolist() if parts else []
+    out, at = {}, 0
+    for ann, area, ps in zip(with_mask, areas, traced):
+        lists = []
+        for p in ps:
+            lists.append(flat[at : at + 2 * len(p)])
+            at += 2 * len(p)
+        out[ann.index] = (area, lists)
+    return out
 
 
 def annotation_entry(
-    ann: Annotation, row: ImageRow, ann_id: int, mode: str, parts: list[np.ndarray] | None = None
+    ann: Annotation, row: ImageRow, ann_id: int, mode: str, traced: Traced | None = None
 ) -> dict[str, Any]:
     """One COCO annotation of a box of ``row``."""
     x1, y1, x2, y2 = ann.xyxy
-    seg, area = segmentation(ann, row.height, row.width, mode, parts)
+    seg, area = segmentation(ann, row.height, row.width, mode, traced)
     attributes = {
         "phrase": ann.phrase, "stage": ann.stage, "status": ann.status, "reason": ann.reason, "text": ann.text,
         "provenance": row.provenance.get(ann.stage, {}),
@@ -87,7 +116,7 @@ def annotation_entry(
 
 
 def result_entry(
-    ann: Annotation, row: ImageRow, mode: str = "polygon", parts: list[np.ndarray] | None = None
+    ann: Annotation, row: ImageRow, mode: str = "polygon", traced: Traced | None = None
 ) -> dict[str, Any]:
     """One detection in the results format ``COCO.loadRes`` reads (a score is required: unknown → 1.0)."""
     x1, y1, x2, y2 = ann.xyxy
@@ -96,8 +125,9 @@ def result_entry(
         "bbox": [_r(x1), _r(y1), _r(x2 - x1), _r(y2 - y1)],
         "score": 1.0 if ann.score is None else round(ann.score, 5),
     }
-    if (ann.rle is not None and rle_area(ann.rle) > 0) or ann.polygon is not None:
-        entry["segmentation"] = segmentation(ann, row.height, row.width, mode, parts)[0]
+    mask_area = (traced[0] if traced is not None else rle_area(ann.rle)) if ann.rle is not None else 0
+    if mask_area > 0 or ann.polygon is not None:
+        entry["segmentation"] = segmentation(ann, row.height, row.width, mode, traced)[0]
     return entry
 
 
@@ -139,9 +169,9 @@ def write_coco(
         for n, row in enumerate(rows):
             image = ("," if n else "") + "\n" + _dumps(image_entry(row))
             out.write(image)
-            parts = mask_parts(row) if segmentation_mode == "polygon" else {}
+            traced = trace_masks(row, segmentation_mode)
             for ann in row.annotations:
-                entry = annotation_entry(ann, row, ann_id, segmentation_mode, parts.get(ann.index))
+                entry = annotation_entry(ann, row, ann_id, segmentation_mode, traced.get(ann.index))
                 anns.write(("," if ann_id > 1 else "") + "\n" + _dumps(entry))
                 ann_id += 1
             if cap_out is not None:
@@ -169,9 +199,9 @@ def write_coco_results(
         out.write("[")
         first = True
         for row in image_rows(store, ontology, min_score=min_score, flagged=flagged):
-            parts = mask_parts(row) if segmentation_mode == "polygon" else {}
+            traced = trace_masks(row, segmentation_mode)
             for ann in row.annotations:
-                entry = result_entry(ann, row, segmentation_mode, parts.get(ann.index))
+                entry = result_entry(ann, row, segmentation_mode, traced.get(ann.index))
                 out.write(("" if first else ",") + "\n" + _dumps(entry))
                 first = False
         out.write("\n]\n")
@@ -194,7 +224,7 @@ class _Nothing:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
 
@@ -210,11 +240,15 @@ def _r(value: float) -> float:
     return round(float(value), 2)
 
 
-def _dumps(entry: dict[str, Any]) -> str:
-    return json.dumps(entry, separators=_COMPACT, ensure_ascii=False, default=_json_default)
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+#: One encoder for every entry (``json.dumps`` with options builds a new one per call: a cost per annotation).
+_ENCODER = json.JSONEncoder(separators=_COMPACT, ensure_ascii=False, default=_json_default)
+
+
+def _dumps(entry: Any) -> str:
+    return _ENCODER.encode(entry)

@@ -12,7 +12,8 @@ Conventions (pixels, displayed frame):
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,6 +33,11 @@ def rle_area(rle: dict[str, Any]) -> int:
     return int(mask_utils.area(_bytes(rle)))
 
 
+def rles_areas(rles: Sequence[dict[str, Any]]) -> list[int]:
+    """:func:`rle_area` of several RLEs in one pycocotools call."""
+    return [int(a) for a in mask_utils.area([_bytes(r) for r in rles])] if rles else []
+
+
 def rle_polygons(rle: dict[str, Any]) -> list[np.ndarray]:
     """:func:`mask_polygons` of a stored RLE, traced only inside the mask's bounding box (fast for small objects
     in big images: the contour search is the cost)."""
@@ -39,37 +45,76 @@ def rle_polygons(rle: dict[str, Any]) -> list[np.ndarray]:
 
 
 def rles_polygons(rles: Sequence[dict[str, Any]], max_bytes: int = 64 << 20) -> list[list[np.ndarray]]:
-    """:func:`rle_polygons` of several RLEs of one image, decoded in one pycocotools call when they fit in
-    ``max_bytes`` (most of the cost of a small mask is the per-call overhead), else one by one."""
+    """:func:`rle_polygons` of several RLEs of one image, decoded in one pycocotools call and traced in one OpenCV
+    call when they fit in ``max_bytes`` (most of the cost of a small mask is the per-call overhead), else one by one.
+
+    Traced together, each mask's crop is laid side by side on one canvas with a blank column between crops: an
+    outer contour never crosses a blank column, so each contour belongs to one crop, traced exactly as alone.
+    """
     if not rles:
         return []
     coded = [_bytes(r) for r in rles]
-    boxes = mask_utils.toBbox(coded).astype(int)
+    boxes = mask_utils.toBbox(coded).astype(int).tolist()
     height, width = coded[0]["size"]
-    together = len(coded) * height * width <= max_bytes
-    masks = mask_utils.decode(coded) if together else None  # (H, W, N)
-    out = []
-    for k, (x, y, w, h) in enumerate(boxes):
-        if w == 0 or h == 0:
-            out.append([])
-            continue
-        mask = masks[:, :, k] if masks is not None else mask_utils.decode(coded[k])
-        out.append([p + (x, y) for p in mask_polygons(mask[y : y + h, x : x + w])])
+    out: list[list[np.ndarray]] = [[] for _ in coded]
+    if len(coded) * height * width > max_bytes:
+        for k, (x, y, w, h) in enumerate(boxes):
+            if w and h:
+                out[k] = mask_polygons(mask_utils.decode(coded[k])[y : y + h, x : x + w], offset=(x, y))
+        return out
+    masks = mask_utils.decode(coded)  # (H, W, N)
+    crops = [(k, x, y, w, h) for k, (x, y, w, h) in enumerate(boxes) if w and h]
+    while crops:
+        taken, tall, wide = 0, 0, -1
+        while taken < len(crops):  # as many crops as fit in max_bytes (at least one)
+            w, h = crops[taken][3], crops[taken][4]
+            if taken and max(tall, h) * (wide + 1 + w) > max_bytes:
+                break
+            tall, wide, taken = max(tall, h), wide + 1 + w, taken + 1
+        _trace_side_by_side(masks, crops[:taken], tall, wide, out)
+        crops = crops[taken:]
     return out
 
 
-def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
+def _trace_side_by_side(
+    masks: np.ndarray, crops: list[tuple[int, int, int, int, int]], tall: int, wide: int, out: list[list[np.ndarray]]
+) -> None:
+    canvas = np.zeros((tall, wide), dtype=np.uint8)
+    lefts, at = [], 0
+    for k, x, y, w, h in crops:
+        canvas[:h, at : at + w] = masks[y : y + h, x : x + w, k]
+        lefts.append(at)
+        at += w + 1
+    contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    found: dict[int, list[np.ndarray]] = {}
+    starts = np.asarray(lefts)
+    for contour in contours:
+        points = contour[:, 0, :]
+        t = int(np.searchsorted(starts, points[0, 0], side="right")) - 1
+        k, x, y, _, _ = crops[t]
+        found.setdefault(k, []).append(points + (x - lefts[t], y))  # back to the image's pixel grid
+    for k, contours_of_k in found.items():
+        out[k] = _parts(contours_of_k)
+
+
+def mask_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
     """The parts of a boolean mask as (K, 2) float polygons (x, y), largest first; ``[]`` for an empty mask.
+    ``offset`` is added to every point (where a crop of a bigger mask starts).
 
     >>> m = np.zeros((8, 8), bool); m[1:3, 1:4] = True
     >>> mask_polygons(m)[0].tolist()
     [[1.5, 1.5], [1.5, 2.5], [3.5, 2.5], [3.5, 1.5]]
     """
     contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
+                                   cv2.CHAIN_APPROX_SIMPLE, offset=offset)
+    return _parts([contour[:, 0, :] for contour in contours])
+
+
+def _parts(contours: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """OpenCV's (K, 2) integer contours of one mask as polygons on pixel centres, largest first."""
     parts = []
     for contour in contours:
-        points = contour[:, 0, :].astype(np.float64)
+        points = contour.astype(np.float64)
         if len(points) >= MIN_POINTS:
             parts.append(points + 0.5)
         else:  # a part one or two pixels across: its pixel square, so that it is not lost
@@ -108,9 +153,9 @@ def join_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
     [[2.0, 0.0], [2.0, 2.0], [0.0, 2.0], [0.0, 0.0], [2.0, 0.0],
      [5.0, 0.0], [7.0, 0.0], [7.0, 2.0], [5.0, 2.0], [5.0, 0.0]]
     """
-    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     if len(parts) == 1:
-        return parts[0]
+        return np.asarray(parts[0], dtype=np.float64).reshape(-1, 2)
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     last = len(parts) - 1
     bridges = [_closest(parts[i], parts[i + 1]) for i in range(last)]  # (vertex on part i, vertex on part i+1)
     forward = [_arc(parts[0], bridges[0][0], bridges[0][0], full=True)]

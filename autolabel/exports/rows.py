@@ -12,8 +12,9 @@ Works on the store's JSON records directly (masks stay COCO RLE until a format n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..errors import AutolabelError
 from ..labels import DROPPED, FLAGGED
@@ -24,9 +25,12 @@ from ..store import Store
 _OWN_COLUMNS = frozenset({"class_name", "phrase", "stage", "status", "reason", "text", "has_mask", "polygon", "quad"})
 
 
-@dataclass(frozen=True)
-class Annotation:
-    """One exportable box of an image, with whatever geometry it carries (pixels, displayed frame)."""
+class Annotation(NamedTuple):
+    """One exportable box of an image, with whatever geometry it carries (pixels, displayed frame).
+
+    Immutable; a NamedTuple rather than a frozen dataclass because one is built per box of every export (1M boxes:
+    a frozen dataclass's ``__init__`` alone costs seconds). ``extra``'s default is shared: never mutate it.
+    """
 
     index: int  # its row in the image's record: stable within the image, used for region ids
     category: int  # 0-based position of its class in the ontology
@@ -40,7 +44,7 @@ class Annotation:
     stage: str
     rle: dict[str, Any] | None = None  # COCO compressed RLE of its mask ("counts" a str), None when box-only
     polygon: list[list[float]] | None = None  # [[x, y], ...] (>= 3 points) from a polygon or quad column
-    extra: dict[str, Any] = field(default_factory=dict)  # other scalar columns (scores of quality checks, ...)
+    extra: dict[str, Any] = {}  # other scalar columns (scores of quality checks, ...); read only
 
     @property
     def flagged(self) -> bool:
@@ -99,14 +103,20 @@ def image_row(
     data: dict[str, list[Any]] = boxes.get("data", {})
     masks = boxes.get("mask")
     n = len(boxes["xyxy"])
-    column = lambda key, default: data.get(key) or [default] * n  # noqa: E731
+
+    def column(key: str, default: Any) -> list[Any]:
+        return data.get(key) or [default] * n
+
     names, statuses, reasons = column("class_name", ""), column("status", "kept"), column("reason", "")
     texts, phrases, stages = column("text", ""), column("phrase", ""), column("stage", "")
     has_mask = column("has_mask", False) if masks is not None else [False] * n
     extras = [k for k in data if k not in _OWN_COLUMNS]
+    shaped = "polygon" in data or "quad" in data
+    confidences = boxes["confidence"]
+    fw, fh = float(width), float(height)
     annotations = []
-    for i, (x1, y1, x2, y2) in enumerate(boxes["xyxy"]):
-        name, status, score = names[i], statuses[i], boxes["confidence"][i]
+    for i, (x1, y1, x2, y2) in enumerate(boxes["xyxy"]):  # the per-box hot path of every export: kept inline
+        name, status, score = names[i], statuses[i], confidences[i]
         if name and name not in ids:  # checked before any filter: the same answer whatever the options
             raise AutolabelError(
                 f"{row['rel_path']}: class {name!r} is not in the pipeline's ontology (known: {', '.join(ids)}); "
@@ -118,8 +128,8 @@ def image_row(
             continue
         if score is not None and score < min_score:
             continue
-        x1, x2 = _clip(x1, width), _clip(x2, width)
-        y1, y2 = _clip(y1, height), _clip(y2, height)
+        x1, x2 = min(max(float(x1), 0.0), fw), min(max(float(x2), 0.0), fw)  # clipped to the image
+        y1, y2 = min(max(float(y1), 0.0), fh), min(max(float(y2), 0.0), fh)
         if x2 <= x1 or y2 <= y1:
             continue  # nothing of it inside the image
         annotations.append(
@@ -127,8 +137,10 @@ def image_row(
                 index=i, category=ids[name], class_name=name, xyxy=(x1, y1, x2, y2),
                 score=None if score is None else float(score), status=status, reason=reasons[i] or "",
                 text=texts[i] or "", phrase=phrases[i] or "", stage=stages[i] or "",
-                rle=masks[i] if has_mask[i] else None, polygon=_polygon(data, i, width, height),
-                extra={k: _scalar(data[k][i]) for k in extras if isinstance(data[k][i], (int, float, str, bool))},
+                rle=masks[i] if has_mask[i] else None,
+                polygon=_polygon(data, i, width, height) if shaped else None,
+                extra={k: _scalar(data[k][i]) for k in extras if isinstance(data[k][i], (int, float, str, bool))}
+                if extras else {},
             )
         )
     kept_texts = [

@@ -10,7 +10,9 @@
 * A mask in several parts becomes one polygon: the parts joined by zero-width bridges between their closest
   vertices, the rule of Ultralytics' own converter (see :func:`autolabel.exports.geometry.join_parts`).
 * The split is deterministic: each image goes to a split by a hash of ``seed`` and its content hash (the store's
-  sha256), so identical images land in the same split and re-exports never shuffle.
+  sha256), so identical images land in the same split and re-exports never shuffle; a split with a fraction > 0
+  that would come out empty gets the nearest image of another split when there are images enough (the rule:
+  :mod:`autolabel.exports.splits`), so a small dataset still trains.
 * ``<name>`` is the path relative to the input root with ``/`` → ``__`` (Ultralytics finds labels by replacing
   the last ``/images/`` in a path, so sub-folders named ``images`` must not survive); a name taken twice gets
   ``__id<store id>``.
@@ -33,8 +35,8 @@ import io
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import yaml
@@ -46,6 +48,7 @@ from ..ontology import Ontology
 from ..store import Store
 from .geometry import box_polygon, join_parts, rles_polygons
 from .rows import Annotation, ImageRow, image_rows, require_labeled
+from .splits import SplitPlan, split_of  # noqa: F401 — split_of: part of this module's API
 
 #: Image suffixes Ultralytics loads (``ultralytics.data.utils.IMG_FORMATS``, minus the exotic ones).
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -53,36 +56,31 @@ MARKER = "# autolabel YOLO export"
 _ORIENTATION = 0x0112
 
 
-def split_of(key: str, fractions: dict[str, float], seed: int = 0) -> str:
-    """The split an image goes to: a uniform draw from ``sha256(seed:key)`` against the cumulative fractions.
+def label_text(row: ImageRow, task: str) -> str:
+    """The label file of one image: one line per annotation, coordinates normalised to the displayed size.
 
-    >>> split_of("abc", {"train": 0.8, "val": 0.2}) in ("train", "val")
-    True
+    One ``%`` per line (the export's hot path); segment outlines are scaled and clipped for the whole image at once.
     """
-    draw = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2.0**64
-    total = 0.0
-    for name, fraction in fractions.items():
-        total += fraction
-        if draw < total:
-            return name
-    return next(reversed(fractions))  # rounding: the sum may fall a hair short of 1
-
-
-def label_lines(row: ImageRow, task: str) -> list[str]:
-    """The label file of one image: one line per annotation, coordinates normalised to the displayed size."""
-    scale = np.array([row.width, row.height], dtype=np.float64)
-    masked = [a for a in row.annotations if a.rle is not None] if task == "segment" else []
+    if not row.annotations:
+        return ""
+    if task == "detect":  # plain floats: for ~10 boxes an image, numpy's per-call cost exceeds the arithmetic
+        w, h = row.width, row.height
+        return "".join(_DETECT_LINE % (a.category, (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
+                       for a in row.annotations for x1, y1, x2, y2 in (a.xyxy,))
+    masked = [a for a in row.annotations if a.rle is not None]
     parts = dict(zip((a.index for a in masked), rles_polygons([a.rle for a in masked])))
-    lines = []
-    for ann in row.annotations:
-        if task == "detect":
-            x1, y1, x2, y2 = ann.xyxy
-            values = [(x1 + x2) / 2 / row.width, (y1 + y2) / 2 / row.height,
-                      (x2 - x1) / row.width, (y2 - y1) / row.height]
-        else:
-            values = np.clip(_outline(ann, parts.get(ann.index)) / scale, 0.0, 1.0).ravel().tolist()
-        lines.append(f"{ann.category} " + " ".join(f"{v:.6f}" for v in values))
-    return lines
+    outlines = [_outline(ann, parts.get(ann.index)) for ann in row.annotations]
+    scale = np.array([row.width, row.height], dtype=np.float64)
+    values = np.clip(np.concatenate(outlines) / scale, 0.0, 1.0).ravel().tolist()  # the image's points at once
+    lines, at = [], 0
+    for ann, outline in zip(row.annotations, outlines):
+        end = at + 2 * len(outline)
+        lines.append(("%d" + " %.6f" * (end - at) + "\n") % (ann.category, *values[at:end]))
+        at = end
+    return "".join(lines)
+
+
+_DETECT_LINE = "%d %.6f %.6f %.6f %.6f\n"
 
 
 def _outline(ann: Annotation, parts: list[np.ndarray] | None) -> np.ndarray:
@@ -146,15 +144,20 @@ def write_dataset(
     _check_replaceable(path)
     _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    plan = SplitPlan(fractions, seed)
     try:
         for name in fractions:
             (tmp / "images" / name).mkdir(parents=True)
             (tmp / "labels" / name).mkdir(parents=True)
+        root = str(tmp)
         for row in rows:
-            which = split_of(row.sha256 or row.rel_path, fractions, seed)
-            image_path, label_path = _targets(tmp, which, row)
-            place(row, image_path)
-            label_path.write_text("".join(line + "\n" for line in label_lines(row, task)), encoding="utf-8")
+            text = label_text(row, task).encode("utf-8")
+            _, (image_path, _) = plan.assign(row.sha256 or row.rel_path,
+                                             lambda split: _claim(root, split, row, text))  # noqa: B023
+            place(row, Path(image_path))
+        for (image_path, label_path), _old, new in plan.moves():
+            for moving, kind in ((image_path, "images"), (label_path, "labels")):
+                os.rename(moving, os.path.join(root, kind, new, os.path.basename(moving)))
         (tmp / "data.yaml").write_text(data_yaml(ontology, list(fractions), task), encoding="utf-8")
         _swap_into_place(tmp, path)
     except BaseException:
@@ -163,16 +166,32 @@ def write_dataset(
     return [str(path)]
 
 
-def _targets(root: Path, split: str, row: ImageRow) -> tuple[Path, Path]:
-    """Where the image and its label file go; a second image of the same name gets ``__id<id>``."""
-    name = Path(image_name(row.rel_path))
-    suffix = name.suffix if name.suffix.lower() in IMAGE_SUFFIXES else ".png"
-    for stem in (name.stem, f"{name.stem}__id{row.id}"):
-        image = root / "images" / split / f"{stem}{suffix}"
-        label = root / "labels" / split / f"{stem}.txt"
-        if not os.path.lexists(image) and not label.exists():
-            return image, label
-    raise AutolabelError(f"{row.rel_path}: two images map to the file name {name.stem!r} in split {split!r}")
+def _claim(root: str, split: str, row: ImageRow, text: bytes) -> tuple[str, str]:
+    """Write the label file under a free name and return ``(image path, label path)``; a second image of the same
+    name gets ``__id<id>``. The label file is created exclusively: an image's name is taken exactly when its label's
+    is (same stem), so one ``open`` both checks and claims the name."""
+    stem, suffix = _stem_suffix(image_name(row.rel_path))
+    if suffix.lower() not in IMAGE_SUFFIXES:
+        suffix = ".png"
+    for candidate in (stem, f"{stem}__id{row.id}"):
+        label = os.path.join(root, "labels", split, candidate + ".txt")
+        try:
+            fd = os.open(label, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
+        return os.path.join(root, "images", split, candidate + suffix), label
+    raise AutolabelError(f"{row.rel_path}: two images map to the file name {stem!r} in split {split!r}")
+
+
+def _stem_suffix(path: str) -> tuple[str, str]:
+    """``PurePosixPath(path).stem`` and ``.suffix`` without building a path object (once per image)."""
+    name = path.rpartition("/")[2]
+    dot = name.rfind(".")
+    return (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
 
 
 def _place_image(row: ImageRow, target: Path, mode: str) -> None:
@@ -203,15 +222,21 @@ def _place_image(row: ImageRow, target: Path, mode: str) -> None:
 
 def _check_header(row: ImageRow, source: str | io.BytesIO) -> tuple[int, bool]:
     """The source's EXIF orientation and whether trainers read its format; fail if its size is not the run's."""
-    try:
-        with Image.open(source) as image:
-            orientation = _orientation(image, source)
-            size = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
-    except (OSError, ValueError) as err:
-        raise AutolabelError(f"{row.rel_path}: cannot read source image {row.path} ({err})") from None
+    header = _png_header(source) if isinstance(source, str) else None
+    if header is not None:  # a PNG file: its header read directly, ~10x faster than PIL's open
+        (width, height), raw = header
+        orientation = _exif_orientation(raw) if raw else 1
+        size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    else:
+        try:
+            with Image.open(source) as image:
+                orientation = _orientation(image, source)
+                size = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+        except (OSError, ValueError) as err:
+            raise AutolabelError(f"{row.rel_path}: cannot read source image {row.path} ({err})") from None
     if size != (row.width, row.height):
         raise _changed(row, f"its size is {size[0]}x{size[1]}, the run saw {row.width}x{row.height}")
-    return orientation, Path(row.rel_path).suffix.lower() in IMAGE_SUFFIXES
+    return orientation, _stem_suffix(row.rel_path)[1].lower() in IMAGE_SUFFIXES
 
 
 def _orientation(image: Image.Image, source: str | io.BytesIO) -> int:
@@ -219,11 +244,45 @@ def _orientation(image: Image.Image, source: str | io.BytesIO) -> int:
     if image.format != "PNG":
         return int(image.getexif().get(_ORIENTATION, 1))
     raw = image.info.get("exif") or _png_chunk(source, b"eXIf")
-    if not raw:
-        return 1
+    return _exif_orientation(raw) if raw else 1
+
+
+def _exif_orientation(raw: bytes) -> int:
     exif = Image.Exif()
     exif.load(raw)
     return int(exif.get(_ORIENTATION, 1))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_header(path: str) -> tuple[tuple[int, int], bytes | None] | None:
+    """A PNG file's size (IHDR) and its ``eXIf`` chunk, read without PIL; ``None`` when the file is not a plain
+    PNG or keeps EXIF in a text chunk (PIL reads those: the caller falls back to it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)  # signature, IHDR's length and type, width, height, the rest of IHDR and its CRC
+            if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+                return None
+            size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            while header := f.read(8):
+                if len(header) < 8:
+                    break
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if kind == b"eXIf":
+                    return size, f.read(length)
+                if kind == b"IEND":
+                    break
+                if kind in _TEXT_CHUNKS:
+                    if f.read(5) == b"exif\0":
+                        return None
+                    f.seek(length - 1, io.SEEK_CUR)  # the rest of the data, and the CRC
+                else:
+                    f.seek(length + 4, io.SEEK_CUR)
+            return size, None
+    except OSError:
+        return None  # PIL will say what is wrong with it
 
 
 def _png_chunk(source: str | io.BytesIO, kind: bytes) -> bytes | None:
