@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,36 +62,54 @@ def test_the_seed_that_drew_no_val_image_still_fills_val(small: Path, task: str)
     assert len(list((root / "images" / "val").iterdir())) == 1
 
 
-def train_one_epoch(data_yaml: Path, model_yaml: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """One epoch of a from-scratch model on CPU, offline, at 64 px: the trainer (its datasets hold what it read)."""
-    monkeypatch.setenv("YOLO_OFFLINE", "1")
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(project / "config"))
-    from ultralytics import YOLO
+TRAIN = """
+import json, sys
+from pathlib import Path
+from ultralytics import YOLO
 
-    model = YOLO(model_yaml)
-    metrics = model.train(data=str(data_yaml), epochs=1, imgsz=64, batch=8, device="cpu", workers=0, plots=False,
-                          amp=False, project=str(project), name="train", exist_ok=True, verbose=False)
-    assert metrics is not None and "fitness" in metrics.results_dict
-    assert (Path(model.trainer.save_dir) / "results.csv").is_file()
-    assert (Path(model.trainer.save_dir) / "weights" / "last.pt").is_file()
-    return model.trainer
+data_yaml, model_yaml, project = sys.argv[1:4]
+model = YOLO(model_yaml)
+metrics = model.train(data=data_yaml, epochs=1, imgsz=64, batch=8, device="cpu", workers=0, plots=False,
+                      amp=False, project=project, name="train", exist_ok=True, verbose=False)
+trainer = model.trainer
+def read(dataset):
+    return [{"cls": [int(c) for c in label["cls"].ravel()], "points": [len(s) for s in label.get("segments", [])]}
+            for label in dataset.labels]
+print(json.dumps({"fitness": "fitness" in metrics.results_dict, "save_dir": str(trainer.save_dir),
+                  "train": read(trainer.train_loader.dataset), "val": read(trainer.test_loader.dataset)}))
+"""
+
+
+def train_one_epoch(data_yaml: Path, model_yaml: str, project: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One epoch of a from-scratch model on CPU, offline, at 64 px, in a process of its own (importing ultralytics
+    patches ``PIL.Image.open`` for the whole process); returns what its datasets read, per split."""
+    env = env | {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(project / "config")}
+    out = subprocess.run([sys.executable, "-c", TRAIN, str(data_yaml), model_yaml, str(project)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trained = json.loads(out.stdout.strip().splitlines()[-1])
+    assert trained["fitness"]
+    assert (Path(trained["save_dir"]) / "results.csv").is_file()
+    assert (Path(trained["save_dir"]) / "weights" / "last.pt").is_file()
+    return trained
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task, model_yaml", [("detect", "yolov8n.yaml"), ("segment", "yolov8n-seg.yaml")])
 def test_ultralytics_trains_an_epoch_on_the_export(
-    small: Path, task: str, model_yaml: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small: Path, task: str, model_yaml: str, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
     root = small / f"yolo_{task}"
-    trainer = train_one_epoch(root / "data.yaml", model_yaml, tmp_path, monkeypatch)
+    trained = train_one_epoch(root / "data.yaml", model_yaml, tmp_path, subprocess_env)
     ours = {split: yolo_labels(root, split) for split in ("train", "val")}
-    for split, dataset in (("train", trainer.train_loader.dataset), ("val", trainer.test_loader.dataset)):
-        assert len(dataset.labels) == len(ours[split])  # every image was read, none rejected
-        assert sum(len(label["cls"]) for label in dataset.labels) == sum(map(len, ours[split]))
-        classes = sorted(int(c) for label in dataset.labels for c in label["cls"].ravel())
+    for split in ("train", "val"):
+        labels = trained[split]
+        assert len(labels) == len(ours[split])  # every image was read, none rejected
+        assert sum(len(label["cls"]) for label in labels) == sum(map(len, ours[split]))
+        classes = sorted(c for label in labels for c in label["cls"])
         assert classes == sorted(int(line.split()[0]) for lines in ours[split] for line in lines)
     if task == "segment":  # one polygon per instance, as many points as we wrote
-        points = sorted(len(s) for label in trainer.train_loader.dataset.labels for s in label["segments"])
+        points = sorted(n for label in trained["train"] for n in label["points"])
         assert points == sorted((len(line.split()) - 1) // 2 for lines in ours["train"] for line in lines)
 
 

@@ -27,7 +27,6 @@ reviewer saw. Predictions on our tasks are ours: replacing them deletes every pr
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -213,7 +212,7 @@ def input_hash(row: ImageRow, version: str, options: PushSpec) -> str:
 
     blob = json.dumps(
         [__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width, row.height,
-         [dataclasses.astuple(a) for a in row.annotations], row.texts],
+         [tuple(a) for a in row.annotations], row.texts],
         sort_keys=True, separators=(",", ":"), default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
