@@ -182,6 +182,23 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(clus
     assert any(name.endswith(f":{killed[0]}") for name in workers) or len(workers) >= 2
 
 
+def _driver_after_commits(
+    tmp_path: Path, cluster: str, env: dict[str, str], db: Path, n: int, *args: str
+) -> subprocess.Popen:
+    """`autolabel run tmp_path/p.yaml` on the cluster in a subprocess, returned once ``n`` images are committed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autolabel", "run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "in"),
+         "-o", str(tmp_path / "out"), "--no-progress", "--ray-address", cluster, *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 90
+    while _done_count(db) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.slow
 def test_driver_killed_with_kill_9_then_resumed_on_ray_equals_an_uninterrupted_run(
     cluster, tmp_path, subprocess_env
@@ -190,16 +207,7 @@ def test_driver_killed_with_kill_9_then_resumed_on_ray_equals_an_uninterrupted_r
     data = pipeline_dict(sleep=0.2, fail_on="img013")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
     db = tmp_path / "out" / "autolabel.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autolabel", "run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "in"),
-         "-o", str(tmp_path / "out"), "--no-progress", "--ray-address", cluster],
-        env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 90
-    while _done_count(db) < 4:
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the run made no progress"
-        time.sleep(0.05)
+    proc = _driver_after_commits(tmp_path, cluster, subprocess_env, db, 4)
     proc.kill()
     proc.wait(timeout=30)
     with sqlite3.connect(db) as conn:
@@ -224,16 +232,7 @@ def test_ctrl_c_on_the_driver_commits_stops_the_cluster_work_and_resume_finishes
     make_images(tmp_path / "in", 40)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(pipeline_dict(sleep=0.3)))
     db = tmp_path / "out" / "autolabel.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autolabel", "run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "in"),
-         "-o", str(tmp_path / "out"), "--no-progress", "--ray-address", cluster, "--set", "executor.workers=2"],
-        env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 90
-    while _done_count(db) < 4:
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the run made no progress"
-        time.sleep(0.05)
+    proc = _driver_after_commits(tmp_path, cluster, subprocess_env, db, 4, "--set", "executor.workers=2")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err

@@ -33,6 +33,7 @@ from ..exports.coco import annotation_entry, categories, image_entry
 from ..exports.geometry import polygons_to_rle
 from ..exports.rows import Annotation, ImageRow
 from ..ontology import Ontology
+from ..records import encode_mask
 from ..util import atomic_write_text
 from .client import Connection, api_key_from_env
 from .project import classes_of, find_project
@@ -201,7 +202,7 @@ def _geometry(region: dict[str, Any], attached: list[dict[str, Any]], width: int
             from ..exports.geometry import decode_rle as decode_coco
 
             mask |= decode_coco(polygons_to_rle(polygons, height, width))
-        rle = _encode(mask)
+        rle = encode_mask(mask)
     elif polygons:
         polygon = np.clip(polygons[0], 0, (width, height)).tolist()
     if region.get("type") == "rectanglelabels":
@@ -221,13 +222,6 @@ def _geometry(region: dict[str, Any], attached: list[dict[str, Any]], width: int
     if x2 <= x1 or y2 <= y1:
         return None, None, None
     return rle, polygon, (x1, y1, x2, y2)
-
-
-def _encode(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _name_of(reference: str) -> str:

@@ -69,11 +69,10 @@ class TextLines:
 
 
 def clip_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Boxes clipped to the image (models may predict a little past its edges), float32."""
-    out = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
-    return out
+    """Boxes clipped to the image (models may predict a little past its edges), float32 (N, 4)."""
+    import supervision as sv
+
+    return sv.clip_boxes(np.asarray(xyxy, dtype=np.float32).reshape(-1, 4), (width, height))
 
 
 def quad_bounds(quads: np.ndarray) -> np.ndarray:
