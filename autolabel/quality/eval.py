@@ -130,12 +130,11 @@ def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str,
         return {"overall": none, "per_class": dict.fromkeys(paired.evaluated, none)}
     op = op[np.argsort(run.image[op], kind="stable")]  # by image, each image's rows in their order
     gt_rows = gt_rows[np.argsort(gt.image[gt_rows], kind="stable")]
-    starts = range(0, len(paired.sizes), max(1, block))
-    per_block = [_evaluate_block(paired, classes, iou_type, lo, lo + block,
-                                 op[np.searchsorted(run.image[op], lo):np.searchsorted(run.image[op], lo + block)],
-                                 gt_rows[np.searchsorted(gt.image[gt_rows], lo):
-                                         np.searchsorted(gt.image[gt_rows], lo + block)])
-                 for lo in starts]
+    edges = np.arange(0, len(paired.sizes) + block, max(1, block))  # block b: images edges[b] .. edges[b+1]-1
+    run_at, gt_at = np.searchsorted(run.image[op], edges), np.searchsorted(gt.image[gt_rows], edges)
+    per_block = [_evaluate_block(paired, classes, iou_type, int(lo), int(hi), op[run_at[b]:run_at[b + 1]],
+                                 gt_rows[gt_at[b]:gt_at[b + 1]])
+                 for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
     ev = COCOeval(iouType=iou_type)
     params = Params(iouType=iou_type)
     params.imgIds, params.catIds = list(range(len(per_block))), list(range(1, len(classes) + 1))
@@ -288,8 +287,9 @@ def filters(paired: Paired, op: np.ndarray, match: np.ndarray, gt_rows: np.ndarr
     known = np.isin(run.cls, paired.evaluated)
     out_rows = np.setdiff1d(np.flatnonzero(known & (run.status != "kept")), op)  # dropped (and excluded flags)
     missed = np.setdiff1d(gt_rows, match[match >= 0])
-    hits = dict(zip(out_rows.tolist(), (greedy(run, out_rows, gt, missed, iou) >= 0).tolist()))
-    hits.update(zip(op.tolist(), (match >= 0).tolist()))
+    hits = np.zeros(len(run), dtype=bool)  # per run row: would it be a true positive (an array: 1 byte a box)
+    hits[out_rows] = greedy(run, out_rows, gt, missed, iou) >= 0
+    hits[op] = match >= 0
     out: dict[str, dict[str, Any]] = {}
     names: dict[tuple[str, str, str], str] = {}
     for i in np.flatnonzero(known & (run.status != "kept")).tolist():
