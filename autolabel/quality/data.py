@@ -2,8 +2,8 @@
 
 Read straight from the store's JSON records (no :class:`~autolabel.labels.Labels`, no mask decoding), so that a
 million boxes load in seconds; masks stay COCO RLE, which pycocotools reads as they are. Compact per box: the string
-columns point at one shared string per distinct value (a JSON parse makes a new one per box), so a box costs about
-90 bytes here, not the ~300 of its own strings.
+columns point at one shared string per distinct value (a JSON parse makes a new one per box): ~115 bytes a box
+held here (tracemalloc, 200k boxes), against ~200 with a string object per box and column.
 """
 
 from __future__ import annotations
