@@ -15,6 +15,9 @@ Variants, each in a fresh subprocess (its own peak RSS, ``ru_maxrss``):
 * ``eval``: ``autolabel eval OUT --gt gt.json`` (reads the store, matches images and classes, COCOeval for AP,
   operating point, curves, confusion, filter costs, reliability, eval.json).
 * ``calibrate``: ``autolabel calibrate OUT --gt gt.json --target-precision 0.9 --unreached drop``.
+
+``--phases``: instead, where ``eval``'s memory goes — RSS and peak RSS after each of its phases (ground truth
+loaded, both sides paired, COCO AP, the rest of eval.json), in this process, on the data of each ``--images``.
 """
 
 from __future__ import annotations
@@ -133,16 +136,57 @@ def child(variant: str, out: Path, gt_path: Path, res_path: Path) -> None:
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
+def phases(out: Path, gt_path: Path) -> None:
+    """Print RSS (now and peak) after each phase of ``autolabel eval``, the garbage collected before each reading."""
+    import gc
+
+    from autolabel.ontology import Ontology
+    from autolabel.quality.data import operating_point, pair
+    from autolabel.quality.eval import coco_ap, evaluate, stages_of
+    from autolabel.quality.gt import load_ground_truth
+    from autolabel.store import Store
+
+    t0 = time.perf_counter()
+
+    def mark(name: str) -> None:
+        gc.collect()
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"| {name} | {time.perf_counter() - t0:.1f} | {rss:.0f} | {peak:.0f} |", flush=True)
+
+    print("| phase | s | RSS MB | peak RSS MB |\n|---|---:|---:|---:|")
+    mark("start")
+    truth = load_ground_truth(gt_path)
+    mark("ground truth loaded")
+    with Store(out) as store:
+        spec = store.last_pipeline()
+        paired = pair(store, Ontology.from_config(spec["ontology"]), truth)
+    mark("both sides paired")
+    run, gt = paired.run, paired.gt
+    op = np.flatnonzero(operating_point(run) & np.isin(run.cls, paired.evaluated))
+    ap = coco_ap(paired, op, np.flatnonzero(gt.status != "crowd"), "bbox")
+    mark(f"COCO AP ({ap['overall']['ap']:.4f})")
+    evaluate(paired, stages=stages_of(spec))
+    mark("all of eval.json (COCO AP again included)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, nargs="+", default=[100_000])
     ap.add_argument("--boxes", type=int, default=10, help="ground-truth boxes per image")
     ap.add_argument("--work", default="/tmp/eval_bench")
     ap.add_argument("--variants", nargs="+", default=["pycocotools", "eval", "calibrate"])
+    ap.add_argument("--phases", action="store_true", help="RSS after each phase of eval, in this process")
     ap.add_argument("--child", nargs=4, metavar=("VARIANT", "OUT", "GT", "RES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child[0], *(Path(p) for p in args.child[1:]))
+        return
+    if args.phases:
+        for n in args.images:
+            out, gt_path, _ = prepare(Path(args.work) / f"n{n}", n, args.boxes)
+            phases(out, gt_path)
         return
     print("| images | GT boxes | predictions (kept) | variant | wall s | × pycocotools | peak RSS MB |")
     print("|---:|---:|---:|---|---:|---:|---:|")

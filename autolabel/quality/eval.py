@@ -99,25 +99,73 @@ def _scores(ap: dict[str, float | None], mask: dict[str, float | None] | None, t
 
 
 # -- AP: pycocotools ---------------------------------------------------------------------------------------------
-def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str) -> dict[str, Any]:
+#: images per COCOeval block: COCO objects and IoUs exist for one block at a time, so memory does not grow with them
+BLOCK_IMAGES = 5000
+#: the final ``accumulate``'s per-entry cap: each merged entry holds a whole block, already capped per image
+_NO_CAP = 2**62
+
+
+def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str,
+            block: int = BLOCK_IMAGES) -> dict[str, Any]:
     """COCOeval over the matched images and classes: AP (0.5:0.95), AP50, AP75 per class and overall.
 
     Read from ``COCOeval.eval["precision"]`` at area "all" and 100 detections per image — what ``summarize``
     prints as AP, AP50 and AP75. Only the "all" area range is evaluated (the others are not reported).
+
+    Bounded memory, same numbers: pycocotools' ``evaluate`` runs per ``block`` of images (its COCO objects, IoUs
+    and per-image results freed after each), and only what ``accumulate`` reads is kept (:func:`_merge`); then
+    pycocotools' own ``accumulate`` runs once over all blocks.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.cocoeval import COCOeval, Params
 
     run, gt = paired.run, paired.gt
     classes = paired.evaluated
-    segm = iou_type == "segm"
-    if segm:  # the classes where both sides have masks, and their rows that have one
+    if iou_type == "segm":  # the classes where both sides have masks, and their rows that have one
         op = op[np.array([run.segmentation[i] is not None for i in op], dtype=bool)]
         gt_rows = gt_rows[np.array([gt.segmentation[i] is not None for i in gt_rows], dtype=bool)]
         classes = [c for c in classes if (run.cls[op] == c).any() and (gt.cls[gt_rows] == c).any()]
         op, gt_rows = op[np.isin(run.cls[op], classes)], gt_rows[np.isin(gt.cls[gt_rows], classes)]
+    none = {"ap": None, "ap50": None, "ap75": None}
+    if not classes:
+        return {"overall": none, "per_class": dict.fromkeys(paired.evaluated, none)}
+    op = op[np.argsort(run.image[op], kind="stable")]  # by image, each image's rows in their order
+    gt_rows = gt_rows[np.argsort(gt.image[gt_rows], kind="stable")]
+    edges = np.arange(0, len(paired.sizes) + block, max(1, block))  # block b: images edges[b] .. edges[b+1]-1
+    run_at, gt_at = np.searchsorted(run.image[op], edges), np.searchsorted(gt.image[gt_rows], edges)
+    per_block = [_evaluate_block(paired, classes, iou_type, int(lo), int(hi), op[run_at[b]:run_at[b + 1]],
+                                 gt_rows[gt_at[b]:gt_at[b + 1]])
+                 for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    ev = COCOeval(iouType=iou_type)
+    params = Params(iouType=iou_type)
+    params.imgIds, params.catIds = list(range(len(per_block))), list(range(1, len(classes) + 1))
+    params.areaRng, params.areaRngLbl, params.maxDets = [[0.0, 1e10]], ["all"], [_NO_CAP]
+    ev.params = ev._paramsEval = params
+    ev.evalImgs = [entries[k] for k in range(len(classes)) for entries in per_block]  # [category][block]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        ev.accumulate()
+    precision = ev.eval["precision"]  # [T, R, K, A, M]; -1 where undefined
+
+    def mean(p: np.ndarray) -> float | None:
+        p = p[p > -1]
+        return float(p.mean()) if p.size else None
+
+    def three(k: Any) -> dict[str, float | None]:
+        return {"ap": mean(precision[:, :, k, 0, -1]), "ap50": mean(precision[0, :, k, 0, -1]),
+                "ap75": mean(precision[5, :, k, 0, -1])}
+
+    per_class = {c: three(k) for k, c in enumerate(classes)}
+    return {"overall": three(slice(None)), "per_class": {c: per_class.get(c, none) for c in paired.evaluated}}
+
+
+def _evaluate_block(paired: Paired, classes: list[str], iou_type: str, lo: int, hi: int, op: np.ndarray,
+                    gt_rows: np.ndarray) -> list[dict[str, np.ndarray] | None]:
+    """pycocotools' ``evaluate`` over images ``lo..hi-1``: per class, the block's per-image results merged."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    run, gt = paired.run, paired.gt
     cat_id = {c: k + 1 for k, c in enumerate(classes)}
-    images = [{"id": k + 1, "width": int(w), "height": int(h)} for k, (w, h) in enumerate(paired.sizes)]
+    images = [{"id": lo + k + 1, "width": int(w), "height": int(h)} for k, (w, h) in enumerate(paired.sizes[lo:hi])]
     categories = [{"id": i, "name": c} for c, i in cat_id.items()]
 
     def anns(side: Side, rows: np.ndarray, with_score: bool) -> list[dict[str, Any]]:
@@ -130,7 +178,7 @@ def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str) 
             if with_score:
                 s = side.score[i]
                 ann["score"] = 0.0 if np.isnan(s) else float(s)
-            if segm:
+            if iou_type == "segm":
                 ann["segmentation"] = side.segmentation[i]
             out.append(ann)
         return out
@@ -145,21 +193,24 @@ def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str) 
         ev.params.areaRng, ev.params.areaRngLbl = [[0.0, 1e10]], ["all"]
         ev.params.maxDets = [100]
         ev.evaluate()
-        ev.accumulate()
-    precision = ev.eval["precision"]  # [T, R, K, A, M]; -1 where undefined
+    n = len(ev.params.imgIds)
+    return [_merge(ev.evalImgs[k * n:(k + 1) * n]) for k in range(len(classes))]  # evalImgs: [category][image]
 
-    def mean(p: np.ndarray) -> float | None:
-        p = p[p > -1]
-        return float(p.mean()) if p.size else None
 
-    def three(k: Any) -> dict[str, float | None]:
-        return {"ap": mean(precision[:, :, k, 0, -1]), "ap50": mean(precision[0, :, k, 0, -1]),
-                "ap75": mean(precision[5, :, k, 0, -1])}
+def _merge(entries: Sequence[dict[str, Any] | None]) -> dict[str, np.ndarray] | None:
+    """One class's per-image COCOeval results of a block as one entry, holding only what ``accumulate`` reads.
 
-    per_class = {c: three(k) for k, c in enumerate(classes)}
-    none = {"ap": None, "ap50": None, "ap75": None}
-    return {"overall": three(slice(None)) if classes else none,
-            "per_class": {c: per_class.get(c, none) for c in paired.evaluated}}
+    ``accumulate`` concatenates the entries of a class image by image before its stable sort by score, so the
+    block's images concatenated in the same order give the same arrays; each image is already capped at
+    ``maxDets`` by ``evaluate``. Matches are kept as booleans (``accumulate`` only tests them for non-zero).
+    """
+    entries = [e for e in entries if e is not None]
+    if not entries:
+        return None
+    return {"dtScores": np.concatenate([np.asarray(e["dtScores"], dtype=np.float64) for e in entries]),
+            "dtMatches": np.concatenate([e["dtMatches"] != 0 for e in entries], axis=1),
+            "dtIgnore": np.concatenate([np.asarray(e["dtIgnore"], dtype=bool) for e in entries], axis=1),
+            "gtIgnore": np.concatenate([np.asarray(e["gtIgnore"], dtype=bool) for e in entries])}
 
 
 def _both_have_masks(run: Side, op: np.ndarray, gt: Side, gt_rows: np.ndarray) -> bool:
@@ -236,8 +287,9 @@ def filters(paired: Paired, op: np.ndarray, match: np.ndarray, gt_rows: np.ndarr
     known = np.isin(run.cls, paired.evaluated)
     out_rows = np.setdiff1d(np.flatnonzero(known & (run.status != "kept")), op)  # dropped (and excluded flags)
     missed = np.setdiff1d(gt_rows, match[match >= 0])
-    hits = dict(zip(out_rows.tolist(), (greedy(run, out_rows, gt, missed, iou) >= 0).tolist()))
-    hits.update(zip(op.tolist(), (match >= 0).tolist()))
+    hits = np.zeros(len(run), dtype=bool)  # per run row: would it be a true positive (an array: 1 byte a box)
+    hits[out_rows] = greedy(run, out_rows, gt, missed, iou) >= 0
+    hits[op] = match >= 0
     out: dict[str, dict[str, Any]] = {}
     names: dict[tuple[str, str, str], str] = {}
     for i in np.flatnonzero(known & (run.status != "kept")).tolist():
