@@ -188,6 +188,8 @@ def main() -> None:
         out = prepare(Path(args.work) / str(n), n)
         print(f"<!-- prepared {n} images in {time.perf_counter() - t0:.0f} s -->", flush=True)
         for name in variants:
+            # the previous invocation's output removed here, not in the child: its CPU s measure the export alone
+            shutil.rmtree(out.parent / "exports" / name, ignore_errors=True)
             cmd = [sys.executable, __file__, "--child", name, "--out", str(out)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=True)

@@ -12,6 +12,7 @@ Conventions (pixels, displayed frame):
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,12 +88,10 @@ def _trace_side_by_side(
         at += w + 1
     contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     found: dict[int, list[np.ndarray]] = {}
-    starts = np.asarray(lefts)
-    for contour in contours:
-        points = contour[:, 0, :]
-        t = int(np.searchsorted(starts, points[0, 0], side="right")) - 1
+    for contour in contours:  # bisect on a list: np.searchsorted's per-call cost is ~10x a contour's
+        t = bisect_right(lefts, int(contour[0, 0, 0])) - 1
         k, x, y, _, _ = crops[t]
-        found.setdefault(k, []).append(points + (x - lefts[t], y))  # back to the image's pixel grid
+        found.setdefault(k, []).append(contour[:, 0, :] + (x - lefts[t], y))  # back to the image's pixel grid
     for k, contours_of_k in found.items():
         out[k] = _parts(contours_of_k)
 
@@ -112,13 +111,16 @@ def mask_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np
 
 def _parts(contours: Sequence[np.ndarray]) -> list[np.ndarray]:
     """OpenCV's (K, 2) integer contours of one mask as polygons on pixel centres, largest first."""
+    if len(contours) == 1 and len(contours[0]) >= MIN_POINTS:  # the common case: one part, no sort
+        return [contours[0] + 0.5]  # int32 + 0.5 → float64, as astype then add
     parts = []
     for contour in contours:
         points = contour.astype(np.float64)
         if len(points) >= MIN_POINTS:
             parts.append(points + 0.5)
-        else:  # a part one or two pixels across: its pixel square, so that it is not lost
-            (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0) + 1.0
+        else:  # a part one or two pixels across: its pixel square, so that it is not lost (plain floats: ints)
+            xs, ys = points[:, 0].tolist(), points[:, 1].tolist()
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs) + 1.0, max(ys) + 1.0
             parts.append(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
     if len(parts) > 1:  # largest (polygon area) first, ties by position: the same whatever order OpenCV found
         parts.sort(key=lambda p: (-cv2.contourArea(p.astype(np.float32)), p[0, 1], p[0, 0]))
@@ -177,7 +179,18 @@ def _arc(points: np.ndarray, start: int, end: int, full: bool = False) -> np.nda
 
 
 def _closest(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> tuple[int, int]:
-    """Indices of the closest pair of vertices between two polygons (chunked: no n×m matrix for big ones)."""
+    """Indices of the closest pair of vertices between two polygons (chunked: no n×m matrix for big ones); the
+    first closest in row-major order, as ``argmin``. Small ones in plain floats: numpy's per-call cost dominates."""
+    if len(a) * len(b) <= 256:
+        best, pair = np.inf, (0, 0)
+        bs = b.tolist()
+        for i, (ax, ay) in enumerate(a.tolist()):
+            for j, (bx, by) in enumerate(bs):
+                dx, dy = ax - bx, ay - by
+                d = dx * dx + dy * dy  # what numpy's (a - b) ** 2 summed over x, y gives, bit for bit
+                if d < best:
+                    best, pair = d, (i, j)
+        return pair
     best, pair = np.inf, (0, 0)
     for start in range(0, len(a), chunk):
         d = ((a[start : start + chunk, None, :] - b[None, :, :]) ** 2).sum(-1)

@@ -47,7 +47,7 @@ from ..intake import Source, decode, is_url, read
 from ..ontology import Ontology
 from ..store import Store
 from .geometry import box_polygon, join_parts, rles_polygons
-from .rows import Annotation, ImageRow, image_rows, require_labeled
+from .rows import Annotation, ImageRow, Shape, ShapeRow, require_labeled, shape_rows
 from .splits import SplitPlan, split_of  # noqa: F401 — split_of: part of this module's API
 
 #: Image suffixes Ultralytics loads (``ultralytics.data.utils.IMG_FORMATS``, minus the exotic ones).
@@ -56,10 +56,11 @@ MARKER = "# autolabel YOLO export"
 _ORIENTATION = 0x0112
 
 
-def label_text(row: ImageRow, task: str) -> str:
+def label_text(row: ImageRow | ShapeRow, task: str) -> str:
     """The label file of one image: one line per annotation, coordinates normalised to the displayed size.
 
-    One ``%`` per line (the export's hot path); segment outlines are scaled and clipped for the whole image at once.
+    The export's hot path: one ``%`` per detect line; segment outlines scaled, clipped and formatted for the whole
+    image at once.
     """
     if not row.annotations:
         return ""
@@ -70,23 +71,24 @@ def label_text(row: ImageRow, task: str) -> str:
     masked = [a for a in row.annotations if a.rle is not None]
     parts = dict(zip((a.index for a in masked), rles_polygons([a.rle for a in masked])))
     outlines = [_outline(ann, parts.get(ann.index)) for ann in row.annotations]
-    scale = np.array([row.width, row.height], dtype=np.float64)
-    values = np.clip(np.concatenate(outlines) / scale, 0.0, 1.0).ravel().tolist()  # the image's points at once
-    lines, at = [], 0
+    values = np.clip(np.concatenate(outlines) / (float(row.width), float(row.height)), 0.0, 1.0).ravel().tolist()
+    fmt = "".join("%d" + " %.6f" * (2 * len(outline)) + "\n" for outline in outlines)  # one % for the image
+    args, at = [], 0
     for ann, outline in zip(row.annotations, outlines):
         end = at + 2 * len(outline)
-        lines.append(("%d" + " %.6f" * (end - at) + "\n") % (ann.category, *values[at:end]))
+        args.append(ann.category)
+        args.extend(values[at:end])
         at = end
-    return "".join(lines)
+    return fmt % tuple(args)
 
 
 _DETECT_LINE = "%d %.6f %.6f %.6f %.6f\n"
 
 
-def _outline(ann: Annotation, parts: list[np.ndarray] | None) -> np.ndarray:
+def _outline(ann: Annotation | Shape, parts: list[np.ndarray] | None) -> np.ndarray:
     """One polygon for a segment line: the mask's parts joined, else the polygon, else the box's corners."""
     if parts:
-        return join_parts(parts)
+        return parts[0] if len(parts) == 1 else join_parts(parts)  # one part: already (K, 2) float64
     if ann.polygon is not None:
         return np.asarray(ann.polygon, dtype=np.float64)
     return box_polygon(ann.xyxy)
@@ -122,21 +124,22 @@ def write_yolo(
 ) -> list[str]:
     """Write the dataset folder at ``path`` (replacing an earlier YOLO export there); return ``[path]``."""
     require_labeled(store)
-    rows = image_rows(store, ontology, min_score=min_score, flagged=flagged)
+    rows = shape_rows(store, ontology, min_score=min_score, flagged=flagged)
     return write_dataset(rows, ontology, path, task, split or {"train": 0.8, "val": 0.2}, seed,
                          place=lambda row, target: _place_image(row, target, images))
 
 
 def write_dataset(
-    rows: Iterable[ImageRow],
+    rows: Iterable[ImageRow] | Iterable[ShapeRow],
     ontology: Ontology,
     path: str | Path,
     task: str,
     fractions: dict[str, float],
     seed: int,
-    place: Callable[[ImageRow, Path], None],
+    place: Callable[[ImageRow | ShapeRow, str], None],
 ) -> list[str]:
-    """An Ultralytics dataset folder from rows, built aside and swapped into place; ``place`` puts each image.
+    """An Ultralytics dataset folder from rows, built aside and swapped into place; ``place`` puts each image at
+    the path it is given (a ``str``: a ``Path`` per image costs more than the label's arithmetic).
 
     Shared by the export and by ``autolabel pull`` (whose images come from Label Studio).
     """
@@ -154,7 +157,7 @@ def write_dataset(
             text = label_text(row, task).encode("utf-8")
             _, (image_path, _) = plan.assign(row.sha256 or row.rel_path,
                                              lambda split: _claim(root, split, row, text))  # noqa: B023
-            place(row, Path(image_path))
+            place(row, image_path)
         for (image_path, label_path), _old, new in plan.moves():
             for moving, kind in ((image_path, "images"), (label_path, "labels")):
                 os.rename(moving, os.path.join(root, kind, new, os.path.basename(moving)))
@@ -166,7 +169,7 @@ def write_dataset(
     return [str(path)]
 
 
-def _claim(root: str, split: str, row: ImageRow, text: bytes) -> tuple[str, str]:
+def _claim(root: str, split: str, row: ImageRow | ShapeRow, text: bytes) -> tuple[str, str]:
     """Write the label file under a free name and return ``(image path, label path)``; a second image of the same
     name gets ``__id<id>``. The label file is created exclusively: an image's name is taken exactly when its label's
     is (same stem), so one ``open`` both checks and claims the name."""
@@ -194,19 +197,22 @@ def _stem_suffix(path: str) -> tuple[str, str]:
     return (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
 
 
-def _place_image(row: ImageRow, target: Path, mode: str) -> None:
+def _place_image(row: ImageRow | ShapeRow, target: str, mode: str) -> None:
     """Link or copy the source; decode and write it upright when its pixels differ from what a trainer loads.
 
     Sources behind URLs (``s3://`` ...) cannot be linked: they are copied whatever ``mode`` says.
     """
     remote = is_url(row.path)
-    if not remote and not os.path.isfile(row.path):
-        raise _missing(row, "is missing")
     if mode == "symlink" and not remote:
-        orientation, suffix_ok = _check_header(row, row.path)
+        header = _png_header(row.path)  # a readable PNG exists: no separate existence check
+        if header is None and not os.path.isfile(row.path):
+            raise _missing(row, "is missing")
+        orientation, suffix_ok = _check_header(row, row.path, header)
         if orientation == 1 and suffix_ok:
             os.symlink(os.path.abspath(row.path), target)
             return
+    elif not remote and not os.path.isfile(row.path):
+        raise _missing(row, "is missing")
     data, reason = read(Source(path=row.path, rel_path=row.rel_path))
     if data is None:
         raise _missing(row, f"cannot be read: {reason}")
@@ -214,15 +220,20 @@ def _place_image(row: ImageRow, target: Path, mode: str) -> None:
         raise _changed(row, "its content differs from what was labeled")
     orientation, suffix_ok = _check_header(row, io.BytesIO(data))
     if orientation == 1 and suffix_ok:
-        target.write_bytes(data)
+        Path(target).write_bytes(data)
         return
     upright = decode(data, max_pixels=row.width * row.height)
-    upright.save(target, format="JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG", quality=95)
+    jpeg = _stem_suffix(target)[1].lower() in (".jpg", ".jpeg")
+    upright.save(target, format="JPEG" if jpeg else "PNG", quality=95)
 
 
-def _check_header(row: ImageRow, source: str | io.BytesIO) -> tuple[int, bool]:
-    """The source's EXIF orientation and whether trainers read its format; fail if its size is not the run's."""
-    header = _png_header(source) if isinstance(source, str) else None
+def _check_header(
+    row: ImageRow | ShapeRow, source: str | io.BytesIO, header: _Header | None | bool = False
+) -> tuple[int, bool]:
+    """The source's EXIF orientation and whether trainers read its format; fail if its size is not the run's.
+    ``header``: :func:`_png_header` of ``source`` when the caller has read it already (``False``: not read)."""
+    if header is False:
+        header = _png_header(source) if isinstance(source, str) else None
     if header is not None:  # a PNG file: its header read directly, ~10x faster than PIL's open
         (width, height), raw = header
         orientation = _exif_orientation(raw) if raw else 1
@@ -257,32 +268,45 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _png_header(path: str) -> tuple[tuple[int, int], bytes | None] | None:
+_Header = tuple[tuple[int, int], "bytes | None"]
+
+
+def _png_header(path: str) -> _Header | None:
     """A PNG file's size (IHDR) and its ``eXIf`` chunk, read without PIL; ``None`` when the file is not a plain
-    PNG or keeps EXIF in a text chunk (PIL reads those: the caller falls back to it)."""
+    PNG or keeps EXIF in a text chunk (PIL reads those: the caller falls back to it).
+
+    One ``read`` of the file's head holds every chunk header of a small image; bigger ones are walked by ``pread``
+    (raw system calls: Python's buffered ``open`` adds four per file).
+    """
     try:
-        with open(path, "rb") as f:
-            head = f.read(33)  # signature, IHDR's length and type, width, height, the rest of IHDR and its CRC
-            if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-                return None
-            size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-            while header := f.read(8):
-                if len(header) < 8:
-                    break
-                length, kind = int.from_bytes(header[:4], "big"), header[4:]
-                if kind == b"eXIf":
-                    return size, f.read(length)
-                if kind == b"IEND":
-                    break
-                if kind in _TEXT_CHUNKS:
-                    if f.read(5) == b"exif\0":
-                        return None
-                    f.seek(length - 1, io.SEEK_CUR)  # the rest of the data, and the CRC
-                else:
-                    f.seek(length + 4, io.SEEK_CUR)
-            return size, None
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None  # PIL will say what is wrong with it
+    try:
+        head = os.read(fd, 4096)
+        if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+            return None  # signature, IHDR's length and type, width, height, the rest of IHDR and its CRC
+        size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        at = 33
+        while len(header := _bytes_at(fd, head, at, 8)) == 8:
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"eXIf":
+                return size, _bytes_at(fd, head, at + 8, length)
+            if kind == b"IEND":
+                break
+            if kind in _TEXT_CHUNKS and _bytes_at(fd, head, at + 8, 5) == b"exif\0":
+                return None
+            at += 8 + length + 4  # chunk header, data and CRC
+        return size, None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _bytes_at(fd: int, head: bytes, at: int, n: int) -> bytes:
+    """``n`` bytes of the file at offset ``at``: from its head when there, else read (short at the end)."""
+    return head[at : at + n] if at + n <= len(head) else os.pread(fd, n, at)
 
 
 def _png_chunk(source: str | io.BytesIO, kind: bytes) -> bytes | None:
@@ -301,14 +325,14 @@ def _png_chunk(source: str | io.BytesIO, kind: bytes) -> bytes | None:
     return None
 
 
-def _missing(row: ImageRow, what: str) -> AutolabelError:
+def _missing(row: ImageRow | ShapeRow, what: str) -> AutolabelError:
     return AutolabelError(
         f"{row.rel_path}: source image {row.path} {what} (moved or deleted since the run?); "
         "put it back, or run the pipeline again on its new location"
     )
 
 
-def _changed(row: ImageRow, why: str) -> AutolabelError:
+def _changed(row: ImageRow | ShapeRow, why: str) -> AutolabelError:
     return AutolabelError(
         f"{row.rel_path}: source image {row.path} changed since the run ({why}); run the pipeline again"
     )

@@ -253,7 +253,7 @@ def write_yolo(rows: Iterator[ImageRow], classes: list[str], path: Path, task_ki
     from ..exports.yolo import write_dataset
 
     return write_dataset(rows, Ontology.from_config(list(classes)), path, task_kind, {"train": 0.8, "val": 0.2}, 0,
-                         place=lambda row, target: _place(row, target, conn, image_root))
+                         place=lambda row, target: _place(row, Path(target), conn, image_root))
 
 
 def _place(row: ImageRow, target: Path, conn: Connection, image_root: str | None) -> None:
