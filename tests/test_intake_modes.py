@@ -30,6 +30,7 @@ def test_16_bit_modes_are_scaled_onto_8_bits(mode: str) -> None:
 @pytest.mark.parametrize(("values", "expected"), [
     ((0, 100, 255), (0, 100, 255)),  # 8-bit data held in a 32-bit mode: kept as is (255 is still 8-bit)
     ((0, 257, 256 * 257), (0, 1, 255)),  # anything above 255 (even 256): a 16-bit range, scaled
+    ((0, 128, 256), (0, 0, 1)),
     ((0, 256, 25700), (0, 1, 100)),
 ])
 def test_mode_i_is_scaled_only_when_its_values_leave_the_8_bit_range(values: tuple, expected: tuple) -> None:
