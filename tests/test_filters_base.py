@@ -196,3 +196,14 @@ def test_phrase_stage_and_mask_columns_reach_the_annotation() -> None:
     (a,) = image_row(row, {"cat": 0}).annotations
     assert (a.phrase, a.text, a.stage) == ("a cat", "meow", "seg")
     assert a.rle is not None and a.rle["size"] == [50, 100]
+
+
+def test_an_image_row_carries_digest_provenance_class_names_and_skips_only_empty_boxes() -> None:
+    labels = make_labels([[120, 10, 140, 20], [10, 10, 20, 10], [1, 1, 5, 5]], scores=[0.9] * 3,
+                         classes=["cat"] * 3, size=(100, 50), stage="det", task="od")
+    row = {"id": 3, "path": "/a.jpg", "rel_path": "a.jpg", "sha256": "ab12", "width": 100, "height": 50,
+           "labels": to_record(labels)}
+    out = image_row(row, {"cat": 0})
+    assert (out.sha256, out.provenance) == ("ab12", {"det": {"task": "od"}})
+    # outside the image, then zero height: both skipped, and the box after them still comes
+    assert [(a.index, a.class_name) for a in out.annotations] == [(2, "cat")]
