@@ -240,7 +240,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
             array = array / 257.0  # 16-bit range onto 8-bit
         gray = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L")
         return gray.convert("RGB")
-    if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    # "transparency" also comes with L and RGB PNGs (a tRNS colour key), not only with palette ones
+    if "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
