@@ -116,16 +116,19 @@ def image_rows(
         yield image_row(row, ids, min_score=min_score, flagged=flagged)
 
 
+def _unpack(row: Mapping[str, Any]) -> tuple[dict[str, Any], int, int, dict[str, Any], dict[str, list[Any]], Any, int]:
+    """A store row's record, size, boxes, box columns, masks (or None) and box count: every row reader's start."""
+    record = row["labels"] or {}
+    boxes = record.get("boxes") or _NO_BOXES
+    return (record, int(row["width"]), int(row["height"]), boxes, boxes.get("data", {}), boxes.get("mask"),
+            len(boxes["xyxy"]))
+
+
 def image_row(
     row: Mapping[str, Any], ids: Mapping[str, int], min_score: float = 0.0, flagged: bool = True
 ) -> ImageRow:
     """One store row (``Store.images()`` item) as an :class:`ImageRow`; pure, so a live push can reuse it."""
-    record = row["labels"] or {}
-    width, height = int(row["width"]), int(row["height"])
-    boxes = record.get("boxes") or _NO_BOXES
-    data: dict[str, list[Any]] = boxes.get("data", {})
-    masks = boxes.get("mask")
-    n = len(boxes["xyxy"])
+    record, width, height, boxes, data, masks, n = _unpack(row)
 
     def column(key: str, default: Any) -> list[Any]:
         return data.get(key) or [default] * n
@@ -177,12 +180,7 @@ def image_shapes(
     row: Mapping[str, Any], ids: Mapping[str, int], min_score: float = 0.0, flagged: bool = True
 ) -> ShapeRow:
     """One store row as a :class:`ShapeRow`: :func:`image_row`'s boxes, only their geometry."""
-    record = row["labels"] or {}
-    width, height = int(row["width"]), int(row["height"])
-    boxes = record.get("boxes") or _NO_BOXES
-    data: dict[str, list[Any]] = boxes.get("data", {})
-    masks = boxes.get("mask")
-    n = len(boxes["xyxy"])
+    record, width, height, boxes, data, masks, n = _unpack(row)
     names = data.get("class_name") or [""] * n
     statuses = data.get("status") or ["kept"] * n
     has_mask = (data.get("has_mask") or [False] * n) if masks is not None else None
