@@ -152,7 +152,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _POOLS: dict[str, ModelPool] = {}  # one loaded model for every pipeline of this module
 
 
-def run(checkpoint: str, source: Path, out: Path, num_beams: int, score: str = "locations") -> dict:
+def run(checkpoint: str, source: Path, out: Path, num_beams: int, score: str = "locations", max_rows: int = 64) -> dict:
     """Per image: (box, class, confidence) of each row and (caption, its score), from the store."""
     generation = {"num_beams": num_beams}
     pipeline = Pipeline(parse({
@@ -161,8 +161,9 @@ def run(checkpoint: str, source: Path, out: Path, num_beams: int, score: str = "
         "batch_size": 3,  # every image in one batch: their beams side by side in one generate
         "stages": [
             {"type": "florence2", "name": "detect", "model": "f", "task": "od", "score": score,
-             "generation": generation},
-            {"type": "florence2", "name": "caption", "model": "f", "task": "caption", "generation": generation},
+             "generation": generation, "max_rows": max_rows},
+            {"type": "florence2", "name": "caption", "model": "f", "task": "caption", "generation": generation,
+             "max_rows": max_rows},
         ],
     }), models=_POOLS.get(checkpoint))
     _POOLS.setdefault(checkpoint, pipeline.models)
@@ -181,15 +182,17 @@ def run(checkpoint: str, source: Path, out: Path, num_beams: int, score: str = "
     return got
 
 
-@pytest.mark.parametrize("num_beams,score,order", [
-    (1, "locations", "abc"), (2, "locations", "abc"), (3, "locations", "cab"), (2, "locations+label", "bca"),
+@pytest.mark.slow  # builds a checkpoint (~5 s idle), then a pipeline per case
+@pytest.mark.parametrize("num_beams,score,order,max_rows", [
+    (1, "locations", "abc", 64), (2, "locations", "abc", 64), (3, "locations", "cab", 64),
+    (2, "locations+label", "bca", 64), (2, "locations", "cba", 2),  # 2: rows 0-1 in one generate, row 2 in another
 ])
 def test_each_row_gets_the_branch_its_decoding_picks_and_that_branch_s_scores(
-    checkpoint: str, inputs: Path, tmp_path: Path, num_beams: int, score: str, order: str
+    checkpoint: str, inputs: Path, tmp_path: Path, num_beams: int, score: str, order: str, max_rows: int
 ) -> None:
     listing = tmp_path / "list.txt"  # this order: each image in another row of the batch
     listing.write_text("".join(f"{inputs / (k + '.png')}\n" for k in order))
-    got = run(checkpoint, listing, tmp_path / "out", num_beams, score)
+    got = run(checkpoint, listing, tmp_path / "out", num_beams, score, max_rows)
     assert sorted(got) == sorted(SIZES)
     for name, (rows, (text, text_conf)) in got.items():
         want = chosen(name, num_beams)
@@ -206,6 +209,7 @@ def test_each_row_gets_the_branch_its_decoding_picks_and_that_branch_s_scores(
             assert (text, text_conf) == ({"b.png": "grass", "c.png": "sky"}[name], pytest.approx(0.8, abs=1e-4))
 
 
+@pytest.mark.slow
 def test_beam_search_in_transformers_itself_scores_the_scripted_branches(checkpoint: str) -> None:
     """Guards the fixture, without autolabel: transformers' beam search returns each image's best branch, and its
     per-token scores (read at each token's beam) are that branch's scripted probabilities."""
