@@ -200,3 +200,25 @@ def test_box_only_segmentation_is_the_box_in_both_modes() -> None:
     rle, area = coco_module.segmentation(ann, 10, 10, "rle")
     decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
     assert area == 8.0 and decoded.sum() == 8 and decoded[3:5, 2:6].all()
+
+
+@pytest.mark.parametrize("mode", ["polygon", "rle"])
+def test_a_mask_segments_the_same_traced_alone_or_with_its_whole_image(mode: str) -> None:
+    """``segmentation`` without a pre-traced mask traces it itself, and gets what the batched image tracing gets."""
+    from autolabel.exports.rows import Annotation, ImageRow
+
+    mask = two_part_mask(16, 16)
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    rle["counts"] = rle["counts"].decode()
+    ann = Annotation(index=3, category=0, class_name="a", xyxy=(0.0, 0.0, 16.0, 16.0), score=0.5, status="kept",
+                     reason="", text="", phrase="", stage="s", rle=rle)
+    row = ImageRow(id=1, path="/a.png", rel_path="a.png", sha256=None, width=16, height=16, annotations=[ann], texts=[],
+                   provenance={})
+    traced = coco_module.trace_masks(row, mode)
+    alone = coco_module.segmentation(ann, 16, 16, mode)
+    assert alone == coco_module.segmentation(ann, 16, 16, mode, traced[3])
+    assert alone[1] == float(mask.sum()) > 0
+    if mode == "polygon":
+        assert len(alone[0]) == 2  # both parts of the mask, as flat [x, y, ...] lists
+    else:
+        assert alone[0] == rle

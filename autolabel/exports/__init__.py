@@ -48,7 +48,3 @@ def write_export(store: Store, spec: PipelineSpec, export: ExportSpec, output: P
                                  masks=export.option("masks"), **common)
     raise ValueError(f"unknown export format {export.format!r}")  # unreachable: ExportSpec validates it
 
-
-def write_exports(store: Store, spec: PipelineSpec, output: Path) -> list[str]:
-    """Every export the pipeline file lists, in order; the paths written."""
-    return [p for export in spec.config.exports for p in write_export(store, spec, export, output)]
