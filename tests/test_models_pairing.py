@@ -7,8 +7,9 @@ computed here from the model's raw output, and first asserts that the answers di
 boxes — equal answers would hide a swap.
 
 The tiny random checkpoints already depend on image and prompt, except where noted: OWLv2's random box head
-saturates (every box spans half the square) and SAM's random neck weights are ~1e-10 (the image embedding is ~0,
-so every image gets the same masks); :func:`sharpened` rescales those few weights and saves the checkpoint again.
+saturates (every box spans half the square); SAM's random neck weights are ~1e-10 (the image embedding is ~0, so
+every image gets the same masks); SAM and SAM 2's mask logits are ~1e-5 (every stability score is 0) and their
+predicted IoUs differ by ~1e-5. :func:`sharpened` rescales those few weights and saves the checkpoint again.
 Thresholds are 0 so every query of a detector is a detection.
 
 What the models promise: OWLv2 scores each text query on its own, so a prompt alone gets the same boxes and scores
@@ -57,9 +58,9 @@ def image(name: str):
 
 def sharpened(kind: str, folder: Path) -> str:
     """The tiny ``kind`` checkpoint with the weights that hide its input rescaled (see the module docstring)."""
-    from transformers import AutoProcessor, Owlv2ForObjectDetection, SamModel
+    from transformers import AutoProcessor, Owlv2ForObjectDetection, Sam2Model, SamModel
 
-    model_cls = {"owlv2": Owlv2ForObjectDetection, "sam": SamModel}[kind]
+    model_cls = {"owlv2": Owlv2ForObjectDetection, "sam": SamModel, "sam2": Sam2Model}[kind]
     model = model_cls.from_pretrained(tiny(kind))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -67,9 +68,13 @@ def sharpened(kind: str, folder: Path) -> str:
             model.box_head.dense2.weight.mul_(0.02)
             model.box_head.dense2.bias.zero_()
             model.class_head.logit_scale.bias.fill_(3.0)
-        else:  # an image embedding of unit scale instead of ~1e-20
-            for conv in (model.vision_encoder.neck.conv1, model.vision_encoder.neck.conv2):
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        else:
+            if kind == "sam":  # an image embedding of unit scale instead of ~1e-20
+                for conv in (model.vision_encoder.neck.conv1, model.vision_encoder.neck.conv2):
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+            for mlp in model.mask_decoder.output_hypernetworks_mlps:  # mask logits of ~±1: stability varies
+                mlp.proj_out.weight.mul_(1e6)
+            model.mask_decoder.iou_prediction_head.proj_out.weight.mul_(1e3)  # IoUs apart by ~0.01-0.1
     model.save_pretrained(folder)
     AutoProcessor.from_pretrained(tiny(kind)).save_pretrained(folder)
     return str(folder)
@@ -79,7 +84,7 @@ def sharpened(kind: str, folder: Path) -> str:
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("sharpened")
     return {"grounding_dino": tiny("grounding_dino"), "owlv2": sharpened("owlv2", root / "owlv2"),
-            "sam": sharpened("sam", root / "sam"), "sam2": tiny("sam2")}
+            "sam": sharpened("sam", root / "sam"), "sam2": sharpened("sam2", root / "sam2")}
 
 
 @pytest.fixture(scope="module")
@@ -209,28 +214,34 @@ def differ(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def single_box_masks(segmenters) -> dict:
-    """Per segmenter and image: the masks each box gets when it is the only box of the call and of the batch."""
+    """Per segmenter, image and ``multimask``: the masks each box gets as the only box of the call and the batch."""
     out = {}
     for kind, model in segmenters.items():
-        for name in "ABC":
-            parts = [model.segment([image(name)], [box[None]])[0] for box in BOXES[name]]
-            out[kind, name] = Masks(np.concatenate([p.masks for p in parts]),
+        for name, multimask in [("A", False), ("B", False), ("C", False), ("A", True)]:
+            parts = [model.segment([image(name)], [box[None]], multimask=multimask)[0] for box in BOXES[name]]
+            out[kind, name, multimask] = Masks(np.concatenate([p.masks for p in parts]),
                                     np.concatenate([p.predicted_iou for p in parts]),
                                     np.concatenate([p.stability_score for p in parts]))
     return out
 
 
+def pairwise_gap(values: np.ndarray) -> float:
+    return float(np.min(np.abs(values[:, None] - values[None]) + np.eye(len(values)) * 1e9))
+
+
 @pytest.mark.parametrize("kind", ["sam", "sam2"])
-def test_the_mask_of_box_k_is_the_mask_of_box_k_alone_whatever_boxes_share_the_call(kind, segmenters,
+@pytest.mark.parametrize("multimask", [False, True])
+def test_the_mask_of_box_k_is_the_mask_of_box_k_alone_whatever_boxes_share_the_call(kind, multimask, segmenters,
                                                                                       single_box_masks):
     model = segmenters[kind]
-    alone = single_box_masks[kind, "A"]
+    alone = single_box_masks[kind, "A", multimask]
     masks = alone.masks
     assert min(differ(masks[i], masks[j]) for i in range(len(masks)) for j in range(i)) > 0.01  # boxes differ
     assert 0.02 < masks.mean() < 0.98
-    same_masks(model.segment([image("A")], [BOXES["A"]])[0], alone)
+    assert pairwise_gap(alone.predicted_iou) > 1e-4 and pairwise_gap(alone.stability_score) > 1e-3  # scores too
+    same_masks(model.segment([image("A")], [BOXES["A"]], multimask=multimask)[0], alone)
     for order in ([4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [1, 3]):
-        got = model.segment([image("A")], [BOXES["A"][order]])[0]
+        got = model.segment([image("A")], [BOXES["A"][order]], multimask=multimask)[0]
         same_masks(got, Masks(masks[order], alone.predicted_iou[order], alone.stability_score[order]))
 
 
@@ -239,7 +250,8 @@ def test_the_mask_of_box_k_is_the_mask_of_box_k_alone_whatever_boxes_share_the_c
 def test_an_images_masks_do_not_depend_on_the_other_images_of_the_batch(kind, max_boxes_per_call, segmenters,
                                                                         single_box_masks):
     model = segmenters[kind]
-    assert differ(single_box_masks[kind, "A"].masks, single_box_masks[kind, "C"].masks) > 0.01  # same boxes
+    a, c = single_box_masks[kind, "A", False], single_box_masks[kind, "C", False]
+    assert differ(a.masks, c.masks) > 0.01 and np.abs(a.predicted_iou - c.predicted_iou).min() > 1e-5  # same boxes
     for names in BATCHES:
         found = model.segment([image(n) for n in names], [BOXES[n] for n in names],
                               max_boxes_per_call=max_boxes_per_call)
@@ -248,7 +260,7 @@ def test_an_images_masks_do_not_depend_on_the_other_images_of_the_batch(kind, ma
             if name == "D":
                 assert masks.masks.shape == (0, h, w)
             else:
-                same_masks(masks, single_box_masks[kind, name])
+                same_masks(masks, single_box_masks[kind, name, False])
 
 
 @pytest.mark.parametrize("kind", ["sam", "sam2"])
@@ -275,7 +287,7 @@ def test_the_segment_stage_puts_each_mask_on_its_own_row_of_its_own_item(kind, s
             det = it.labels.detections
             kept = np.flatnonzero(det.data["status"] != DROPPED)
             assert kept.tolist() == list(range(0, 2 * len(BOXES[name]), 2))
-            expected = single_box_masks[kind, name]
+            expected = single_box_masks[kind, name, False]
             same_masks(Masks(det.mask[kept], det.data["predicted_iou"][kept].astype(np.float32),
                              det.data["stability_score"][kept].astype(np.float32)), expected)
             assert not det.mask[det.data["status"] == DROPPED].any()
