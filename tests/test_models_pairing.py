@@ -38,6 +38,7 @@ from autolabel.models.sam import Sam, Sam2
 from autolabel.ontology import Ontology
 from autolabel.records import from_record
 from autolabel.stage import Item, StageContext
+from autolabel.stages.detect import Detect
 from autolabel.stages.segment import Segment
 from autolabel.store import Store
 from tiny_models import Recorder, noise_image, tiny
@@ -175,6 +176,27 @@ def test_reordering_the_prompts_permutes_the_labels_not_the_boxes(kind, detector
         assert_same_boxes(got, expected, label_map=new_index)
         assert len(set(expected.labels.tolist())) >= 2
 
+
+
+@pytest.mark.parametrize("kind", ["grounding_dino", "owlv2"])
+def test_the_detect_stage_names_each_box_the_same_class_whatever_the_prompt_order(kind, detectors):
+    model = detectors[kind]
+    ontology = Ontology.from_config({"cat": ["cat"], "light": ["traffic light"], "dog": ["dog"]})
+    pool = type("Pool", (), {"get": lambda self, name: model, "specs": {"det": ModelSpec(type=kind, id="tiny")}})()
+    thresholds = {"box_threshold": 0.0} | ({"text_threshold": 0.0} if kind == "grounding_dino" else {})
+
+    def run(prompts: list[str]) -> list[Item]:
+        params = Detect.Params.model_validate({"type": "detect", "model": "det", "prompts": prompts, **thresholds})
+        return Detect("boxes", params, StageContext(ontology=ontology, models=pool))([Item.of(image(n)) for n in "ABC"])
+
+    for one, other in zip(run(PROMPTS), run([PROMPTS[i] for i in (2, 0, 1)])):
+        a, b = one.labels.detections, other.labels.detections
+        assert_allclose(b.xyxy, a.xyxy, atol=1e-3)
+        assert b.data["class_name"].tolist() == a.data["class_name"].tolist()
+        assert b.data["phrase"].tolist() == a.data["phrase"].tolist()
+        assert len(set(a.data["class_name"].tolist())) >= 2
+        assert {(c, p) for c, p in zip(a.data["class_name"], a.data["phrase"])} <= {
+            ("cat", "cat"), ("light", "traffic light"), ("dog", "dog")}
 
 def test_owlv2_scores_each_prompt_alone_as_in_the_set(detectors):
     model = detectors["owlv2"]
