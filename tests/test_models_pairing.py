@@ -47,7 +47,7 @@ PROMPTS = ["cat", "traffic light", "dog"]
 #: (width, height, seed): two images of one size (a swap between them keeps every size right), and other sizes
 IMAGES = {"A": (150, 60, 1), "B": (80, 120, 2), "C": (150, 60, 3), "D": (64, 64, 4)}
 #: batches of the images above, with different neighbours and orders
-BATCHES = [list("ABCD"), list("DCBA"), list("CA")]
+BATCHES = [list("ABCD"), list("DCBA")]
 #: at most this share of a mask's pixels may differ between two runs of one box (float noise at a logit of ~0)
 PIXEL_NOISE = 1e-3
 
@@ -167,7 +167,7 @@ def test_grounding_dino_labels_each_box_with_the_prompt_whose_own_tokens_score_i
 @pytest.mark.parametrize("kind", ["grounding_dino", "owlv2"])
 def test_reordering_the_prompts_permutes_the_labels_not_the_boxes(kind, detectors):
     model = detectors[kind]
-    images = [image(n) for n in "ABC"]
+    images = [image(n) for n in "AB"]
     forward = detect(model, images)
     order = [2, 0, 1]  # new prompt i is old prompt order[i]
     permuted = detect(model, images, [PROMPTS[i] for i in order])
@@ -187,7 +187,7 @@ def test_the_detect_stage_names_each_box_the_same_class_whatever_the_prompt_orde
 
     def run(prompts: list[str]) -> list[Item]:
         params = Detect.Params.model_validate({"type": "detect", "model": "det", "prompts": prompts, **thresholds})
-        return Detect("boxes", params, StageContext(ontology=ontology, models=pool))([Item.of(image(n)) for n in "ABC"])
+        return Detect("boxes", params, StageContext(ontology=ontology, models=pool))([Item.of(image(n)) for n in "AB"])
 
     for one, other in zip(run(PROMPTS), run([PROMPTS[i] for i in (2, 0, 1)])):
         a, b = one.labels.detections, other.labels.detections
