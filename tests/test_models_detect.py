@@ -121,15 +121,16 @@ def test_token_spans_give_each_prompt_its_tokens_and_no_special_or_separator(gdi
     assert [list(np.flatnonzero(row)) for row in owner] == [[1], [3, 4], [6, 7]]
 
 
-def test_grounding_dino_scores_every_prompt_and_image_in_one_forward(gdino, images, record):
+def test_grounding_dino_scores_every_prompt_in_one_forward_per_image_size(gdino, images, record):
     forward = record(gdino.model, "forward")
+    images = images + [noise_image(*SIZES[0], seed=9)]
     found = gdino.detect(images, ["cat", "traffic light", "dog"], box_threshold=0.0, text_threshold=0.0)
-    assert len(forward) == 1
+    assert [kw["pixel_values"].shape[0] for _, kw in forward.calls] == [2, 1, 1]  # the two 150×60 images share one
     kwargs = forward.calls[0][1]
-    assert kwargs["pixel_values"].shape[0] == 3 and kwargs["input_ids"].shape[0] == 3
+    assert kwargs["input_ids"].shape[0] == 2 and "pixel_mask" in kwargs
     assert gdino.processor.tokenizer.decode(kwargs["input_ids"][0]) == "[CLS] cat. traffic light. dog. [SEP]"
-    assert [len(b) for b in found] == [10, 10, 10]  # every query of the tiny model, at threshold 0
-    for boxes, (w, h) in zip(found, SIZES):
+    assert [len(b) for b in found] == [10, 10, 10, 10]  # every query of the tiny model, at threshold 0
+    for boxes, (w, h) in zip(found, SIZES + SIZES[:1]):
         assert (boxes.xyxy[:, [0, 2]] >= 0).all() and (boxes.xyxy[:, [0, 2]] <= w).all()
         assert (boxes.xyxy[:, [1, 3]] >= 0).all() and (boxes.xyxy[:, [1, 3]] <= h).all()
         assert set(boxes.labels) <= {0, 1, 2}
@@ -158,6 +159,7 @@ def test_grounding_dino_splits_a_caption_longer_than_its_text_window(gdino, imag
     pallet = gdino.processor.tokenizer.convert_tokens_to_ids("pallet")
     forward = record(gdino.model, "forward", after=gdino_designed([pallet]))
     prompts = [f"traffic light w{i}" for i in range(8)] + ["pallet"]  # 4 tokens each with '.'; window: 32 - 2
+    images = [noise_image(*SIZES[0], seed=i) for i in range(3)]  # one size: one pass per caption
     found = gdino.detect(images, prompts)
     assert len(forward) == 2
     assert [kw["input_ids"].shape[0] for _, kw in forward.calls] == [3, 3]  # each pass: the whole batch
@@ -310,7 +312,7 @@ def test_grounding_dino_pipeline_labels_displayed_frames_exactly(gdino, tmp_path
     data = pipeline_dict("grounding_dino", tiny("grounding_dino"))
     summary = Pipeline.from_dict({**data, "batch_size": 2}).run(input=tmp_path / "in", output=tmp_path / "out")
     assert summary.status == "ok" and summary.counts["labeled"] == 3
-    assert sorted(calls) == [1, 2]  # one forward per batch of images
+    assert sorted(calls) == [1, 1, 1]  # one forward per batch and image size (three sizes here)
     rows = stored(tmp_path / "out")
     for name, (w, h) in sizes.items():
         row, labels = rows[name]

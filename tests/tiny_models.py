@@ -21,7 +21,11 @@ BERT_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "cat", "do
 
 
 def grounding_dino(path: Path) -> Path:
-    """A 150k-parameter Grounding DINO (Swin + 1-layer BERT) with a 64–96 px image processor."""
+    """A 150k-parameter Grounding DINO (Swin + 1-layer BERT) with a 96–128 px image processor.
+
+    Not smaller: a square image alone must leave its last feature level more than 1×1 (its GroupNorm needs two
+    values), or any square image run on its own would crash.
+    """
     from transformers import (BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
 
@@ -37,7 +41,7 @@ def grounding_dino(path: Path) -> Path:
     )
     torch.manual_seed(0)
     GroundingDinoForObjectDetection(config).save_pretrained(path)
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128})
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
 

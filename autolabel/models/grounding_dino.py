@@ -9,8 +9,12 @@ and special tokens never label a box, and a multi-word prompt ("traffic light") 
 tokens that happened to pass a threshold ("light").
 
 Captions longer than the model's text window (256 tokens) are split into as few passes as fit.
-Boxes are predicted relative to each image's own extent (padding in the batch is masked out), so they scale by
-the image's width and height.
+Boxes are predicted relative to each image's own extent, so they scale by the image's width and height.
+
+Images of one resized size share a pass; each size gets its own. In a mixed batch the processor pads every image to
+the largest, and the padding is masked out of the transformer but not out of the Swin backbone, whose windows mix
+it into the features near the image's edge: an image's boxes would then depend on which images share its batch
+(seen on the tiny test model: two of ten boxes change). One pass per size keeps labels independent of the batch.
 """
 
 from __future__ import annotations
@@ -42,6 +46,18 @@ def caption(prompts: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
         spans.append((start, len(text)))
         text += ". "
     return text.rstrip(), spans
+
+
+def same_size_groups(pixel_mask: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """``(rows, height, width)`` per resized size: the batch rows whose unpadded extent (``pixel_mask``) it is.
+
+    >>> mask = np.zeros((3, 4, 4), bool); mask[0, :2, :3] = mask[1] = mask[2, :2, :3] = True
+    >>> [(rows.tolist(), h, w) for rows, h, w in same_size_groups(mask)]
+    [([0, 2], 2, 3), ([1], 4, 4)]
+    """
+    mask = np.asarray(pixel_mask, dtype=bool)
+    sizes = [(int(m.any(1).sum()), int(m.any(0).sum())) for m in mask]
+    return [(np.flatnonzero([s == size for s in sizes]), *size) for size in dict.fromkeys(sizes)]
 
 
 def token_spans(offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -108,29 +124,37 @@ class GroundingDino(CheckpointModel):
         text_threshold = self.default_text_threshold if text_threshold is None else text_threshold
         if not images:
             return []
-        pixels = to_device(self.processor.image_processor(list(images), return_tensors="pt"), self.device, self.dtype)
+        processed = self.processor.image_processor(list(images), return_tensors="pt")
         sizes = np.array([(im.width, im.height, im.width, im.height) for im in images], dtype=np.float32)
         parts: list[list[Boxes]] = [[] for _ in images]
         for offset, chunk in self.prompt_chunks(prompts):
             text, spans = caption(chunk)
-            tokens = self.processor.tokenizer(
-                [text] * len(images), return_tensors="pt", padding=True, return_token_type_ids=True,
-                return_offsets_mapping=True,
-            )
-            owner = torch.as_tensor(token_spans(tokens.pop("offset_mapping")[0].numpy(), spans), device=self.device)
-            with torch.inference_mode():
-                out = self.model(**pixels, **to_device(tokens, self.device, self.dtype))
-            probs = out.logits.float().sigmoid()[:, :, : owner.shape[1]]  # (B, Q, L); -inf padding → 0
-            per_prompt = torch.stack([torch.where(row, probs, 0.0).amax(-1) for row in owner], dim=-1)  # (B, Q, P)
-            scores, labels = per_prompt.max(-1)
-            keep = (scores > box_threshold) & (scores > text_threshold)
-            boxes = cxcywh_to_xyxy(out.pred_boxes.float().cpu().numpy()) * sizes[:, None, :]
-            scores, labels, keep = scores.cpu().numpy(), labels.cpu().numpy(), keep.cpu().numpy()
-            for i, image in enumerate(images):
-                k = keep[i]
-                parts[i].append(
-                    Boxes(clip_boxes(boxes[i][k], image.width, image.height), scores[i][k].astype(np.float32),
-                          labels[i][k].astype(np.int64) + offset)
+            for rows, height, width in same_size_groups(processed["pixel_mask"].numpy()):
+                index = torch.as_tensor(rows)
+                pixels = {  # the group alone, as the processor would have padded it: not at all
+                    "pixel_values": processed["pixel_values"][index, :, :height, :width],
+                    "pixel_mask": processed["pixel_mask"][index, :height, :width],
+                }
+                tokens = self.processor.tokenizer(
+                    [text] * len(rows), return_tensors="pt", padding=True, return_token_type_ids=True,
+                    return_offsets_mapping=True,
                 )
+                owner = token_spans(tokens.pop("offset_mapping")[0].numpy(), spans)
+                owner = torch.as_tensor(owner, device=self.device)
+                with torch.inference_mode():
+                    out = self.model(**to_device(pixels, self.device, self.dtype),
+                                     **to_device(tokens, self.device, self.dtype))
+                probs = out.logits.float().sigmoid()[:, :, : owner.shape[1]]  # (B, Q, L); -inf padding → 0
+                per_prompt = torch.stack([torch.where(row, probs, 0.0).amax(-1) for row in owner], dim=-1)  # (B,Q,P)
+                scores, labels = per_prompt.max(-1)
+                keep = (scores > box_threshold) & (scores > text_threshold)
+                boxes = cxcywh_to_xyxy(out.pred_boxes.float().cpu().numpy()) * sizes[rows][:, None, :]
+                scores, labels, keep = scores.cpu().numpy(), labels.cpu().numpy(), keep.cpu().numpy()
+                for j, i in enumerate(rows):
+                    k, image = keep[j], images[i]
+                    parts[i].append(
+                        Boxes(clip_boxes(boxes[j][k], image.width, image.height), scores[j][k].astype(np.float32),
+                              labels[j][k].astype(np.int64) + offset)
+                    )
         return [Boxes.concat(p).with_area() for p in parts]
 
