@@ -1,0 +1,78 @@
+"""The runner's end of a run, in-process: a push that breaks, and the tally of what the quality checks decided."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from test_runner import make_images, pipeline_dict
+
+from autolabel import Pipeline
+from autolabel.errors import ExitCode, RunStatus
+from autolabel.runner import decision_summary, tally_decisions
+
+
+@pytest.mark.parametrize("pushed,line,status", [
+    (True, "labelstudio push 3 tasks", RunStatus.OK),
+    (False, "labelstudio push 1 of 3 tasks", RunStatus.PARTIAL),  # what did not go through: run again to resume
+])
+def test_the_push_line_goes_into_the_run_and_a_push_that_did_not_go_through_makes_it_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pushed: bool, line: str, status: RunStatus
+) -> None:
+    from autolabel.labelstudio import push
+
+    monkeypatch.setattr(push, "push_after_run", lambda store, spec, options: (line, pushed))
+    make_images(tmp_path / "in", 3)
+    data = pipeline_dict() | {"push": {"url": "http://127.0.0.1:9", "project": "p"}}
+    summary = Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "out")
+    assert summary.status is status and summary.exit_code == (ExitCode.OK if pushed else ExitCode.PARTIAL)
+    assert summary.exports[0] == str(tmp_path / "out" / "coco.json") and summary.exports[-1] == line
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["exports"] == summary.exports
+
+
+def test_a_push_that_raises_is_one_line_and_the_run_partial_with_its_exports_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autolabel.labelstudio import push
+
+    def broken(store: object, spec: object, options: object) -> tuple[str, bool]:
+        raise ConnectionResetError("peer went away\nmid-request")
+
+    monkeypatch.setattr(push, "push_after_run", broken)
+    make_images(tmp_path / "in", 2)
+    data = pipeline_dict() | {"push": {"url": "http://127.0.0.1:9", "project": "p"}}
+    summary = Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "out")
+    assert summary.status is RunStatus.PARTIAL and summary.exit_code == ExitCode.PARTIAL
+    assert summary.exports[-1] == "labelstudio push to http://127.0.0.1:9 failed: peer went away mid-request"
+    assert (tmp_path / "out" / "coco.json").exists()
+
+
+def record(classes: list[str], status: list[str], reason: list[str], texts: list[dict]) -> dict:
+    return {"boxes": {"data": {"class_name": classes, "status": status, "reason": reason}}, "texts": texts}
+
+
+def test_decisions_count_boxes_and_texts_by_class_status_and_reason() -> None:
+    decisions: Counter = Counter()
+    tally_decisions(decisions, record(["cat", "cat", "dog"], ["kept", "dropped", "flagged"],
+                                      ["", "low_score", "overlap"],
+                                      [{"kind": "caption", "text": "a cat", "status": "flagged", "reason": "short"},
+                                       {"kind": "ocr", "text": "EXIT"}]))  # a text without status: kept
+    tally_decisions(decisions, None)  # a failed image has no record
+    tally_decisions(decisions, record(["cat"], ["dropped"], ["low_score"], []))
+    assert decisions == Counter({
+        ("cat", "kept", ""): 1, ("cat", "dropped", "low_score"): 2, ("dog", "flagged", "overlap"): 1,
+        ("<text:caption>", "flagged", "short"): 1, ("<text:ocr>", "kept", ""): 1,
+    })
+    assert decision_summary(decisions) == {
+        "by_reason": {"dropped/low_score": 2, "flagged/overlap": 1, "flagged/short": 1},
+        "by_class": {"<text:caption>": {"flagged": 1}, "<text:ocr>": {"kept": 1},
+                     "cat": {"dropped": 2, "kept": 1}, "dog": {"flagged": 1}},
+    }
+
+
+def test_boxes_without_a_class_are_counted_under_a_name_of_their_own() -> None:
+    decisions: Counter = Counter({("", "kept", ""): 2, ("", "dropped", "unmapped"): 1})
+    assert decision_summary(decisions) == {"by_reason": {"dropped/unmapped": 1},
+                                           "by_class": {"<no class>": {"dropped": 1, "kept": 2}}}
