@@ -76,3 +76,36 @@ def test_boxes_without_a_class_are_counted_under_a_name_of_their_own() -> None:
     decisions: Counter = Counter({("", "kept", ""): 2, ("", "dropped", "unmapped"): 1})
     assert decision_summary(decisions) == {"by_reason": {"dropped/unmapped": 1},
                                            "by_class": {"<no class>": {"dropped": 1, "kept": 2}}}
+
+
+def test_run_json_says_what_ran_where_how_long_and_with_what(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import socket
+    from datetime import datetime
+
+    from autolabel import runner
+
+    monkeypatch.setattr(runner, "MAX_FAILURES_LISTED", 2)
+    make_images(tmp_path / "in", 12)
+    data = pipeline_dict(fail_on="img00") | {"name": "boxes"}  # img000..img009 fail: 10 failures, 2 listed
+    data["stages"].append({"type": "score_threshold", "threshold": 0.0})
+    Pipeline.from_dict(data).run(tmp_path / "in" / "img010.png", tmp_path / "out")  # run 1: one good image
+    summary = Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "out")
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run == json.loads((tmp_path / "out" / "runs" / f"run-{summary.run_id:05d}.json").read_text())
+    assert run["run_id"] == summary.run_id == 2 and run["status"] == "partial" and run["error"] is None
+    assert run["counts"] == {"seen": 12, "labeled": 1, "skipped": 1, "failed": 10, "inputs": 12}
+    assert len(run["failures"]) == run["failures_listed"] == 2
+    assert [f["path"] for f in run["failures"]] == [str(tmp_path / "in" / f"img00{i}.png") for i in range(2)]
+    started, ended = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("started", "ended"))
+    assert 0 <= (ended - started).total_seconds() <= run["seconds"] + 0.002 and run["seconds"] > 0
+    seconds = run["seconds"]  # rounded to the millisecond: the rate was computed before rounding
+    assert 11 / (seconds + 6e-4) <= run["images_per_second"] <= 11 / (seconds - 6e-4)  # skipped images not counted
+    assert run["stage_images"] == {"box": 1, "score_threshold": 1}  # images a stage labeled: failures are not
+    assert set(run["stage_seconds"]) == {"box", "score_threshold"}
+    assert run["loop_seconds"]["commit"] > 0
+    assert run["pipeline"] == {"name": "boxes", "file": None, "hash": Pipeline.from_dict(data).spec.hash}
+    assert run["host"] == {"hostname": socket.gethostname(), "pid": os.getpid()}
+    assert set(run["versions"]) == {"autolabel", "python", "torch", "transformers", "models"}
+    assert run["versions"]["python"].count(".") == 2 and run["versions"]["torch"]
+    assert run["decisions"]["by_class"] == {"thing": {"kept": 1}}  # this run's boxes only
