@@ -32,6 +32,9 @@ from scipy import stats
 
 MODULES = [
     "autolabel.runner",
+    "autolabel.executors.local",  # the run loop that runner.py hands the batches to
+    "autolabel.executors.labeling",
+    "autolabel.cache",
     "autolabel.pipeline",
     "autolabel.models.florence2",
     "autolabel.models.florence2_scores",
