@@ -98,3 +98,47 @@ def test_a_pool_is_shared_only_when_it_declares_exactly_these_models(tmp_path: P
 def test_an_image_is_an_item_with_fresh_labels_of_its_size() -> None:
     item = Item.of(Image.new("RGB", (7, 5)), "k")
     assert (item.labels.width, item.labels.height, item.key) == (7, 5, "k") and len(item.labels.detections) == 0
+
+
+def test_from_yaml_applies_its_overrides_and_remembers_the_file(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(two_model_pipeline(tmp_path / "calls")))
+    pipeline = Pipeline.from_yaml(path, ["batch_size=2", "stages.second.label=third"])
+    assert pipeline.config.batch_size == 2 and pipeline["second"].params.label == "third"
+    assert pipeline.source == str(path) and Pipeline.from_yaml(path).config.batch_size == 3
+
+
+def test_every_bad_stage_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    data = two_model_pipeline(tmp_path / "calls")
+    data["stages"][0]["model"] = "nope"
+    data["stages"][1]["model"] = "nope"
+    with pytest.raises(ConfigError) as err:
+        Pipeline.from_dict(data)
+    assert [p.split(".", 1)[0] for p in err.value.problems] == ["stages[0]", "stages[1]"], err.value.problems
+
+
+def test_stage_timings_are_the_time_spent_in_each_stage(tmp_path: Path) -> None:
+    import time
+
+    pipeline = Pipeline.from_dict(two_model_pipeline(tmp_path / "calls"))
+    items = _items(tmp_path / "in", 2)
+    t0 = time.perf_counter()
+    pipeline(items)
+    wall = time.perf_counter() - t0
+    assert 0 < sum(pipeline.timings.values()) <= wall
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_progress_bar_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str], progress: bool) -> None:
+    from autolabel.runner import run
+
+    pipeline = Pipeline.from_dict(two_model_pipeline(tmp_path / "calls"))
+    _items(tmp_path / "in", 3)
+    if progress:
+        pipeline.run(tmp_path / "in", tmp_path / "out", progress=True)
+    else:
+        pipeline.run(tmp_path / "in", tmp_path / "out")
+        run(pipeline, tmp_path / "in", tmp_path / "out2")  # the runner's own default too
+    assert ("3/3" in capsys.readouterr().err) is progress

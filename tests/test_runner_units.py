@@ -109,3 +109,19 @@ def test_run_json_says_what_ran_where_how_long_and_with_what(tmp_path: Path, mon
     assert set(run["versions"]) == {"autolabel", "python", "torch", "transformers", "models"}
     assert run["versions"]["python"].count(".") == 2 and run["versions"]["torch"]
     assert run["decisions"]["by_class"] == {"thing": {"kept": 1}}  # this run's boxes only
+
+
+@pytest.mark.parametrize("blocked,more", [(["coco.json"], ""), (["coco.json", "coco_results.json"], " (and 1 more")])
+def test_failed_exports_are_one_error_that_counts_the_others(tmp_path: Path, blocked: list[str], more: str) -> None:
+    from autolabel.errors import ExportError
+
+    make_images(tmp_path / "in", 2)
+    for name in blocked:  # a folder where the export's file must go
+        (tmp_path / "out" / name).mkdir(parents=True)
+    data = pipeline_dict() | {"exports": [{"format": "coco"}, {"format": "coco-results"}]}
+    with pytest.raises(ExportError) as err:
+        Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "out")
+    message = str(err.value)
+    assert message.startswith(f"export coco to {tmp_path / 'out' / 'coco.json'} failed: ")
+    assert (" (and 1 more: see run.json); the labels are kept" in message) is bool(more)
+    assert " more: see run.json" not in message or more
