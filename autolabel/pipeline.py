@@ -54,7 +54,7 @@ class Pipeline:
         come before it: checked here, once, for every stage type.
         """
         names = [name for name, _, _ in self.spec.stages]
-        context = StageContext(ontology=self.spec.ontology, models=self.models, extra={"stage_names": names})
+        context = StageContext(ontology=self.spec.ontology, models=self.models)
         stages, problems = [], []
         for i, (name, cls, params) in enumerate(self.spec.stages):
             try:

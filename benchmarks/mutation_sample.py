@@ -32,6 +32,9 @@ from scipy import stats
 
 MODULES = [
     "autolabel.runner",
+    "autolabel.executors.local",  # the run loop that runner.py hands the batches to
+    "autolabel.executors.labeling",
+    "autolabel.cache",
     "autolabel.pipeline",
     "autolabel.models.florence2",
     "autolabel.models.florence2_scores",
@@ -55,7 +58,9 @@ def module_of(mutant: str) -> str:
 
 
 def mutmut(*args: str, capture: bool = False) -> str:
-    env = dict(os.environ, PYTHONPATH=str(Path("mutants").resolve()), HF_HUB_OFFLINE="1")
+    # one torch thread per mutmut worker: the workers already fill the cores, and oversubscribed torch threads
+    # make the model tests several times slower
+    env = dict(os.environ, PYTHONPATH=str(Path("mutants").resolve()), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run(["mutmut", *args], env=env, text=True, capture_output=capture, check=False)
     if done.returncode != 0 and capture:
         sys.exit(f"mutmut {args[0]} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
