@@ -319,3 +319,23 @@ def test_labeling_config_quotes_class_names() -> None:
     row = ImageRow(1, "/a.png", "a.png", None, 10, 10, [Annotation(0, 1, "R&D", (0, 0, 5, 5), 0.5, "kept", "", "", "",
                                                                    "s")], [], {})
     assert interface.validate_prediction(labelstudio.task(row)["predictions"][0], return_errors=True) == []
+
+
+def test_write_export_defaults_and_the_model_version_it_picks(run: Path) -> None:
+    """Default file names, ``flagged``/``min_score`` passed through, and the model version: the option, else the
+    pipeline's name, else ``autolabel-<pipeline hash>`` (annotators see only predictions of the project's version)."""
+    unnamed = parse({k: v for k, v in export_pipeline().items() if k != "name"})
+    with Store(run) as store:
+        paths = write_export(store, unnamed, ExportSpec(format="labelstudio"), run)
+        assert paths == [str(run / "labelstudio_tasks.json"), str(run / "labelstudio_config.xml")]
+        tasks = json.loads(Path(paths[0]).read_text())
+        assert {t["predictions"][0]["model_version"] for t in tasks} == {f"autolabel-{unnamed.hash}"}
+        mine = write_export(store, parse(export_pipeline()), ExportSpec(format="labelstudio", path="v.json",
+                                                                         model_version="v9", flagged="exclude",
+                                                                         min_score=0.85), run)
+    tasks = json.loads(Path(mine[0]).read_text())
+    for t in tasks:
+        result = t["predictions"][0]["result"]
+        assert t["predictions"][0]["model_version"] == "v9"
+        assert [r["value"]["rectanglelabels"] for r in result if r["type"] == "rectanglelabels"] == [["cat"]]
+        assert not [r for r in result if r["from_name"] == "review"]
