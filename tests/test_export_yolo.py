@@ -473,3 +473,20 @@ def test_replacing_an_export_removes_leftovers_and_refuses_strangers(tmp_path: P
     nested = tmp_path / "new" / "deeper" / "ds"
     yolo.write_dataset(rows, ontology, nested, "detect", {"train": 1.0}, 0, place=lambda row, t: None)
     assert (nested / "data.yaml").is_file()
+
+
+def test_write_yolo_defaults(run: Path) -> None:
+    """Called with no options: detect lines, 80/20 by content hash with seed 0, images linked, every score and
+    flagged box."""
+    ontology = parse(export_pipeline()).ontology
+    with Store(run) as store:
+        assert yolo.write_yolo(store, ontology, run / "dflt") == [str(run / "dflt")]
+        yolo.write_yolo(store, ontology, run / "expl", "detect", {"train": 0.8, "val": 0.2}, 0, "symlink", 0.0, True)
+    listing = lambda root: sorted(  # noqa: E731
+        (str(p.relative_to(root)), p.is_symlink(), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*"))
+    assert listing(run / "dflt") == listing(run / "expl")
+    dataset = read_dataset(run / "dflt")
+    assert sorted(dataset) == ["train", "val"]
+    every = [rows for split in dataset.values() for rows in split.values()]
+    assert len(every) == len(SIZES) and all(len(rows) == 4 and all(len(r) == 5 for r in rows) for rows in every)
+    assert any(p.is_symlink() for p in (run / "dflt").glob("images/*/*"))
