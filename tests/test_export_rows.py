@@ -151,3 +151,36 @@ def test_nothing_to_export_says_why(tmp_path) -> None:
         with pytest.raises(AutolabelError) as failed:
             require_labeled(store)
         assert str(failed.value).endswith("nothing to export (all 3 images failed (see run.json))")
+
+
+def test_missing_columns_take_their_defaults() -> None:
+    """Records written before a column existed (or by a stage that has none of it): kept, no reason, no text."""
+    labels = make(xyxy=[[0, 0, 10, 10]], class_name=["cat"], status=["flagged"], reason=["odd"], text=["T"])
+    record = row(labels)
+    for key in ("status", "reason", "text", "phrase", "stage"):
+        record["labels"]["boxes"]["data"].pop(key, None)
+    (ann,) = image_row(record, IDS).annotations
+    assert (ann.status, ann.reason, ann.text, ann.phrase, ann.stage, ann.flagged) == ("kept", "", "", "", "", False)
+    assert [s.index for s in image_shapes(record, IDS, flagged=False).annotations] == [0]
+
+
+def test_streams_from_a_store_with_the_same_defaults(tmp_path) -> None:
+    """``image_rows`` and ``shape_rows`` over a store: id order, every score and flagged box by default, the same
+    boxes as each other."""
+    from autolabel.exports.rows import image_rows, shape_rows
+    from autolabel.ontology import Ontology
+    from autolabel.store import ImageResult, Store
+
+    ontology = Ontology.from_config(["cat", "dog"])
+    labels = make(xyxy=[[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 4, 4]], class_name=["cat", "dog", "cat"],
+                  status=["kept", "flagged", "dropped"], confidence=[0.0, 0.3, 0.9])
+    with Store(tmp_path) as store:
+        run_id = store.begin_run("h", {})
+        store.commit([ImageResult(f"/in/{name}", name, f"sha{name}", "done", 100, 50, labels=to_record(labels))
+                      for name in ("b.png", "a.png")], run_id, "h")
+        full, shapes = list(image_rows(store, ontology)), list(shape_rows(store, ontology))
+        assert [r.rel_path for r in full] == [r.rel_path for r in shapes] == ["b.png", "a.png"]  # id order
+        for f, s in zip(full, shapes):
+            assert [a.index for a in f.annotations] == [x.index for x in s.annotations] == [0, 1]
+        picky = list(shape_rows(store, ontology, min_score=0.2, flagged=False))
+        assert [[x.index for x in r.annotations] for r in picky] == [[], []]
