@@ -190,3 +190,32 @@ def test_single_part_polygons_are_on_pixel_centres() -> None:
     block[1:4, 2:5] = True
     (poly,) = mask_polygons(block, offset=(10, 20))
     assert poly.dtype == np.float64 and poly.tolist() == [[12.5, 21.5], [12.5, 23.5], [14.5, 23.5], [14.5, 21.5]]
+
+
+def test_batched_tracing_keeps_each_canvas_within_max_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops share a canvas only while it fits in ``max_bytes`` (a crop bigger than that gets a canvas alone), every
+    crop is traced exactly once, and masks that do not fit at all are traced one by one."""
+    import autolabel.exports.geometry as geometry
+
+    canvases: list[tuple[int, int, int]] = []
+    real = geometry._trace_side_by_side
+
+    def recording(masks, crops, tall, wide, out):
+        assert tall == max(c[4] for c in crops) and wide == sum(c[3] for c in crops) + len(crops) - 1
+        canvases.append((len(crops), tall, wide))
+        return real(masks, crops, tall, wide, out)
+
+    monkeypatch.setattr(geometry, "_trace_side_by_side", recording)
+    masks = np.zeros((6, 30, 40), np.uint8)
+    for k, mask in enumerate(masks):
+        mask[k:, :] = 1  # full-width crops: side by side (with a blank column between) they outgrow the stack
+    rles = [{"size": r["size"], "counts": r["counts"].decode()}
+            for r in mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))]
+    expected = [mask_polygons(m)[0].tolist() for m in masks]
+    for max_bytes, n_canvases in ((7200, 2), (7349, 2), (7350, 1), (7199, 0)):  # 6 x 30 x 40 = 7200; 30 x 245
+        canvases.clear()
+        traced = rles_polygons(rles, max_bytes=max_bytes)
+        assert len(canvases) == n_canvases, (max_bytes, canvases)
+        assert sum(n for n, _, _ in canvases) == (6 if n_canvases else 0)
+        assert all(tall * wide <= max_bytes or n == 1 for n, tall, wide in canvases), (max_bytes, canvases)
+        assert [[p.tolist() for p in t] for t in traced] == [[e] for e in expected]
