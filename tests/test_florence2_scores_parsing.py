@@ -93,6 +93,7 @@ def check_answer(florence: Florence2, task: str, text: str, size: tuple[int, int
         (whole,) = answer.instances
         assert whole.label.tolist() == [k for k in range(len(ids)) if not is_loc[k]]
         assert whole.locs.tolist() == [k for k in range(len(ids)) if is_loc[k]]
+        assert whole.phrase == _LOC.sub("", theirs).strip()
         want = gmean(logprobs, whole.label.tolist())
         assert answer.text_score() == pytest.approx(want, rel=1e-9) or (math.isnan(want) and
                                                                         math.isnan(answer.text_score()))
@@ -139,6 +140,7 @@ def check_answer(florence: Florence2, task: str, text: str, size: tuple[int, int
 @pytest.mark.parametrize("task", list(TASKS.values()))
 def test_random_answers_pair_each_instance_with_the_tokens_that_wrote_it(florence, task: str) -> None:
     rng = np.random.default_rng(sum(map(ord, task)))
+    check_answer(florence, task, "", (64, 48), seed=0)  # an empty answer: no instances, or one empty text
     found = 0
     for k in range(40):
         found += check_answer(florence, task, random_answer(rng), SIZES[k % len(SIZES)], seed=k)

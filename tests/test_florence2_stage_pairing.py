@@ -292,6 +292,7 @@ def test_region_category_answers_each_box_it_should_in_its_own_row(processor, ov
     assert np.isnan(first.data["phrase_score"][2:].astype(float)).all()
     assert third.data["phrase"].tolist() == ["giraffe", "automobile" if overwrite else "already named", "automobile"]
     assert len(items[1].labels.detections) == 0 and "region_category" in items[1].labels.provenance
+    assert items[0].labels.provenance["region_category"]["unmapped"] == "keep"
 
 
 def test_region_category_drops_unmapped_phrases_when_asked(processor) -> None:
