@@ -284,3 +284,43 @@ def test_the_native_checkpoint_named_for_a_remote_code_one() -> None:
     assert named("/models/mine", {"text_config": {"d_model": 1024}}) == "florence-community/Florence-2-large"
     assert named("/models/mine", {"text_config": {"d_model": 768}}) == "florence-community/Florence-2-base"
     assert named("/models/mine", {}) == "florence-community/Florence-2-base"
+
+
+def test_without_an_sdpa_path_the_model_loads_with_the_default_attention(tmp_path, monkeypatch) -> None:
+    import autolabel.models.florence2 as florence2
+
+    path = make_tiny_florence(tmp_path / "eager", "a", 0.9)
+    real_from_pretrained = florence2.from_pretrained
+    asked = []
+
+    def no_sdpa(cls, spec, **kwargs):
+        asked.append(kwargs.get("attn_implementation"))
+        if kwargs.get("attn_implementation") == "sdpa":
+            raise ValueError("this model does not support sdpa")
+        return real_from_pretrained(cls, spec, **kwargs)
+
+    monkeypatch.setattr(florence2, "from_pretrained", no_sdpa)
+    model = Florence2.load(ModelSpec(id=str(path)))
+    assert asked[-2:] == ["sdpa", None]  # asked for SDPA, then loaded the default way
+    (answer,) = model.run("<CAPTION>", IMAGES[:1], generation={"num_beams": 1, "max_new_tokens": 5})
+    assert answer.result == "a" and answer.finished
+
+
+def test_quiet_cleanup_turns_off_only_the_ignored_bpe_cleanup() -> None:
+    from real_checkpoints import fixture
+    from transformers import AutoTokenizer
+
+    from autolabel.models.florence2 import quiet_cleanup
+
+    tokenizer = AutoTokenizer.from_pretrained(fixture("florence2"))
+    assert tokenizer.clean_up_tokenization_spaces  # as the checkpoint ships it
+    quiet_cleanup(tokenizer)
+    assert tokenizer.clean_up_tokenization_spaces is False
+    forced = AutoTokenizer.from_pretrained(fixture("florence2"))
+    forced.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output = True
+    quiet_cleanup(forced)
+    assert forced.clean_up_tokenization_spaces  # the user asked for it: left alone
+    other = type("WordPiece", (), {"clean_up_tokenization_spaces": True,
+                                   "backend_tokenizer": type("B", (), {"model": object()})()})()
+    quiet_cleanup(other)
+    assert other.clean_up_tokenization_spaces  # not BPE: the cleanup does run there

@@ -163,7 +163,7 @@ def test_proposals_and_ocr_regions_follow_their_image(processor) -> None:
         np.testing.assert_array_equal(det.xyxy[:number], [box] * number)
         assert det.data["class_name"].tolist() == ["car"] * number + [""]
         np.testing.assert_array_equal(det.data["quad"][number], quad)
-        assert det.data["text"][number] == f"T{number}"
+        assert det.data["text"][number] == f"T{number}" and det.data["phrase"].tolist() == [""] * (number + 1)
         np.testing.assert_array_equal(det.xyxy[number], [quad[0], quad[1], quad[2], quad[5]])
         ocr = script(number, "<OCR_WITH_REGION>")
         assert det.confidence[number] == pytest.approx(score(processor, ocr, "text"), rel=1e-5)  # score: label
