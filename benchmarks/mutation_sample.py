@@ -1,6 +1,6 @@
 """A seeded random sample of mutmut's mutants per module: the mutation score of modules too big to test whole.
 
-    python benchmarks/mutation_sample.py                       # 40 mutants of each module below, seed 0
+    python benchmarks/mutation_sample.py                       # 30 mutants of each module below, seed 0
     python benchmarks/mutation_sample.py --per-module 10 autolabel.pipeline   # a quick look at one module
     python benchmarks/mutation_sample.py --report-only         # the table of what the last run found
 
@@ -130,7 +130,7 @@ def interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", default=MODULES, help="dotted module names (default: the big core ones)")
-    parser.add_argument("--per-module", type=int, default=40)
+    parser.add_argument("--per-module", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-children", default="2")
     parser.add_argument("--report-only", action="store_true", help="print the table of the last run, run nothing")

@@ -222,3 +222,127 @@ def test_a_mask_segments_the_same_traced_alone_or_with_its_whole_image(mode: str
         assert len(alone[0]) == 2  # both parts of the mask, as flat [x, y, ...] lists
     else:
         assert alone[0] == rle
+
+
+# --- entries built one by one, and the writers' defaults ------------------------------------------------------------
+
+def mask_rle(mask: np.ndarray) -> dict:
+    coded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": coded["size"], "counts": coded["counts"].decode()}
+
+
+def annotation(**fields: object) -> "coco_module.Annotation":
+    base = {"index": 0, "category": 1, "class_name": "b", "xyxy": (1.234, 2.0, 7.5, 9.0), "score": None,
+            "status": "kept", "reason": "", "text": "", "phrase": "p", "stage": "s"}
+    return coco_module.Annotation(**(base | fields))
+
+
+def image(*anns: "coco_module.Annotation") -> "coco_module.ImageRow":
+    return coco_module.ImageRow(id=5, path="/x/a.png", rel_path="a.png", sha256=None, width=12, height=10,
+                                annotations=list(anns), texts=[], provenance={"s": {"model": "m"}})
+
+
+def test_result_entry_unknown_score_is_one_and_segmentation_only_where_there_is_a_shape() -> None:
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:9] = True
+    box_only, masked = annotation(), annotation(index=1, score=0.123456789, rle=mask_rle(mask))
+    empty = annotation(index=2, rle=mask_rle(np.zeros((10, 12), bool)))
+    triangle = annotation(index=3, polygon=[[1.0, 1.0], [9.0, 1.0], [5.0, 8.0]])
+    row = image(box_only, masked, empty, triangle)
+    assert coco_module.result_entry(box_only, row) == {"image_id": 5, "category_id": 2, "bbox": [1.23, 2.0, 6.27, 7.0],
+                                                       "score": 1.0}
+    alone = coco_module.result_entry(masked, row)  # not traced beforehand: it traces the mask itself
+    assert alone["score"] == 0.12346
+    assert alone == coco_module.result_entry(masked, row, "polygon", coco_module.trace_masks(row, "polygon")[1])
+    drawn = mask_utils.decode(mask_utils.frPyObjects(alone["segmentation"], 10, 12)).max(axis=2).astype(bool)
+    assert (drawn & ~mask).sum() == 0 and drawn.sum() > 0
+    rle = coco_module.result_entry(masked, row, "rle")
+    assert rle["segmentation"] == masked.rle == coco_module.result_entry(masked, row, "rle", (18, None))["segmentation"]
+    assert "segmentation" not in coco_module.result_entry(empty, row)  # an empty mask: box only
+    assert "segmentation" not in coco_module.result_entry(empty, row, "polygon", (0, []))
+    assert coco_module.result_entry(triangle, row)["segmentation"] == [[1.0, 1.0, 9.0, 1.0, 5.0, 8.0]]
+    dot = np.zeros((10, 12), bool)
+    dot[4, 6] = True  # one pixel is a mask too: its square
+    one = annotation(index=4, rle=mask_rle(dot))
+    assert coco_module.result_entry(one, image(one))["segmentation"] == [[6.0, 4.0, 7.0, 4.0, 7.0, 5.0, 6.0, 5.0]]
+
+
+def test_annotation_entry_fields() -> None:
+    ann = annotation(score=0.987654321, extra={"predicted_iou": 0.5}, status="flagged", reason="odd", text="T")
+    entry = coco_module.annotation_entry(ann, image(ann), 42, "polygon")
+    assert entry == {
+        "id": 42, "image_id": 5, "category_id": 2, "bbox": [1.23, 2.0, 6.27, 7.0], "area": 43.86, "iscrowd": 0,
+        "segmentation": [[1.23, 2.0, 7.5, 2.0, 7.5, 9.0, 1.23, 9.0]], "score": 0.98765,
+        "attributes": {"phrase": "p", "stage": "s", "status": "flagged", "reason": "odd", "text": "T",
+                       "provenance": {"model": "m"}, "predicted_iou": 0.5},
+    }
+    unscored = coco_module.annotation_entry(annotation(stage="other"), image(ann), 1, "rle")
+    assert unscored["score"] is None and unscored["attributes"]["provenance"] == {}
+
+
+def test_a_polygon_segments_as_its_raster_in_both_modes() -> None:
+    ann = annotation(polygon=[[1.0, 1.0], [9.0, 1.0], [9.0, 7.0], [1.0, 7.0]])
+    flat, area = coco_module.segmentation(ann, 10, 12, "polygon")
+    assert flat == [[1.0, 1.0, 9.0, 1.0, 9.0, 7.0, 1.0, 7.0]]
+    raster = mask_utils.decode(mask_utils.frPyObjects(flat, 10, 12)).max(axis=2)
+    assert area == float(raster.sum()) > 0
+    rle, rle_area = coco_module.segmentation(ann, 10, 12, "rle")
+    decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+    assert rle_area == area and np.array_equal(decoded, raster)
+
+
+def test_masks_are_traced_once_per_image_not_one_by_one(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both writers measure and trace an image's masks in one batch (:func:`trace_masks`); tracing a mask alone
+    (the per-call overhead the batch avoids) never happens, whatever the mode."""
+    def alone(*args: object) -> None:
+        raise AssertionError("a mask traced alone")
+
+    monkeypatch.setattr(coco_module, "_trace", alone)
+    for mode in ("polygon", "rle"):
+        coco = export(run, format="coco", path=f"batched_{mode}.json", segmentation=mode)[0]
+        results = export(run, format="coco-results", path=f"batched_res_{mode}.json", segmentation=mode)[0]
+        assert len(json.loads(Path(results).read_text())) == len(json.loads(Path(coco).read_text())["annotations"])
+
+
+def test_writers_defaults(run: Path) -> None:
+    """Called with no options: polygons, every score, flagged boxes in, no captions file."""
+    spec = parse(export_pipeline())
+    with Store(run) as store:
+        assert coco_module.write_coco(store, spec.ontology, run / "d.json") == [str(run / "d.json")]
+        coco_module.write_coco(store, spec.ontology, run / "e.json", min_score=0.0, flagged=True,
+                               segmentation_mode="polygon")
+        assert coco_module.write_coco_results(store, spec.ontology, run / "dr.json") == [str(run / "dr.json")]
+        coco_module.write_coco_results(store, spec.ontology, run / "er.json", min_score=0.0, flagged=True,
+                                       segmentation_mode="polygon")
+    assert (run / "d.json").read_bytes() == (run / "e.json").read_bytes()
+    assert (run / "dr.json").read_bytes() == (run / "er.json").read_bytes()
+    assert not (run / "d_captions.json").exists()
+    dataset = json.loads((run / "d.json").read_text())
+    assert dataset["info"] == {"description": "autolabel"} and dataset["licenses"] == []
+    assert {a["attributes"]["status"] for a in dataset["annotations"]} == {"kept", "flagged"}
+    results = json.loads((run / "dr.json").read_text())
+    assert all(isinstance(r["segmentation"], list) for r in results if "segmentation" in r)
+    assert sum("segmentation" in r for r in results) == 2 * len(SIZES)  # the cat's mask and the dog's triangle
+
+
+def test_captions_entries_and_file_names(run: Path) -> None:
+    paths = export(run, format="coco", path="named.json")
+    assert paths == [str(run / "named.json"), str(run / "named_captions.json")]
+    assert coco_module.captions_path_for(Path("/o/coco.json")) == Path("/o/captions.json")
+    assert coco_module.captions_path_for(Path("/o/x/train.json")) == Path("/o/x/train_captions.json")
+    captions = json.loads(Path(paths[1]).read_text())
+    assert captions["info"] == {"description": "autolabel captions"}
+    assert [c["id"] for c in captions["annotations"]] == list(range(1, len(SIZES) + 1))
+    assert [i["id"] for i in captions["images"]] == sorted(c["image_id"] for c in captions["annotations"])
+    assert {(c["kind"], c["stage"]) for c in captions["annotations"]} == {("caption", "plugins:RichLabels")}
+    row = coco_module.ImageRow(3, "/a", "a", None, 4, 4, [], [{"kind": "caption", "text": "x", "score": 0.5,
+                                                               "stage": "s"}, {"kind": "ocr", "text": "y"},
+                                                              {"text": "z"}], {})
+    assert coco_module.caption_entries(row, 7) == [
+        {"id": 7, "image_id": 3, "caption": "x", "kind": "caption", "score": 0.5, "stage": "s"}]
+
+
+def test_numpy_scalars_are_written_as_numbers() -> None:
+    assert coco_module._dumps({"a": np.float32(0.5), "b": np.int64(3), "c": "é"}) == '{"a":0.5,"b":3,"c":"é"}'
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        coco_module._dumps({"a": object()})

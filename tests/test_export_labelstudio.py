@@ -187,3 +187,155 @@ def test_dropped_boxes_are_not_exported(run: Path) -> None:
         n = t["data"]["autolabel_id"]
         rects = [r["id"] for r in t["predictions"][0]["result"] if r["type"] == "rectanglelabels"]
         assert rects == [f"{n}_0", f"{n}_1", f"{n}_2", f"{n}_3"]  # box 4 (RichLabels' last) was dropped
+
+
+# --- tasks built one by one, and the writer's defaults --------------------------------------------------------------
+
+def coco_rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    coded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": coded["size"], "counts": coded["counts"].decode()}
+
+
+def two_squares() -> np.ndarray:
+    mask = np.zeros((10, 20), bool)
+    mask[1:4, 2:6] = True
+    mask[6:9, 12:18] = True
+    return mask
+
+
+def hand_row() -> ImageRow:
+    """An image of 20x10 with a masked box, a flagged box without a reason code, a quad with OCR text, and texts."""
+    masked = Annotation(0, 0, "cat", (2.0, 1.0, 18.0, 9.0), 0.8, "kept", "", "", "cat", "s",
+                        rle=coco_rle(two_squares()))
+    flagged = Annotation(1, 1, "dog", (-0.0, 0.0, 5.0, 5.0), 0.4, "flagged", "", "", "dog", "s")
+    quad = Annotation(3, 2, "text", (10.0, 0.0, 20.0, 2.5), None, "kept", "", "EXIT", "text", "s",
+                      polygon=[[10.0, 0.0], [20.0, 0.0], [20.0, 2.5], [10.0, 2.5]])
+    texts = [{"kind": "caption", "text": "two cats"}, {"kind": "detailed_caption", "text": "two grey cats"},
+             {"kind": "ocr", "text": "EXIT"}]
+    return ImageRow(9, "/in/a b#1.png", "d/a b#1.png", None, 20, 10, [masked, flagged, quad], texts, {})
+
+
+def test_task_defaults_and_every_region_of_a_hand_made_row() -> None:
+    row = hand_row()
+    made = labelstudio.task(row)
+    assert made == labelstudio.task(row, "/data/local-files/?d=", "autolabel", "min", "brush")
+    assert made["data"] == {"image": "/data/local-files/?d=d/a%20b%231.png", "autolabel_id": 9,
+                            "rel_path": "d/a b#1.png"}
+    (prediction,) = made["predictions"]
+    assert prediction["model_version"] == "autolabel" and prediction["score"] == 0.4  # the lowest box score
+    result = prediction["result"]
+    assert [(r["id"], r["from_name"], r["type"]) for r in result] == [
+        ("9_0", "label", "rectanglelabels"), ("9_0_mask", "mask", "brushlabels"),
+        ("9_1", "label", "rectanglelabels"), ("9_1", "review", "textarea"),
+        ("9_3", "label", "rectanglelabels"), ("9_3_poly", "polygon", "polygonlabels"),
+        ("9_3", "transcription", "textarea"),
+        ("9_caption", "caption", "textarea"), ("9_ocr", "ocr", "textarea"),
+    ]
+    common = {"to_name": "image", "original_width": 20, "original_height": 10, "image_rotation": 0}
+    for region in result[:7]:  # the boxes' regions; the image-level text areas name only their image
+        assert {k: region[k] for k in common} == common
+    assert all(r["to_name"] == "image" and "original_width" not in r for r in result[7:])
+    assert result[0]["value"] == {"x": 10.0, "y": 10.0, "width": 80.0, "height": 80.0, "rotation": 0,
+                                  "rectanglelabels": ["cat"]}
+    assert result[0]["score"] == result[1]["score"] == 0.8 and "score" not in result[4]  # unknown: no score
+    assert result[3]["value"] == {"x": 0.0, "y": 0.0, "width": 25.0, "height": 50.0, "rotation": 0,
+                                  "text": ["flagged"]}  # flagged with no reason code
+    assert result[5]["value"] == {"points": [[50.0, 0.0], [100.0, 0.0], [100.0, 25.0], [50.0, 25.0]], "closed": True,
+                                  "polygonlabels": ["text"]}
+    assert result[6]["value"]["text"] == ["EXIT"] and result[6]["value"]["width"] == 50.0
+    assert result[7]["value"] == {"text": ["two cats", "two grey cats"]} and result[8]["value"] == {"text": ["EXIT"]}
+    brush = decode_rle(result[1]["value"]["rle"]).reshape(10, 20, 4)[:, :, 3] > 0
+    assert np.array_equal(brush, two_squares()) and result[1]["value"]["format"] == "rle"
+    assert LabelInterface(labelstudio.labeling_config(parse(export_pipeline()).ontology)).validate_prediction(
+        prediction, return_errors=True) == []
+
+
+def test_masks_option_polygon_and_none() -> None:
+    row = hand_row()
+    polygons = [r for r in labelstudio.task(row, masks="polygon")["predictions"][0]["result"]
+                if r["id"].startswith("9_0_mask")]
+    assert [(r["id"], r["type"], r["value"]["polygonlabels"]) for r in polygons] == [
+        ("9_0_mask0", "polygonlabels", ["cat"]), ("9_0_mask1", "polygonlabels", ["cat"])]  # largest part first
+    assert polygons[0]["value"]["points"] == [[62.5, 65.0], [62.5, 85.0], [87.5, 85.0], [87.5, 65.0]]
+    assert all(r["score"] == 0.8 for r in polygons)
+    plain = labelstudio.task(row, masks="none")["predictions"][0]["result"]
+    assert not [r for r in plain if r["id"].startswith("9_0_mask")] and len(plain) == 8
+    empty = hand_row().annotations[0]._replace(rle=coco_rle(np.zeros((10, 20), bool)))
+    assert len(labelstudio.regions(empty, row)) == 1  # an empty mask: the rectangle only
+
+
+def test_task_score_mean_and_percentages_clamped() -> None:
+    row = hand_row()
+    assert labelstudio.task(row, score="mean")["predictions"][0]["score"] == 0.6
+    assert labelstudio.task_score(row.annotations) == 0.4
+    assert labelstudio.task_score([row.annotations[0], row.annotations[0]._replace(score=1 / 3)], "mean") == 0.56667
+    assert labelstudio._pct(-1.0, 20) == 0.0 and labelstudio._pct(25.0, 20) == 100.0
+    assert labelstudio._pct(1.0, 3) == 33.3333
+
+
+def test_a_rejected_prediction_names_the_image_and_the_problem() -> None:
+    checker = labelstudio.PredictionChecker(labelstudio.labeling_config(parse(export_pipeline()).ontology))
+    task = labelstudio.task(hand_row())
+    checker.check(task)
+    task["predictions"][0]["result"][0]["value"]["rectanglelabels"] = ["horse"]
+    with pytest.raises(AutolabelError) as err:
+        checker.check(task)
+    message = str(err.value)
+    assert message.startswith("d/a b#1.png: Label Studio would reject the prediction: ")
+    assert message.endswith(" (1 problem(s)); please report this") and "\n" not in message
+
+
+def test_writer_defaults(run: Path) -> None:
+    """Called with no options: local files, model version ``autolabel``, lowest score first, brush masks, every
+    score and flagged box; the config beside the tasks."""
+    ontology = parse(export_pipeline()).ontology
+    with Store(run) as store:
+        paths = labelstudio.write_labelstudio(store, ontology, run / "dflt_tasks.json")
+        labelstudio.write_labelstudio(store, ontology, run / "expl_tasks.json", "/data/local-files/?d=", "autolabel",
+                                      "min", "brush", 0.0, True)
+    assert paths == [str(run / "dflt_tasks.json"), str(run / "dflt_config.xml")]
+    assert (run / "dflt_tasks.json").read_bytes() == (run / "expl_tasks.json").read_bytes()
+    assert (run / "dflt_config.xml").read_text() == labelstudio.labeling_config(ontology)
+    tasks = json.loads((run / "dflt_tasks.json").read_text())
+    for t in tasks:
+        (prediction,) = t["predictions"]
+        assert prediction["model_version"] == "autolabel"
+        assert t["data"]["image"] == "/data/local-files/?d=" + t["data"]["rel_path"]
+        assert prediction["score"] == min(r["score"] for r in prediction["result"] if "score" in r)
+        assert [r for r in prediction["result"] if r["from_name"] == "review"]  # the flagged dog is in
+        assert [r for r in prediction["result"] if r["type"] == "brushlabels"]
+    assert labelstudio.config_path_for(Path("/o/x.json")) == Path("/o/x_config.xml")
+
+
+def test_labeling_config_quotes_class_names() -> None:
+    from autolabel.ontology import Ontology
+
+    ontology = Ontology.from_config(['big "red" car', "R&D"])
+    config = labelstudio.labeling_config(ontology)
+    interface = LabelInterface(config)
+    assert set(interface.get_control("label").labels) == {'big "red" car', "R&D"}
+    row = ImageRow(1, "/a.png", "a.png", None, 10, 10, [Annotation(0, 1, "R&D", (0, 0, 5, 5), 0.5, "kept", "", "", "",
+                                                                   "s")], [], {})
+    assert interface.validate_prediction(labelstudio.task(row)["predictions"][0], return_errors=True) == []
+
+
+def test_write_export_defaults_and_the_model_version_it_picks(run: Path) -> None:
+    """Default file names, ``flagged``/``min_score`` passed through, and the model version: the option, else the
+    pipeline's name, else ``autolabel-<pipeline hash>`` (annotators see only predictions of the project's version)."""
+    unnamed = parse({k: v for k, v in export_pipeline().items() if k != "name"})
+    with Store(run) as store:
+        paths = write_export(store, unnamed, ExportSpec(format="labelstudio"), run)
+        assert paths == [str(run / "labelstudio_tasks.json"), str(run / "labelstudio_config.xml")]
+        tasks = json.loads(Path(paths[0]).read_text())
+        assert {t["predictions"][0]["model_version"] for t in tasks} == {f"autolabel-{unnamed.hash}"}
+        mine = write_export(store, parse(export_pipeline()), ExportSpec(format="labelstudio", path="v.json",
+                                                                         model_version="v9", flagged="exclude",
+                                                                         min_score=0.85), run)
+    tasks = json.loads(Path(mine[0]).read_text())
+    for t in tasks:
+        result = t["predictions"][0]["result"]
+        assert t["predictions"][0]["model_version"] == "v9"
+        assert [r["value"]["rectanglelabels"] for r in result if r["type"] == "rectanglelabels"] == [["cat"]]
+        assert not [r for r in result if r["from_name"] == "review"]

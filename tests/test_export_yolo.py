@@ -7,6 +7,7 @@ suffix with ``.txt``; each line is ``class cx cy w h`` (detect) or ``class x1 y1
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 from pathlib import Path
@@ -16,12 +17,13 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from pycocotools import mask as mask_utils
 from plugins import export_pipeline, make_export_images
 
 from autolabel import Pipeline
 from autolabel.config import ExportSpec, parse
 from autolabel.errors import AutolabelError
-from autolabel.exports import write_export
+from autolabel.exports import write_export, yolo
 from autolabel.exports.geometry import join_parts, mask_polygons
 from autolabel.exports.yolo import split_of
 from autolabel.store import Store
@@ -282,3 +284,209 @@ def test_two_images_of_one_name_get_distinct_files(tmp_path: Path) -> None:
     dataset = read_dataset(export(tmp_path / "out", split={"train": 1.0}))
     assert sorted(dataset["train"]) == ["a.jpg", "a__id2.png"]  # ids in discovery order: a.jpg, then a.png
     assert [len(rows) for _, rows in sorted(dataset["train"].items())] == [4, 4]
+
+
+# --- pixels a trainer loads: every EXIF orientation, PNG and JPEG, linked or copied -----------------------------------
+
+def blocks() -> np.ndarray:
+    """24x16 stored pixels in six flat 8x8 blocks of distinct colours: any turn or mirror of it shows."""
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    pixels = np.zeros((16, 24, 3), np.uint8)
+    for k, colour in enumerate(colours):
+        pixels[(k // 3) * 8 : (k // 3) * 8 + 8, (k % 3) * 8 : (k % 3) * 8 + 8] = colour
+    return pixels
+
+
+@pytest.fixture(scope="module")
+def oriented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run over one PNG (eXIf before the pixels) and one JPEG per EXIF orientation 1..8, a GIF, and a PNG whose
+    eXIf chunk lies after IEND (not part of the image: the run saw it unrotated)."""
+    from PIL import ImageOps
+
+    root = tmp_path_factory.mktemp("oriented")
+    (root / "in").mkdir()
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(blocks()).save(root / "in" / f"o{orientation}_png.png", exif=exif)
+        Image.fromarray(blocks()).save(root / "in" / f"o{orientation}_jpg.jpg", quality=95, subsampling=0, exif=exif)
+        with Image.open(root / "in" / f"o{orientation}_png.png") as image:
+            assert ImageOps.exif_transpose(image).size == ((16, 24) if orientation >= 5 else (24, 16))
+    Image.fromarray(blocks()).save(root / "in" / "still.gif")
+    plain = io.BytesIO()
+    Image.fromarray(blocks()).save(plain, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tagged = io.BytesIO()
+    Image.fromarray(blocks()).save(tagged, "PNG", exif=exif)
+    chunk = next(c for c in png_chunks(tagged.getvalue()) if c[4:8] == b"eXIf")
+    (root / "in" / "trailing.png").write_bytes(plain.getvalue() + chunk)
+    Pipeline.from_dict(export_pipeline()).run(input=root / "in", output=root / "out")
+    return root
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        chunks.append(data[at : at + 12 + length])
+        at += 12 + length
+    return chunks
+
+
+def upright(path: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with Image.open(path) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.int32)
+
+
+@pytest.mark.parametrize("images", ["symlink", "copy"])
+def test_every_orientation_is_written_as_the_run_saw_it(oriented: Path, images: str) -> None:
+    root = export(oriented / "out", path=f"o_{images}", images=images, split={"train": 1.0})
+    written = {p.name: p for p in (root / "images" / "train").iterdir()}
+    assert sorted(written) == sorted([f"o{k}_{s}.{s}" for k in range(1, 9) for s in ("png", "jpg")]
+                                     + ["still.png", "trailing.png"])
+    for name, path in written.items():
+        source = oriented / "in" / ("still.gif" if name == "still.png" else name)
+        expected = upright(source)
+        with Image.open(path) as image:
+            assert image.getexif().get(0x0112, 1) == 1 or name in ("o1_png.png", "o1_jpg.jpg"), name
+            assert image.format == ("JPEG" if name.endswith(".jpg") else "PNG"), name  # what its suffix says
+            pixels = np.asarray(image.convert("RGB"), dtype=np.int32)
+        assert pixels.shape == expected.shape, name
+        if name.endswith(".jpg"):  # a JPEG encoded again (chroma subsampled): each block's colour, at its centre
+            centres = np.ix_(range(4, pixels.shape[0], 8), range(4, pixels.shape[1], 8))
+            assert np.array_equal(pixels[centres] > 127, expected[centres] > 127), name
+        else:
+            assert np.array_equal(pixels, expected), name
+        as_is = name in ("o1_png.png", "o1_jpg.jpg", "trailing.png")  # nothing to turn: the source itself
+        assert path.is_symlink() == (as_is and images == "symlink"), name
+        if as_is and images == "copy":
+            assert path.read_bytes() == source.read_bytes(), name
+        rows = [line.split() for line in (root / "labels" / "train" / (path.stem + ".txt")).read_text().splitlines()]
+        assert rows[0] == ["0", "0.500000", "0.500000", "0.500000", "0.500000"]  # CenterBox, in the displayed frame
+
+
+def test_png_chunks_after_iend_are_not_the_images() -> None:
+    from autolabel.exports.yolo import _png_chunk
+
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    tagged, plain = io.BytesIO(), io.BytesIO()
+    Image.fromarray(blocks()).save(tagged, "PNG", exif=exif)
+    Image.fromarray(blocks()).save(plain, "PNG")
+    chunk = next(c for c in png_chunks(tagged.getvalue()) if c[4:8] == b"eXIf")
+    assert _png_chunk(io.BytesIO(tagged.getvalue()), b"eXIf") == chunk[8:-4]
+    assert _png_chunk(io.BytesIO(plain.getvalue() + chunk), b"eXIf") is None
+    assert _png_chunk(io.BytesIO(plain.getvalue()[:-7]), b"eXIf") is None  # truncated: a short chunk header
+
+
+def test_missing_source_is_a_clear_error_when_linking_too(run: Path) -> None:
+    source = run.parent / "in" / "sub" / "tall.png"
+    os.rename(source, source.with_suffix(".moved"))
+    try:
+        with pytest.raises(AutolabelError) as err:
+            export(run, path="missing_link", images="symlink")
+    finally:
+        os.rename(source.with_suffix(".moved"), source)
+    assert str(err.value) == (f"sub/tall.png: source image {source} is missing (moved or deleted since the run?); "
+                              "put it back, or run the pipeline again on its new location")
+    assert not (run / "missing_link").exists()
+
+
+# --- the dataset folder from hand-made rows (write_dataset: what the export and `autolabel pull` share) -------------
+
+def shape_row(id_: int, rel_path: str, shapes: list, width: int = 20, height: int = 10) -> "yolo.ShapeRow":
+    return yolo.ShapeRow(id_, f"/in/{rel_path}", rel_path, f"sha{id_}", width, height, shapes)
+
+
+def test_label_lines_exactly() -> None:
+    box = yolo.Shape(0, 1, (2.0, 1.0, 12.0, 6.0), None, None)
+    tri = yolo.Shape(1, 0, (0.0, 0.0, 20.0, 10.0), None, [[0.0, 0.0], [20.0, 0.0], [10.0, 10.0]])
+    mask = np.zeros((10, 20), bool)
+    mask[2:5, 3:7] = True
+    coded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    masked = yolo.Shape(2, 2, (3.0, 2.0, 7.0, 5.0), {"size": coded["size"], "counts": coded["counts"].decode()},
+                        [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    row = shape_row(1, "a.png", [box, tri, masked])
+    assert yolo.label_text(row, "detect") == (
+        "1 0.350000 0.350000 0.500000 0.500000\n0 0.500000 0.500000 1.000000 1.000000\n"
+        "2 0.250000 0.350000 0.200000 0.300000\n")
+    assert yolo.label_text(row, "segment") == (
+        "1 0.100000 0.100000 0.600000 0.100000 0.600000 0.600000 0.100000 0.600000\n"  # the box's corners
+        "0 0.000000 0.000000 1.000000 0.000000 0.500000 1.000000\n"  # the polygon
+        "2 0.175000 0.250000 0.175000 0.450000 0.325000 0.450000 0.325000 0.250000\n")  # the mask, not the polygon
+    empty = shape_row(2, "b.png", [])
+    assert yolo.label_text(empty, "segment") == yolo.label_text(empty, "detect") == ""
+
+
+def test_names_suffixes_and_collisions(tmp_path: Path) -> None:
+    assert yolo.image_name("/a/b\\c/d.png") == "a__b__c__d.png"
+    assert yolo._stem_suffix("x/a.b.jpg") == ("a.b", ".jpg")
+    assert yolo._stem_suffix("x/.hidden") == (".hidden", "") and yolo._stem_suffix("a.") == ("a.", "")
+    box = [yolo.Shape(0, 0, (0.0, 0.0, 10.0, 10.0), None, None)]
+    rows = [shape_row(1, "p/q.png", box), shape_row(2, "p__q.png", box), shape_row(3, "scan.gif", []),
+            shape_row(4, "notes", box)]
+    placed: list[tuple[int, str]] = []
+    ontology = parse(export_pipeline()).ontology
+    paths = yolo.write_dataset(rows, ontology, tmp_path / "ds", "detect", {"train": 1.0}, 0,
+                               place=lambda row, target: placed.append((row.id, target)))
+    assert paths == [str(tmp_path / "ds")]
+    names = [os.path.basename(target) for _, target in placed]
+    assert names == ["p__q.png", "p__q__id2.png", "scan.png", "notes.png"]  # a GIF, no suffix: PNG
+    assert all(target.startswith(str(tmp_path / ".ds.")) for _, target in placed)  # built aside
+    labels = tmp_path / "ds" / "labels" / "train"
+    assert sorted(p.name for p in labels.iterdir()) == ["notes.txt", "p__q.txt", "p__q__id2.txt", "scan.txt"]
+    assert (labels / "scan.txt").read_text() == "" and (labels / "p__q__id2.txt").read_text().startswith("0 0.25")
+    data = yaml.safe_load((tmp_path / "ds" / "data.yaml").read_text())
+    assert data == {"train": "images/train", "val": "images/train", "nc": 3, "names": {0: "cat", 1: "dog", 2: "text"}}
+    assert (tmp_path / "ds" / "data.yaml").read_text().startswith(
+        "# autolabel YOLO export (Ultralytics layout, task: detect)")
+    with pytest.raises(AutolabelError, match=r"p__q.png: two images map to the file name 'p__q' in split 'train'"):
+        yolo.write_dataset([rows[0], shape_row(9, "p__q__id5.png", box), shape_row(5, "p__q.png", box)], ontology,
+                           tmp_path / "ds", "detect",
+                           {"train": 1.0}, 0, place=lambda row, target: None)
+    assert sorted(p.name for p in labels.iterdir()) == ["notes.txt", "p__q.txt", "p__q__id2.txt", "scan.txt"]
+
+
+def test_replacing_an_export_removes_leftovers_and_refuses_strangers(tmp_path: Path) -> None:
+    ontology = parse(export_pipeline()).ontology
+    rows = [shape_row(1, "a.png", [])]
+    (tmp_path / "empty").mkdir()
+    yolo.write_dataset(rows, ontology, tmp_path / "empty", "segment", {"train": 0.5, "val": 0.5}, 0,
+                       place=lambda row, target: None)  # an empty folder may be filled
+    assert "task: segment" in (tmp_path / "empty" / "data.yaml").read_text()
+    for leftover in (".empty.1234.tmp", ".empty.old-abcd"):
+        (tmp_path / leftover).mkdir()
+    (tmp_path / ".other.1234.tmp").mkdir()
+    yolo.write_dataset(rows, ontology, tmp_path / "empty", "detect", {"train": 1.0}, 0, place=lambda row, t: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.1234.tmp", "empty"]
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "data.yaml").write_text("names: [a]\n")
+    for target in ("file", "foreign"):
+        with pytest.raises(AutolabelError, match=f"{target}: exists and is not an autolabel YOLO export; choose"):
+            yolo.write_dataset(rows, ontology, tmp_path / target, "detect", {"train": 1.0}, 0,
+                               place=lambda row, t: None)
+    assert (tmp_path / "file").read_text() == "x" and (tmp_path / "foreign" / "data.yaml").is_file()
+    nested = tmp_path / "new" / "deeper" / "ds"
+    yolo.write_dataset(rows, ontology, nested, "detect", {"train": 1.0}, 0, place=lambda row, t: None)
+    assert (nested / "data.yaml").is_file()
+
+
+def test_write_yolo_defaults(run: Path) -> None:
+    """Called with no options: detect lines, 80/20 by content hash with seed 0, images linked, every score and
+    flagged box."""
+    ontology = parse(export_pipeline()).ontology
+    with Store(run) as store:
+        assert yolo.write_yolo(store, ontology, run / "dflt") == [str(run / "dflt")]
+        yolo.write_yolo(store, ontology, run / "expl", "detect", {"train": 0.8, "val": 0.2}, 0, "symlink", 0.0, True)
+    listing = lambda root: sorted(  # noqa: E731
+        (str(p.relative_to(root)), p.is_symlink(), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*"))
+    assert listing(run / "dflt") == listing(run / "expl")
+    dataset = read_dataset(run / "dflt")
+    assert sorted(dataset) == ["train", "val"]
+    every = [rows for split in dataset.values() for rows in split.values()]
+    assert len(every) == len(SIZES) and all(len(rows) == 4 and all(len(r) == 5 for r in rows) for rows in every)
+    assert any(p.is_symlink() for p in (run / "dflt").glob("images/*/*"))

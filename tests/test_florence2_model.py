@@ -213,3 +213,114 @@ def test_a_checkpoint_missing_most_weights_is_refused(tmp_path) -> None:
               metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match="weights are missing from the checkpoint .* native Florence-2 format"):
         Florence2.load(ModelSpec(id=str(path)))
+
+
+def test_an_answer_ended_by_the_forced_end_token_at_the_limit_is_unfinished(od: Florence2, monkeypatch) -> None:
+    """At ``max_new_tokens`` generate forces ``</s>`` (real checkpoints set forced_eos_token_id): cut, not finished."""
+    monkeypatch.setattr(od.model.generation_config, "forced_eos_token_id", 2)
+    (cut,) = od.run("<OD>", IMAGES[:1], generation={"num_beams": 1, "max_new_tokens": 9})
+    assert cut.text == "car<loc_100><loc_200><loc_300><loc_400>p" and not cut.finished
+    (whole,) = od.run("<OD>", IMAGES[:1], generation={"num_beams": 1, "max_new_tokens": 40})
+    assert whole.finished and whole.text == OD
+
+
+def test_collect_reads_each_kept_token_from_the_beam_that_chose_it() -> None:
+    """Per row: ids up to ``</s>`` without <s> / padding; each log-probability from its source beam and step; NaN for
+    a token the recorder did not keep; finished only when ``</s>`` came before the limit."""
+    from autolabel.models.florence2 import _collect
+
+    special = {"eos": 2, "bos": 0, "pad": 1}
+    recorder = type("Recorder", (), {})()
+    # 2 source beams x 4 steps, top-2 per step: both keep tokens (10 + t, 20 + t), each with its own probabilities
+    recorder.values = [torch.tensor([[-0.1 * (t + 1), -1.0 - t], [-0.2 * (t + 1), -2.0 - t]]).reshape(2, 2)
+                       for t in range(4)]
+    recorder.indices = [torch.tensor([[10 + t, 20 + t], [10 + t, 20 + t]]) for t in range(4)]
+    sequences = torch.tensor([[2, 10, 21, 12, 2], [2, 10, 0, 99, 13]])
+    beams = torch.tensor([[0, 1, 0, 1], [1, 1, 0, 0]])
+    first, second = _collect(sequences, beams, recorder, special, max_new_tokens=10)
+    assert first.ids.tolist() == [10, 21, 12] and first.finished
+    np.testing.assert_allclose(first.logprobs, [-0.1, -3.0, -0.3])
+    assert second.ids.tolist() == [10, 99, 13] and not second.finished  # no </s>: cut
+    np.testing.assert_allclose(second.logprobs, [-0.2, float("nan"), -0.4])
+    (late,) = _collect(sequences[:1], beams[:1], recorder, special, max_new_tokens=4)
+    assert not late.finished  # </s> at the last allowed step is the forced one
+    (greedy,) = _collect(torch.tensor([[2, 10, 21, 2]]), None, recorder, special, max_new_tokens=10)
+    np.testing.assert_allclose(greedy.logprobs, [-0.1, -2.0])
+    empty = _collect(torch.tensor([[2], [2]]), None, recorder, special, max_new_tokens=10)
+    assert [(g.ids.tolist(), g.logprobs.tolist(), g.finished) for g in empty] == [([], [], False)] * 2
+
+
+def test_the_remote_code_layout_is_refused_naming_why_and_the_native_checkpoint(tmp_path) -> None:
+    import json
+    import shutil
+
+    from real_checkpoints import fixture
+
+    folder = tmp_path / "Florence-2-large"
+    shutil.copytree(fixture("florence2_remote"), folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(fixture("florence2") / name, folder / name)
+    fix = "set id: to the native transformers checkpoint florence-community/Florence-2-large instead"
+    with pytest.raises(ModelLoadError) as err:
+        Florence2.load(ModelSpec(id=str(folder)))
+    assert str(err.value) == (f"model '{folder}' (florence2): the checkpoint is Florence-2's remote-code layout (its "
+                              f"config.json has auto_map), which needs trust_remote_code and autolabel never runs it: "
+                              + fix)
+    config = json.loads((folder / "config.json").read_text())
+    del config["auto_map"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"\(its tokenizer has no <image> token\), which needs trust_remote_code"):
+        Florence2.load(ModelSpec(id=str(folder)))
+
+
+def test_the_native_checkpoint_named_for_a_remote_code_one() -> None:
+    from autolabel.models.florence2 import native_checkpoint
+
+    def named(id_: str, raw: dict) -> str:
+        return native_checkpoint(ModelSpec(id=id_), raw)
+
+    assert named("microsoft/Florence-2-base-ft", {}) == "florence-community/Florence-2-base-ft"
+    assert named("me/FLORENCE-2-LARGE", {}) == "florence-community/Florence-2-large"
+    assert named("/models/mine", {"text_config": {"d_model": 1024}}) == "florence-community/Florence-2-large"
+    assert named("/models/mine", {"text_config": {"d_model": 768}}) == "florence-community/Florence-2-base"
+    assert named("/models/mine", {}) == "florence-community/Florence-2-base"
+
+
+def test_without_an_sdpa_path_the_model_loads_with_the_default_attention(tmp_path, monkeypatch) -> None:
+    import autolabel.models.florence2 as florence2
+
+    path = make_tiny_florence(tmp_path / "eager", "a", 0.9)
+    real_from_pretrained = florence2.from_pretrained
+    asked = []
+
+    def no_sdpa(cls, spec, **kwargs):
+        asked.append(kwargs.get("attn_implementation"))
+        if kwargs.get("attn_implementation") == "sdpa":
+            raise ValueError("this model does not support sdpa")
+        return real_from_pretrained(cls, spec, **kwargs)
+
+    monkeypatch.setattr(florence2, "from_pretrained", no_sdpa)
+    model = Florence2.load(ModelSpec(id=str(path)))
+    assert asked[-2:] == ["sdpa", None]  # asked for SDPA, then loaded the default way
+    (answer,) = model.run("<CAPTION>", IMAGES[:1], generation={"num_beams": 1, "max_new_tokens": 5})
+    assert answer.result == "a" and answer.finished
+
+
+def test_quiet_cleanup_turns_off_only_the_ignored_bpe_cleanup() -> None:
+    from real_checkpoints import fixture
+    from transformers import AutoTokenizer
+
+    from autolabel.models.florence2 import quiet_cleanup
+
+    tokenizer = AutoTokenizer.from_pretrained(fixture("florence2"))
+    assert tokenizer.clean_up_tokenization_spaces  # as the checkpoint ships it
+    quiet_cleanup(tokenizer)
+    assert tokenizer.clean_up_tokenization_spaces is False
+    forced = AutoTokenizer.from_pretrained(fixture("florence2"))
+    forced.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output = True
+    quiet_cleanup(forced)
+    assert forced.clean_up_tokenization_spaces  # the user asked for it: left alone
+    other = type("WordPiece", (), {"clean_up_tokenization_spaces": True,
+                                   "backend_tokenizer": type("B", (), {"model": object()})()})()
+    quiet_cleanup(other)
+    assert other.clean_up_tokenization_spaces  # not BPE: the cleanup does run there

@@ -8,8 +8,9 @@ The rule, in two steps:
 2. A small dataset can leave a split empty by chance (18 images at 80/20 leave ``val`` empty one seed in 55), and
    Ultralytics refuses a dataset whose ``val`` is empty. So when a split whose fraction is > 0 got no image and
    there are at least as many images as such splits, the image whose draw lies nearest that split's interval
-   (ties: the smaller key) moves into it, taken from a split that keeps at least one image; empty splits are
-   filled in the order they are listed. This is the only case in which two identical images can be apart.
+   (ties: the smaller key, then the image streamed first) moves into it, taken from a split that keeps at least
+   one image; empty splits are filled in the order they are listed. This is the only case in which two identical
+   images can be apart.
 
 Step 2 depends only on the set of images, not on their order, and needs memory for a few candidates per split,
 not for the dataset: :class:`SplitPlan` streams.
