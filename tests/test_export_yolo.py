@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 from plugins import export_pipeline, make_export_images
+from test_export_fastpaths import png_chunks
 
 from autolabel import Pipeline
 from autolabel.config import ExportSpec, parse
@@ -323,15 +324,6 @@ def oriented(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "in" / "trailing.png").write_bytes(plain.getvalue() + chunk)
     Pipeline.from_dict(export_pipeline()).run(input=root / "in", output=root / "out")
     return root
-
-
-def png_chunks(data: bytes) -> list[bytes]:
-    chunks, at = [], 8
-    while at < len(data):
-        length = int.from_bytes(data[at : at + 4], "big")
-        chunks.append(data[at : at + 12 + length])
-        at += 12 + length
-    return chunks
 
 
 def upright(path: Path) -> np.ndarray:
