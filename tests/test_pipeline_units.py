@@ -142,3 +142,9 @@ def test_a_progress_bar_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFi
         pipeline.run(tmp_path / "in", tmp_path / "out")
         run(pipeline, tmp_path / "in", tmp_path / "out2")  # the runner's own default too
     assert ("3/3" in capsys.readouterr().err) is progress
+
+
+def test_from_dict_applies_its_overrides(tmp_path: Path) -> None:
+    data = two_model_pipeline(tmp_path / "calls")
+    assert Pipeline.from_dict(data, ["batch_size=5"]).config.batch_size == 5
+    assert Pipeline.from_dict(data).config.batch_size == 3 and Pipeline.from_dict(data).source is None
