@@ -339,3 +339,15 @@ def test_write_export_defaults_and_the_model_version_it_picks(run: Path) -> None
         assert t["predictions"][0]["model_version"] == "v9"
         assert [r["value"]["rectanglelabels"] for r in result if r["type"] == "rectanglelabels"] == [["cat"]]
         assert not [r for r in result if r["from_name"] == "review"]
+
+
+@pytest.mark.parametrize("root,expected", [
+    ("https://host/data", "https://host/data/a%20b/c%23.jpg"),
+    ("/data/local-files/?d=", "/data/local-files/?d=a%20b/c%23.jpg"),
+    ("s3://bucket/pre/", "s3://bucket/pre/a b/c#.jpg"),  # a cloud object key is kept as it is
+    ("gs://bucket", "gs://bucket/a b/c#.jpg"),
+])
+def test_image_references_quote_urls_and_keep_cloud_keys(root: str, expected: str) -> None:
+    from autolabel.exports.labelstudio import image_reference
+
+    assert image_reference("a b/c#.jpg", root) == expected
