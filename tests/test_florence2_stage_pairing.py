@@ -367,3 +367,29 @@ def test_polygons_mask_and_bounds() -> None:
     triangle = polygons_mask([[0, 0, 8, 0, 0, 8]], 10, 10)
     assert triangle.any() and triangle[1, 1] and not triangle[8, 8]
     np.testing.assert_array_equal(polygons_bounds([[5, 6, 1, 9], [7, 2, 3, 3], []]), [1, 2, 7, 9])
+
+
+def test_several_text_lines_and_polygons_of_one_answer_are_rows_in_their_order(processor) -> None:
+    """Answers with more than one quad or polygon: each becomes its own row, in the answer's order."""
+    quads = [[10 * j, 5, 10 * j + 60, 5, 10 * j + 60, 30, 10 * j, 30] for j in range(1, 4)]
+    triangles = [[20 * j, 20, 20 * j + 90, 20, 20 * j + 90, 110] for j in range(1, 3)]
+
+    def script(number: int, prompt: str) -> str:
+        if prompt == "<OCR_WITH_REGION>":
+            return "".join(f"L{j}" + loc(*q) for j, q in enumerate(quads))
+        return "".join("a man<poly>" + loc(*t) + "</poly>" for t in triangles)
+
+    size = (400, 300)
+    stages = [stage("ocr_regions"), stage("ovd", prompts=["man"], unmapped="keep")]
+    (item,), _ = run_stage(processor, script, stages, [Item.of(image(1, size))], ontology={"text": None, "man": None})
+    det = item.labels.detections
+    assert det.data["stage"].tolist() == ["ocr_regions"] * 3 + ["ovd"] * 2
+    assert det.data["text"][:3].tolist() == ["L0", "L1", "L2"]
+    for j, q in enumerate(quads):
+        quad = dequantize(processor, q, size)
+        np.testing.assert_array_equal(det.data["quad"][j], quad)
+        np.testing.assert_array_equal(det.xyxy[j], [quad[0], quad[1], quad[2], quad[5]])
+    for j, t in enumerate(triangles):
+        points = np.asarray(dequantize(processor, t, size)).reshape(-1, 2)
+        np.testing.assert_allclose(det.xyxy[3 + j], [*points.min(0), *points.max(0)], atol=1)
+        np.testing.assert_array_equal(det.data["polygon"][3 + j], points.astype(np.float32))
