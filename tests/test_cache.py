@@ -83,3 +83,7 @@ def test_each_export_format_is_its_own_model() -> None:
     assert export.option("split") == {"train": 0.8, "val": 0.2}
     assert [e.format for e in parse(dict(yaml.safe_load(VALID), exports=[{"format": "labelstudio"}])).config.exports] \
         == ["labelstudio"]
+
+
+def test_canonical_json_is_key_sorted_bytes_and_writes_paths_and_other_values_as_text() -> None:
+    assert cache.canonical_json({"b": 1, "a": [Path("x/y"), None]}) == b'{"a": ["x/y", null], "b": 1}'

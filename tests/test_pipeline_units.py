@@ -108,6 +108,8 @@ def test_from_yaml_applies_its_overrides_and_remembers_the_file(tmp_path: Path) 
     pipeline = Pipeline.from_yaml(path, ["batch_size=2", "stages.second.label=third"])
     assert pipeline.config.batch_size == 2 and pipeline["second"].params.label == "third"
     assert pipeline.source == str(path) and Pipeline.from_yaml(path).config.batch_size == 3
+    pool = ModelPool(pipeline.spec.config.models)
+    assert Pipeline.from_yaml(path, models=pool).models is pool  # a server's loaded models, shared
 
 
 def test_every_bad_stage_is_reported_not_only_the_first(tmp_path: Path) -> None:
