@@ -168,3 +168,12 @@ def test_missing_input_or_output_is_one_line_naming_the_flag_and_the_key(tmp_pat
         with pytest.raises(ConfigError) as err:
             run(pipeline, *args)
         assert str(err.value) == message
+
+
+def test_the_loops_stage_clock_adds_up_over_every_batch(tmp_path: Path) -> None:
+    make_images(tmp_path / "in", 8)
+    data = pipeline_dict(sleep=0.02) | {"batch_size": 2}  # four batches of 20 ms in the stage each
+    Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "out")
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["stage_seconds"]["box"] >= 0.08
+    assert run["loop_seconds"]["stages"] >= run["stage_seconds"]["box"] - 1e-3
