@@ -140,16 +140,17 @@ def main() -> None:
     if not Path("mutants").is_dir() and not args.report_only:
         Path("mutants").mkdir()
         mutmut("print-time-estimates", capture=True)  # generates the mutants and collects mutmut's test map
-    names = sorted(verdicts())
-    picked = sample(names, args.modules, args.per_module, args.seed)
-    (Path("mutants") / "sample.txt").write_text("\n".join(picked) + "\n")
     results = verdicts()
     wanted = {"not checked", SURVIVED} if args.rerun else {"not checked"}
-    todo = [n for n in picked if results[n] in wanted]
-    if todo and not args.report_only:
+    for _ in range(3):  # mutmut regenerates the mutants of an edited module when it runs: then draw again
+        picked = sample(sorted(results), args.modules, args.per_module, args.seed)
+        todo = [n for n in picked if results[n] in wanted]
+        if not todo or args.report_only:
+            break
         print(f"running {len(todo)} of the {len(picked)} sampled mutants", flush=True)
         mutmut("run", "--max-children", args.max_children, *todo)
-        results = verdicts()
+        results, wanted = verdicts(), {"not checked"}
+    (Path("mutants") / "sample.txt").write_text("\n".join(picked) + "\n")
     print(table(results, picked, args.modules))
     for name in picked:
         if results.get(name) == SURVIVED:
