@@ -115,7 +115,8 @@ def test_run_json_says_what_ran_where_how_long_and_with_what(tmp_path: Path, mon
     assert set(run["stage_seconds"]) == {"box", "score_threshold"}
     assert run["loop_seconds"]["commit"] > 0 and run["executor"] == {"type": "local"}
     loop = run["loop_seconds"]  # the loop's own clock, summed over the batches (3 of them here, retried ones too)
-    assert {"cache lookup", "stages", "waiting for decode", "commit"} <= set(loop) and min(loop.values()) >= 0
+    assert {"cache lookup", "stages", "waiting for decode", "commit"} <= set(loop)
+    assert all(0 <= t <= run["seconds"] for t in loop.values()), loop  # each a part of the run's time
     assert loop["stages"] >= sum(run["stage_seconds"].values()) - 1e-3
     assert run["pipeline"] == {"name": "boxes", "file": None, "hash": Pipeline.from_dict(data).spec.hash}
     assert run["host"] == {"hostname": socket.gethostname(), "pid": os.getpid()}
