@@ -6,10 +6,12 @@ suffix with ``.txt``; each line is ``class cx cy w h`` (detect) or ``class x1 y1
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -186,16 +188,22 @@ def test_mask_polygons_one_per_part_largest_first() -> None:
     assert mask_polygons(np.zeros((4, 4), bool)) == []
 
 
+@contextlib.contextmanager
+def moved_aside(source: Path) -> Iterator[None]:
+    """The source image is missing while inside (renamed beside itself), and back afterwards whatever happened."""
+    os.rename(source, source.with_suffix(".moved"))
+    try:
+        yield
+    finally:
+        os.rename(source.with_suffix(".moved"), source)
+
+
 def test_missing_source_is_a_clear_error_and_keeps_the_previous_export(run: Path) -> None:
     root = export(run, path="keep", images="copy")
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     source = run.parent / "in" / "wide.png"
-    os.rename(source, source.with_suffix(".moved"))
-    try:
-        with pytest.raises(AutolabelError) as err:
-            export(run, path="keep", images="copy")
-    finally:
-        os.rename(source.with_suffix(".moved"), source)
+    with moved_aside(source), pytest.raises(AutolabelError) as err:
+        export(run, path="keep", images="copy")
     message = str(err.value)
     assert message.startswith("wide.png: source image ") and "is missing (moved or deleted since the run?)" in message
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
@@ -376,12 +384,8 @@ def test_png_chunks_after_iend_are_not_the_images() -> None:
 
 def test_missing_source_is_a_clear_error_when_linking_too(run: Path) -> None:
     source = run.parent / "in" / "sub" / "tall.png"
-    os.rename(source, source.with_suffix(".moved"))
-    try:
-        with pytest.raises(AutolabelError) as err:
-            export(run, path="missing_link", images="symlink")
-    finally:
-        os.rename(source.with_suffix(".moved"), source)
+    with moved_aside(source), pytest.raises(AutolabelError) as err:
+        export(run, path="missing_link", images="symlink")
     assert str(err.value) == (f"sub/tall.png: source image {source} is missing (moved or deleted since the run?); "
                               "put it back, or run the pipeline again on its new location")
     assert not (run / "missing_link").exists()
