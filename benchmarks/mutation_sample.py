@@ -13,7 +13,7 @@ every survivor in it is something to kill or explain. The four smaller core modu
 
 Run from the repository root with mutmut installed (``pip install mutmut``); it uses ``[tool.mutmut]`` of
 pyproject.toml (tests, timeouts), generates the mutants and collects mutmut's test map on first use
-(``mutmut print-time-estimates``), then ``mutmut run`` on the sample; results stay in ``mutants/`` (git-ignored),
+(a small first ``mutmut run``), then ``mutmut run`` on the sample; results stay in ``mutants/`` (git-ignored),
 so a second call only runs the sampled mutants it has no verdict for (``--rerun``: the survivors too).
 """
 
@@ -28,7 +28,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from scipy import stats
+import numpy as np
+
+from autolabel.quality.calibrate import lower_bound
 
 MODULES = [
     "autolabel.runner",
@@ -118,13 +120,13 @@ def _row(label: str, generated: int, sampled: int, seen: Counter[str]) -> str:
 
 
 def interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided Clopper–Pearson interval of the proportion ``k / n``."""
+    """Two-sided Clopper–Pearson interval of the proportion ``k / n``: calibrate's one-sided bound at each end."""
     if n == 0:
         return 0.0, 1.0
-    a = (1 - confidence) / 2
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
+    one_sided = 1 - (1 - confidence) / 2
+    lo = lower_bound(np.array(k), np.array(n), one_sided)
+    hi = 1 - lower_bound(np.array(n - k), np.array(n), one_sided)  # the lower bound of the misses, mirrored
+    return float(lo), float(hi)
 
 
 def main() -> None:
@@ -137,9 +139,11 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="run the sample's survivors again (after new tests)")
     args = parser.parse_args()
 
-    if not Path("mutants").is_dir() and not args.report_only:
-        Path("mutants").mkdir()
-        mutmut("print-time-estimates", capture=True)  # generates the mutants and collects mutmut's test map
+    if not list(Path("mutants").glob("autolabel/*.py.meta")) and not args.report_only:
+        # mutmut generates its mutants and its test map only inside `run`: a small first run (the first mutant of
+        # each function of the pipeline module, a few seconds each) does both before anything can be drawn
+        Path("mutants").mkdir(exist_ok=True)
+        mutmut("run", "--max-children", args.max_children, "autolabel.pipeline.*__mutmut_1")
     results = verdicts()
     wanted = {"not checked", SURVIVED} if args.rerun else {"not checked"}
     for _ in range(3):  # mutmut regenerates the mutants of an edited module when it runs: then draw again
