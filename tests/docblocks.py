@@ -59,12 +59,16 @@ ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[^\n`]*$")
 MARK = re.compile(r"^[ \t]*<!--\s*docs:\s*(?P<marks>.*?)\s*-->[ \t]*$")
 PAGE_AFTER = re.compile(r"^<!--\s*docs:\s*after\s+(?P<page>\S+)\s*-->$", re.M)
+SHELL_TIMEOUT = 120  # seconds one command under bash may take
 PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # a tqdm bar: timing-dependent, left out of compared output
 OPERATORS = {"|", "||", "&", "&&", ";", ";;", "(", ")", "<", ">", ">>", "<<", ">&", "<&", "2>", "2>&1", "&>"}
 KNOWN_MARKS = {"no-run", "file", "invalid", "merge", "set-file", "parse-only", "exit", "recipe"}
 LANGUAGES = {"bash", "sh", "shell", "console", "python", "pycon", "yaml", "json", "toml", "ini", "xml", "crontab",
              "text"}
 PIPELINE_COMMANDS = ("run", "validate", "schedule", "serve")
+#: subcommands a page cannot run here: they serve until stopped or need a Label Studio server
+NOT_HERE = {"serve": "serves until stopped", "push": "needs a Label Studio server",
+            "pull": "needs a Label Studio server"}
 
 
 class DocError(AssertionError):
@@ -270,14 +274,23 @@ class Sandbox:
 
     def shell(self, command: str) -> tuple[int, str]:
         done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=self.root, env=self.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=SHELL_TIMEOUT)
         return done.returncode, done.stdout
 
-    def run(self, command: str) -> tuple[int, str]:
+    def run(self, command: str, where: str) -> tuple[int, str]:
         """One command line: in this process when it is a plain ``autolabel`` command, else under bash."""
+        for argv in autolabel_argvs(command):
+            why = NOT_HERE.get(argv[0]) if argv else None
+            if argv and argv[0] == "schedule" and "--max-runs" not in argv:
+                why = "runs until stopped"
+            if why:
+                raise DocError(f"{where}: `{command}` {why}: mark the block <!-- docs: no-run: WHY -->")
         if is_simple(command):
             return self.autolabel(self.expand(command))
-        return self.shell(command)
+        try:
+            return self.shell(command)
+        except subprocess.TimeoutExpired:
+            raise DocError(f"{where}: `{command}` ran over {SHELL_TIMEOUT} s") from None
 
     def expand(self, command: str) -> list[str]:
         """The words of ``autolabel ...`` as bash splits them (quotes, escapes), without the leading ``autolabel``."""
@@ -372,7 +385,7 @@ def _check_bash(block: Block, box: Sandbox) -> None:
         return
     want = int(block.marks.get("exit", 0))
     for command in commands(block.text):
-        code, printed = box.run(command)
+        code, printed = box.run(command, block.where)
         if code != want:
             raise DocError(f"{block.where}: `{command}` exited {code} (expected {want}):\n{printed.strip()[-2000:]}")
 
@@ -386,7 +399,7 @@ def _check_console(block: Block, box: Sandbox) -> None:
         return
     want = int(block.marks.get("exit", 0))
     for command, expected in steps:
-        code, printed = box.run(command)
+        code, printed = box.run(command, block.where)
         shown = terminal_lines(printed)
         if code != want or len(shown) != len(expected) or not all(map(matches, expected, shown)):
             raise DocError(f"{block.where}: `{command}` exited {code} (expected {want}) and printed:\n"

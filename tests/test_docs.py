@@ -123,6 +123,16 @@ def test_the_cli_reference_lists_every_exit_code() -> None:
     assert sorted(map(int, rows)) == sorted(int(code) for code in ExitCode)
 
 
+def test_the_reference_names_every_stage_type() -> None:
+    from autolabel.filters import STAGES as FILTERS
+    from autolabel.stages import STAGES as MODEL_STAGES
+
+    stages = (ROOT / "docs" / "reference" / "stages.md").read_text(encoding="utf-8")
+    filters = (ROOT / "docs" / "reference" / "filters.md").read_text(encoding="utf-8")
+    assert [s for s in [*MODEL_STAGES, *FILTERS] if f"`{s}`" not in stages] == []
+    assert [f for f in FILTERS if f"| `{f}` |" not in filters] == [], "each filter has a row in its table"
+
+
 # -- the harness can tell a wrong page from a right one -----------------------------------------------------------
 def _box(tmp_path: Path) -> Sandbox:
     return Sandbox.create(tmp_path / "box", lambda kind: None)
@@ -194,3 +204,75 @@ def test_a_file_block_is_written_for_the_blocks_after_it(tmp_path: Path) -> None
                 "ontology: [text]\nstages: [{type: ocr, model: ocr}]\n```\n"
                 "```console\n$ autolabel validate mine.yaml\nmine.yaml: ok (1 models, 1 stages: ocr; ...)\n```\n",
                 tmp_path)
+
+
+def test_commands_that_cannot_run_here_must_be_marked(tmp_path: Path) -> None:
+    with pytest.raises(DocError, match=r"serves until stopped: mark the block <!-- docs: no-run: WHY -->"):
+        _check_page("```bash\nautolabel serve pipelines/ocr.yaml\n```\n", tmp_path / "a")
+    with pytest.raises(DocError, match="runs until stopped"):
+        _check_page("```console\n$ autolabel schedule pipelines/ocr.yaml --cron '* * * * *'\n```\n", tmp_path / "b")
+    with pytest.raises(DocError, match="needs a Label Studio server"):
+        _check_page("```bash\ncd . && autolabel push runs/x --url http://127.0.0.1:9 --project p\n```\n",
+                    tmp_path / "c")
+
+
+# -- the newcomer's path: pytest says what it installs, and how to install nothing ------------------------------------
+def test_the_readme_says_how_long_the_suite_takes_and_how_to_skip_the_installs() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert re.search(r"The suite takes about \d+ minutes on a 2-core", text)
+    assert "AUTOLABEL_TEST_NO_INSTALL=1" in text and "Label Studio" in text and "Chromium" in text
+
+
+def test_with_no_install_label_studio_is_not_installed_and_its_tests_skip(tmp_path: Path, monkeypatch) -> None:
+    import lsserver
+
+    monkeypatch.setenv("AUTOLABEL_TEST_CACHE", str(tmp_path))
+    monkeypatch.setenv(lsserver.NO_INSTALL, "1")
+    monkeypatch.setattr(lsserver.subprocess, "run", lambda *a, **k: pytest.fail("an install was started"))
+    assert "AUTOLABEL_TEST_NO_INSTALL is set, so the tests that need it skip" in lsserver.install_note()
+    with pytest.raises(pytest.skip.Exception, match="not installed in .* and AUTOLABEL_TEST_NO_INSTALL is set"):
+        lsserver.ensure_installed()
+    assert not lsserver.cache_dir().exists()
+
+
+def test_an_install_is_announced_before_it_starts(tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+
+    import lsserver
+
+    said: list[str] = []
+    monkeypatch.setenv("AUTOLABEL_TEST_CACHE", str(tmp_path))
+    monkeypatch.delenv(lsserver.NO_INSTALL, raising=False)
+    monkeypatch.setattr(lsserver, "announce", said.append)
+    monkeypatch.setattr(lsserver.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 1, "", "no"))
+    assert "installed with pip on first use into" in lsserver.install_note()
+    with pytest.raises(lsserver.InstallError):
+        lsserver.ensure_installed()
+    assert said == [f"autolabel tests: installing label-studio=={lsserver.LS_VERSION} into {lsserver.cache_dir()} "
+                    "(~1 GB, a few minutes, once; AUTOLABEL_TEST_NO_INSTALL=1 skips the tests that need it instead)"]
+
+
+def test_with_no_install_a_missing_chromium_is_not_installed(monkeypatch) -> None:
+    import chromium
+
+    monkeypatch.setenv(chromium.NO_INSTALL, "1")
+    monkeypatch.setattr(chromium, "installed", lambda: None)
+    monkeypatch.setattr(chromium.subprocess, "run", lambda *a, **k: pytest.fail("apt-get was started"))
+    assert chromium.install_note() == "Chromium: missing; AUTOLABEL_TEST_NO_INSTALL is set, so the browser tests skip"
+    with pytest.raises(pytest.skip.Exception, match="no Chromium, and AUTOLABEL_TEST_NO_INSTALL is set"):
+        chromium.find_chromium()
+
+
+def test_the_tests_needing_an_install_are_known_by_what_their_module_uses(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import chromium
+    import lsserver
+    from conftest import _needs
+
+    monkeypatch.setattr(lsserver, "installed", lambda venv=None: False)
+    monkeypatch.setattr(chromium, "installed", lambda: None)
+    live = SimpleNamespace(module=SimpleNamespace(ensure_installed=lsserver.ensure_installed))
+    browser = SimpleNamespace(module=SimpleNamespace(Browser=chromium.Browser))
+    plain = SimpleNamespace(module=SimpleNamespace(free_port=lsserver.free_port))
+    assert [_needs(live), _needs(browser), _needs(plain)] == [f"Label Studio {lsserver.LS_VERSION}", "Chromium", None]
