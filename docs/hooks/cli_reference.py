@@ -16,7 +16,7 @@ from typing import Any
 
 MARKER = "<!-- autolabel-cli -->"
 PAGE = "reference/cli.md"
-WIDTH = "100"  # columns of the usage lines
+WIDTH = "80"  # columns of the usage lines (what fits the page beside the navigation)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
