@@ -156,7 +156,8 @@ def autolabel_argvs(command: str) -> list[list[str]]:
                 out.append(current[1:])
             current, skip_next = [], token in {"<", ">", ">>", "2>", "&>"}
             continue
-        current.append(token)
+        if current or not re.fullmatch(r"[A-Za-z_]\w*=.*", token):  # VAR=value before a command sets its env
+            current.append(token)
     return out
 
 

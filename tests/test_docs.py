@@ -161,6 +161,7 @@ def test_commands_words_and_output_lines() -> None:
                                                                               "ls"]
     assert autolabel_argvs("cd /srv && autolabel run p.yaml -i 'a b' >> log 2>&1") == [["run", "p.yaml", "-i", "a b"]]
     assert autolabel_argvs("/srv/.venv/bin/autolabel runs out --json | jq .") == [["runs", "out", "--json"]]
+    assert autolabel_argvs("PYTHONPATH=. autolabel validate p.yaml -v") == [["validate", "p.yaml", "-v"]]
     assert is_simple("autolabel run p.yaml --set 'a=b c'") and not is_simple("autolabel runs o | head")
     assert is_simple("autolabel run p.yaml -i 'photos/**/*.jpg'") and not is_simple("cd x && autolabel runs o")
     assert matches("autolabel: wrote ...coco.json", "autolabel: wrote runs/x/coco.json")
