@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[^\n`]*$")
 MARK = re.compile(r"^[ \t]*<!--\s*docs:\s*(?P<marks>.*?)\s*-->[ \t]*$")
 PAGE_AFTER = re.compile(r"^<!--\s*docs:\s*after\s+(?P<page>\S+)\s*-->$", re.M)
+#: ``[VAR=value ...] autolabel ARGS``: the assignments (plain values only) and the arguments
+PLAIN = re.compile(r"(?P<env>(?:[A-Za-z_]\w*=[^\s'\"$`;|&<>()]*\s+)*)autolabel\s+(?P<args>.*)", re.S)
 SHELL_TIMEOUT = 120  # seconds one command under bash may take
 PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # a tqdm bar: timing-dependent, left out of compared output
 OPERATORS = {"|", "||", "&", "&&", ";", ";;", "(", ")", "<", ">", ">>", "<<", ">&", "<&", "2>", "2>&1", "&>"}
@@ -162,10 +164,9 @@ def autolabel_argvs(command: str) -> list[list[str]]:
 
 
 def is_simple(command: str) -> bool:
-    """A plain ``autolabel ...`` command, without pipes or redirections: it can run in this process (bash still
-    expands its words: quotes, globs, variables)."""
-    words = tokens(command)
-    return bool(words) and words[0] == "autolabel" and not any(_operator(w) for w in words)
+    """A plain ``[VAR=value ...] autolabel ...`` command, without pipes or redirections: it can run in this process
+    (bash still expands its words: quotes, globs, variables)."""
+    return PLAIN.match(command) is not None and not any(_operator(w) for w in tokens(command))
 
 
 def _operator(word: str) -> bool:
@@ -247,30 +248,42 @@ class Sandbox:
         return cls(root, tiny, env)
 
     # -- running commands -----------------------------------------------------------------------------------
-    def autolabel(self, argv: list[str], importable: bool = False) -> tuple[int, str]:
+    def autolabel(self, argv: list[str], importable: bool = False,
+                  env: dict[str, str] | None = None) -> tuple[int, str]:
         """``autolabel ARGV`` in this process, in the sandbox: (exit code, what it printed, stdout and stderr).
 
-        ``importable``: the sandbox's own modules can be imported (as with ``PYTHONPATH=.``), for pipelines that
-        name a page's plugin module; they are forgotten afterwards.
+        ``env``: the command's own variables, set for its duration; ``PYTHONPATH`` entries (as a fresh interpreter
+        would read them) become import paths. ``importable``: the sandbox itself is one, for pipelines that name a
+        page's plugin module. Modules imported from the sandbox are forgotten afterwards.
         """
         from autolabel.cli import main
 
+        env = dict(env or {})
+        paths = [str(self.root / p) for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p]
+        paths += [str(self.root)] if importable else []
         argv = self.with_tiny_models(argv)  # built before the output is captured: their build prints
         printed = io.StringIO()
         modules = set(sys.modules)
+        saved = {key: os.environ.get(key) for key in env}
         with inside(self.root), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            if importable:
-                sys.path.insert(0, str(self.root))
+            sys.path[:0] = paths
+            os.environ.update(env)
             try:
                 code = main(argv)
             except SystemExit as stop:  # argparse: a bad argument
                 code = stop.code if isinstance(stop.code, int) else 1
             finally:
-                if importable:
-                    sys.path.remove(str(self.root))
-                    for name in set(sys.modules) - modules:
-                        if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(self.root)):
-                            del sys.modules[name]
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+                for path in paths:
+                    sys.path.remove(path)
+                root = str(self.root.resolve())
+                for name in set(sys.modules) - modules:
+                    if str(Path(getattr(sys.modules[name], "__file__", "") or "/").resolve()).startswith(root):
+                        del sys.modules[name]
         return code, printed.getvalue()
 
     def shell(self, command: str) -> tuple[int, str]:
@@ -287,15 +300,17 @@ class Sandbox:
             if why:
                 raise DocError(f"{where}: `{command}` {why}: mark the block <!-- docs: no-run: WHY -->")
         if is_simple(command):
-            return self.autolabel(self.expand(command))
+            plain = PLAIN.match(command)
+            env = dict(assignment.split("=", 1) for assignment in plain["env"].split())
+            return self.autolabel(self.expand(plain["args"]), env=env)
         try:
             return self.shell(command)
         except subprocess.TimeoutExpired:
             raise DocError(f"{where}: `{command}` ran over {SHELL_TIMEOUT} s") from None
 
-    def expand(self, command: str) -> list[str]:
-        """The words of ``autolabel ...`` as bash splits them (quotes, escapes), without the leading ``autolabel``."""
-        done = subprocess.run(["bash", "-c", f"printf '%s\\0' {command.split(None, 1)[1]}"], cwd=self.root,
+    def expand(self, args: str) -> list[str]:
+        """The words of ``args`` as bash splits and expands them (quotes, escapes, globs, variables)."""
+        done = subprocess.run(["bash", "-c", f"printf '%s\\0' {args}"], cwd=self.root,
                               capture_output=True, text=True, timeout=30, env=self.env)
         return done.stdout.split("\0")[:-1]
 

@@ -163,6 +163,7 @@ def test_commands_words_and_output_lines() -> None:
     assert autolabel_argvs("/srv/.venv/bin/autolabel runs out --json | jq .") == [["runs", "out", "--json"]]
     assert autolabel_argvs("PYTHONPATH=. autolabel validate p.yaml -v") == [["validate", "p.yaml", "-v"]]
     assert is_simple("autolabel run p.yaml --set 'a=b c'") and not is_simple("autolabel runs o | head")
+    assert is_simple("PYTHONPATH=. autolabel validate p.yaml") and not is_simple("A='x y' autolabel version")
     assert is_simple("autolabel run p.yaml -i 'photos/**/*.jpg'") and not is_simple("cd x && autolabel runs o")
     assert matches("autolabel: wrote ...coco.json", "autolabel: wrote runs/x/coco.json")
     assert not matches("autolabel: ok: 3 labeled", "autolabel: ok: 2 labeled")
