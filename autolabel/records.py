@@ -107,6 +107,68 @@ def from_record(record: dict[str, Any]) -> Labels:
     )
 
 
+def problem(record: Any) -> str | None:
+    """Why a stored record cannot be read back as the shape above (one line), or None when it can.
+
+    What every reader relies on, checked before it reads: a row failing this is skipped by exports with a count
+    and is not "done" for the next run, which labels its image again. Columns written before they existed may be
+    missing (readers give them defaults), except ``class_name`` where there are boxes: without it every box would
+    be dropped silently.
+
+    >>> problem(to_record(Labels(width=4, height=3))) is None
+    True
+    >>> problem({"width": 4, "height": 3, "boxes": {"xyxy": [[0, 0, 1, 1]], "confidence": [], "data": {}}})
+    'boxes.confidence has 0 entries for 1 boxes'
+    """
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for key in ("width", "height"):
+        value = record.get(key)
+        if type(value) is not int or value <= 0:
+            return f"{key} is {value!r}, not a positive integer"
+    boxes = record.get("boxes")
+    if not isinstance(boxes, dict):
+        return "no boxes object"
+    xyxy, confidence, data = boxes.get("xyxy"), boxes.get("confidence"), boxes.get("data")
+    if not isinstance(xyxy, list):
+        return "boxes.xyxy is not a list"
+    n = len(xyxy)
+    if not isinstance(data, dict):
+        return "boxes.data is not an object"
+    for key, value in (("confidence", confidence), *((f"data.{k}", v) for k, v in data.items()),
+                       *((("mask", boxes["mask"]),) if boxes.get("mask") is not None else ())):
+        if not isinstance(value, list) or len(value) != n:
+            got = f"{len(value)} entries" if isinstance(value, list) else f"a {type(value).__name__}"
+            return f"boxes.{key} has {got} for {n} boxes"
+    if n and "class_name" not in data:
+        return "boxes.data.class_name is missing"
+    for i, box in enumerate(xyxy):
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            return f"boxes.xyxy[{i}] is not 4 numbers"
+    if not all(c is None or _is_number(c) for c in confidence):  # type: ignore[union-attr]
+        return "boxes.confidence holds something other than numbers and nulls"
+    if n and not all(isinstance(name, str) for name in data["class_name"]):
+        return "boxes.data.class_name holds something other than strings"
+    if not all(m is None or (isinstance(m, dict) and isinstance(m.get("size"), list) and isinstance(m.get("counts"),
+               str)) for m in boxes.get("mask") or ()):
+        return "boxes.mask holds something other than COCO RLEs and nulls"
+    texts = record.get("texts", [])
+    if not isinstance(texts, list) or not all(isinstance(t, dict) and _TEXT_NEEDS <= set(t) <= _TEXT_KEYS
+                                              for t in texts):
+        return f"texts is not a list of objects with keys {', '.join(sorted(_TEXT_NEEDS))} (and no others)"
+    if not isinstance(record.get("provenance", {}), dict):
+        return "provenance is not an object"
+    return None
+
+
+_TEXT_KEYS = frozenset({"kind", "text", "score", "stage", "status", "reason"})  #: the fields of labels.Text
+_TEXT_NEEDS = frozenset({"kind", "text", "score", "stage"})  #: those without a default
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _num(value: Any) -> Any:
     if value is None:
         return None
