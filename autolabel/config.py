@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from .cache import canonical_json, stage_keys
 from .errors import ConfigError, one_line
+from .intake import MAX_FILE_BYTES
 from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
@@ -201,6 +202,7 @@ class PipelineConfig(_Strict):
     batch_size: int = Field(default=8, ge=1, le=4096)
     decode_workers: int = Field(default=4, ge=1, le=64)
     max_image_pixels: int = Field(default=89_478_485, ge=1)  # Pillow's decompression-bomb threshold
+    max_file_bytes: int = Field(default=MAX_FILE_BYTES, ge=1)  # larger input files are refused unread
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     ontology: dict[str, str | list[str] | None] | list[str] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(min_length=1)
