@@ -302,8 +302,9 @@ def _export(args: argparse.Namespace) -> int:
             readonly = store.readonly and not spec.path
             hint = ("the run's folder is read-only: write elsewhere with --path /SOMEWHERE/FILE" if readonly else
                     "free space or remove what is in the way, then export again")
-            raise ExportError(f"export {spec.format} to {target} failed: {one_line(err)}; nothing was written, the "
-                              f"store is unchanged: {hint}") from None
+            why = err.strerror or one_line(err)  # not the temp file's name: the target is what the user named
+            raise ExportError(f"export {spec.format} to {target} failed: {why}; no file was left half-written and "
+                              f"the store is unchanged: {hint}") from None
         bad = store.bad_rows_line()
     for path in paths:
         print(f"autolabel: wrote {path}", file=sys.stderr)

@@ -160,7 +160,8 @@ def write_coco(
         categories(ontology), separators=_COMPACT
     )
     written = [str(path)]
-    with atomic_open(path, errors=JSON_ERRORS) as out, _maybe_atomic(captions_path) as cap_out, \
+    # captions outermost: renamed into place only once coco.json was (a full disk leaves neither new file)
+    with _maybe_atomic(captions_path) as cap_out, atomic_open(path, errors=JSON_ERRORS) as out, \
             tempfile.TemporaryFile("w+", encoding="utf-8") as anns, \
             tempfile.TemporaryFile("w+", encoding="utf-8") as caps:
         out.write(header + ',\n"images":[')
