@@ -11,12 +11,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from . import bounded_yaml
 from .cache import canonical_json, stage_keys
-from .errors import ConfigError, one_line
+from .errors import ConfigError
 from .intake import MAX_FILE_BYTES
 from .ontology import Ontology
 from .overrides import apply_overrides
@@ -252,18 +252,10 @@ class PipelineSpec:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML pipeline file into a dict, with one-line errors for missing files and syntax errors."""
+    """Read a YAML pipeline file into a dict, with one-line errors for a missing, oversized or non-regular file,
+    syntax errors and aliases that expand past the limit (:mod:`autolabel.bounded_yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such pipeline file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {err.problem or err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: invalid YAML: {one_line(err)}") from None
+    data = bounded_yaml.loads(bounded_yaml.read_text(path, "pipeline file"), str(path))
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}"
