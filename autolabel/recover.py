@@ -111,36 +111,63 @@ def _copy_all(src: sqlite3.Connection, dst: sqlite3.Connection, salvage: Salvage
             continue
         insert = (f'INSERT OR REPLACE INTO "{name}" ({", ".join(columns)}) '
                   f'VALUES ({", ".join("?" * len(columns))})')
-        select = f'SELECT {", ".join(columns)} FROM "{name}"'
         if "WITHOUT ROWID" in (sql or "").upper():
-            copied, lost = _copy_by_prefix(src, dst, select, insert, columns[0])
+            copied, lost = _copy_by_prefix(src, dst, f'SELECT {", ".join(columns)} FROM "{name}"', insert, columns[0])
         else:
-            copied, lost = _copy_by_rowid(src, dst, name, select, insert)
+            copied, lost = _copy_by_rowid(src, dst, name, columns, insert)
         salvage.copied[name] = copied
         salvage.lost[name] = lost
 
 
-def _copy_by_rowid(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, select: str, insert: str
+def _copy_by_rowid(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, columns: list[str], insert: str
                    ) -> tuple[int, list[str]]:
-    """Copy rows by rowid ranges, halving a range whose read fails; returns (rows copied, ranges lost)."""
+    """Copy rows by rowid ranges, halving a range whose read fails; returns (rows copied, ranges lost).
+
+    A damaged page does not always fail a read: its rows may just be missing, or its cells point at garbage. So
+    where the table has an index (a separate b-tree, likely intact), the rowids it lists are the truth: a row
+    copied that it does not list is garbage and dropped, a row it lists that was not copied is lost.
+    """
+    select = f'SELECT rowid, {", ".join(columns)} FROM "{table}"'
     low, high = _rowid_range(src, table)
-    copied, lost, budget = 0, [], [MAX_FAILED_READS]
-    pending = [(low, high)]  # depth first, low ids first: ranges come out in order
+    copied: set[int] = set()
+    failed, budget = [], MAX_FAILED_READS
+    pending = [(low, high)]  # depth first, low ids first
     while pending:
         lo, hi = pending.pop()
         try:
             rows = src.execute(f"{select} WHERE rowid BETWEEN ? AND ?", (lo, hi)).fetchall()
         except sqlite3.DatabaseError:
-            budget[0] -= 1
-            if lo == hi or budget[0] <= 0:
-                lost.append(str(lo) if lo == hi else f"{lo}-{hi}")
+            budget -= 1
+            if lo == hi or budget <= 0:
+                failed.append((lo, hi))
                 continue
             mid = (lo + hi) // 2
             pending += [(mid + 1, hi), (lo, mid)]
             continue
-        dst.executemany(insert, rows)
-        copied += len(rows)
-    return copied, _merge(lost)
+        dst.executemany(insert, [row[1:] for row in rows])
+        copied.update(row[0] for row in rows)
+    listed = _indexed_rowids(src, table)
+    if listed is None:
+        return len(copied), _spans(sorted(failed))
+    garbage = copied - listed
+    if garbage:
+        dst.executemany(f'DELETE FROM "{table}" WHERE rowid = ?', [(i,) for i in garbage])
+    return len(copied - garbage), _spans([(i, i) for i in sorted(listed - copied)])
+
+
+def _indexed_rowids(src: sqlite3.Connection, table: str) -> set[int] | None:
+    """The rowids one of the table's indexes lists (None when it has none that reads back whole)."""
+    try:
+        indexes = [r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                             (table,))]
+    except sqlite3.DatabaseError:
+        return None
+    for index in indexes:
+        try:
+            return {r[0] for r in src.execute(f'SELECT rowid FROM "{table}" INDEXED BY "{index}"')}
+        except sqlite3.DatabaseError:
+            continue
+    return None
 
 
 def _rowid_range(src: sqlite3.Connection, table: str) -> tuple[int, int]:
@@ -185,16 +212,18 @@ def _next_hex(digit: str) -> str:
     return _HEX[_HEX.index(digit) + 1] if digit != "f" else "g"  # "g" sorts after every hex digit
 
 
-def _merge(lost: list[str]) -> list[str]:
-    """Adjacent lost ids and ranges as one range each (``["3", "4", "5-9"]`` → ``["3-9"]``)."""
+def _spans(ranges: list[tuple[int, int]]) -> list[str]:
+    """Sorted id ranges, adjacent ones merged.
+
+    >>> _spans([(3, 3), (4, 4), (5, 8), (10, 10)])
+    ['ids 3-8', 'ids 10']
+    """
     spans: list[list[int]] = []
-    for item in lost:
-        lo, _, hi = item.partition("-")
-        a, b = int(lo), int(hi or lo)
-        if spans and spans[-1][1] + 1 >= a:
-            spans[-1][1] = max(spans[-1][1], b)
+    for lo, hi in ranges:
+        if spans and spans[-1][1] + 1 >= lo:
+            spans[-1][1] = max(spans[-1][1], hi)
         else:
-            spans.append([a, b])
+            spans.append([lo, hi])
     return [f"ids {a}" if a == b else f"ids {a}-{b}" for a, b in spans]
 
 

@@ -209,8 +209,8 @@ class Store:
     def _quick_check(self) -> None:
         rows = [r[0] for r in self._conn.execute("PRAGMA quick_check(3)")]
         if rows != ["ok"]:
-            raise StoreError(f"{self.path}: the run store is damaged (quick_check: {'; '.join(rows)}); it was not "
-                             f"changed: {recovery(self.folder)}")
+            raise StoreError(f"{self.path}: the run store is damaged (quick_check: {'; '.join(map(one_line, rows))}); "
+                             f"it was not changed: {recovery(self.folder)}")
 
     def _check_structure(self) -> None:
         for table, needed in _REQUIRED.items():
