@@ -37,6 +37,7 @@ Shape (version 1), one object per image; every list under ``boxes`` has one entr
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,9 @@ def problem(record: Any) -> str | None:
     True
     >>> problem({"width": 4, "height": 3, "boxes": {"xyxy": [[0, 0, 1, 1]], "confidence": [], "data": {}}})
     'boxes.confidence has 0 entries for 1 boxes'
+    >>> problem({"width": 4, "height": 3, "boxes": {"xyxy": [[0, 0, 1, True]], "confidence": [None],
+    ...                                             "data": {"class_name": ["cat"]}}})
+    'boxes.xyxy holds something other than lists of 4 numbers'
     """
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not an object"
@@ -142,16 +146,17 @@ def problem(record: Any) -> str | None:
             return f"boxes.{key} has {got} for {n} boxes"
     if n and "class_name" not in data:
         return "boxes.data.class_name is missing"
-    for i, box in enumerate(xyxy):
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-            return f"boxes.xyxy[{i}] is not 4 numbers"
-    if not all(c is None or _is_number(c) for c in confidence):  # type: ignore[union-attr]
+    # set(map(type, ...)) runs in C: this check costs a fraction of the json.loads before it
+    if not set(map(type, xyxy)) <= _LIST or not set(map(len, xyxy)) <= _FOUR or not set(
+            map(type, chain.from_iterable(xyxy))) <= _NUMBER:
+        return "boxes.xyxy holds something other than lists of 4 numbers"
+    if not set(map(type, confidence)) <= _NUMBER_OR_NONE:  # type: ignore[arg-type]
         return "boxes.confidence holds something other than numbers and nulls"
-    if n and not all(isinstance(name, str) for name in data["class_name"]):
+    if n and not set(map(type, data["class_name"])) <= _STR_OR_NONE:
         return "boxes.data.class_name holds something other than strings"
-    if not all(m is None or (isinstance(m, dict) and isinstance(m.get("size"), list) and isinstance(m.get("counts"),
-               str)) for m in boxes.get("mask") or ()):
-        return "boxes.mask holds something other than COCO RLEs and nulls"
+    for m in boxes.get("mask") or ():
+        if m is not None and not (type(m) is dict and type(m.get("size")) is list and type(m.get("counts")) is str):
+            return "boxes.mask holds something other than COCO RLEs and nulls"
     texts = record.get("texts", [])
     if not isinstance(texts, list) or not all(isinstance(t, dict) and _TEXT_NEEDS <= set(t) <= _TEXT_KEYS
                                               for t in texts):
@@ -161,12 +166,11 @@ def problem(record: Any) -> str | None:
     return None
 
 
+_LIST, _FOUR, _STR_OR_NONE = frozenset({list}), frozenset({4}), frozenset({str, type(None)})
+_NUMBER = frozenset({int, float})  # type() of a JSON number: bool is neither
+_NUMBER_OR_NONE = _NUMBER | {type(None)}
 _TEXT_KEYS = frozenset({"kind", "text", "score", "stage", "status", "reason"})  #: the fields of labels.Text
 _TEXT_NEEDS = frozenset({"kind", "text", "score", "stage"})  #: those without a default
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _num(value: Any) -> Any:
