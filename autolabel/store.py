@@ -130,6 +130,7 @@ class Store:
         self._runs: list[int] = []  # the runs this Store began, and how many results it committed for them
         self._committed = 0
         self._wal: tuple[int, int] | None = None
+        self._closed = False
         if self.path.is_dir():
             raise StoreError(f"{self.path}: a folder where the run store belongs; move it away")
         if not self.readonly:
@@ -145,6 +146,7 @@ class Store:
         try:
             if check:
                 self._quick_check()
+            self._check_structure(existing_only=True)  # before anything is created in someone else's database
             if not self.readonly:
                 with self._conn:
                     self._conn.executescript(_SCHEMA)
@@ -212,8 +214,17 @@ class Store:
             raise StoreError(f"{self.path}: the run store is damaged (quick_check: {'; '.join(map(one_line, rows))}); "
                              f"it was not changed: {recovery(self.folder)}")
 
-    def _check_structure(self) -> None:
+    def _check_structure(self, existing_only: bool = False) -> None:
+        """Every table a reader needs, with its columns; ``existing_only``: the tables there are (a new store has
+        none; a database with tables but no ``meta`` is someone else's)."""
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if existing_only and tables and "meta" not in tables:
+            raise StoreError(f"{self.path}: not a run store of autolabel (no table meta, but tables "
+                             f"{', '.join(sorted(tables)[:5])}); pass the output folder of a run, or move this file "
+                             "away")
         for table, needed in _REQUIRED.items():
+            if existing_only and table not in tables:
+                continue
             have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
             missing = sorted(needed - have)
             if missing:
@@ -318,6 +329,7 @@ class Store:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         self._close_connections()
         self._wal = None  # SQLite deletes the log as the last connection closes
+        self._closed = True
 
     def _close_connections(self) -> None:
         with self._others_lock:
@@ -404,6 +416,8 @@ class Store:
         """Whether this exact content was already labeled by this pipeline, with labels that read back (a row
         that does not is labeled again). Safe to call from any thread; a failing read says "not done" (the
         image is labeled again, and the commit that follows reports the store's problem)."""
+        if self._closed:  # a decode thread still busy after the run ended: its answer is not needed
+            return False
         try:
             conn = getattr(self._local, "conn", None)
             if conn is None:

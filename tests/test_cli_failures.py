@@ -62,7 +62,8 @@ def test_a_partial_run_lists_the_first_failures_and_where_the_rest_are(
     code, err = _run(tmp_path, capsys)
     out = tmp_path / "out"
     assert code == ExitCode.PARTIAL
-    assert err[0] == f"autolabel: partial: 9 labeled, 0 already done, 7 failed of 16 seen; details in {out / 'run.json'}"
+    assert err[0] == (f"autolabel: partial: 9 labeled, 0 already done, 7 failed of 16 seen; details in "
+                      f"{out / 'run.json'}")
     assert err[1:7] == [
         *(f"autolabel: failed: {tmp_path / 'in' / f'bad{i}.png'}: not an image (Pillow cannot identify the format)"
           for i in range(5)),

@@ -182,9 +182,14 @@ def test_a_database_that_is_not_a_store_and_a_folder_in_its_place_are_one_line(t
         conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
     with pytest.raises(StoreError) as err:
         Store(tmp_path / "other")
-    assert str(err.value) == (f"{tmp_path / 'other' / 'autolabel.db'}: not a run store of autolabel (table runs "
-                              "lacks ended, pipeline, pipeline_hash, started, status, summary); pass the output folder "
-                              "of a run, or move this file away")
+    assert str(err.value) == (f"{tmp_path / 'other' / 'autolabel.db'}: not a run store of autolabel (no table meta, "
+                              "but tables runs); pass the output folder of a run, or move this file away")
+    with sqlite3.connect(tmp_path / "other" / "autolabel.db") as conn:  # nothing was added to it
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("runs",)]
+        conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    with pytest.raises(StoreError, match=r"\(table runs lacks ended, pipeline, pipeline_hash, started, status, "
+                                         r"summary\); pass"):
+        Store(tmp_path / "other")
     (tmp_path / "dir" / "autolabel.db").mkdir(parents=True)
     with pytest.raises(StoreError, match=r"autolabel\.db: a folder where the run store belongs; move it away$"):
         Store(tmp_path / "dir")
