@@ -139,11 +139,13 @@ def problem(record: Any) -> str | None:
     n = len(xyxy)
     if not isinstance(data, dict):
         return "boxes.data is not an object"
-    for key, value in (("confidence", confidence), *((f"data.{k}", v) for k, v in data.items()),
-                       *((("mask", boxes["mask"]),) if boxes.get("mask") is not None else ())):
-        if not isinstance(value, list) or len(value) != n:
+    mask = boxes.get("mask")
+    for key, value in (("confidence", confidence), ("mask", mask), *data.items()):
+        if type(value) is not list or len(value) != n:
+            if key == "mask" and value is None:
+                continue
             got = f"{len(value)} entries" if isinstance(value, list) else f"a {type(value).__name__}"
-            return f"boxes.{key} has {got} for {n} boxes"
+            return f"boxes.{key if key in ('confidence', 'mask') else 'data.' + key} has {got} for {n} boxes"
     if n and "class_name" not in data:
         return "boxes.data.class_name is missing"
     # set(map(type, ...)) runs in C: this check costs a fraction of the json.loads before it
@@ -154,7 +156,7 @@ def problem(record: Any) -> str | None:
         return "boxes.confidence holds something other than numbers and nulls"
     if n and not set(map(type, data["class_name"])) <= _STR_OR_NONE:
         return "boxes.data.class_name holds something other than strings"
-    for m in boxes.get("mask") or ():
+    for m in mask or ():
         if m is not None and not (type(m) is dict and type(m.get("size")) is list and type(m.get("counts")) is str):
             return "boxes.mask holds something other than COCO RLEs and nulls"
     texts = record.get("texts", [])
