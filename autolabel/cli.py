@@ -278,10 +278,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .exports import write_export
+    from .exports import DEFAULT_PATHS
     from .pipeline import Pipeline
     from .store import DB_NAME, Store
-
-    from .exports import DEFAULT_PATHS
 
     spec = _export_spec(args)
     output = Path(args.output_dir)
