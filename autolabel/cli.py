@@ -277,8 +277,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .exports import write_export
-    from .exports import DEFAULT_PATHS
+    from .exports import DEFAULT_PATHS, write_export
     from .pipeline import Pipeline
     from .store import DB_NAME, Store
 
