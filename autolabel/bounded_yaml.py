@@ -41,7 +41,12 @@ def read_text(path: str | Path, what: str) -> str:
             raise ConfigError(f"{path}: a folder, not a {what}")
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"{path}: not a regular file (a pipe or a device); pass the {what} itself")
-        data = os.read(fd, MAX_BYTES + 1) if st.st_size <= MAX_BYTES else b""
+        data = b""
+        while st.st_size <= MAX_BYTES and len(data) <= MAX_BYTES:  # to the end, but never past the limit
+            chunk = os.read(fd, MAX_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the {what} ({err.strerror or one_line(err)})") from None
     finally:
