@@ -11,12 +11,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from . import bounded_yaml
 from .cache import canonical_json, stage_keys
-from .errors import ConfigError, one_line
+from .errors import ConfigError
+from .intake import MAX_FILE_BYTES
 from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
@@ -201,6 +202,7 @@ class PipelineConfig(_Strict):
     batch_size: int = Field(default=8, ge=1, le=4096)
     decode_workers: int = Field(default=4, ge=1, le=64)
     max_image_pixels: int = Field(default=89_478_485, ge=1)  # Pillow's decompression-bomb threshold
+    max_file_bytes: int = Field(default=MAX_FILE_BYTES, ge=1)  # larger input files are refused unread
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     ontology: dict[str, str | list[str] | None] | list[str] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(min_length=1)
@@ -250,18 +252,10 @@ class PipelineSpec:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML pipeline file into a dict, with one-line errors for missing files and syntax errors."""
+    """Read a YAML pipeline file into a dict, with one-line errors for a missing, oversized or non-regular file,
+    syntax errors and aliases that expand past the limit (:mod:`autolabel.bounded_yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such pipeline file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {err.problem or err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: invalid YAML: {one_line(err)}") from None
+    data = bounded_yaml.loads(bounded_yaml.read_text(path, "pipeline file"), str(path))
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}"

@@ -136,7 +136,9 @@ class RayExecutor:
         spread = len(sources) // (config.batch_size * self.spec.workers * 4)  # at least ~4 blocks per worker
         batches_per_block = max(1, min(MAX_BATCHES_PER_BLOCK, spread))
         per_block = config.batch_size * batches_per_block
-        rows = [{"index": i, "path": s.path, "rel_path": s.rel_path} for i, s in enumerate(sources)]
+        # names as bytes: Arrow strings must be UTF-8, a file name need not be (autolabel.names)
+        rows = [{"index": i, "path": os.fsencode(s.path), "rel_path": os.fsencode(s.rel_path)}
+                for i, s in enumerate(sources)]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // per_block)))
         del rows
         labeled = dataset.map_batches(
@@ -272,10 +274,10 @@ class LabelWorker:
         clock: Counter[str] = Counter()
         timings, calls = dict(self.pipeline.timings), dict(self.pipeline.calls)
         config = self.pipeline.config
-        sources = [Source(str(p), str(r)) for p, r in zip(batch["path"], batch["rel_path"])]
+        sources = [Source(os.fsdecode(p), os.fsdecode(r)) for p, r in zip(batch["path"], batch["rel_path"])]
 
         t0 = time.perf_counter()
-        blobs = list(self.threads.map(_read_and_hash, sources))  # (bytes, sha256, reason)
+        blobs = list(self.threads.map(_read_and_hash, sources, [config.max_file_bytes] * len(sources)))
         clock["read"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         keys = self.pipeline.spec.stage_keys
@@ -335,8 +337,9 @@ def _fatal(report: dict[str, Any]) -> AutolabelError:
     return err
 
 
-def _read_and_hash(source: Source) -> tuple[bytes | None, str | None, str | None]:
-    data, reason = read(source)
+def _read_and_hash(source: Source, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
+    """(bytes, sha256, reason) of one source."""
+    data, reason = read(source, max_bytes)
     return data, (sha256(data) if data is not None else None), reason
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AutolabelError, ConfigError, ExitCode
+from ..names import shown
 from ..store import DB_NAME, Store
 from ..util import atomic_write_text
 
@@ -49,7 +50,7 @@ def build_report(output: str | Path, out: str | Path | None = None, samples: int
     previews = write_previews(data, target / "img", classes)
     html = page(f"autolabel report: {output.resolve().name}", data, previews, evaluation, classes)
     index = target / "index.html"
-    atomic_write_text(index, html)
+    atomic_write_text(index, shown(html))  # a name that is not UTF-8 shows its odd bytes as \xNN
     return index
 
 
