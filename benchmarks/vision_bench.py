@@ -131,9 +131,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return timed | {"tower_images": sum(tower), "labels": labels_digest(work / "run")}
 
 
-def export_tree(ref: str, into: Path) -> Path:
-    """``autolabel/`` as of git ``ref``, in a folder of its own (the importable tree of that side)."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref, "autolabel"],
+def export_tree(ref: str, into: Path, repo: Path = ROOT) -> Path:
+    """``autolabel/`` as of git ``ref`` of ``repo``, in a folder of its own (the importable tree of that side)."""
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref, "autolabel"],
                              check=True, capture_output=True).stdout
     into.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternate the sides this many times; best kept")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per side")
     parser.add_argument("--with-off", action="store_true", help="also this tree with share_vision_features: false")
+    parser.add_argument("--repo", type=Path, default=ROOT, help="the git checkout --against is read from")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--share", default="on", help=argparse.SUPPRESS)
@@ -175,8 +176,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vision-bench-"))
     (work / "images").mkdir()
     make_images(work / "images", args.images)
-    against = export_tree(args.against, work / "against")
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.against], capture_output=True,
+    against = export_tree(args.against, work / "against", args.repo)
+    commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", args.against], capture_output=True,
                             text=True).stdout.strip()
     sides = [(f"{args.against} ({commit})", against, "none"), ("this tree, sharing on", ROOT, "on")]
     if args.with_off:
