@@ -230,3 +230,42 @@ def test_the_switch_must_be_a_boolean() -> None:
 
     with pytest.raises(ConfigError, match="share_vision_features: input should be a valid boolean"):
         Pipeline.from_dict({"share_vision_features": "sometimes", "stages": [{"type": "degenerate_boxes"}]})
+
+
+def test_the_plugin_authors_page_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/vision-sharing.md: its Python blocks run in order, its pipeline validates, its JSON parses."""
+    import json
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from autolabel.config import parse
+
+    page = (Path(__file__).parents[1] / "docs" / "vision-sharing.md").read_text()
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", page, flags=re.M | re.S)
+    assert [lang for lang, _ in blocks] == ["json", "yaml", "bash", "python", "python"]
+    namespace: dict[str, Any] = {"__name__": "vision_sharing_page"}
+    for lang, text in blocks:
+        if lang == "python":
+            exec(compile(text, "docs/vision-sharing.md", "exec"), namespace)
+        elif lang == "yaml":
+            assert parse(yaml.safe_load(text)).config.share_vision_features is False
+        elif lang == "json":
+            assert set(json.loads(text)["vision_passes"]["florence"]) == set(VisionCount().summary())
+        elif lang == "bash":
+            import shlex
+
+            from autolabel.cli import main
+
+            words = shlex.split(text)
+            assert words[0] == "autolabel"
+            root = Path(__file__).parents[1]
+            assert main([str(root / w) if w.startswith("pipelines/") else w for w in words[1:]]) == 0
+            assert ": ok (2 models, 20 stages" in capsys.readouterr().out
+    first, second, counts = capsys.readouterr().out.splitlines()
+    red, blue = (sum(Image.new("RGB", (1, 1), c).convert("L").tobytes()) * 64 for c in ("red", "blue"))
+    assert first == str([[f"cat: {red}"], [f"cat: {blue}"]])  # each image's own embedding, in order
+    assert second == str([[f"dog: {red}", f"bird: {red}"], [f"dog: {blue}", f"bird: {blue}"]])
+    assert counts.startswith("VisionCount(images=2, passes=2, requests=4, seconds=")
+    assert namespace["Concepts"].Params.model_fields["prompts"].is_required()
