@@ -195,3 +195,12 @@ def test_stages_restored_from_the_cache_compute_no_features(
     changed = run(florence, inputs, out, ground={"score": "locations+label"})  # grounding and what follows
     assert passes(changed) == {"florence": (3, 3, 3), "sam": (3, 3, 5)}
     assert towers == {"florence": [3], "sam": [2, 1]}
+
+
+def test_beam_search_and_decoding_steps_do_not_run_the_tower_again(
+    florence: str, inputs: Path, tmp_path: Path, towers: dict[str, list[int]]
+) -> None:
+    beams = {"generation": {"num_beams": 3, "max_new_tokens": 24}}
+    report = run(florence, inputs, tmp_path / "out", detect=beams, caption=beams)
+    assert passes(report)["florence"] == (3, 3, 11)
+    assert towers["florence"] == [3]  # 4 stages, 3 beams, up to 24 steps: one call, for the three images
