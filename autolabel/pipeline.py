@@ -121,31 +121,33 @@ class Pipeline:
         try:
             for j, stage in enumerate(self.stages):
                 todo = [k for k, start in enumerate(starts) if start <= j]
-                if not todo:
-                    continue
-                batch = [items[k] for k in todo]
-                shared = {"features": features.for_stage(todo)} if self._shares[j] else {}
-                t0 = time.perf_counter()
-                try:
-                    out = stage(batch, **shared)
-                except Exception as err:
-                    if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
-                        raise
-                    raise StageError(stage.name, err) from err
-                if not isinstance(out, list) or len(out) != len(batch):
-                    got = len(out) if isinstance(out, list) else type(out).__name__
-                    raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(batch)}"))
-                self.timings[stage.name] += time.perf_counter() - t0
-                self.calls[stage.name] += len(batch)
-                for k, item in zip(todo, out):
-                    items[k] = item
-                    if after is not None:
-                        after(j, k, item.labels)
+                if todo:
+                    shared = {"features": features.for_stage(todo)} if self._shares[j] else {}
+                    for k, item in zip(todo, self._run_stage(stage, [items[k] for k in todo], shared)):
+                        items[k] = item
+                        if after is not None:
+                            after(j, k, item.labels)
         finally:
             features.clear()  # a failed try's traceback would otherwise keep them
             for name, count in features.counts().items():  # every try's passes are work done
                 self.vision[name] = self.vision.get(name, VisionCount()) + count
         return items
+
+    def _run_stage(self, stage: Stage, batch: list[Item], shared: dict[str, Any]) -> list[Item]:
+        """One stage over its items, timed and counted; any error names the stage."""
+        t0 = time.perf_counter()
+        try:
+            out = stage(batch, **shared)
+        except Exception as err:
+            if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
+                raise
+            raise StageError(stage.name, err) from err
+        if not isinstance(out, list) or len(out) != len(batch):
+            got = len(out) if isinstance(out, list) else type(out).__name__
+            raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(batch)}"))
+        self.timings[stage.name] += time.perf_counter() - t0
+        self.calls[stage.name] += len(batch)
+        return out
 
     def run_batch(
         self, items: list[Item], starts: list[int] | None = None
