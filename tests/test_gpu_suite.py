@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import gpu_suite  # noqa: E402
 
 
+@pytest.mark.slow  # three seconds idle: two tiny models, eleven small pipeline runs
 def test_smoke_run_writes_the_table_with_the_device_named(tmp_path: Path) -> None:
     table = gpu_suite.main(["--smoke", "--device", "cpu", "--out", str(tmp_path / "suite.md")])
     assert (tmp_path / "suite.md").read_text() == table

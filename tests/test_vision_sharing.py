@@ -24,6 +24,7 @@ from tiny_models import noise_image, tiny
 from autolabel import Pipeline
 from autolabel.store import Store
 
+pytestmark = pytest.mark.slow  # builds a scripted checkpoint (~7 s) and runs six small pipelines
 SIZES = {"a.png": (80, 60), "b.png": (64, 96), "c.png": (72, 72)}
 #: per image: its OD boxes (label, bins) and each box's region category; its caption and the phrase grounded
 OD = {"a.png": [("car", (100, 200, 300, 400))],
