@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,16 +120,19 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     share = {"on": True, "off": False, "none": None}[args.share]
-    model, processor = build_model("base")
-    adapter = Florence2(model, processor, ModelSpec(id="bench/florence-2-base-random"), "cpu", torch.float32)
+    model, processor = build_model(args.size)
+    adapter = Florence2(model, processor, ModelSpec(id=f"bench/florence-2-{args.size}-random"), "cpu", torch.float32)
     work = Path(tempfile.mkdtemp(prefix="vision-bench-"))
     images = sorted(Path(args.inputs).iterdir())
-    warm = florence_part(2, 1, share)
+    warm = florence_part(2, 1, share, args.size)
     warm["stages"] = warm["stages"][:1]
     run_pipeline(adapter, warm, images[:1], work / "warm")  # first-call allocations, lazy imports: not timed
     tower = count_tower(model)
-    timed = run_pipeline(adapter, florence_part(args.tokens, args.batch, share), images, work / "run")
-    return timed | {"tower_images": sum(tower), "labels": labels_digest(work / "run")}
+    try:
+        timed = run_pipeline(adapter, florence_part(args.tokens, args.batch, share, args.size), images, work / "run")
+        return timed | {"tower_images": sum(tower), "labels": labels_digest(work / "run")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def export_tree(ref: str, into: Path, repo: Path = ROOT) -> Path:
@@ -145,7 +149,7 @@ def side(tree: Path, share: str, inputs: Path, args: argparse.Namespace) -> dict
                OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
     cmd = [sys.executable, __file__, "--worker", "--tree", str(tree), "--share", share, "--inputs", str(inputs),
            "--images", str(args.images), "--batch", str(args.batch), "--tokens", str(args.tokens),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--size", args.size]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tree)
     if done.returncode != 0:
         raise RuntimeError(f"the {tree} side failed:\n{done.stderr[-3000:]}")
@@ -162,6 +166,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per side")
     parser.add_argument("--with-off", action="store_true", help="also this tree with share_vision_features: false")
     parser.add_argument("--repo", type=Path, default=ROOT, help="the git checkout --against is read from")
+    parser.add_argument("--size", default="base", choices=["base", "large", "tiny"], help="tiny: check the plumbing")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--share", default="on", help=argparse.SUPPRESS)
@@ -170,10 +175,17 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    work = Path(tempfile.mkdtemp(prefix="vision-bench-"))
+    try:
+        compare(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def compare(args: argparse.Namespace, work: Path) -> None:
+    """The sides, alternated; the table."""
     from florence2_bench import make_images
 
-    work = Path(tempfile.mkdtemp(prefix="vision-bench-"))
     (work / "images").mkdir()
     make_images(work / "images", args.images)
     against = export_tree(args.against, work / "against", args.repo)
@@ -194,7 +206,7 @@ def main() -> None:
     digests = {r["labels"] for runs in results.values() for r in runs}
     stages = base[0]["stage_images"]
     print(f"\n`pipelines/fld5b.yaml`'s Florence-2 part ({len(stages)} stages: {', '.join(stages)}), random "
-          f"Florence-2-base-sized model, {n} images (1024x768 and 640x960 JPEGs -> 768x768), batch {args.batch}, "
+          f"Florence-2-{args.size}-sized model, {n} images (1024x768 and 640x960 JPEGs), batch {args.batch}, "
           f"{args.tokens} new tokens forced, 3 beams; CPU, {args.threads} torch thread(s), "
           f"{platform.processor() or platform.machine()}; each side in its own process, alternated, best of "
           f"{args.repeats}; labels {'identical' if len(digests) == 1 else 'DIFFER'} across sides\n")
