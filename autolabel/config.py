@@ -209,6 +209,9 @@ class PipelineConfig(_Strict):
     exports: list[Export] = Field(default_factory=list)
     push: PushSpec | None = None  # Label Studio push after each run
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    #: compute each image's vision features once per model and batch, shared by every stage of that model (False:
+    #: each stage computes its own, as before: the same labels, slower). Not part of the pipeline hash
+    share_vision_features: bool = True
 
     @field_validator("ontology")
     @classmethod

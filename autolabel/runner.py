@@ -332,6 +332,7 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "failures_listed": len(failures),
         "stage_seconds": {k: round(v, 4) for k, v in pipeline.timings.items()},
         "stage_images": dict(pipeline.calls),  # images each stage processed (cached model outputs not counted)
+        "vision_passes": {name: count.summary() for name, count in sorted(pipeline.vision.items())},
         "loop_seconds": {k: round(v, 4) for k, v in clock.items()},
         "pipeline": {"name": pipeline.config.name, "file": pipeline.source, "hash": pipeline.spec.hash},
         "exports": exports,

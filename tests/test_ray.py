@@ -112,6 +112,8 @@ def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluste
     assert executor["type"] == "ray" and executor["workers"] == 2 and executor["address"] == cluster
     assert sum(w["images"] for w in executor["per_worker"].values()) == 7
     assert run["stage_images"] == {"boxes": 6, "masks": 6}  # counted in the workers, reported by the driver
+    vision = run["vision_passes"]["segmenter"]  # so are the vision passes: one per image (Grounding DINO: not shared)
+    assert (vision["images"], vision["passes"], vision["requests"], vision["per_image"]) == (6, 6, 6, 1.0)
     assert json.loads((tmp_path / "local" / "run.json").read_text())["executor"] == {"type": "local"}
 
     noise_image(64, 48, seed=10).save(tmp_path / "in" / "new.png")

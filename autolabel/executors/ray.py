@@ -26,11 +26,13 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..cache import Prefetched, Row, prefetch
 from ..errors import AutolabelError, ConfigError
 from ..intake import Decoded, Source, decode, read, sha256
+from ..models.features import VisionCount
 from ..store import ImageResult, Store
 from .labeling import label_batch
 
@@ -203,11 +205,14 @@ class RayExecutor:
         commit(results, cache, skipped=skipped)
 
     def _add_stats(self, stats: dict[str, Any], pipeline: Pipeline, clock: Counter[str]) -> None:
-        """Fold one worker batch's timings into run.json's stage_seconds, stage_images and per-worker figures."""
+        """Fold one worker batch's timings into run.json's stage_seconds, stage_images, vision_passes and per-worker
+        figures."""
         for name, seconds in stats["stage_seconds"].items():
             pipeline.timings[name] += seconds
         for name, n in stats["stage_images"].items():
             pipeline.calls[name] += n
+        for name, count in stats["vision"].items():  # each model's vision passes, as in a local run
+            pipeline.vision[name] = pipeline.vision.get(name, VisionCount()) + VisionCount(**count)
         for name, seconds in stats["clock"].items():
             clock[f"workers: {name}"] += seconds
         worker = self.per_worker.setdefault(stats["worker"], Counter())
@@ -272,7 +277,7 @@ class LabelWorker:
 
         t_start, cpu_start = time.perf_counter(), time.process_time()
         clock: Counter[str] = Counter()
-        timings, calls = dict(self.pipeline.timings), dict(self.pipeline.calls)
+        timings, calls, vision = dict(self.pipeline.timings), dict(self.pipeline.calls), dict(self.pipeline.vision)
         config = self.pipeline.config
         sources = [Source(os.fsdecode(p), os.fsdecode(r)) for p, r in zip(batch["path"], batch["rel_path"])]
 
@@ -324,6 +329,7 @@ class LabelWorker:
             "clock": dict(clock),
             "stage_seconds": {n: v - timings.get(n, 0.0) for n, v in self.pipeline.timings.items()},
             "stage_images": {n: v - calls.get(n, 0) for n, v in self.pipeline.calls.items()},
+            "vision": {n: asdict(v - vision.get(n, VisionCount())) for n, v in self.pipeline.vision.items()},
         })
         return out
 

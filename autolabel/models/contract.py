@@ -64,7 +64,9 @@ class Segmenter(Model, Protocol):
     ) -> list["Masks"]:
         """One :class:`~.outputs.Masks` per image, in the order of its ``boxes`` ((N, 4) xyxy pixels).
 
-        ``max_boxes_per_call`` is passed only to a ``segment`` that takes it (it bounds memory, not results).
+        ``max_boxes_per_call`` is passed only to a ``segment`` that takes it (it bounds memory, not results);
+        ``features`` (the batch's shared image embeddings, :mod:`.features`) only to a model with
+        ``vision_features`` whose ``segment`` takes it.
         """
         ...
 
@@ -93,7 +95,11 @@ class Florence2Model(Model, Protocol):
         self, task: str, images: Sequence["Image.Image"], rows: Sequence[tuple[int, str]] | None = None,
         generation: dict[str, Any] | None = None, max_rows: int = 64,
     ) -> list["Answer"]:
-        """One :class:`~.florence2.Answer` per row ``(image index, text input)`` (default: one per image)."""
+        """One :class:`~.florence2.Answer` per row ``(image index, text input)`` (default: one per image).
+
+        ``features`` (the batch's shared image features, :mod:`.features`) is passed only to a model with
+        ``vision_features`` whose ``run`` takes it.
+        """
         ...
 
     def region_prompts(self, xyxy: "np.ndarray", size: tuple[int, int]) -> list[str]:
