@@ -151,8 +151,8 @@ def _sharpen_sam3(model: Any) -> Any:
 
     At transformers' initialisation (std 0.02) the necks' feature maps are ~1e-5, so every image looks the same to
     the heads, and scores sit at 0.5. Here every linear and convolution of the necks and heads gets unit-gain
-    weights (std 1/sqrt(fan in)), and the score, presence, box and mask outputs are scaled up: scores spread over
-    (0, 1), boxes move with the image, masks are ~half on.
+    weights (std 1/sqrt(fan in)), and the score, presence, box and mask outputs are scaled up: query scores spread
+    over (0, 1), presence scores differ between images, boxes move with the image, masks are ~half on.
     """
     import torch
 
@@ -168,7 +168,8 @@ def _sharpen_sam3(model: Any) -> Any:
                     weight.shape[0] * weight[0, 0].numel()
                 weight.copy_(torch.randn(weight.shape, generator=generator) / fan_in**0.5)
         det.dot_product_scoring.query_proj.weight.mul_(3.0)
-        det.detr_decoder.presence_head.layer3.weight.mul_(3.0)
+        det.detr_decoder.presence_head.layer3.weight.mul_(10.0)  # presence ~0.6-0.8, apart between images
+        det.detr_decoder.presence_head.layer3.bias.fill_(3.0)
         det.detr_decoder.box_head.layer3.weight.mul_(5.0)
         det.mask_decoder.mask_embedder.layers[-1].weight.mul_(3.0)
     return model

@@ -20,7 +20,7 @@ plus one chunk of float32 (at most :data:`UPSCALE_BYTES`, or one mask when a sin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -153,3 +153,54 @@ def upsample_into(out: np.ndarray, low: "torch.Tensor", mask_threshold: float, b
         full = F.interpolate(part, size=(height, width), mode="bilinear", align_corners=False)[0]
         out[start : start + step] = (full > mask_threshold).cpu().numpy()
         del full
+
+
+def assemble(height: int, width: int, parts: list[tuple[int, Selected, "torch.Tensor", "torch.Tensor"]],
+             mask_threshold: float) -> Instances:
+    """One image's instances from its prompts' kept queries: ``(prompt index, selection, boxes, low-res logits)``
+    with boxes (K, 4) normalized xyxy and logits (K, h, w) of the selected queries, in prompt order.
+
+    Boxes are scaled to the image's pixels (not clipped); masks are upsampled into one bool array.
+    """
+    import torch
+
+    count = sum(len(chosen.queries) for _, chosen, _, _ in parts)
+    if not count:
+        return Instances.empty(height, width)
+    scale = np.array([width, height, width, height], np.float32)
+    masks = np.empty((count, height, width), dtype=bool)
+    upsample_into(masks, torch.cat([low for _, _, _, low in parts]), mask_threshold)
+    return Instances(
+        xyxy=np.concatenate([box.float().cpu().numpy().reshape(-1, 4) * scale for _, _, box, _ in parts]),
+        masks=masks,
+        scores=np.concatenate([c.scores for _, c, _, _ in parts]),
+        query_scores=np.concatenate([c.query_scores for _, c, _, _ in parts]),
+        presence_scores=np.concatenate([np.full(len(c.queries), c.presence_score, np.float32) for _, c, _, _ in parts]),
+        prompts=np.concatenate([np.full(len(c.queries), p, np.int64) for p, c, _, _ in parts]),
+        queries=np.concatenate([c.queries for _, c, _, _ in parts]),
+    )
+
+
+def post_process(outputs: Any, target_sizes: Sequence[tuple[int, int]], threshold: float = 0.3,
+                 mask_threshold: float = 0.5, max_instances: int | None = None) -> list[Instances]:
+    """transformers' ``post_process_instance_segmentation`` for SAM 3 outputs, bounded: one :class:`Instances` per
+    row of ``outputs`` (``pred_logits`` (B, Q), ``presence_logits`` (B, 1), ``pred_boxes`` (B, Q, 4) normalized
+    xyxy, ``pred_masks`` (B, Q, h, w)), ``target_sizes`` (height, width) per row. Same defaults as transformers'."""
+    if len(target_sizes) != len(outputs.pred_logits):
+        raise ValueError(f"{len(target_sizes)} target sizes for {len(outputs.pred_logits)} rows")
+    query_scores = outputs.pred_logits.float().sigmoid().cpu().numpy()
+    presence = outputs.presence_logits.float().sigmoid().reshape(-1).cpu().numpy()
+    out = []
+    for r, (height, width) in enumerate(target_sizes):
+        chosen = select(query_scores[r], presence[r], threshold, max_instances)
+        parts = [(0, chosen, *kept(outputs, r, chosen.queries))]
+        out.append(assemble(int(height), int(width), parts, mask_threshold))
+    return out
+
+
+def kept(outputs: Any, row: int, queries: np.ndarray) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """The boxes and low-resolution mask logits of one row's ``queries`` (copies: the rest can be freed)."""
+    import torch
+
+    index = torch.as_tensor(queries, device=outputs.pred_masks.device)
+    return outputs.pred_boxes[row, index].float(), outputs.pred_masks[row, index]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .catalog import checkpoints_of
-from .concepts import ConceptPrompt, Instances, normalized_boxes, select, upsample_into
+from .concepts import ConceptPrompt, Instances, assemble, kept, normalized_boxes, select
 from .hub import CheckpointModel, load_checkpoint
 from .sam import _Segmenter, _WithImageConfig
 
@@ -153,15 +153,13 @@ class Sam3(CheckpointModel):
         forward of the detector head (memory, not results). ``features``: :meth:`vision_features` of ``images``
         when already computed.
         """
-        import torch
-
         threshold = self.default_threshold if threshold is None else threshold
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompt lists for {len(images)} images")
         if rows_per_call < 1:
             raise ValueError(f"rows_per_call must be >= 1, got {rows_per_call}")
         rows = [(i, p) for i, image_prompts in enumerate(prompts) for p in range(len(image_prompts))]
-        kept: list[list[tuple[int, Any]]] = [[] for _ in images]  # per image: (prompt, its kept queries' tensors)
+        found: list[list[tuple[int, Any, Any, Any]]] = [[] for _ in images]  # per image: (prompt, its kept queries)
         if rows:
             self.check_prompts(list(dict.fromkeys(p.text for ps in prompts for p in ps if p.text is not None)))
             if features is None:
@@ -172,11 +170,10 @@ class Sam3(CheckpointModel):
                 presence = out.presence_logits.float().sigmoid().reshape(-1).cpu().numpy()
                 for r, (i, p) in enumerate(group):
                     chosen = select(query_scores[r], presence[r], threshold, max_instances)
-                    index = torch.as_tensor(chosen.queries, device=out.pred_masks.device)
-                    kept[i].append((p, chosen, out.pred_boxes[r, index].float(), out.pred_masks[r, index]))
+                    found[i].append((p, chosen, *kept(out, r, chosen.queries)))
                 del out
-        return [_instances(image, sorted(parts, key=lambda part: part[0]), mask_threshold)
-                for image, parts in zip(images, kept)]
+        return [assemble(image.height, image.width, sorted(parts, key=lambda part: part[0]), mask_threshold)
+                for image, parts in zip(images, found)]
 
     def _head(self, features: Any, images: Sequence["Image.Image"], rows: list[tuple[int, ConceptPrompt]]) -> Any:
         """One forward of the detector head over ``rows`` (image index, prompt), the backbone's output reused."""
@@ -213,26 +210,6 @@ def _groups(rows: list[tuple[int, int]], prompts: Sequence[Sequence[ConceptPromp
     for i, p in rows:
         by_count.setdefault(len(prompts[i][p].boxes), []).append((i, p))
     return [same[k : k + size] for same in by_count.values() for k in range(0, len(same), size)]
-
-
-def _instances(image: "Image.Image", parts: list[tuple[int, Any, Any, Any]], mask_threshold: float) -> Instances:
-    """One image's kept queries as :class:`Instances`: boxes in its pixels, masks upsampled into one bool array."""
-    import torch
-
-    if not parts or not sum(len(chosen.queries) for _, chosen, _, _ in parts):
-        return Instances.empty(image.height, image.width)
-    scale = np.array([image.width, image.height] * 2, np.float32)
-    masks = np.empty((sum(len(c.queries) for _, c, _, _ in parts), image.height, image.width), dtype=bool)
-    upsample_into(masks, torch.cat([low for _, _, _, low in parts]), mask_threshold)
-    return Instances(
-        xyxy=np.concatenate([box.cpu().numpy().reshape(-1, 4) * scale for _, _, box, _ in parts]).astype(np.float32),
-        masks=masks,
-        scores=np.concatenate([c.scores for _, c, _, _ in parts]),
-        query_scores=np.concatenate([c.query_scores for _, c, _, _ in parts]),
-        presence_scores=np.concatenate([np.full(len(c.queries), c.presence_score, np.float32) for _, c, _, _ in parts]),
-        prompts=np.concatenate([np.full(len(c.queries), p, np.int64) for p, c, _, _ in parts]),
-        queries=np.concatenate([c.queries for _, c, _, _ in parts]),
-    )
 
 
 class Sam3Tracker(_Segmenter):
