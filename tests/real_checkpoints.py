@@ -33,8 +33,8 @@ CHECKPOINTS = {
     "sam3": "facebook/sam3",
 }
 #: files a fixture folder shares with another instead of a second copy: SAM 3's tokenizer is CLIP's BPE, the same
-#: vocab.json (as a dict) and merges.txt (byte for byte) as OWLv2's; tokenizer.json (3.6 MB) is built from them
-#: identically (checked against the hub's file: the same pipeline, ids and settings), so it is not vendored
+#: vocab.json (as a dict) and merges.txt (byte for byte) as OWLv2's; the hub's tokenizer.json (3.6 MB) is not
+#: vendored: :func:`build` writes it from them, byte for byte the same (sha256 in tests/test_sam3_model.py)
 SHARED = {"sam3": {"vocab.json": "owlv2", "merges.txt": "owlv2"}}
 
 
@@ -204,6 +204,12 @@ def build(kind: str, path: Path) -> Path:
             shutil.copy(file, path / file.name)
     for name, owner in SHARED.get(kind, {}).items():
         shutil.copy(fixture(owner) / name, path / name)
+    if kind == "sam3":  # the hub's tokenizer.json, rebuilt from vocab.json + merges.txt (byte for byte: see SHARED)
+        from transformers import AutoTokenizer
+
+        with tempfile.TemporaryDirectory() as scratch:
+            AutoTokenizer.from_pretrained(path).save_pretrained(scratch)
+            shutil.copy(Path(scratch) / "tokenizer.json", path / "tokenizer.json")
     return path
 
 

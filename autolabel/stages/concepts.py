@@ -8,7 +8,8 @@ concept is in the image at all, once per image and prompt; filters, calibration 
 Exemplars (``exemplars:``) are example boxes: rows of earlier stages (kept rows are positive examples of their
 class; with ``negatives: dropped``, the rows a filter dropped are counter-examples) and/or a JSON file per image.
 With ``text: true`` a class's exemplars join its text prompts (SAM 3's text + exemplar prompt); with ``text: false``
-they are the whole prompt ("click one, get all"), and classes without exemplars in an image are not looked for.
+they are the whole prompt ("click one, get all"), and classes without a positive exemplar in an image are not
+looked for there.
 
 Bounds: prompts longer than SAM 3's 32-token window are refused when the pipeline is validated (when the model's
 tokenizer is on this machine; else when it loads); at most ``exemplars.max_boxes`` boxes per class and image, an
@@ -21,11 +22,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
 from ..labels import DROPPED, Labels
@@ -52,7 +54,8 @@ class ExemplarsParams(BaseModel):
     #: a folder of one JSON file per image (``<image name without extension>.json``): a list of
     #: ``{"class": name, "box": [x1, y1, x2, y2], "positive": true}`` in the image's pixels
     folder: str | None = None
-    #: true: a class's exemplars join its text prompts; false: exemplars alone (classes without any are skipped)
+    #: true: a class's exemplars join its text prompts; false: exemplars alone (classes without a positive one in
+    #: an image are not looked for there)
     text: bool = True
     #: exemplar boxes per class and image (positives first, then negatives, in source order)
     max_boxes: int = Field(default=16, ge=1, le=256)
@@ -60,8 +63,8 @@ class ExemplarsParams(BaseModel):
     @model_validator(mode="after")
     def _has_source(self) -> "ExemplarsParams":
         if not self.from_stages and self.folder is None:
-            raise ValueError("needs from_stages (earlier stages whose rows are exemplars) or folder (a JSON file "
-                             "per image), or both")
+            raise PydanticCustomError("invalid", "needs from_stages (earlier stages whose rows are exemplars) or "
+                                      "folder (a JSON file per image), or both")
         return self
 
 
@@ -122,36 +125,54 @@ class Concepts(ModelStage):
                               "boxes per image: create it, or remove the key)")
         return folder
 
-    def _local_tokenizer(self) -> Any:
-        """The model's tokenizer when its files are on this machine (a folder, or the hub cache), else None:
-        validating a pipeline never downloads anything."""
+    def _local_tokenizer(self) -> Callable[[str], int] | None:
+        """A token counter of the model's tokenizer when its files are on this machine (a folder, or the hub
+        cache), else None: validating a pipeline downloads nothing, and reads the hub's tokenizer.json with the
+        ``tokenizers`` library alone (no torch, no transformers) when there is one."""
         spec = self.model_spec
         if spec is None:
             return None
         from ..models.hub import looks_like_path
 
+        folder = Path(spec.id).expanduser()
         try:
-            from transformers import AutoTokenizer
-
-            folder = Path(spec.id).expanduser()
             if folder.is_dir():
-                return AutoTokenizer.from_pretrained(str(folder))
-            if looks_like_path(spec.id):
+                found = folder / "tokenizer.json"
+                file = str(found) if found.is_file() else None
+            elif looks_like_path(spec.id):
                 return None
-            return AutoTokenizer.from_pretrained(spec.id, revision=spec.revision, local_files_only=True)
-        except Exception:  # noqa: BLE001 — not downloaded yet, or not a tokenizer we can read: checked at load
-            return None
+            else:
+                from huggingface_hub import try_to_load_from_cache
 
-    def _check_prompt_lengths(self, tokenizer: Any) -> bool:
+                cached = try_to_load_from_cache(spec.id, "tokenizer.json", revision=spec.revision)
+                file = cached if isinstance(cached, str) else None
+                if file is None:
+                    config = try_to_load_from_cache(spec.id, "tokenizer_config.json", revision=spec.revision)
+                    folder = Path(config).parent if isinstance(config, str) else None
+            if file is not None:
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(file)
+                return lambda text: len(tokenizer.encode(text).ids)
+            if folder is not None and (folder / "tokenizer_config.json").is_file():
+                from transformers import AutoTokenizer
+
+                slow = AutoTokenizer.from_pretrained(str(folder))
+                return lambda text: len(slow(text)["input_ids"])
+        except Exception:  # noqa: BLE001 — unreadable here: the same check runs when the model has loaded
+            return None
+        return None
+
+    def _check_prompt_lengths(self, count: Callable[[str], int] | None) -> bool:
         """A ConfigError naming the class of the first prompt SAM 3 cannot read whole; False when not checkable."""
-        if tokenizer is None:
+        if count is None:
             return False
         cls = self.model_class()
         limit = declared(cls, "max_prompt_tokens") if cls is not None else MAX_PROMPT_TOKENS
         if limit is None:
             return True
         for prompt, name in zip(self.prompts, self.classes):
-            n = len(tokenizer(prompt)["input_ids"])
+            n = count(prompt)
             if n > limit:
                 raise ConfigError(
                     f"prompts: class {name!r}: prompt {prompt!r} is {n} tokens; {self.model_type or 'the model'} "
@@ -163,7 +184,9 @@ class Concepts(ModelStage):
     def __call__(self, items: list[Item]) -> list[Item]:
         model: ConceptModel = self.model
         if not self._checked:  # the tokenizer was not on this machine when the pipeline was built
-            self._checked = self._check_prompt_lengths(getattr(getattr(model, "processor", None), "tokenizer", None))
+            tokenizer = getattr(getattr(model, "processor", None), "tokenizer", None)
+            self._checked = self._check_prompt_lengths(
+                (lambda text: len(tokenizer(text)["input_ids"])) if tokenizer is not None else None)
         threshold = self.params.threshold
         if threshold is None:
             threshold = declared(model, "default_threshold")
@@ -204,9 +227,10 @@ class Concepts(ModelStage):
         ex = self.params.exemplars
         boxes = self.exemplars(item) if ex is not None else {}
         out: list[tuple[ConceptPrompt, str]] = []
-        if ex is not None and not ex.text:
+        if ex is not None and not ex.text:  # boxes alone: a class needs one example of what it is, at least
             for name, (xyxy, positive) in boxes.items():
-                out.append((ConceptPrompt(None, xyxy, positive), name))
+                if positive.any():
+                    out.append((ConceptPrompt(None, xyxy, positive), name))
             return out
         for prompt, name in zip(self.prompts, self.classes):
             xyxy, positive = boxes.get(name, (np.zeros((0, 4), np.float32), np.zeros(0, bool)))
