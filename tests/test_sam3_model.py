@@ -81,7 +81,16 @@ def test_facebook_sam3_loads_by_hub_id_from_the_cache_offline_as_both_model_type
         video(images=[image("A")], text=["cat"])
 
 
+#: sha256 of facebook/sam3's tokenizer.json as the project's checkpoint notes hold it (3,642,073 bytes: the size the
+#: hub's mirrors list); the test checkpoint rebuilds it from the vendored vocab.json and merges.txt
+TOKENIZER_JSON = "6d9109cc838977f3ca94a379eec36aecc7c807e1785cd729660ca2fc0171fb35"
+
+
 def test_the_tokenizer_built_from_clips_vocab_and_merges_gives_the_hub_tokenizers_ids(sam3):
+    import hashlib
+
+    rebuilt = (Path(real("sam3")) / "tokenizer.json").read_bytes()
+    assert len(rebuilt) == 3_642_073 and hashlib.sha256(rebuilt).hexdigest() == TOKENIZER_JSON
     tokenizer = sam3.processor.tokenizer
     assert tokenizer("person")["input_ids"] == [49406, 2533, 49407]  # facebook/sam3's tokenizer.json gives these
     assert tokenizer("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]

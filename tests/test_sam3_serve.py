@@ -115,3 +115,15 @@ def test_a_find_similar_rectangle_without_one_class_is_a_one_line_400(server, la
     r = httpx.post(server["served"].url + "/predict",
                    json=predict_body([ls_task(33, str(server["image"]))], context, CONFIG), timeout=60)
     assert r.status_code == 400 and r.json() == {"error": problem}
+
+
+def test_more_find_similar_rectangles_than_the_limit_are_refused_before_any_model_runs(server):
+    from autolabel.serve.similar import MAX_EXAMPLES
+
+    before = httpx.get(server["served"].url + "/health").json()["stats"].get("similar", 0)
+    context = {"result": [rectangle(10, 10, 30, 30, ["find similar", "cat"])] * (MAX_EXAMPLES + 1)}
+    r = httpx.post(server["served"].url + "/predict",
+                   json=predict_body([ls_task(34, str(server["image"]))], context, CONFIG), timeout=60)
+    assert r.status_code == 400 and r.json() == {
+        "error": f"{MAX_EXAMPLES + 1} 'find similar' rectangles in one request; at most {MAX_EXAMPLES}"}
+    assert httpx.get(server["served"].url + "/health").json()["stats"].get("similar", 0) == before

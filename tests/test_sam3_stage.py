@@ -264,3 +264,16 @@ def test_a_prompt_longer_than_sam3_reads_is_refused_at_validate_time_naming_its_
     data["ontology"]["forklift"] = ["forklift", " ".join(["forklift"] * 30)]  # 32: the most it reads
     path.write_text(yaml.safe_dump(data))
     assert main(["validate", str(path)]) == ExitCode.OK
+
+
+def test_without_the_tokenizer_at_validate_time_a_long_prompt_stops_the_run_before_any_image(sam3, tmp_path):
+    """A hub id not downloaded yet cannot be checked when the pipeline is built; the first batch checks it with
+    the loaded model's tokenizer, and the error is the run's (fatal, one line), not one image's."""
+    long = " ".join(["forklift"] * 31)
+    data = pipeline([{"type": "concepts", "model": "sam3"}])
+    data["models"]["sam3"]["id"] = str(tmp_path)  # a folder without a tokenizer: nothing to count with yet
+    data["ontology"] = {"forklift": [long]}
+    p = built(data, sam3)
+    with pytest.raises(ConfigError, match=r"^prompts: class 'forklift': prompt '.*' is 33 tokens; sam3 reads at "
+                                          r"most 32"):
+        p([Item.of(image("a"), "a")])

@@ -161,7 +161,8 @@ class Sam3(CheckpointModel):
         rows = [(i, p) for i, image_prompts in enumerate(prompts) for p in range(len(image_prompts))]
         found: list[list[tuple[int, Any, Any, Any]]] = [[] for _ in images]  # per image: (prompt, its kept queries)
         if rows:
-            self.check_prompts(list(dict.fromkeys(p.text for ps in prompts for p in ps if p.text is not None)))
+            texts = dict.fromkeys(p.text for ps in prompts for p in ps if p.text is not None)
+            self.check_prompts([t for t in texts if t not in self._text])  # before the backbone runs; cached: checked
             if features is None:
                 features = self.vision_features(images)
             for group in _groups(rows, prompts, rows_per_call):
