@@ -116,11 +116,12 @@ class Sam3(CheckpointModel):
             self.text_encoder_calls += len(new)
             for k, text in enumerate(new):
                 self._text[text] = (features[k], mask[k])
-                while len(self._text) > TEXT_CACHE:
-                    self._text.popitem(last=False)
         for text in texts:
             self._text.move_to_end(text)
-        return (torch.stack([self._text[t][0] for t in texts]), torch.stack([self._text[t][1] for t in texts]))
+        out = (torch.stack([self._text[t][0] for t in texts]), torch.stack([self._text[t][1] for t in texts]))
+        while len(self._text) > TEXT_CACHE:  # the least recently asked go first (never this call's)
+            self._text.popitem(last=False)
+        return out
 
     # -- images --------------------------------------------------------------------------------------------------
     def vision_features(self, images: Sequence["Image.Image"]) -> Any:
