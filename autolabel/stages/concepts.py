@@ -12,9 +12,10 @@ they are the whole prompt ("click one, get all"), and classes without a positive
 looked for there.
 
 Bounds: prompts longer than SAM 3's 32-token window are refused when the pipeline is validated (when the model's
-tokenizer is on this machine; else at its first batch, before any image is labeled); at most ``exemplars.max_boxes`` boxes per class and image, an
-exemplar file at most :data:`MAX_EXEMPLAR_FILE` bytes; ``prompts_per_call`` bounds the head's activations, and
-masks are post-processed as :mod:`autolabel.models.concepts` says (the kept masks as bool, plus one bounded chunk).
+tokenizer is on this machine; else at its first batch, before any image is labeled); at most
+``exemplars.max_boxes`` boxes per class and image, an exemplar file at most :data:`MAX_EXEMPLAR_FILE` bytes;
+``prompts_per_call`` bounds the head's activations, and masks are post-processed as :mod:`autolabel.models.concepts`
+says (the kept masks as bool, plus one bounded chunk).
 """
 
 from __future__ import annotations
