@@ -189,14 +189,14 @@ def assert_same(got: Instances, expected: dict, prompt_index: int | None = None)
 @pytest.fixture(scope="module")
 def alone(sam3) -> dict:
     """transformers' answer for each image with each text prompt, alone (threshold 0: every query)."""
-    return {(name, text): reference(sam3, image(name), ConceptPrompt(text)) for name in IMAGES for text in TEXTS}
+    return {(name, text): reference(sam3, image(name), ConceptPrompt(text)) for name in "ABC" for text in TEXTS}
 
 
 def test_the_answers_depend_on_the_image_and_on_the_prompt(alone):
     for text in TEXTS:  # same size, different pixels
         assert np.abs(alone["A", text]["scores"] - alone["C", text]["scores"]).max() > 0.02
         assert np.abs(alone["A", text]["boxes"] - alone["C", text]["boxes"]).max() > 2.0
-    for name in IMAGES:
+    for name in "ABC":
         assert min(np.abs(alone[name, a]["scores"] - alone[name, b]["scores"]).max()
                    for a in TEXTS for b in TEXTS if a < b) > 0.02
         assert len(alone[name, "cat"]["scores"]) == QUERIES  # threshold 0: every query
@@ -206,7 +206,7 @@ def test_the_answers_depend_on_the_image_and_on_the_prompt(alone):
 
 
 def test_every_image_and_prompt_gets_what_transformers_gives_it_alone_whatever_shares_the_batch(sam3, alone):
-    for names, texts, rows_per_call in ((list("ABCD"), TEXTS, 1), (list("DCBA"), TEXTS[1:] + TEXTS[:1], 5)):
+    for names, texts, rows_per_call in ((list("ABC"), TEXTS, 1), (list("CBA"), TEXTS[1:] + TEXTS[:1], 5)):
         prompts = [[ConceptPrompt(t) for t in texts] for _ in names]
         found = sam3.segment_concepts([image(n) for n in names], prompts, threshold=0.0, rows_per_call=rows_per_call)
         assert len(found) == len(names)
