@@ -43,6 +43,10 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory):
             from tiny_florence import make_tiny_florence
 
             return str(make_tiny_florence(tmp_path_factory.mktemp("docs-florence"), TINY_FLORENCE_ANSWER, 0.9))
+        if kind in ("sam3", "sam3_tracker"):  # one folder holds both, as facebook/sam3 does
+            from real_checkpoints import real
+
+            return real("sam3")
         if kind in ("grounding_dino", "owlv2", "sam", "sam2"):
             from tiny_models import tiny as tiny_model
 
