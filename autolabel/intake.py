@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError
+from .video.spec import is_video_name
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
@@ -53,10 +54,15 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def is_input_name(name: str) -> bool:
+    """An image's or a clip's name (what folders and globs yield; clips: :mod:`autolabel.video`)."""
+    return is_image_name(name) or is_video_name(name)
+
+
 def discover(inputs: str | Path | Iterable[str | Path]) -> list[Source]:
     """Expand inputs (files, folders searched recursively, globs, text files listing paths) into sources.
 
-    Folders and globs yield only files with an image extension (case-insensitive), sorted; files named
+    Folders and globs yield only files with an image or video extension (case-insensitive), sorted; files named
     explicitly (directly or in a list) are kept whatever they are, so that a bad one is reported, not skipped.
     Duplicates are dropped (first occurrence wins).
     """
@@ -85,7 +91,7 @@ def _expand(raw: str) -> Iterator[Source]:
         if not matches:
             raise ConfigError(f"input {raw!r}: the pattern matches no files")
         for match in matches:
-            if is_image_name(match) and not os.path.isdir(match):
+            if is_input_name(match) and not os.path.isdir(match):
                 yield _source(match, root)
         return
     path = Path(text)
@@ -93,7 +99,7 @@ def _expand(raw: str) -> Iterator[Source]:
         for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
             dirnames.sort()
             for name in sorted(filenames):
-                if is_image_name(name):
+                if is_input_name(name):
                     yield _source(os.path.join(dirpath, name), str(path))
     elif path.suffix.lower() in LIST_EXTENSIONS and path.is_file():
         yield from _read_list(path)
@@ -108,12 +114,12 @@ def _expand_url(url: str) -> Iterator[Source]:
     fs, root = _filesystem(url)
     if _GLOB_CHARS & set(root):
         base = _glob_root(root)
-        paths = [p for p in sorted(fs.glob(root)) if is_image_name(p)]
+        paths = [p for p in sorted(fs.glob(root)) if is_input_name(p)]
         if not paths:
             raise ConfigError(f"input {url!r}: the pattern matches no files")
     elif fs.isdir(root):
         base = root
-        paths = sorted(p for p in fs.find(root) if is_image_name(p))
+        paths = sorted(p for p in fs.find(root) if is_input_name(p))
     elif fs.exists(root):
         base, paths = root.rsplit("/", 1)[0] if "/" in root else "", [root]
     else:

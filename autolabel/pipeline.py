@@ -63,6 +63,7 @@ class Pipeline:
                 problems.extend(f"stages[{i}].{p}" for p in err.problems)
                 continue
             problems.extend(f"stages[{i}].{p}" for p in stage_ref_problems(params, names[:i]))
+        problems.extend(_clip_stage_problems(stages))
         if problems:
             raise ConfigError(problems)
         return stages
@@ -98,16 +99,18 @@ class Pipeline:
         return len(self.stages)
 
     def __call__(
-        self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None
+        self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None,
+        end: int | None = None,
     ) -> list[Item]:
         """Run every stage over one batch, in order; time each stage; name the stage in any error.
 
         ``starts[k]``: the first stage item ``k`` goes through (its earlier ones restored from the cache, see
         :mod:`autolabel.cache`). ``after(j, k, labels)`` is called once stage ``j`` has labeled item ``k``.
+        ``end``: stop before that stage (a clip's chunks run its stages one at a time: :mod:`autolabel.video.loop`).
         """
         items = list(items)
         starts = starts or [0] * len(items)
-        for j, stage in enumerate(self.stages):
+        for j, stage in enumerate(self.stages[:end]):
             todo = [k for k, start in enumerate(starts) if start <= j]
             if not todo:
                 continue
@@ -151,3 +154,18 @@ class Pipeline:
         from .runner import run
 
         return run(self, input=input, output=output, progress=progress)
+
+
+def _clip_stage_problems(stages: list[Stage]) -> list[str]:
+    """Track filters decide once all of a clip's frames are labeled, so they come after every frame stage.
+
+    >>> class Track(Stage):
+    ...     over_clip = True
+    >>> _clip_stage_problems([Track("t", None, None), Stage("s", None, None)])
+    ["stages[1]: stage 's' comes after the track filter 't'; track filters decide over whole clips, so they come last"]
+    """
+    first = next((i for i, s in enumerate(stages) if s.over_clip), None)
+    if first is None:
+        return []
+    return [f"stages[{i}]: stage {s.name!r} comes after the track filter {stages[first].name!r}; track filters "
+            "decide over whole clips, so they come last" for i, s in enumerate(stages) if i > first and not s.over_clip]
