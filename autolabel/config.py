@@ -206,6 +206,8 @@ class PushSpec(_Strict):
     flagged: Literal["include", "exclude"] = "include"
     timeout: float = Field(default=60.0, gt=0)  # seconds per request
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
+    media: Literal["auto", "images", "videos"] = "auto"  # a project holds one kind; auto: what the store holds
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # videos: pixels interpolation may miss a box by
 
 
 def _invalid(message: str) -> PydanticCustomError:

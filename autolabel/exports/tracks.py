@@ -57,6 +57,23 @@ class ClipTracks:
     frames: list[tuple[int, int, float]]
     tracks: list[Track]
 
+    # what a push needs of a row (as of an image's ImageRow)
+    @property
+    def id(self) -> int:
+        return self.clip.id
+
+    @property
+    def path(self) -> str:
+        return self.clip.path
+
+    @property
+    def rel_path(self) -> str:
+        return self.clip.rel_path
+
+    @property
+    def sha256(self) -> str | None:
+        return self.clip.sha256
+
     @property
     def frame_count(self) -> int:
         """Frames in the file, as far as known: its duration times its rate, else up to the last sampled one."""
