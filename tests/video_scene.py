@@ -14,6 +14,8 @@ chunk seam, or a frame decoded at the wrong time shows as a wrong box.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 import supervision as sv
 from pydantic import Field
 
-from autolabel.stage import Item, Stage, StageParams
+from autolabel.stage import Item, ModelStageParams, Stage, StageParams
 
 W, H, FRAMES, FPS = 64, 48, 30, 10
 
@@ -114,6 +116,9 @@ class ColourTracksParams(StageParams):
     ghost_score: float = Field(default=0.9, ge=0.0, le=1.0)
     ball_score: float = 0.25  # low: a track_score filter drops the ball
     miscall_person_every: int = 0  # >0: every N-th frame (by position) calls the person a car, at score 0.3
+    scramble: bool = False  # chunk-local ids depend on where the chunk starts (not in first-appearance order)
+    calls_file: str | None = None  # append one line per call: the positions it was given
+    sleep: float = Field(default=0.0, ge=0.0)  # seconds per call (or $VIDEO_SCENE_SLEEP: not in the pipeline hash)
 
 
 class ColourTracks(Stage):
@@ -128,6 +133,13 @@ class ColourTracks(Stage):
     temporal = True
 
     def __call__(self, items: list[Item]) -> list[Item]:
+        if self.params.calls_file:
+            with open(self.params.calls_file, "a") as f:
+                f.write(" ".join(str(i.frame.position if i.frame else -1) for i in items) + "\n")
+        pause = self.params.sleep or float(os.environ.get("VIDEO_SCENE_SLEEP", "0"))
+        if pause:
+            time.sleep(pause)
+        chunk = items[0].frame.chunk if items and items[0].frame is not None else 0
         scores = {"car": 0.9, "person": 0.8, "ball": self.params.ball_score, "ghost": self.params.ghost_score}
         ids: dict[str, int] = {}
         for item in items:
@@ -142,7 +154,8 @@ class ColourTracks(Stage):
             position = item.frame.position if item.frame is not None else 0
             names, classes, confidence = [], [], []
             for thing, _ in rows:
-                ids.setdefault(thing.name, self.params.first_id + len(ids))
+                k = len(ids)
+                ids.setdefault(thing.name, self.params.first_id + ((5 * k + chunk) % 97 if self.params.scramble else k))
                 miscall = (thing.name == "person" and self.params.miscall_person_every
                            and position % self.params.miscall_person_every == 0)
                 names.append(thing.name)
@@ -158,3 +171,25 @@ class ColourTracks(Stage):
             )
             item.labels.add(det, stage=self.name, provenance={"model": "colour-tracks", "task": "track"})
         return items
+
+
+class ModelColourTracksParams(ColourTracksParams, ModelStageParams):
+    """Names a declared model, to exercise the cache of model stages' outputs."""
+
+
+class ModelColourTracks(ColourTracks):
+    """ColourTracks naming a declared model (never loaded), so that its output is cached like a model stage's."""
+
+    Params = ModelColourTracksParams
+
+
+class NoModel:
+    """A model type for ModelColourTracks: loading it is never needed."""
+
+    @classmethod
+    def load(cls, spec):
+        raise AssertionError("ModelColourTracks never loads its model")
+
+
+#: ``models:`` declaring the model ModelColourTracks names
+MODELS = {"colours": {"type": "video_scene:NoModel", "id": "colours"}}
