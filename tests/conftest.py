@@ -15,6 +15,39 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))  # so pipelines can name test stages as `plugins:CenterBox`
 
 
+@pytest.fixture(scope="session")
+def ls(tmp_path_factory: pytest.TempPathFactory):
+    """A real Label Studio server for the whole session (installed on first use: tests/lsserver.py), stopped at the
+    end; shared by every live test file. Fails (never skips) when it cannot be installed."""
+    import time
+
+    from lsserver import InstallError, LabelStudioServer, ensure_installed
+
+    t0 = time.monotonic()
+    failure = exe = None
+    try:
+        exe = ensure_installed()
+    except InstallError as err:
+        failure = str(err)
+    if failure or exe is None:
+        pytest.fail(failure or "label-studio was not installed", pytrace=False)
+    installed = time.monotonic() - t0
+    server = LabelStudioServer(exe, tmp_path_factory.mktemp("label-studio"))
+    server.start()
+    print(f"\nlabel-studio: install/cache check {installed:.1f} s, first start {server.starts[0]:.1f} s")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sdk(ls):
+    """The label-studio-sdk client of the session's server."""
+    from label_studio_sdk import LabelStudio
+    from lsserver import TOKEN
+
+    return LabelStudio(base_url=ls.url, api_key=TOKEN)
+
+
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     """Environment for running the `autolabel` command in a subprocess with the test stages importable."""

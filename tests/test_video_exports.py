@@ -13,6 +13,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from autolabel.cli import main
+from autolabel.errors import AutolabelError
 from autolabel.exports.labelstudio import PredictionChecker
 from autolabel.exports.labelstudio_video import keyframes, video_labeling_config
 from autolabel.ontology import Ontology
@@ -214,3 +215,26 @@ def test_the_export_command_writes_video_formats_with_their_options(every: Path,
     assert task["data"]["video"] == "https://cdn.example/v/scene.mp4"
     assert main(["export", str(every), "--format", "mot", "--keyframe-tolerance", "1"]) == 2
     assert "--keyframe-tolerance: option of format labelstudio-video, not mot" in capsys.readouterr().err
+
+
+def test_a_push_of_a_store_with_images_and_clips_names_the_choice(tmp_path: Path) -> None:
+    """A Label Studio project holds one kind of task: refused before any request (the URL is never reached)."""
+    from PIL import Image
+
+    from autolabel.config import PushSpec
+    from autolabel.labelstudio.push import push
+    from autolabel.store import Store
+
+    folder = tmp_path / "in"
+    write_clip(folder / "scene.mp4")
+    Image.fromarray(render(3)[0]).save(folder / "frame.png")
+    Pipeline.from_dict({"ontology": ONTOLOGY, "stages": [{"type": "video_scene:ColourTracks"}]}).run(
+        input=str(folder), output=tmp_path / "out")
+    with Store(tmp_path / "out") as store:
+        spec = Pipeline.from_dict(store.last_pipeline()).spec
+        with pytest.raises(AutolabelError) as err:
+            push(store, spec, PushSpec(url="http://127.0.0.1:9", project="p"), api_key="x")
+    assert str(err.value) == (
+        f"{tmp_path / 'out' / 'autolabel.db'}: the store holds 1 labeled images and 1 labeled clips, and a Label "
+        "Studio project holds one kind: push with --media images (push.media: images) and again with --media videos "
+        "to another project")
