@@ -171,7 +171,9 @@ def stage_ref_problems(params: StageParams, earlier: list[str]) -> list[str]:
     """
     problems = []
     for key in params.stage_refs:
-        value = getattr(params, key)
+        value: Any = params
+        for part in key.split("."):  # a dotted key names a field of a nested mapping (exemplars.from_stages)
+            value = getattr(value, part, None)
         names = [value] if isinstance(value, str) else list(value or ())
         problems += [f"{key}: {name!r} is not an earlier stage (earlier stages: {', '.join(earlier) or 'none'})"
                      for name in names if name not in earlier]

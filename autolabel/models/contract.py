@@ -1,10 +1,11 @@
 """What a model type offers the stages that run it: one declared interface per kind of model.
 
 A model type is any class with ``load(spec)``; the stage that runs it calls the methods of one of these protocols
-(``Detect`` a :class:`Detector`, ``Segment`` a :class:`Segmenter`, ``Ocr`` an :class:`OcrModel`, ``Florence2Stage``
-a :class:`Florence2Model`). A plugin implements them by shape, no base class needed. When a pipeline is built,
-each model stage checks that its model's class has every method it will call (:func:`missing_methods`), so a
-model without one is a one-line configuration error, not an ``AttributeError`` halfway through a run.
+(``Detect`` a :class:`Detector`, ``Segment`` a :class:`Segmenter`, ``Concepts`` a :class:`ConceptModel`, ``Ocr``
+an :class:`OcrModel`, ``Florence2Stage`` a :class:`Florence2Model`). A plugin implements them by shape, no base
+class needed. When a pipeline is built, each model stage checks that its model's class has every method it will
+call (:func:`missing_methods`), so a model without one is a one-line configuration error, not an
+``AttributeError`` halfway through a run.
 
 Attributes are read through :func:`declared`: ``id`` and ``revision`` are recorded in each run's provenance; the
 others are optional, with the defaults in :data:`OPTIONAL`.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ..config import ModelSpec
+    from .concepts import ConceptPrompt, Instances
     from .florence2 import Answer
     from .outputs import Boxes, Masks, TextLines
 
@@ -70,6 +72,23 @@ class Segmenter(Model, Protocol):
 
 
 @runtime_checkable
+class ConceptModel(Model, Protocol):
+    """Promptable concept segmentation (stage ``concepts``): every instance of a noun phrase and/or example boxes."""
+
+    default_threshold: ClassVar[float]  # optional (0.5): the score floor when the stage sets none
+    max_prompt_tokens: ClassVar[int | None]  # optional (None): the longest prompt, in tokens, the model reads
+
+    def segment_concepts(
+        self, images: Sequence["Image.Image"], prompts: Sequence[Sequence["ConceptPrompt"]],
+        threshold: float | None = None, mask_threshold: float = 0.5, max_instances: int | None = None,
+        rows_per_call: int = 8,
+    ) -> list["Instances"]:
+        """One :class:`~.concepts.Instances` per image (pixels of that image); ``prompts[i]`` are image ``i``'s and
+        each instance's ``prompts`` value indexes them."""
+        ...
+
+
+@runtime_checkable
 class OcrModel(Model, Protocol):
     """Text detection and recognition (stage ``ocr``): quads, strings and scores per image."""
 
@@ -108,6 +127,8 @@ OPTIONAL: dict[str, Any] = {
     "task": None,  # the model's own name for what it does; default: the stage's
     "default_box_threshold": 0.3,
     "default_text_threshold": None,
+    "default_threshold": 0.5,
+    "max_prompt_tokens": None,
 }
 
 

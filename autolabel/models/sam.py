@@ -50,15 +50,16 @@ class _Segmenter(CheckpointModel):
 
     checkpoint_types: tuple[str, ...] = ()
     model_class = ""
+    processor_class = "AutoProcessor"  # a video checkpoint's AutoProcessor may not be the image model's
     task = "box_to_mask"
 
     @classmethod
     def load(cls, spec: "ModelSpec") -> "_Segmenter":
         import transformers
-        from transformers import AutoProcessor
 
         model_cls = _WithImageConfig(getattr(transformers, cls.model_class), cls.image_config)
-        model, processor, device, dtype = load_checkpoint(spec, model_cls, AutoProcessor, cls.checkpoint_types)
+        processor_cls = getattr(transformers, cls.processor_class)
+        model, processor, device, dtype = load_checkpoint(spec, model_cls, processor_cls, cls.checkpoint_types)
         return cls(model, processor, spec, device, dtype)
 
     def segment(

@@ -28,6 +28,7 @@ from ..pipeline import StageError
 from ..records import to_record
 from ..stage import Item
 from ..store import ImageResult
+from . import similar
 from .answers import StoreAnswers
 from .images import Access, Fetcher, rel_path
 from .interactive import Interactive
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("autolabel.serve")
 
-SEGMENTER_TYPES = ("sam", "sam2")
+SEGMENTER_TYPES = ("sam", "sam2", "sam3_tracker")
 
 
 class CountingPool(ModelPool):
@@ -186,6 +187,8 @@ class Backend:
         config = Config(request.label_config or schema or "")
         tasks = task_refs(request.tasks, config)
         if request.context is not None and request.context.get("result"):
+            if similar.requested(request.context):  # a "find similar" rectangle: SAM 3 exemplars (serve/similar.py)
+                return {"results": [similar.answer(self, tasks[0], request.context, config, access)]}
             return {"results": [self._interactive(tasks[0], request.context, config, access)]}
         t0 = time.perf_counter()
         fetched = list(self._fetch_pool.map(lambda t: self._fetch(t, access), tasks))
@@ -275,8 +278,8 @@ class Backend:
     # -- smart tools ---------------------------------------------------------------------------------------------
     def _interactive(self, task: Task, context: dict[str, Any], config: Config, access: Access) -> dict[str, Any]:
         if self.interactive is None:
-            raise RequestError(400, "smart tools need a SAM or SAM 2 model: declare one (type: sam / sam2) in the "
-                                    "pipeline's models, or pass --interactive-model NAME")
+            raise RequestError(400, "smart tools need a SAM, SAM 2 or SAM 3 tracker model: declare one (type: sam / "
+                                    "sam2 / sam3_tracker) in the pipeline's models, or pass --interactive-model NAME")
         data, digest = self._fetch(task, access)
         try:
             image = decode(data, self.pipeline.config.max_image_pixels)

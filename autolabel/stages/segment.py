@@ -1,4 +1,4 @@
-"""Stage ``segment``: SAM / SAM2 masks for the boxes earlier stages found.
+"""Stage ``segment``: SAM / SAM2 / SAM 3 tracker masks for the boxes earlier stages found.
 
 A mask belongs to its box, so the masks fill the prompting rows (``detections.mask``, ``has_mask``) instead of
 adding rows: class, phrase, box and detector score stay what the detector said, and the segmenter's own quality
@@ -36,7 +36,7 @@ class Segment(ModelStage):
 
     Params = SegmentParams
     params: SegmentParams
-    model_types = ("sam", "sam2")
+    model_types = ("sam", "sam2", "sam3_tracker")
     model_protocol = Segmenter
 
     def rows(self, labels: Labels) -> np.ndarray:
