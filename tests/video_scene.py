@@ -85,8 +85,10 @@ def truth(frames: range | list[int] = range(FRAMES)) -> dict[int, dict[str, tupl
     return out
 
 
-def write_clip(path: str | Path, frames: int = FRAMES, fps: int = FPS, codec: str | None = None) -> Path:
-    """Write the scene's first ``frames`` frames to ``path`` (container from the extension), losslessly."""
+def write_clip(path: str | Path, frames: int = FRAMES, fps: int = FPS, codec: str | None = None,
+               loop: bool = False) -> Path:
+    """Write the scene's first ``frames`` frames to ``path`` (container from the extension), losslessly; ``loop``:
+    the scene again and again (for clips longer than it)."""
     import av
 
     path = Path(path)
@@ -103,7 +105,7 @@ def write_clip(path: str | Path, frames: int = FRAMES, fps: int = FPS, codec: st
         elif codec == "ffv1":
             stream.pix_fmt = "bgr0"
         for f in range(frames):
-            pixels, _ = render(f)
+            pixels, _ = render(f % FRAMES if loop else f)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
