@@ -32,7 +32,7 @@ from ..stage import Item
 from .chunks import TRACK, Chunk, FrameRef, Tracks, chunk_start, chunks, first_seen, stitch, track_ids
 from .decode import file_digest, file_size, frames, limit_problem, probe
 from .spec import VideoSpec, is_video_name
-from .store import ClipStatus, ClipStore
+from .store import ClipStatus, ClipStore, FrameRow
 
 if TYPE_CHECKING:
     from ..config import PipelineSpec
@@ -223,12 +223,12 @@ class ClipLabeler:
                 stage.apply(table)
                 self.pipeline.timings[stage.name] += time.perf_counter() - s0
                 self.pipeline.calls[stage.name] += 1
-        changed = []
-        for frame in self.clips.frames(clip_id):
-            if table is not None and table.write(frame.position, frame.labels):
-                changed.append((frame.position, frame.labels))
+        def rewrite(frame: FrameRow) -> dict[str, Any] | None:
+            changed = table is not None and table.write(frame.position, frame.labels)
             tally(outcome.decisions, frame.labels)
-        self.clips.finish(clip_id, changed)
+            return frame.labels if changed else None
+
+        self.clips.finish(clip_id, rewrite)
         self.clock["track filters"] += time.perf_counter() - t0
 
 

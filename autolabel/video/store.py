@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -181,11 +181,15 @@ class ClipStore:
                 yield FrameRow(p, i, t, json.loads(labels))
             position = rows[-1][0] + 1
 
-    def finish(self, clip_id: int, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        """Rewrite the frames whose labels the track filters changed, and mark the clip done, in one transaction."""
+    def finish(self, clip_id: int, rewrite: Callable[[FrameRow], dict[str, Any] | None]) -> None:
+        """Pass every frame of the clip to ``rewrite`` (a batch at a time), store the records it returns (None:
+        unchanged), and mark the clip done, all in one transaction: a clip is done with all its decisions or not."""
         with self.store.transaction("finish a clip") as conn:
-            conn.executemany("UPDATE frames SET labels = ? WHERE clip_id = ? AND position = ?",
-                             ((_dumps(r), clip_id, p) for p, r in records))
+            for frame in self.frames(clip_id):
+                record = rewrite(frame)
+                if record is not None:
+                    conn.execute("UPDATE frames SET labels = ? WHERE clip_id = ? AND position = ?",
+                                 (_dumps(record), clip_id, frame.position))
             conn.execute("UPDATE clips SET status = ?, reason = NULL, updated = ? WHERE id = ?",
                          (str(ClipStatus.DONE), time.time(), clip_id))
 
