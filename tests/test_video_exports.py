@@ -208,6 +208,13 @@ def test_video_exports_of_a_store_without_clips_fail_in_one_line(tmp_path: Path,
                        "to export (run a pipeline over video files (mp4, mov, mkv, webm, avi) into this folder first)")
 
 
+def test_an_image_export_of_a_store_of_clips_names_the_video_formats(every: Path, capsys) -> None:
+    assert main(["export", str(every), "--format", "coco", "--path", "c.json"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"autolabel: error: {every / 'autolabel.db'}: no labeled images in the store; nothing to export (it holds 1 "
+        "labeled clips: export them with --format mot, cvat-video, labelstudio-video or ytvis)")
+
+
 def test_the_export_command_writes_video_formats_with_their_options(every: Path, capsys) -> None:
     assert main(["export", str(every), "--format", "labelstudio-video", "--path", "again.json", "--video-root",
                  "https://cdn.example/v", "--keyframe-tolerance", "0"]) == 0
