@@ -50,6 +50,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this checkout's autolabel, whatever is installed
 
 
 def real_files() -> Path:
