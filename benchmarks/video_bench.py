@@ -87,8 +87,9 @@ def build(size: int, device: str, dtype: Any) -> tuple[Any, Any]:
 
     from autolabel.config import ModelSpec
     from autolabel.models.sam3 import Sam3
-    from autolabel.models.sam3_video import Sam3Video
+    from autolabel.models.sam3_video import Sam3Video, install_cv_utils_fallback
 
+    install_cv_utils_fallback()  # as Sam3Video.load does: NMS and hole filling where transformers' kernel is missing
     folder = real_files()
     config = at_size(AutoConfig.from_pretrained(folder), size)
     torch.manual_seed(0)

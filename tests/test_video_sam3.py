@@ -103,6 +103,9 @@ def reference_track(checkpoint: str, images: list) -> list[dict]:
     """transformers' documented use of Sam3VideoModel on one chunk: per frame, ids, scores, masks, prompt."""
     from transformers import Sam3VideoModel, Sam3VideoProcessor
 
+    from autolabel.models.sam3_video import install_cv_utils_fallback
+
+    install_cv_utils_fallback()  # what the sam3_video model type does where transformers' hub kernel is missing
     model = Sam3VideoModel.from_pretrained(checkpoint).eval()
     processor = Sam3VideoProcessor.from_pretrained(checkpoint)
     model.score_threshold_detection, model.new_det_thresh = TRACK["threshold"], TRACK["new_object_threshold"]

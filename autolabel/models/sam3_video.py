@@ -8,7 +8,8 @@ loop stitches them across chunks.
 
 * :class:`Sam3Video` — ``Sam3VideoModel`` + ``Sam3VideoProcessor``: each frame is detected for every prompt and the
   detections are matched to the tracked masklets (new objects are picked up on any frame); transformers'
-  ``propagate_in_video_iterator`` and ``postprocess_outputs`` as documented. The thresholds are the checkpoint's
+  ``propagate_in_video_iterator`` and ``postprocess_outputs`` as documented (with :class:`CvUtilsFallback` where
+  transformers cannot fetch its hub kernel: it would skip NMS). The thresholds are the checkpoint's
   unless the stage sets them: ``score_threshold_detection`` (a detection counts) and ``new_det_thresh`` (a detection
   that matches no masklet starts a new one). Text features are computed once per prompt per model and handed to
   each chunk's session.
@@ -86,6 +87,7 @@ class Sam3Video(CheckpointModel):
     def load(cls, spec: "ModelSpec") -> "Sam3Video":
         model, processor, device, dtype = load_sam3(spec, "Sam3VideoModel", "Sam3VideoProcessor", None,
                                                     cls.checkpoint_types)
+        install_cv_utils_fallback()
         return cls(model, processor, spec, device, dtype)
 
     @property
@@ -132,6 +134,64 @@ class Sam3Video(CheckpointModel):
                 self._text[text] = session.prompt_embeddings[prompt_id]
                 self.text_encoder_calls += 1
         return [out.get(k, Masklets.empty(height, width)) for k in range(len(frames))]
+
+
+class CvUtilsFallback:
+    """What ``Sam3VideoModel`` asks of the hub kernel ``kernels-community/cv-utils``, in torch and scipy.
+
+    transformers 5.25 fetches that compiled kernel from the hub (``kernels`` package) for the detections' mask NMS
+    (``det_nms_thresh``), hole filling and sprinkle removal; where it cannot (no ``kernels`` package, offline, a CPU)
+    it logs a warning and *skips* them: every detection above the threshold becomes an object, duplicates included,
+    and each costs a tracker pass per frame. :func:`install_cv_utils_fallback` puts this in its place then.
+    """
+
+    @staticmethod
+    def generic_nms(ious: Any, probs: Any, iou_threshold: float, use_iou_matrix: bool = True) -> Any:
+        """Greedy NMS on a precomputed IoU matrix: the best-scored first, then each one overlapping none kept more
+        than ``iou_threshold``; the kept indices."""
+        import torch
+
+        order = torch.argsort(probs, descending=True).tolist()
+        iou = ious.float().cpu()
+        kept: list[int] = []
+        for i in order:
+            if all(float(iou[i, k]) <= iou_threshold for k in kept):
+                kept.append(i)
+        return torch.as_tensor(sorted(kept), dtype=torch.long, device=probs.device)
+
+    @staticmethod
+    def cc_2d(mask: Any, get_counts: bool = True) -> tuple[Any, Any]:
+        """8-connected components of (N, 1, H, W) uint8 masks: per pixel its component's label and area."""
+        import torch
+        from scipy import ndimage
+
+        array = mask.cpu().numpy()
+        labels = np.zeros(array.shape, np.int32)
+        counts = np.zeros(array.shape, np.int32)
+        for n in range(array.shape[0]):
+            lab, _ = ndimage.label(array[n, 0], structure=np.ones((3, 3), int))
+            labels[n, 0] = lab
+            areas = np.bincount(lab.ravel())
+            areas[0] = 0
+            counts[n, 0] = areas[lab]
+        return torch.from_numpy(labels).to(mask.device), torch.from_numpy(counts).to(mask.device)
+
+
+def install_cv_utils_fallback() -> bool:
+    """Give ``Sam3VideoModel`` :class:`CvUtilsFallback` when transformers could not load its hub kernel (True when
+    installed; nothing changes when the kernel loaded, or when a transformers version has no such hook)."""
+    try:
+        from transformers.models.sam3_video import modeling_sam3_video as video
+    except ImportError:
+        return False
+    loader = getattr(video, "_load_cv_utils_kernel_once", None)
+    if loader is None or not hasattr(video, "cv_utils_kernel"):
+        return False
+    loader()
+    if video.cv_utils_kernel is False:
+        video.cv_utils_kernel = CvUtilsFallback()
+        return True
+    return isinstance(video.cv_utils_kernel, CvUtilsFallback)
 
 
 def _masklets(result: dict[str, Any], index: dict[str, int], height: int, width: int) -> Masklets:
