@@ -115,9 +115,12 @@ def reference_track(checkpoint: str, images: list) -> list[dict]:
     for output in model.propagate_in_video_iterator(session):
         r = processor.postprocess_outputs(session, output)
         prompt = {int(i): text for text, ids in r["prompt_to_obj_ids"].items() for i in ids}
-        ids = r["object_ids"].tolist()
-        out[output.frame_idx] = {"ids": np.array(ids, np.int64), "scores": r["scores"].numpy().astype(np.float32),
-                                 "masks": r["masks"].numpy().astype(bool), "prompts": [prompt[i] for i in ids]}
+        masks = r["masks"].numpy().astype(bool)
+        present = masks.reshape(len(masks), -1).any(axis=1)  # an object whose mask is empty is not on the frame
+        ids = [i for i, p in zip(r["object_ids"].tolist(), present) if p]
+        out[output.frame_idx] = {"ids": np.array(ids, np.int64),
+                                 "scores": r["scores"].numpy().astype(np.float32)[present], "masks": masks[present],
+                                 "prompts": [prompt[i] for i in ids]}
     return [out[k] for k in range(len(images))]
 
 

@@ -102,7 +102,8 @@ class Sam3Video(CheckpointModel):
         self, frames: Sequence["Image.Image"], prompts: Sequence[str], threshold: float | None = None,
         new_object_threshold: float | None = None,
     ) -> list[Masklets]:
-        """The masklets of every prompt on each of ``frames`` (consecutive frames of one clip, all one size)."""
+        """The masklets of every prompt on each of ``frames`` (consecutive frames of one clip, all one size); an object
+        whose mask is empty on a frame (transformers' non-overlap constraint can take all of it) is left out of it."""
         import torch
 
         if not frames:
@@ -201,8 +202,10 @@ def _masklets(result: dict[str, Any], index: dict[str, int], height: int, width:
         return Masklets.empty(height, width)
     prompt_of = {int(i): index[text] for text, obj in result["prompt_to_obj_ids"].items() for i in obj}
     masks = result["masks"].cpu().numpy().astype(bool)
-    return Masklets(ids=ids, scores=result["scores"].float().cpu().numpy().astype(np.float32), xyxy=boxes_of(masks),
-                    masks=masks, prompts=np.array([prompt_of[int(i)] for i in ids], np.int64))
+    present = masks.reshape(len(masks), -1).any(axis=1)  # the non-overlap constraint can empty a mask: not there
+    scores = result["scores"].float().cpu().numpy().astype(np.float32)
+    return Masklets(ids=ids[present], scores=scores[present], xyxy=boxes_of(masks[present]), masks=masks[present],
+                    prompts=np.array([prompt_of[int(i)] for i in ids[present]], np.int64))
 
 
 class Sam3TrackerVideo(CheckpointModel):
