@@ -162,3 +162,15 @@ def test_clips_over_a_limit_or_unreadable_fail_in_one_line_and_the_run_goes_on(
         failed = {Path(c.path).name: c.reason for c in ClipStore(store).clips("failed")}
         assert failed == reasons
         assert [Path(c.path).name for c in ClipStore(store).clips("done")] == ["ok.mkv"]
+
+
+def test_a_clip_over_max_bytes_fails_before_it_is_read(clips: dict[str, Path], tmp_path: Path) -> None:
+    size = clips["mkv"].stat().st_size
+    pipeline = Pipeline.from_dict({"ontology": ONTOLOGY, "stages": [{"type": "video_scene:ColourTracks"}],
+                                   "video": {"max_bytes": size - 1}})
+    summary = pipeline.run(input=str(clips["mkv"]), output=tmp_path)
+    assert summary.failures == [{"path": str(clips["mkv"]), "reason": f"too large: {size:,} bytes exceeds "
+                                 f"video.max_bytes {size - 1:,} (raise it, or cut the clip)"}]
+    with Store(tmp_path) as store:
+        (row,) = ClipStore(store).clips("failed")
+    assert row.sha256 is None  # refused on its size alone: not hashed, not decoded
