@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("output_dir", help="the output folder of a run")
     export.add_argument("--pipeline", help="pipeline file (default: the one recorded by the last run)")
-    export.add_argument("--format", default="coco", choices=["coco", "coco-results", "yolo", "labelstudio"])
+    export.add_argument("--format", default="coco", choices=["coco", "coco-results", "yolo", "labelstudio", "mot",
+                                                             "cvat-video", "labelstudio-video", "ytvis"])
     export.add_argument("--path", help="file or folder to write, relative to OUTPUT_DIR (default: per format)")
     export.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
     export.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
@@ -95,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
     ls.add_argument("--task-score", choices=["min", "mean"], help="task score from box confidences (default min)")
     ls.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
+    lsv = export.add_argument_group("labelstudio-video (also --model-version, --task-score)")
+    lsv.add_argument("--video-root", help="prefix of video references (default /data/local-files/?d=)")
+    lsv.add_argument("--keyframe-tolerance", type=float, metavar="PIXELS",
+                     help="how far interpolation between keyframes may miss a box (default 1)")
 
     recover = sub.add_parser(
         "recover", help="replace a damaged run store by a new one holding what it still gives",
@@ -313,7 +318,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 _EXPORT_FLAGS = ("path", "min_score", "flagged", "segmentation", "captions", "task", "split", "seed", "images",
-                 "image_root", "model_version", "task_score", "masks")
+                 "image_root", "model_version", "task_score", "masks", "video_root", "keyframe_tolerance")
 
 
 def _export_spec(args: argparse.Namespace):  # noqa: ANN202 — ExportSpec

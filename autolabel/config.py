@@ -22,6 +22,7 @@ from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
 from .stage import ModelStageParams, StageParams, by_contract
+from .video.spec import VideoSpec
 
 
 class _Strict(BaseModel):
@@ -57,7 +58,7 @@ class ExportSpec(_Strict):
     ``ExportSpec(format="yolo", task="segment")`` builds the format's own model.
     """
 
-    format: Literal["coco", "coco-results", "yolo", "labelstudio"]
+    format: Literal["coco", "coco-results", "yolo", "labelstudio", "mot", "cvat-video", "labelstudio-video", "ytvis"]
     path: str | None = None  # relative to the output folder; default per format
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scored below are left out (unknown scores pass)
     flagged: Literal["include", "exclude"] = "include"  # boxes a quality check flagged for review
@@ -136,13 +137,45 @@ class LabelStudioExport(ExportSpec):
     masks: Literal["brush", "polygon", "none"] = "brush"
 
 
+class MotExport(ExportSpec):
+    """``format: mot`` — clips' tracks as MOT 1.1 sequences (``<clip>/gt/gt.txt``, ``gt/labels.txt``)."""
+
+    format: Literal["mot"]
+
+
+class CvatVideoExport(ExportSpec):
+    """``format: cvat-video`` — clips' tracks as CVAT for video 1.1 XML (``<clip>/annotations.xml``)."""
+
+    format: Literal["cvat-video"]
+
+
+class LabelStudioVideoExport(ExportSpec):
+    """``format: labelstudio-video`` — one Label Studio video task per clip (``videorectangle`` tracks)."""
+
+    format: Literal["labelstudio-video"]
+    video_root: str = "/data/local-files/?d="  # prefix of video references: local-files, URL or s3://bucket/prefix
+    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
+    task_score: Literal["min", "mean"] = "min"
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # pixels interpolation may miss a box by
+
+
+class YtvisExport(ExportSpec):
+    """``format: ytvis`` — clips' tracks as YouTube-VIS style JSON with per-frame RLE masks."""
+
+    format: Literal["ytvis"]
+
+
 #: export format → its model (one table: the formats, their options and defaults)
 EXPORT_FORMATS: dict[str, type[ExportSpec]] = {
     "coco": CocoExport, "coco-results": CocoResultsExport, "yolo": YoloExport, "labelstudio": LabelStudioExport,
+    "mot": MotExport, "cvat-video": CvatVideoExport, "labelstudio-video": LabelStudioVideoExport,
+    "ytvis": YtvisExport,
 }
 #: an export of any format, told apart by ``format``: what ``exports:`` holds
 Export = Annotated[
-    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport, Field(discriminator="format")
+    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport | MotExport | CvatVideoExport
+    | LabelStudioVideoExport | YtvisExport,
+    Field(discriminator="format"),
 ]
 EXPORT_ADAPTER: TypeAdapter[ExportSpec] = TypeAdapter(Export)
 
@@ -174,6 +207,8 @@ class PushSpec(_Strict):
     flagged: Literal["include", "exclude"] = "include"
     timeout: float = Field(default=60.0, gt=0)  # seconds per request
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
+    media: Literal["auto", "images", "videos"] = "auto"  # a project holds one kind; auto: what the store holds
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # videos: pixels interpolation may miss a box by
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -212,6 +247,7 @@ class PipelineConfig(_Strict):
     #: compute each image's vision features once per model and batch, shared by every stage of that model (False:
     #: each stage computes its own, as before: the same labels, slower). Not part of the pipeline hash
     share_vision_features: bool = True
+    video: VideoSpec = Field(default_factory=VideoSpec)  # clips: sampling, chunks, limits (autolabel.video)
 
     @field_validator("ontology")
     @classmethod
@@ -392,6 +428,8 @@ def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:
         schema = PushSpec
     elif schema is PipelineConfig and parent == ["executor"]:
         schema = ExecutorSpec
+    elif schema is PipelineConfig and parent == ["video"]:
+        schema = VideoSpec
     elif parent:
         return []
     return list(schema.model_fields) if schema is not None else []

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError
+from .video.spec import is_video_name
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
@@ -68,10 +69,15 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def is_input_name(name: str) -> bool:
+    """An image's or a clip's name (what folders and globs yield; clips: :mod:`autolabel.video`)."""
+    return is_image_name(name) or is_video_name(name)
+
+
 def discover(inputs: str | Path | Iterable[str | Path]) -> list[Source]:
     """Expand inputs (files, folders searched recursively, globs, text files listing paths) into sources.
 
-    Folders and globs yield only files with an image extension (case-insensitive), sorted; files named
+    Folders and globs yield only files with an image or video extension (case-insensitive), sorted; files named
     explicitly (directly or in a list) are kept whatever they are, so that a bad one is reported, not skipped.
     A file met twice (the same path, a link to it, a hard link) is kept once: its first occurrence, where a
     folder's own files come before what its links lead to.
@@ -118,13 +124,13 @@ def _expand(raw: str) -> Iterator[Source]:
         if not matches:
             raise ConfigError(f"input {raw!r}: the pattern matches no files")
         for match in matches:
-            if is_image_name(match):
+            if is_input_name(match):
                 yield _source(match, root)
         return
     path = Path(text)
     if path.is_dir():
         for file in walk(text):
-            if is_image_name(file):
+            if is_input_name(file):
                 yield _source(file, text)
     elif path.suffix.lower() in LIST_EXTENSIONS and path.is_file():
         yield from _read_list(path)
@@ -222,12 +228,12 @@ def _expand_url(url: str) -> Iterator[Source]:
     fs, root = _filesystem(url)
     if _GLOB_CHARS & set(root):
         base = _glob_root(root)
-        paths = [p for p in sorted(fs.glob(root)) if is_image_name(p)]
+        paths = [p for p in sorted(fs.glob(root)) if is_input_name(p)]
         if not paths:
             raise ConfigError(f"input {url!r}: the pattern matches no files")
     elif fs.isdir(root):
         base = root
-        paths = sorted(p for p in fs.find(root) if is_image_name(p))
+        paths = sorted(p for p in fs.find(root) if is_input_name(p))
     elif fs.exists(root):
         base, paths = root.rsplit("/", 1)[0] if "/" in root else "", [root]
     else:

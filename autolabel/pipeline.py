@@ -68,6 +68,7 @@ class Pipeline:
                 problems.extend(f"stages[{i}].{p}" for p in err.problems)
                 continue
             problems.extend(f"stages[{i}].{p}" for p in stage_ref_problems(params, names[:i]))
+        problems.extend(_clip_stage_problems(stages))
         if problems:
             raise ConfigError(problems)
         return stages
@@ -105,6 +106,7 @@ class Pipeline:
     def __call__(
         self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None,
         keys: Sequence[str | None] | None = None,
+        end: int | None = None,
     ) -> list[Item]:
         """Run every stage over one batch, in order; time each stage; name the stage in any error.
 
@@ -113,13 +115,14 @@ class Pipeline:
         ``keys[k]``: what identifies item ``k``'s image (its content's sha256; default: its place in the batch):
         each model's vision features of an image are computed once for the batch and shared by its stages
         (:mod:`autolabel.models.features`), then dropped when this call returns.
+        ``end``: stop before that stage (a clip's chunks run its stages one at a time: :mod:`autolabel.video.loop`).
         """
         items = list(items)
         starts = starts or [0] * len(items)
         features = BatchFeatures([key or f"#{k}" for k, key in enumerate(keys or [None] * len(items))],
                                  share=self.config.share_vision_features)
         try:
-            for j, stage in enumerate(self.stages):
+            for j, stage in enumerate(self.stages[:end]):
                 todo = [k for k, start in enumerate(starts) if start <= j]
                 if todo:
                     shared = {"features": features.for_stage(todo)} if self._shares[j] else {}
@@ -170,3 +173,18 @@ class Pipeline:
         from .runner import run
 
         return run(self, input=input, output=output, progress=progress)
+
+
+def _clip_stage_problems(stages: list[Stage]) -> list[str]:
+    """Track filters decide once all of a clip's frames are labeled, so they come after every frame stage.
+
+    >>> class Track(Stage):
+    ...     over_clip = True
+    >>> _clip_stage_problems([Track("t", None, None), Stage("s", None, None)])
+    ["stages[1]: stage 's' comes after the track filter 't'; track filters decide over whole clips, so they come last"]
+    """
+    first = next((i for i, s in enumerate(stages) if s.over_clip), None)
+    if first is None:
+        return []
+    return [f"stages[{i}]: stage {s.name!r} comes after the track filter {stages[first].name!r}; track filters "
+            "decide over whole clips, so they come last" for i, s in enumerate(stages) if i > first and not s.over_clip]

@@ -288,8 +288,25 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
                 tally_decisions(decisions, r.labels)
         bar.update(len(results) + skipped)
 
+    def clip_done(outcome: ClipOutcome) -> None:
+        """A clip counts as one input (labeled, skipped or failed); the frames it labeled are counted beside."""
+        if outcome.status != "stopped":
+            counts["seen"] += 1
+            counts[outcome.status] += 1
+            bar.update(1)
+        counts["frames"] += outcome.frames
+        if outcome.status == "failed" and len(failures) < MAX_FAILURES_LISTED:
+            failures.append({"path": outcome.path, "reason": outcome.reason})
+        decisions.update(outcome.decisions)
+
+    from .video.loop import ClipOutcome, label_clips, split_sources
+
+    images, clips = split_sources(sources)
     try:
-        return executor.run(pipeline, store, sources, commit, stop, clock)
+        stopped = executor.run(pipeline, store, images, commit, stop, clock) if images or not clips else False
+        if clips and not stopped:  # clips are labeled in this process, whatever the executor (docs/video.md)
+            stopped = label_clips(pipeline, store, run_id, clips, stop, clock, clip_done)
+        return stopped
     finally:
         bar.close()
         executor_info.update(executor.describe())

@@ -26,6 +26,7 @@ class Item:
     image: Image.Image
     labels: Labels
     key: str = ""  # where it came from (a path), for messages
+    frame: Any = None  # a video frame's place in its clip (autolabel.video.loop.FrameRef); None for an image
 
     @classmethod
     def of(cls, image: Image.Image, key: str = "") -> "Item":
@@ -65,6 +66,12 @@ class Stage:
     Params: ClassVar[type[StageParams]] = StageParams
     #: model types (``models.<name>.type``) this stage can run; empty for stages without a model
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: True: called with a whole chunk of a clip's consecutive frames at once (a tracker), never split in batches;
+    #: an image comes alone, as a clip of one frame
+    temporal: ClassVar[bool] = False
+    #: True: decides over whole tracks once a clip's frames are all labeled (autolabel.filters.tracks); such
+    #: stages come after every other stage, and leave images as they are
+    over_clip: ClassVar[bool] = False
 
     def __init__(self, name: str, params: StageParams, context: StageContext):
         self.name = name

@@ -322,6 +322,17 @@ class Store:
         raise StoreError(f"{self.path}-wal: {problem} during the run (by another program?); the run stopped: {kept}; "
                          "run again to label the rest")
 
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the main connection, for tables other modules keep in this database (the clips
+        of :mod:`autolabel.video.store`); failures are one line, as for this class's own writes."""
+        with self._writing(what):
+            yield self._conn
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        """A read on the main connection (for tables other modules keep here)."""
+        return self._conn.execute(sql, params)
+
     def close(self) -> None:
         """Close every connection of this store (the decode threads' and open streams' too)."""
         if self._wal_problem() is not None:  # save what the open log holds before the last handle on it goes

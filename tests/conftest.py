@@ -55,7 +55,9 @@ def _needs(item: pytest.Item) -> str | None:
     import lsserver
 
     module = getattr(item, "module", None)
-    if getattr(module, "ensure_installed", None) is lsserver.ensure_installed and not lsserver.installed():
+    uses_server = "ls" in getattr(item, "fixturenames", ()) or getattr(module, "ensure_installed", None) is (
+        lsserver.ensure_installed)  # the session's shared server (below), or a module's own
+    if uses_server and not lsserver.installed():
         return f"Label Studio {lsserver.LS_VERSION}"
     if getattr(module, "Browser", None) is chromium.Browser and not chromium.installed():
         return "Chromium"
@@ -74,6 +76,39 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
         return []
     return [f"autolabel tests: {n} tests need {what}, which is installed when the first of them starts"
             for what, n in needs.items()]
+
+
+@pytest.fixture(scope="session")
+def ls(tmp_path_factory: pytest.TempPathFactory):
+    """A real Label Studio server for the whole session (installed on first use: tests/lsserver.py), stopped at the
+    end; shared by every live test file. Fails (never skips) when it cannot be installed."""
+    import time
+
+    from lsserver import InstallError, LabelStudioServer, ensure_installed
+
+    t0 = time.monotonic()
+    failure = exe = None
+    try:
+        exe = ensure_installed()
+    except InstallError as err:
+        failure = str(err)
+    if failure or exe is None:
+        pytest.fail(failure or "label-studio was not installed", pytrace=False)
+    installed = time.monotonic() - t0
+    server = LabelStudioServer(exe, tmp_path_factory.mktemp("label-studio"))
+    server.start()
+    print(f"\nlabel-studio: install/cache check {installed:.1f} s, first start {server.starts[0]:.1f} s")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sdk(ls):
+    """The label-studio-sdk client of the session's server."""
+    from label_studio_sdk import LabelStudio
+    from lsserver import TOKEN
+
+    return LabelStudio(base_url=ls.url, api_key=TOKEN)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ MODELS: dict[str, str] = {
     "sam2": "autolabel.models.sam:Sam2",
     "sam3": "autolabel.models.sam3:Sam3",  # concepts: a noun phrase or exemplar boxes → every instance
     "sam3_tracker": "autolabel.models.sam3:Sam3Tracker",  # boxes / points → masks, from the same checkpoint
+    "sam3_video": "autolabel.models.sam3_video:Sam3Video",  # text concepts tracked through a clip (stage track)
+    "sam3_tracker_video": "autolabel.models.sam3_video:Sam3TrackerVideo",  # boxes through a clip (track_boxes)
     "rapidocr": "autolabel.models.rapidocr:RapidOcr",
 }
 
@@ -27,10 +29,13 @@ CHECKPOINT_TYPES: dict[str, str] = {
 
 #: model types whose checkpoint loads from another type's checkpoint too: ``sam3_tracker`` reads ``sam3_video``
 #: (facebook/sam3 holds the detector and the tracker; the wrong-type message names ``sam3`` for it)
-SHARED_CHECKPOINTS: dict[str, tuple[str, ...]] = {"sam3_tracker": ("sam3_video",)}
+SHARED_CHECKPOINTS: dict[str, tuple[str, ...]] = {
+    "sam3_tracker": ("sam3_video",), "sam3_video": ("sam3_video",), "sam3_tracker_video": ("sam3_video",),
+}
 
 #: model types whose hub checkpoints are gated: a missing one's message says to accept the licence first
-GATED: dict[str, str] = {"sam3": "SAM License", "sam3_tracker": "SAM License"}
+GATED: dict[str, str] = {"sam3": "SAM License", "sam3_tracker": "SAM License", "sam3_video": "SAM License",
+                         "sam3_tracker_video": "SAM License"}
 
 
 def checkpoints_of(model_type: str) -> tuple[str, ...]:

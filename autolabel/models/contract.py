@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .concepts import ConceptPrompt, Instances
     from .florence2 import Answer
     from .outputs import Boxes, Masks, TextLines
+    from .sam3_video import Masklets
 
 
 @runtime_checkable
@@ -123,6 +124,27 @@ class Florence2Model(Model, Protocol):
 
     def region_prompts(self, xyxy: "np.ndarray", size: tuple[int, int]) -> list[str]:
         """Boxes ((N, 4) pixels of an image of ``size`` = (W, H)) as the location tokens region tasks read."""
+        ...
+
+
+@runtime_checkable
+class ConceptTracker(Model, Protocol):
+    """Concepts tracked through a clip (stage ``track``): every prompt's objects on each frame, with object ids."""
+
+    def track_concepts(
+        self, frames: Sequence["Image.Image"], prompts: Sequence[str], threshold: float | None = None,
+        new_object_threshold: float | None = None,
+    ) -> list["Masklets"]:
+        """One :class:`~.sam3_video.Masklets` per frame (consecutive frames of one clip); ids are this call's."""
+        ...
+
+
+@runtime_checkable
+class BoxTracker(Model, Protocol):
+    """Boxes propagated through a clip (stage ``track_boxes``): a session stepped frame by frame."""
+
+    def box_tracking(self, frames: Sequence["Image.Image"]) -> Any:
+        """A session with ``step(frame, new) -> Masklets`` (see :class:`~.sam3_video.BoxTracking`)."""
         ...
 
 

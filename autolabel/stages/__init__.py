@@ -7,4 +7,6 @@ STAGES: dict[str, str] = {
     "segment": "autolabel.stages.segment:Segment",  # sam, sam2, sam3_tracker
     "concepts": "autolabel.stages.concepts:Concepts",  # sam3
     "ocr": "autolabel.stages.ocr:Ocr",  # rapidocr
+    "track": "autolabel.stages.track:Track",  # sam3_video: text concepts tracked through a clip
+    "track_boxes": "autolabel.stages.track:TrackBoxes",  # sam3_tracker_video: a detector's boxes through a clip
 }
