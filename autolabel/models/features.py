@@ -178,7 +178,7 @@ class BatchFeatures:
         self._asked: dict[str, set[str]] = {}
         self._counts: dict[str, VisionCount] = {}
         self._groups: dict[str, str] = {}  # model name → the group whose kept features it reads and fills
-        self._families: dict[str, list[tuple[str, Any]]] = {}  # vision family → (name, model) of each member
+        self._families: dict[str, list[tuple[str, Any]]] = {}  # vision family → (name, model) of each group
 
     def for_stage(self, positions: Sequence[int]) -> "StageFeatures":
         """The view a stage gets: its items are the batch's ``positions``, in order."""
@@ -211,12 +211,13 @@ class BatchFeatures:
         group = name
         family = _family(model)
         if family is not None:
-            members = self._families.setdefault(family, [])
-            for other_name, other in members:
+            leaders = self._families.setdefault(family, [])  # one model per group of this family
+            for other_name, other in leaders:
                 if other is model or other.vision_weights() == model.vision_weights():
-                    group = self._groups[other_name]
+                    group = other_name
                     break
-            members.append((name, model))
+            else:
+                leaders.append((name, model))
         self._groups[name] = group
         return group
 
