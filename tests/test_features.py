@@ -298,15 +298,18 @@ def test_the_plugin_authors_page_runs_as_written(capsys: pytest.CaptureFixture[s
 
     page = (Path(__file__).parents[1] / "docs" / "vision-sharing.md").read_text()
     blocks = re.findall(r"^```(\w+)\n(.*?)^```$", page, flags=re.M | re.S)
-    assert [lang for lang, _ in blocks] == ["json", "yaml", "bash", "python", "python"]
+    assert [lang for lang, _ in blocks] == ["json", "yaml", "json", "yaml", "bash", "python", "python"]
     namespace: dict[str, Any] = {"__name__": "vision_sharing_page"}
     for lang, text in blocks:
         if lang == "python":
             exec(compile(text, "docs/vision-sharing.md", "exec"), namespace)
         elif lang == "yaml":
-            assert parse(yaml.safe_load(text)).config.share_vision_features is False
+            config = parse(yaml.safe_load(text)).config
+            assert config.share_vision_features is ("sam3" in config.models)  # SAM 3's pair, or the off switch
         elif lang == "json":
-            assert set(json.loads(text)["vision_passes"]["florence"]) == set(VisionCount().summary())
+            figures = json.loads(text)["vision_passes"].values()
+            assert all(set(v) == set(VisionCount().summary()) for v in figures)
+            assert all(v["per_image"] == round(v["passes"] / v["images"], 3) for v in figures)
         elif lang == "bash":
             import shlex
 
