@@ -23,6 +23,17 @@ machine:
 post-processing alone, ours against transformers' (transformers' at 4000x3000 needs ~12 bytes a pixel of every
 query's mask at once — 28.8 GB for 200 — so it is run at ``--memory-small`` instead, and projected).
 
+``--sharing``: instead of the above, the ``concepts`` + ``sam3_tracker`` pipeline (a ``concepts`` stage, then a
+``segment`` stage re-segmenting its rows with the tracker, ``overwrite: true``) with ``share_vision_features`` on
+against off, alternated ``--repeats`` times in one process, batch by batch as the runner calls a pipeline. The tracker
+is ``Sam3TrackerModel`` of the checkpoint's real tracker configuration, random weights, its backbone the detector's
+tensors (what loading both model types from facebook/sam3 gives). Random weights score every query ~0.25, so the
+concepts stage keeps ``--max-instances`` per prompt at threshold 0: the tracker gets classes x max-instances boxes per
+image. Wall and CPU seconds per side, the images through the backbone (counted at transformers' ViT), the stored
+rows compared (boxes, masks, scores: identical or not), and the one-off weight digest::
+
+    python benchmarks/sam3_bench.py --sharing --image-size 336 --images 2 --classes 2 --batch 2 --repeats 2
+
 Prints markdown (paste into BENCHMARKS.md with the machine it ran on); ``--json`` writes the figures, for
 benchmarks/gpu_suite.py. ``run(argv)`` returns them to a caller in the same process.
 """
@@ -34,6 +45,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -212,6 +224,163 @@ def memory(model: Any, pipeline: Any, big: tuple[int, int], small: tuple[int, in
     return out
 
 
+def build_tracker(detector: Any, folder: Path, image_size: int) -> Any:
+    """Sam3Tracker of the real tracker configuration at ``image_size``, random weights, its backbone a copy of
+    ``detector``'s (as loading both model types from one checkpoint gives), sharing the detector's image processor."""
+    import torch
+    from transformers import AutoConfig, Sam3TrackerModel, Sam3TrackerProcessor
+
+    from autolabel.config import ModelSpec
+    from autolabel.models.sam3 import Sam3Tracker
+
+    config = AutoConfig.from_pretrained(folder)
+    tracker = config.tracker_config
+    grid = image_size // tracker.vision_config.backbone_config.patch_size
+    tracker.vision_config.image_size = image_size
+    tracker.vision_config.backbone_feature_sizes = [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2]
+    tracker.prompt_encoder_config.image_size = image_size
+    torch.manual_seed(1)
+    model = Sam3TrackerModel(config)
+    model.vision_encoder.backbone.load_state_dict(detector.model.vision_encoder.backbone.state_dict())
+    model = model.to(detector.device, detector.dtype).eval()
+    processor = Sam3TrackerProcessor(image_processor=detector.processor.image_processor, target_size=image_size)
+    spec = ModelSpec(type="sam3_tracker", id="bench/sam3-random", device=detector.device)
+    return Sam3Tracker(model, processor, spec, detector.device, detector.dtype)
+
+
+def paired(classes: list[str], batch: int, max_instances: int, share: bool, detector: Any, tracker: Any) -> Any:
+    """The concepts + sam3_tracker pipeline on the built models (both ids: the one checkpoint)."""
+    from autolabel import Pipeline
+
+    pipeline = Pipeline.from_dict({
+        "models": {"sam3": {"type": "sam3", "id": "bench/sam3-random"},
+                   "tracker": {"type": "sam3_tracker", "id": "bench/sam3-random"}},
+        "ontology": classes, "batch_size": batch, "share_vision_features": share,
+        "stages": [{"name": "concepts", "type": "concepts", "model": "sam3", "threshold": 0.0,
+                    "max_instances": max_instances},
+                   {"name": "masks", "type": "segment", "model": "tracker", "from_stages": ["concepts"],
+                    "overwrite": True}],
+    })
+    pipeline.models._loaded.update(sam3=detector, tracker=tracker)
+    return pipeline
+
+
+def labelled(pipeline: Any, images: list, batch: int) -> list[Any]:
+    """The pipeline over ``images``, ``batch`` at a time (one call per batch, as the runner makes them)."""
+    from autolabel.stage import Item
+
+    items = [Item.of(image, f"img{k}") for k, image in enumerate(images)]
+    out: list[Any] = []
+    for start in range(0, len(items), batch):
+        out += pipeline(items[start : start + batch])
+    return out
+
+
+def same_rows(a: list[Any], b: list[Any]) -> bool:
+    """Every image's rows equal: boxes, scores, masks, the tracker's predicted IoU and stability."""
+    for x, y in zip(a, b, strict=True):
+        dx, dy = x.labels.detections, y.labels.detections
+        if len(dx) != len(dy) or not (np.array_equal(dx.xyxy, dy.xyxy) and np.array_equal(dx.confidence, dy.confidence)
+                                      and np.array_equal(dx.mask, dy.mask)):
+            return False
+        if any(not np.array_equal(dx.data[k], dy.data[k]) for k in ("predicted_iou", "stability_score")):
+            return False
+    return True
+
+
+def sharing(args: argparse.Namespace) -> dict[str, Any]:
+    """concepts + sam3_tracker with share_vision_features on against off, alternated; see the module docstring."""
+    import torch
+
+    from autolabel.models.sam3 import tensors_digest
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    t0 = time.perf_counter()
+    detector, _, folder = build(args.image_size, args.device, dtype)
+    tracker = build_tracker(detector, folder, args.image_size)
+    build_s = time.perf_counter() - t0
+    backbone = detector.model.vision_encoder.backbone
+    t = time.perf_counter()
+    tensors_digest(backbone)
+    digest_s = time.perf_counter() - t
+    classes, images = CLASSES[: args.classes], photos(args.images)
+
+    seen: list[int] = []  # images per backbone forward, either model's
+
+    def count(module: Any, inputs: tuple) -> None:
+        seen.append(int(inputs[0].shape[0]))
+
+    hooks = [m.model.vision_encoder.backbone.register_forward_pre_hook(count) for m in (detector, tracker)]
+    labelled(paired(classes[:1], 1, 1, True, detector, tracker), images[:1], 1)  # first calls, digests: not timed
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    answers: dict[str, list[Any]] = {}
+    for r in range(args.repeats):
+        for side in (("on", "off") if r % 2 == 0 else ("off", "on")):
+            pipeline = paired(classes, args.batch, args.max_instances, side == "on", detector, tracker)
+            seen.clear()
+            sync(args.device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            answers[side] = labelled(pipeline, images, args.batch)
+            sync(args.device)
+            runs[side].append({"seconds": round(time.perf_counter() - wall, 2),
+                               "cpu_seconds": round(time.process_time() - cpu, 2), "backbone_images": sum(seen),
+                               "vision_passes": {k: v.summary() for k, v in pipeline.vision.items()},
+                               "stage_seconds": {k: round(v, 2) for k, v in pipeline.timings.items()}})
+            print(f"repeat {r + 1}, sharing {side}: {runs[side][-1]['seconds']:.1f} s", file=sys.stderr)
+    for hook in hooks:
+        hook.remove()
+    shutil.rmtree(folder, ignore_errors=True)
+    boxes = sum(len(item.labels.detections) for item in answers["on"])
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": args.dtype,
+        "params": {"sam3": sum(p.numel() for p in detector.model.parameters()),
+                   "tracker": sum(p.numel() for p in tracker.model.parameters()),
+                   "backbone": sum(p.numel() for p in backbone.parameters())},
+        "image_size": args.image_size, "images": len(images), "classes": len(classes), "batch": args.batch,
+        "max_instances": args.max_instances, "boxes_segmented": boxes, "build_seconds": round(build_s, 1),
+        "digest_seconds": round(digest_s, 2), "runs": runs, "rows_identical": same_rows(answers["on"],
+                                                                                         answers["off"]),
+    }
+    best = {side: min(r["seconds"] for r in rs) for side, rs in runs.items()}
+    best_cpu = {side: min(r["cpu_seconds"] for r in rs) for side, rs in runs.items()}
+    result["speedup"] = {"wall": round(best["off"] / best["on"], 2), "cpu": round(best_cpu["off"] / best_cpu["on"], 2)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def sharing_report(r: dict[str, Any]) -> str:
+    """The sharing figures as markdown."""
+    p = r["params"]
+    lines = [f"concepts + sam3_tracker (one checkpoint: the tracker's backbone is the detector's tensors), random "
+             f"weights of facebook/sam3's real configs (sam3 {p['sam3'] / 1e9:.2f} B, tracker {p['tracker'] / 1e9:.2f} "
+             f"B params, backbone {p['backbone'] / 1e6:.0f} M), {r['image_size']} px input, {r['dtype']}; "
+             f"{r['images']} images x {r['classes']} classes, {r['max_instances']} instances per prompt kept "
+             f"({r['boxes_segmented']} boxes re-segmented by the tracker), batch {r['batch']}; {r['device']}, "
+             f"{r['threads']} threads, torch {r['torch']}. Best of {len(r['runs']['on'])}, sides alternated.", "",
+             "| side | wall s | CPU s | images through the backbone | wall speed-up | CPU speed-up |",
+             "|---|---:|---:|---:|---:|---:|"]
+    off_wall = min(x["seconds"] for x in r["runs"]["off"])
+    off_cpu = min(x["cpu_seconds"] for x in r["runs"]["off"])
+    for side, label in (("off", "`share_vision_features: false`"), ("on", "sharing on (the default)")):
+        wall = min(x["seconds"] for x in r["runs"][side])
+        cpu = min(x["cpu_seconds"] for x in r["runs"][side])
+        n = r["runs"][side][0]["backbone_images"]
+        lines.append(f"| {label} | {wall:.1f} | {cpu:.1f} | {n} ({n / r['images']:g} per image) | "
+                     f"{off_wall / wall:.2f} | {off_cpu / cpu:.2f} |")
+    lines += ["", "Per repeat (wall / CPU s): " + "; ".join(
+        f"{side}: " + ", ".join(f"{x['seconds']:.1f}/{x['cpu_seconds']:.1f}" for x in r["runs"][side])
+        for side in ("off", "on")),
+        f"Rows (boxes, scores, masks, predicted IoU, stability) identical on and off: **{r['rows_identical']}**. "
+        f"vision_passes with sharing: {json.dumps(r['runs']['on'][0]['vision_passes'])}. One-off weight digest of "
+        f"the backbone (once per loaded model, only when both are in the pipeline): {r['digest_seconds']:.2f} s."]
+    return "\n".join(lines)
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4)
@@ -227,7 +396,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--memory", action="store_true", help="also the 4000x3000 memory case")
     parser.add_argument("--memory-small", default="1000x750", help="size where transformers' post-processing fits")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--sharing", action="store_true",
+                        help="instead: concepts + sam3_tracker with share_vision_features on against off")
+    parser.add_argument("--max-instances", type=int, default=2, help="--sharing: instances kept per prompt")
+    parser.add_argument("--repeats", type=int, default=2, help="--sharing: alternate the sides this many times")
     args = parser.parse_args(argv)
+    if args.sharing:
+        return sharing(args)
 
     import torch
 
@@ -314,4 +489,5 @@ def report(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    print(report(run()))
+    figures = run()
+    print(sharing_report(figures) if "runs" in figures else report(figures))

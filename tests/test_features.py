@@ -51,6 +51,24 @@ class Toy:
         return [f.colour for f in source.get(images, range(len(images)))]
 
 
+class Twin(Toy):
+    """A toy whose tower other model entries may share (``SharedTower``): its family is its dtype, its weights its id;
+    each digest asked is recorded."""
+
+    digests: list[str] = []
+
+    def __init__(self, spec: Any = None):
+        super().__init__(spec)
+        self.weights, self.family = spec.id, f"toy tower in {spec.dtype}"
+
+    def vision_family(self) -> str:
+        return self.family
+
+    def vision_weights(self) -> str:
+        Twin.digests.append(self.weights)
+        return self.weights
+
+
 class AskParams(ModelStageParams):
     fail: bool = False
 
@@ -85,6 +103,7 @@ class Plain(ModelStage):
 def fresh() -> None:
     Toy.calls.clear()
     Toy.made.clear()
+    Twin.digests.clear()
 
 
 def image(red: int) -> Image.Image:
@@ -153,6 +172,41 @@ def test_models_are_kept_apart_by_name() -> None:
     batch.for_stage([0]).of("toy", Toy()).get(images, [0])
     batch.for_stage([0]).of("other", Toy()).get(images, [0])
     assert len(Toy.calls) == 2 and set(batch.counts()) == {"toy", "other"}
+
+
+def twins(*stages: dict, share: bool = True) -> Pipeline:
+    """Four entries of the Twin type: det and tracker one tower (same weights, same dtype), tuned other weights,
+    half the same weights in another dtype."""
+    models = {"det": ("w1", "float32"), "tracker": ("w1", "float32"), "tuned": ("w2", "float32"),
+              "half": ("w1", "bfloat16")}
+    return Pipeline.from_dict({
+        "models": {name: {"type": "test_features:Twin", "id": i, "dtype": d} for name, (i, d) in models.items()},
+        "share_vision_features": share,
+        "stages": list(stages),
+    })
+
+
+def test_two_model_entries_with_one_tower_share_it_and_the_one_that_ran_it_is_counted() -> None:
+    pipeline = twins(ask("one", model="det"), ask("two", model="tracker"), ask("three", model="tuned"),
+                     ask("four", model="half"), ask("five", model="tracker"))
+    items = pipeline([Item.of(image(1)), Item.of(image(2))])
+    assert [[t.text for t in item.labels.texts] for item in items] == [["(1, 0, 0)"] * 5, ["(2, 0, 0)"] * 5]
+    assert Toy.calls == [[(1, 0, 0), (2, 0, 0)]] * 3  # det (for tracker too), tuned, half
+    assert {n: (c.images, c.passes, c.requests) for n, c in pipeline.vision.items()} == {
+        "det": (2, 2, 2), "tracker": (2, 0, 4), "tuned": (2, 2, 2), "half": (2, 2, 2)}
+    # tracker met det (same family): both digested; tuned met det's group; half's family had no one to meet
+    assert Twin.digests == ["w1", "w1", "w1", "w2"]
+    gc.collect()
+    assert all(ref() is None for ref in Toy.made)  # shared or not, nothing outlives the batch
+
+
+def test_a_model_alone_in_its_family_and_a_run_without_sharing_digest_no_weights() -> None:
+    twins(ask("one", model="det"), ask("two", model="half"), ask("three", model="det"))([Item.of(image(1))])
+    assert Twin.digests == [] and len(Toy.calls) == 2  # det and half: two families of one member each
+    pipeline = twins(ask("one", model="det"), ask("two", model="tracker"), share=False)
+    pipeline([Item.of(image(1))])
+    assert Twin.digests == [] and len(Toy.calls) == 4  # off: every stage computes its own, no grouping
+    assert (pipeline.vision["tracker"].passes, pipeline.vision["det"].passes) == (1, 1)
 
 
 def test_a_tower_that_returns_the_wrong_number_of_entries_is_an_error() -> None:
@@ -244,15 +298,18 @@ def test_the_plugin_authors_page_runs_as_written(capsys: pytest.CaptureFixture[s
 
     page = (Path(__file__).parents[1] / "docs" / "vision-sharing.md").read_text()
     blocks = re.findall(r"^```(\w+)\n(.*?)^```$", page, flags=re.M | re.S)
-    assert [lang for lang, _ in blocks] == ["json", "yaml", "bash", "python", "python"]
+    assert [lang for lang, _ in blocks] == ["json", "yaml", "json", "yaml", "bash", "python", "python"]
     namespace: dict[str, Any] = {"__name__": "vision_sharing_page"}
     for lang, text in blocks:
         if lang == "python":
             exec(compile(text, "docs/vision-sharing.md", "exec"), namespace)
         elif lang == "yaml":
-            assert parse(yaml.safe_load(text)).config.share_vision_features is False
+            config = parse(yaml.safe_load(text)).config
+            assert config.share_vision_features is ("sam3" in config.models)  # SAM 3's pair, or the off switch
         elif lang == "json":
-            assert set(json.loads(text)["vision_passes"]["florence"]) == set(VisionCount().summary())
+            figures = json.loads(text)["vision_passes"].values()
+            assert all(set(v) == set(VisionCount().summary()) for v in figures)
+            assert all(v["per_image"] == round(v["passes"] / v["images"], 3) for v in figures)
         elif lang == "bash":
             import shlex
 

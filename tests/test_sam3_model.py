@@ -228,7 +228,7 @@ def test_each_image_has_its_own_prompts_and_neighbours_do_not_change_them(sam3, 
 
 
 def test_the_image_is_encoded_once_for_all_its_prompts_and_each_text_once_per_model(sam3):
-    vision = Recorder(sam3.model, "get_vision_features")
+    vision = Recorder(sam3.model.vision_encoder.backbone, "forward")  # where transformers runs the ViT
     forward = Recorder(sam3.model, "forward")
     text = Recorder(sam3.model, "get_text_features")
     try:

@@ -17,6 +17,13 @@ A model type opts in with two things (see ``docs/vision-sharing.md``):
 Each model's passes are counted (:class:`VisionCount`, run.json's ``vision_passes``): with sharing, one per image;
 without (``share_vision_features: false``, the escape hatch), one per stage and image, as before.
 
+Two model *entries* share too when their towers are one computation (:class:`SharedTower`): SAM 3's detector and
+tracker loaded from one checkpoint run the same backbone weights on the same pixels. A model says what its features
+are made by, short of the weights (``vision_family``: architecture, config, preprocessing, dtype, device; cheap), and
+digests its weights (``vision_weights``, asked only when two models of one family meet in a batch, so a model alone
+never pays for it); equal family and equal digest, and one model's features stand in for the other's. The digest is
+of the tensors themselves, not of where they were read from: different weights never share.
+
 Nothing heavy is imported here: validating a pipeline imports this module.
 """
 
@@ -40,6 +47,25 @@ class VisionModel(Protocol):
 
     def vision_features(self, images: Sequence["Image.Image"]) -> Sequence[Any]:
         """One entry per image (in order), a function of the image and the model only."""
+        ...
+
+
+@runtime_checkable
+class SharedTower(Protocol):
+    """A model whose ``vision_features`` another model entry can compute for it (:meth:`BatchFeatures.group`).
+
+    Both methods must be true of ``vision_features`` as a whole: equal families and equal weights mean equal features
+    for every image, in the same form, whichever of the two models computes them.
+    """
+
+    def vision_family(self) -> str:
+        """What computes the features, short of the weights: the tower's class and config, the image preprocessing,
+        dtype and device. Cheap (asked once per batch)."""
+        ...
+
+    def vision_weights(self) -> str:
+        """A digest of the tower's weights (every parameter and buffer it reads): asked only when another model of
+        the same family is in the batch; compute it once per loaded model."""
         ...
 
 
@@ -138,7 +164,8 @@ class ImageFeatures:
 
 
 class BatchFeatures:
-    """The vision features of one batch, per model name and image key: owned by one pipeline call over a batch.
+    """The vision features of one batch, per model name (or shared tower, :meth:`group`) and image key: owned by one
+    pipeline call over a batch. Passes are counted per model name, against the model that ran them.
 
     ``keys``: per batch position, what identifies its image (its content's sha256, or its position when the caller
     knows none); ``share``: keep features for later stages (False: every stage computes its own, counted alike).
@@ -147,9 +174,11 @@ class BatchFeatures:
     def __init__(self, keys: Sequence[str], share: bool = True):
         self.keys = list(keys)
         self.share = share
-        self._kept: dict[str, dict[str, Any]] = {}
+        self._kept: dict[str, dict[str, Any]] = {}  # group (see :meth:`group`) → image key → features
         self._asked: dict[str, set[str]] = {}
         self._counts: dict[str, VisionCount] = {}
+        self._groups: dict[str, str] = {}  # model name → the group whose kept features it reads and fills
+        self._families: dict[str, list[tuple[str, Any]]] = {}  # vision family → (name, model) of each group
 
     def for_stage(self, positions: Sequence[int]) -> "StageFeatures":
         """The view a stage gets: its items are the batch's ``positions``, in order."""
@@ -164,10 +193,38 @@ class BatchFeatures:
         """Drop every feature (the batch is done); the counts stay."""
         self._kept.clear()
 
-    def _view(self, name: str, compute: Compute, keys: list[str]) -> ImageFeatures:
+    def group(self, name: str, model: Any) -> str:
+        """The name of the model whose kept features model ``name`` shares: its own, unless an earlier model of the
+        batch has the same :meth:`SharedTower.vision_family` and equal :meth:`SharedTower.vision_weights`.
+
+        >>> class Tower:
+        ...     def __init__(self, weights): self.weights = weights
+        ...     def vision_features(self, images): return list(images)
+        ...     def vision_family(self): return "toy tower, 8 px"
+        ...     def vision_weights(self): return self.weights
+        >>> batch = BatchFeatures(["a"])
+        >>> [batch.group(n, Tower(w)) for n, w in (("det", "w1"), ("tracker", "w1"), ("tuned", "w2"))]
+        ['det', 'det', 'tuned']
+        """
+        if name in self._groups:
+            return self._groups[name]
+        group = name
+        family = _family(model)
+        if family is not None:
+            leaders = self._families.setdefault(family, [])  # one model per group of this family
+            for other_name, other in leaders:
+                if other is model or other.vision_weights() == model.vision_weights():
+                    group = other_name
+                    break
+            else:
+                leaders.append((name, model))
+        self._groups[name] = group
+        return group
+
+    def _view(self, name: str, compute: Compute, keys: list[str], model: Any = None) -> ImageFeatures:
         count = self._counts.setdefault(name, VisionCount())
         asked = self._asked.setdefault(name, set())
-        kept = self._kept.setdefault(name, {}) if self.share else None
+        kept = self._kept.setdefault(self.group(name, model), {}) if self.share else None
         return ImageFeatures(compute, keys, kept, count, asked)
 
 
@@ -183,7 +240,7 @@ class StageFeatures:
         model has no ``vision_features`` (it then computes its own)."""
         if not callable(getattr(model, "vision_features", None)):
             return None
-        return self.batch._view(name, model.vision_features, self.keys)
+        return self.batch._view(name, model.vision_features, self.keys, model)
 
 
 def shared(features: StageFeatures | None, name: str, model: Any, method: Callable[..., Any]) -> dict[str, Any]:
@@ -198,6 +255,13 @@ def shared(features: StageFeatures | None, name: str, model: Any, method: Callab
         return {}
     view = features.of(name, model)
     return {} if view is None else {"features": view}
+
+
+def _family(model: Any) -> str | None:
+    """``model.vision_family()`` when the model shares its tower across entries (both methods present), else None."""
+    if not (callable(getattr(model, "vision_family", None)) and callable(getattr(model, "vision_weights", None))):
+        return None
+    return str(model.vision_family())
 
 
 def _synchronize() -> None:

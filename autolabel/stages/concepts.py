@@ -16,6 +16,9 @@ tokenizer is on this machine; else at its first batch, before any image is label
 ``exemplars.max_boxes`` boxes per class and image, an exemplar file at most :data:`MAX_EXEMPLAR_FILE` bytes;
 ``prompts_per_call`` bounds the head's activations, and masks are post-processed as :mod:`autolabel.models.concepts`
 says (the kept masks as bool, plus one bounded chunk).
+
+Each image goes through SAM 3's vision backbone once per batch, for every ``concepts`` stage of the model and for a
+``segment`` stage whose ``sam3_tracker`` is loaded from the same checkpoint (:mod:`autolabel.models.features`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ..errors import ConfigError
 from ..labels import DROPPED, Labels
 from ..models.concepts import ConceptPrompt
 from ..models.contract import ConceptModel, declared
+from ..models.features import StageFeatures, shared
 from ..models.outputs import clip_boxes
 from ..stage import Item, ModelStage, ModelStageParams, StageContext
 
@@ -182,7 +186,9 @@ class Concepts(ModelStage):
         return True
 
     # -- running -------------------------------------------------------------------------------------------------
-    def __call__(self, items: list[Item]) -> list[Item]:
+    def __call__(self, items: list[Item], features: StageFeatures | None = None) -> list[Item]:
+        """``features``: the batch's image features, shared with the pipeline's other stages of this model (and with
+        a segmenter whose vision tower is the same weights: SAM 3's tracker from the same checkpoint)."""
         model: ConceptModel = self.model
         if not self._checked:  # the tokenizer was not on this machine when the pipeline was built
             tokenizer = getattr(getattr(model, "processor", None), "tokenizer", None)
@@ -196,6 +202,7 @@ class Concepts(ModelStage):
             [item.image for item in items], [[p for p, _ in ps] for ps in prompts], threshold=threshold,
             mask_threshold=self.params.mask_threshold, max_instances=self.params.max_instances,
             rows_per_call=self.params.prompts_per_call,
+            **shared(features, self.params.model, model, model.segment_concepts),
         )
         ex = self.params.exemplars
         provenance = self.provenance(

@@ -5,7 +5,8 @@ adding rows: class, phrase, box and detector score stay what the detector said, 
 estimates join the row as ``predicted_iou`` and ``stability_score`` (for the mask checks), with ``mask_stage``
 naming this stage. Rows that were dropped are not segmented; rows that already have a mask keep it unless
 ``overwrite: true``. Each image's embedding is computed once (per batch, for every ``segment`` stage of the same
-model); its boxes are decoded ``max_boxes_per_call`` at a time, so a crowded image costs time, not unbounded memory.
+model, and, for ``sam3_tracker``, for a ``concepts`` stage of the same SAM 3 checkpoint: one backbone pass for both);
+its boxes are decoded ``max_boxes_per_call`` at a time, so a crowded image costs time, not unbounded memory.
 """
 
 from __future__ import annotations
