@@ -103,7 +103,7 @@ class Tally:
                 continue
             limit = f" ({self.limits[kind]})" if kind in self.limits else ""
             example = f" (e.g. {', '.join(self.examples[kind])})" if self.examples.get(kind) else ""
-            out.append(f"{n} {what}{limit}: {done}{example}; {fix}")
+            out.append(f"{what}{limit}: {n}, {done}{example}; {fix}")
         return out
 
     def as_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from . import lineage
+from .model import quiet_peft
 
 
 def load_adapter(cls: Any, spec: Any) -> Any:
@@ -41,7 +42,8 @@ def load_adapter(cls: Any, spec: Any) -> Any:
     except ModelLoadError as err:
         raise ModelLoadError(f"model {spec.id!r} (florence2): its LoRA adapter's base model cannot be loaded: {err} "
                              "(put the base back where lineage.json says, or train with --save merged)") from None
-    model = PeftModel.from_pretrained(loaded.model, str(folder)).merge_and_unload().eval()
+    with quiet_peft():
+        model = PeftModel.from_pretrained(loaded.model, str(folder)).merge_and_unload().eval()
     if spec.compile:
         model.compile()
     out = cls(model, loaded.processor, spec, loaded.device, loaded.dtype)

@@ -235,8 +235,8 @@ def fit(florence: Any, dataset: Dataset, train: list[Sample], val: list[int], se
                 loop.step += 1
                 loop.group += 1
                 loop.losses.append(step_loss)
-                bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", epoch=f"{loop.epoch + 1}/{settings.epochs}", refresh=False)
+                bar.update(1)
                 if on_step is not None:
                     on_step(loop.step, step_loss)
                 if settings.save_steps and loop.step % settings.save_steps == 0 and loop.group < len(groups):

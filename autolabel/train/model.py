@@ -19,6 +19,9 @@
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -101,7 +104,17 @@ def prepare(model: Any, mode: str, train_vision: bool, lora: LoraSettings) -> An
                          "transformers Florence2ForConditionalGeneration?)")
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=pattern,
                         bias="none")
-    return get_peft_model(model, config)
+    with quiet_peft():
+        return get_peft_model(model, config)
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft asks transformers a deprecated question (``is_gradient_checkpointing``) on every load: not the user's
+    concern, so that FutureWarning is silenced around peft's calls."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def trainable_state(model: Any) -> dict[str, Any]:
