@@ -117,7 +117,9 @@ def _train(model_id: str, dataset: Dataset, out: Path, settings: TrainSettings, 
     from .model import LoraSettings, load, prepare, save
 
     if not dataset.examples:
-        raise DataError(_nothing(dataset, "no usable image"))
+        raise DataError(_nothing(dataset, "no usable image left"))
+    if settings.task != "ocr_regions" and not any(len(e.classes) for e in dataset.examples):
+        raise DataError(_nothing(dataset, f"no box of the classes {', '.join(dataset.classes)}"))
     florence = load(model_id, revision, settings.device)
     processor = florence.processor
     max_answer, max_prompt = samples.limits(florence.model.config, processor)
@@ -133,7 +135,7 @@ def _train(model_id: str, dataset: Dataset, out: Path, settings: TrainSettings, 
     for line in left_out if notes is not None else ():
         notes(line)
     if not train_samples:
-        raise DataError(_nothing(dataset, "no training pair"))
+        raise DataError(_nothing(dataset, "no training pair left"))
     validate_on = val_idx or sorted({s.example for s in train_samples})  # nothing held out: the fit on training
     digest = data.digest(settings.task, [(dataset.examples[s.example].split, dataset.examples[s.example].sha256,
                                           dataset.examples[s.example].width, dataset.examples[s.example].height,
@@ -196,7 +198,7 @@ def _base(model_id: str, florence: Any) -> dict[str, Any]:
 
 def _nothing(dataset: Dataset, what: str) -> str:
     problems = "; ".join(dataset.tally.lines()) or "the ground truth lists no image"
-    return f"--gt {dataset.source.get('gt')}: nothing to train on, {what} left ({problems})"
+    return f"--gt {dataset.source.get('gt')}: nothing to train on, {what} ({problems})"
 
 
 def _versions() -> dict[str, Any]:

@@ -72,8 +72,16 @@ def load(model_id: str, revision: str | None, device: str) -> Any:
     from ..config import ModelSpec
     from ..models.florence2 import Florence2
 
+    from transformers.utils import logging
+
     spec = ModelSpec(type="florence2", id=model_id, revision=revision, dtype="float32", device=device)
-    return Florence2.load(spec)
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # transformers' "Loading weights" bar: the training has its own
+    try:
+        return Florence2.load(spec)
+    finally:
+        if shown:
+            logging.enable_progress_bar()
 
 
 def matching(model: Any, pattern: str) -> list[str]:
