@@ -150,6 +150,9 @@ def _train(model_id: str, dataset: Dataset, out: Path, settings: TrainSettings, 
             raise checkpoint.ResumeError(f"--resume: the checkpoint in {out} was made with other settings or data: "
                                          f"{different}; run with the same options, or start over with --overwrite")
     lora = LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout)
+    import torch
+
+    torch.manual_seed(settings.seed)  # LoRA's initial weights: the same for the same seed, whatever ran before
     peft_model = prepare(florence.model, settings.mode, settings.train_vision, lora)
     gen = loop.generation(settings.eval_beams, train_samples + val_samples)
     result = loop.fit(florence, dataset, train_samples, validate_on, settings, gen, out, saved, identity,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def load(out: Path) -> Saved:
         state = torch.load(root / pointer["state"] / "state.pt", map_location="cpu", weights_only=False)
         best = (torch.load(root / pointer["best"] / "best.pt", map_location="cpu", weights_only=False)
                 if pointer.get("best") else None)
-    except (OSError, RuntimeError, EOFError) as err:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise ResumeError(f"--resume: cannot read the checkpoint in {root} ({' '.join(str(err).split())}); "
                           "start over without --resume") from None
     return Saved(state, best, pointer.get("settings") or {})

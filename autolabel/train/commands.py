@@ -37,7 +37,8 @@ def add_parsers(sub: Any) -> None:
         "Florence-2 model on the reviewed labels (and the merged labels of the images nobody reviewed), relabel "
         "with the trained model, merge old and new labels per image; evaluate before and after per class; stop "
         "when a round no longer improves validation AP. Each round's run, model and merged labels go to "
-        "OUT/round-N/.",
+        "OUT/round-N/; a second call continues after the rounds done (review between calls: push a round's merged "
+        "labels, pull the review, pass it as --gt).",
     )
     refine.add_argument("pipeline", help="pipeline file (YAML) with the Florence-2 model to refine")
     refine.add_argument("--model-name", help="the models: entry to train (default: the pipeline's one florence2 model)")
@@ -52,8 +53,6 @@ def add_parsers(sub: Any) -> None:
     refine.add_argument("--no-pseudo-labels", dest="pseudo_labels", action="store_false", default=None,
                         help="train on the reviewed labels only (default: also the merged labels of unreviewed "
                         "images)")
-    refine.add_argument("--review", action="store_true", help="push each round's merged labels to Label Studio "
-                        "(the pipeline's push:) and wait for Enter before pulling the review back")
     refine.add_argument("--no-progress", action="store_true", help="no progress bars")
     _training_options(refine, progress=False)
 
@@ -144,7 +143,7 @@ def _refine(args: argparse.Namespace) -> int:
 
     summary = refine(args.pipeline, gt=args.gt, output=args.output, images=args.images, input=args.input,
                      model_name=args.model_name, rounds=args.rounds, merge=args.merge, merge_iou=args.merge_iou,
-                     min_gain=args.min_gain, pseudo_labels=args.pseudo_labels, review=args.review,
+                     min_gain=args.min_gain, pseudo_labels=args.pseudo_labels,
                      progress=not args.no_progress, **options(args))
     for line in summary.lines():
         print(f"autolabel: refine: {line}", file=sys.stderr)

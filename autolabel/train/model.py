@@ -151,7 +151,7 @@ def save(folder: Path, model: Any, peft_model: Any, processor: Any, save_as: Sav
     """
     folder.mkdir(parents=True, exist_ok=True)
     if peft_model is not None and save_as == "adapter":
-        peft_model.save_pretrained(str(folder))
+        peft_model.save_pretrained(str(folder), save_embedding_layers=False)  # LoRA only: the embeddings are frozen
         weights = sorted(folder.glob("adapter_model*"))
     else:
         whole = peft_model.merge_and_unload() if peft_model is not None else model
