@@ -97,7 +97,7 @@ def _training_options(p: argparse.ArgumentParser, progress: bool = True) -> None
     g.add_argument("--device", help="cuda, cuda:1, cpu, mps (default auto)")
     g.add_argument("--save-steps", type=int, help="also checkpoint every N optimizer steps (default: each epoch)")
     g.add_argument("--feature-cache-mb", type=int, help="memory for a frozen vision tower's outputs (default 2048)")
-    g.add_argument("--workers", type=int, help="image-reading threads (default 2)")
+    g.add_argument("--workers", type=int, help="image-reading threads (default: 2 on a GPU, 0 on the CPU)")
     if progress:
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -170,7 +170,7 @@ def fit(florence: Any, dataset: Dataset, train: list[Sample], val: list[int], se
     batches_per_epoch = math.ceil(len(train) / settings.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
     total = steps_per_epoch * settings.epochs
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(settings.warmup * total),
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=math.ceil(settings.warmup * total),
                               num_training_steps=total)
     loop, best = Loop(), None
     if resume is not None:
@@ -206,7 +206,7 @@ def fit(florence: Any, dataset: Dataset, train: list[Sample], val: list[int], se
             batches = [order[i:i + settings.batch_size].tolist() for i in range(0, len(train), settings.batch_size)]
             groups = [batches[g:g + settings.grad_accum] for g in range(0, len(batches), settings.grad_accum)]
             todo = [b for group in groups[loop.group:] for b in group]
-            pixels = _prefetch(features, todo, train, settings.workers)
+            pixels = _prefetch(features, todo, train, settings.prefetch_workers(device))
             for group in groups[loop.group:]:
                 torch.manual_seed(settings.seed * 1_000_003 + loop.step)  # dropout: the same at this step, always
                 chunks = [collate([train[i] for i in batch], tokenizer.pad_token_id) for batch in group]

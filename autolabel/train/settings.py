@@ -46,8 +46,13 @@ class TrainSettings(BaseModel):
     device: str = "auto"
     save_steps: int = Field(default=0, ge=0)  # also checkpoint every N optimizer steps (0: at each epoch's end)
     feature_cache_mb: int = Field(default=2048, ge=0)  # frozen vision tower: keep its outputs up to this size
-    workers: int = Field(default=2, ge=0, le=64)  # threads reading and preprocessing images ahead of the model
+    #: threads reading and preprocessing images ahead of the model; default: 2 on a GPU, 0 (inline) on the CPU,
+    #: where they would take cores from the model
+    workers: int | None = Field(default=None, ge=0, le=64)
     classes: list[str] | None = None  # the ontology; default: the ground truth's classes
+
+    def prefetch_workers(self, device: str) -> int:
+        return self.workers if self.workers is not None else (2 if str(device).startswith("cuda") else 0)
 
     @property
     def learning_rate(self) -> float:
