@@ -1,8 +1,9 @@
 """Training throughput: ``autolabel train``'s loop against a plain transformers ``Trainer`` on the same pairs.
 
-    python benchmarks/train_bench.py                                        # CPU: batch 2, 3 timed steps, LoRA
-    python benchmarks/train_bench.py --device cuda --batch 8 --steps 20     # a GPU: bf16 autocast on both sides
-    python benchmarks/train_bench.py --mode full --json out.json            # every weight but the vision tower's
+    python benchmarks/train_bench.py                          # CPU: batch 2, 4 steps (3 timed), LoRA
+    python benchmarks/train_bench.py --device cuda            # a GPU: batch 8, 10 steps, bf16 autocast on both sides
+    python benchmarks/train_bench.py --mode full --json out.json   # every weight but the vision tower's
+    python benchmarks/train_bench.py --smoke                  # a tiny model, in seconds (the GPU suite's smoke)
 
 No weights are downloaded: the model is Florence-2-base's real configuration (tests/fixtures/checkpoints: DaViT
 128/256/512/1024, depths 1/1/9/1; BART 768-d 6+6 layers; the real 51k tokenizer and 768x768 processor) with random
@@ -53,8 +54,8 @@ class Done(Exception):
 
 
 # -- setup (parent) ----------------------------------------------------------------------------------------------
-def build(work: Path, n: int, seed: int = 0) -> tuple[Path, Path, Path]:
-    """A random base-size Florence-2 folder, ``n`` images and their COCO file."""
+def build(work: Path, n: int, seed: int = 0, smoke: bool = False) -> tuple[Path, Path, Path]:
+    """A random base-size Florence-2 folder (``smoke``: widths and depths shrunk), ``n`` images and their COCO file."""
     import numpy as np
     import torch
     from PIL import Image
@@ -62,6 +63,13 @@ def build(work: Path, n: int, seed: int = 0) -> tuple[Path, Path, Path]:
 
     model = work / "model"
     config = AutoConfig.from_pretrained(FIXTURE)
+    if smoke:  # the real tokenizer, processor and image size; a model of ~1M weights
+        text, vision = config.text_config, config.vision_config
+        text.d_model, text.encoder_layers, text.decoder_layers = 16, 1, 1
+        text.encoder_attention_heads = text.decoder_attention_heads = 2
+        text.encoder_ffn_dim = text.decoder_ffn_dim = 16
+        vision.depths, vision.embed_dim, vision.projection_dim = [1, 1, 1, 1], [8, 8, 8, 16], 16
+        vision.num_heads, vision.num_groups, vision.mlp_ratio = [1, 1, 1, 2], [1, 1, 1, 2], 1.0
     torch.manual_seed(seed)
     Florence2ForConditionalGeneration(config).save_pretrained(model)
     for file in FIXTURE.iterdir():
@@ -197,8 +205,10 @@ NAMES = {"trainer": "transformers Trainer", "autolabel": "autolabel train",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per contender (the first is warm-up)")
+    parser.add_argument("--batch", type=int, help="pairs per step (default: 8 on a GPU, 2 on the CPU)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per contender, the first one warm-up (default: "
+                        "10 on a GPU, 4 on the CPU)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny model (same tokenizer and images): seconds")
     parser.add_argument("--mode", choices=["lora", "full"], default="lora")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
@@ -210,6 +220,11 @@ def main() -> None:
     parser.add_argument("--worker", choices=list(NAMES), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    gpu = args.device.startswith("cuda")
+    args.batch = args.batch or (8 if gpu else 2)
+    args.steps = args.steps or (10 if gpu else 4)
+    if args.steps < 2:
+        parser.error("--steps: at least 2 (the first one is not timed)")
     if args.worker:
         worker(args)
         return
@@ -217,7 +232,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
     try:
         t0 = time.perf_counter()
-        build(work, args.batch * args.steps)
+        build(work, args.batch * args.steps, smoke=args.smoke)
         setup = time.perf_counter() - t0
         order = ["trainer", "autolabel"] + ([] if args.skip_cached else ["autolabel-cached"])
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
@@ -235,7 +250,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     best = {name: max(runs, key=lambda r: r["samples_per_s"]) for name, runs in results.items()}
     base = best["trainer"]["samples_per_s"]
-    print(f"Florence-2-base size (random weights), {args.mode}, batch {args.batch}, {args.steps} steps "
+    size = "a tiny Florence-2 (--smoke)" if args.smoke else "Florence-2-base size"
+    print(f"{size} (random weights), {args.mode}, batch {args.batch}, {args.steps} steps "
           f"({args.steps - 1} timed), device {args.device}, precision {args.precision}; best of {args.repeats}; "
           f"setup {setup:.0f} s; python {platform.python_version()}")
     print()

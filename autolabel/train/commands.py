@@ -126,8 +126,13 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .api import train
 
-    summary = train(args.model, args.gt, args.output, args.images, revision=args.revision, resume=args.resume,
-                    overwrite=args.overwrite, progress=not args.no_progress, **options(args))
+    try:
+        summary = train(args.model, args.gt, args.output, args.images, revision=args.revision, resume=args.resume,
+                        overwrite=args.overwrite, progress=not args.no_progress, **options(args))
+    except KeyboardInterrupt:
+        print("autolabel: train: interrupted; run the same command with --resume to continue from the last "
+              "checkpoint", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     result = summary.lineage["result"]
     ap = "-" if result["val_ap"] is None else f"{result['val_ap']:.3f}"
     on = summary.lineage["data"]["validated_on"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,19 +187,22 @@ def _best(done: list[dict[str, Any]]) -> int:
 
 def _training_set(reviewed: Any, merged: Path, settings: Any, ontology: Any, pseudo: bool) -> Any:
     """The reviewed examples (their own split), and with ``pseudo`` the merged labels of every other image (train)."""
-    from .data import Dataset, load
+    from .data import Dataset, Tally, load
 
     examples = list(reviewed.examples)
+    tally = Tally(Counter(reviewed.tally.counts), {k: list(v) for k, v in reviewed.tally.examples.items()})
     if pseudo:
         seen = {e.sha256 for e in examples}
         others = load(merged, None, settings.classes, ontology)
+        for kind, n in others.tally.counts.items():  # what the round before labeled but cannot be learned
+            tally.add(kind, n, (others.tally.examples.get(kind) or [None])[0])
         for example in others.examples:
             if example.sha256 not in seen:
                 example.split = "train"
                 examples.append(example)
                 seen.add(example.sha256)
     return Dataset(examples, reviewed.ontology, dict(reviewed.source) | {"pseudo_labels": str(merged) if pseudo
-                                                                          else None}, reviewed.tally)
+                                                                          else None}, tally)
 
 
 def _run(pipeline_file: str | Path, overrides: list[tuple[str, Any]], sources: Any, output: Path,
