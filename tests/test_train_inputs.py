@@ -38,9 +38,9 @@ def coco(folder: Path, images: list[tuple[str, tuple[int, int], list[tuple[str, 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     pytest.importorskip("torch")
-    from train_fixtures import build_model
+    from train_fixtures import built
 
-    return str(build_model(tmp_path_factory.mktemp("model"), width=16, heads=2))
+    return str(built(width=16, heads=2))
 
 
 def test_inputs_that_cannot_be_used_are_counted_in_one_line_each_and_the_rest_trains(model, tmp_path, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
-from train_fixtures import CLASSES, build_model, write_dataset
+from train_fixtures import CLASSES, built, write_dataset
 
 from autolabel.cli import main
 from autolabel.config import ModelSpec
@@ -43,7 +43,7 @@ def label(model: Path, images: Path, out: Path, tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("learn")
-    base = build_model(tmp / "base", width=64, heads=4)
+    base = built(width=64, heads=4)
     gt = write_dataset(tmp / "data")
     images = tmp / "data" / "images"
     before = evaluate_run(label(base, images, tmp / "before", tmp), gt)

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("peft")
 from real_checkpoints import hub_cache
-from train_fixtures import build_model, write_dataset
+from train_fixtures import built, write_dataset
 
 from autolabel.cli import main
 from autolabel.errors import ExitCode
@@ -24,7 +24,7 @@ COMMIT = "c0ffee" + "0" * 34
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("base"), width=16, heads=2)
+    return built(width=16, heads=2)
 
 
 def fresh(base: Path):

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 import torch
 from PIL import Image
-from train_fixtures import build_model
+from train_fixtures import built
 
 from autolabel.ontology import Ontology
 from autolabel.train import samples
@@ -25,7 +25,7 @@ from autolabel.train.model import TrainError, check_transformers
 def tiny(tmp_path_factory):
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
-    path = build_model(tmp_path_factory.mktemp("tiny"), width=16, heads=2)
+    path = built(width=16, heads=2)
     return Florence2ForConditionalGeneration.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path)
 
 
@@ -37,10 +37,10 @@ def batch(tiny):
                 for k, (boxes, classes) in enumerate([([[10, 10, 100, 100]], ["dog"]),
                                                       ([[5, 5, 50, 60], [100, 20, 300, 200]], ["cat", "dog"])])]
     ds = Dataset(examples, Ontology.from_config(["dog", "cat"]), {}, Tally())
-    built = samples.build(ds, "od", processor, 1022, 400)
+    pairs = samples.build(ds, "od", processor, 1022, 400)
     pixels = processor.image_processor([Image.new("RGB", (320, 240), c) for c in ((200, 30, 30), (20, 20, 220))],
                                        return_tensors="pt")["pixel_values"]
-    return built, samples.collate(built, processor.tokenizer.pad_token_id), pixels
+    return pairs, samples.collate(pairs, processor.tokenizer.pad_token_id), pixels
 
 
 def test_the_native_loss_is_cross_entropy_on_aligned_labels(tiny, batch):
@@ -77,12 +77,12 @@ def test_a_loss_on_labels_shifted_twice_is_refused_with_one_line(tiny, batch):
 def test_pads_count_for_nothing(tiny, batch):
     """The same pairs padded wider (more -100 and pad ids) give the same loss, per row and for the batch."""
     model, processor = tiny
-    built, b, pixels = batch
+    pairs, b, pixels = batch
     with torch.no_grad():
         both = model(**b, pixel_values=pixels).loss
         alone = [model(**samples.collate([s], processor.tokenizer.pad_token_id), pixel_values=pixels[k:k + 1])
-                 for k, s in enumerate(built)]
-    tokens = [len(s.labels) for s in built]
+                 for k, s in enumerate(pairs)]
+    tokens = [len(s.labels) for s in pairs]
     mean = sum(o.loss.item() * n for o, n in zip(alone, tokens)) / sum(tokens)
     assert both.item() == pytest.approx(mean, rel=1e-5)
     assert alone[0].logits.shape[1] < b["labels"].shape[1]  # row 0 was padded in the batch

@@ -11,8 +11,11 @@ The images are solid colours, one each (what a frozen random tower distinguishes
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
+import tempfile
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,15 @@ def build_model(path: Path, width: int = 32, heads: int = 4, seed: int = 0) -> P
 #: 1000 px a side: one pixel per location bin, so whole-pixel boxes survive quantization exactly (IoU 1 when the
 #: model writes the right tokens: AP can reach 1.0, not just IoU >= 0.95 on large boxes)
 SIZE = (1000, 1000)
+
+
+@cache
+def built(width: int = 32, heads: int = 4) -> Path:
+    """:func:`build_model` once per test session (tests copy it when they write into it; none does: training
+    writes elsewhere)."""
+    root = Path(tempfile.mkdtemp(prefix="autolabel-train-model-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return build_model(root / f"w{width}-h{heads}", width=width, heads=heads)
 
 
 def boxes_of(k: int, size: tuple[int, int] = SIZE, most: int = 1) -> list[tuple[str, list[float]]]:
