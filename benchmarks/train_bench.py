@@ -22,9 +22,11 @@ Contenders, each in a fresh subprocess (so peak memory is its own), alternated `
   (``feature_cache_mb``): what every epoch after the first costs.
 
 Throughput is samples (pairs) per second over the optimizer steps after the first (warm-up) one, from timestamps
-taken at each step's end on both sides. Validation, checkpoints and model loading are outside the timed window.
+taken at each step's end on both sides; also per second of the process's CPU time, which a shared machine's other
+load does not inflate (both sides use the same threads: torch's, and no data-loader workers on the CPU).
+Validation, checkpoints and model loading are outside the timed window.
 Prints a markdown table (paste into BENCHMARKS.md with the machine it ran on); ``--json`` also writes the numbers
-(what benchmarks/gpu_suite.py reads).
+(benchmarks/gpu_suite.py quotes the table).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def peak_memory(device: str) -> float:
 def run_autolabel(args: argparse.Namespace, second_epoch: bool) -> dict[str, Any]:
     from autolabel.train.api import train
 
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     epochs = 2 if second_epoch else 1
     last = args.steps * epochs
 
@@ -117,7 +119,7 @@ def run_autolabel(args: argparse.Namespace, second_epoch: bool) -> dict[str, Any
             import torch
 
             torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
+        stamps.append((time.perf_counter(), time.process_time()))
         if step == last:
             raise Done
 
@@ -126,8 +128,13 @@ def run_autolabel(args: argparse.Namespace, second_epoch: bool) -> dict[str, Any
               args.work / "images", mode=args.mode, lr=LR, epochs=epochs, batch_size=args.batch, val_fraction=0,
               eval_every=epochs + 1, device=args.device, precision=args.precision, progress=False, notes=None,
               on_step=on_step, warmup=0.05, workers=args.workers)  # workers None: autolabel's default
-    timed = stamps[-args.steps:]  # the timed epoch's step ends: the last epoch's
-    return {"seconds": timed[-1] - timed[0], "samples": args.batch * (len(timed) - 1)}
+    return timing(stamps[-args.steps:], args.batch)  # the timed epoch's step ends: the last epoch's
+
+
+def timing(stamps: list[tuple[float, float]], batch: int) -> dict[str, Any]:
+    """Wall and CPU seconds from the first step's end to the last's, and the samples trained in between."""
+    return {"seconds": stamps[-1][0] - stamps[0][0], "cpu_seconds": stamps[-1][1] - stamps[0][1],
+            "samples": batch * (len(stamps) - 1)}
 
 
 def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,13 +172,13 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
         batch = make.collate([r["sample"] for r in rows], processor.tokenizer.pad_token_id)
         return batch | {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
 
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     class Timer(TrainerCallback):
         def on_step_end(self, *_: Any, **__: Any) -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
 
     training = TrainingArguments(
         output_dir=str(args.work / f"trainer-{os.getpid()}"), per_device_train_batch_size=args.batch,
@@ -181,7 +188,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
                                                                        args.device.startswith("cuda")),
         use_cpu=args.device == "cpu", seed=0, disable_tqdm=True)
     Trainer(model=model, args=training, train_dataset=Pairs(), data_collator=collate, callbacks=[Timer()]).train()
-    return {"seconds": stamps[-1] - stamps[0], "samples": args.batch * (len(stamps) - 1)}
+    return timing(stamps, args.batch)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -194,6 +201,7 @@ def worker(args: argparse.Namespace) -> None:
     else:
         out = run_autolabel(args, second_epoch=args.worker == "autolabel-cached")
     out["samples_per_s"] = out["samples"] / out["seconds"]
+    out["samples_per_cpu_s"] = out["samples"] / out["cpu_seconds"]
     out["peak_mb"] = peak_memory(args.device)
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -250,15 +258,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     best = {name: max(runs, key=lambda r: r["samples_per_s"]) for name, runs in results.items()}
     base = best["trainer"]["samples_per_s"]
+    cpu = {name: max(r["samples_per_cpu_s"] for r in runs) for name, runs in results.items()}
     size = "a tiny Florence-2 (--smoke)" if args.smoke else "Florence-2-base size"
     print(f"{size} (random weights), {args.mode}, batch {args.batch}, {args.steps} steps "
           f"({args.steps - 1} timed), device {args.device}, precision {args.precision}; best of {args.repeats}; "
           f"setup {setup:.0f} s; python {platform.python_version()}")
     print()
-    print("| contender | samples/s | × Trainer | peak memory MB |")
-    print("|---|---:|---:|---:|")
+    print("| contender | samples/s | × Trainer | samples per CPU-s | × Trainer | peak memory MB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in best.items():
-        print(f"| {NAMES[name]} | {r['samples_per_s']:.3f} | {r['samples_per_s'] / base:.2f} | {r['peak_mb']:.0f} |")
+        print(f"| {NAMES[name]} | {r['samples_per_s']:.3f} | {r['samples_per_s'] / base:.2f} | {cpu[name]:.3f} | "
+              f"{cpu[name] / cpu['trainer']:.2f} | {r['peak_mb']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                          "results": results, "best": best}, indent=1))

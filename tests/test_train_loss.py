@@ -107,3 +107,24 @@ def test_transformers_with_the_double_shift_is_refused_with_one_line():
                               "works with this one)")
     check_transformers("5.17.0")
     check_transformers()  # the installed one
+
+
+def test_gradient_accumulation_averages_over_every_token_of_the_step(tmp_path):
+    """Two batches of 2 accumulated are one step over the 4 pairs: the same loss, the same weights after it."""
+    from safetensors.torch import load_file
+    from train_fixtures import write_dataset
+
+    from autolabel.train.api import train
+
+    gt = write_dataset(tmp_path / "data", n=4, size=(160, 120), most=3)  # answers of 1 to 3 boxes: unequal lengths
+    losses = {}
+    for batch, accum in ((4, 1), (2, 2)):
+        seen = []
+        train(str(built(width=16, heads=2)), gt, tmp_path / f"b{batch}", tmp_path / "data" / "images", mode="full",
+              lr=1e-3, epochs=1, batch_size=batch, grad_accum=accum, val_fraction=0, eval_beams=1, progress=False,
+              notes=None, on_step=lambda step, loss, seen=seen: seen.append(loss))
+        losses[batch] = seen
+    assert len(losses[4]) == len(losses[2]) == 1
+    assert losses[2][0] == pytest.approx(losses[4][0], rel=1e-5)
+    a, b = load_file(tmp_path / "b4" / "model.safetensors"), load_file(tmp_path / "b2" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -93,6 +93,7 @@ def _training_options(p: argparse.ArgumentParser, progress: bool = True) -> None
     g.add_argument("--max-target-tokens", type=int, help="longest answer to learn (default: the model's maximum)")
     g.add_argument("--warmup", type=float, help="fraction of steps the learning rate warms up over (default 0.05)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    g.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm (default 1.0; 0: no clipping)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--device", help="cuda, cuda:1, cpu, mps (default auto)")
     g.add_argument("--save-steps", type=int, help="also checkpoint every N optimizer steps (default: each epoch)")
@@ -105,8 +106,8 @@ def _training_options(p: argparse.ArgumentParser, progress: bool = True) -> None
 #: the flags that are TrainSettings fields (the rest belong to the commands)
 SETTINGS = ("task", "epochs", "lr", "batch_size", "grad_accum", "mode", "save", "lora_r", "lora_alpha",
             "lora_dropout", "train_vision", "val_fraction", "patience", "min_delta", "eval_every", "eval_beams", "seed",
-            "max_target_tokens", "warmup", "weight_decay", "precision", "device", "save_steps", "feature_cache_mb",
-            "workers")
+            "max_target_tokens", "warmup", "weight_decay", "max_grad_norm", "precision", "device", "save_steps",
+            "feature_cache_mb", "workers")
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
