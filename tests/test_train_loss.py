@@ -128,3 +128,18 @@ def test_gradient_accumulation_averages_over_every_token_of_the_step(tmp_path):
     assert losses[2][0] == pytest.approx(losses[4][0], rel=1e-5)
     a, b = load_file(tmp_path / "b4" / "model.safetensors"), load_file(tmp_path / "b2" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_bf16_autocast_trains_and_the_guard_reads_bf16_logits(tmp_path):
+    """What a CUDA run does by default (``--precision auto``), here on the CPU's bf16 autocast."""
+    from train_fixtures import write_dataset
+
+    from autolabel.train.api import train
+
+    gt = write_dataset(tmp_path / "data", n=2, size=(160, 120))
+    losses = []
+    summary = train(str(built(width=16, heads=2)), gt, tmp_path / "out", tmp_path / "data" / "images", mode="lora",
+                    epochs=1, batch_size=2, precision="bf16", val_fraction=0, eval_beams=1, progress=False,
+                    notes=None, on_step=lambda step, loss: losses.append(loss))
+    assert len(losses) == 1 and 5 < losses[0] < 20  # a random model's cross-entropy over a 51k vocabulary
+    assert summary.lineage["settings"]["precision"] == "bf16"
