@@ -174,3 +174,30 @@ def test_every_ground_truth_format_and_a_run_folder_give_the_same_examples(tmp_p
     assert examples(load(voc, images)) == want
     assert examples(load(store_dir)) == want  # the dropped box of the run is not learned
     assert load(store_dir).classes == ["dog", "cat"] and load(voc, images).source["format"] == "voc"
+
+
+def test_more_images_than_a_training_set_holds_is_one_line(tmp_path, monkeypatch):
+    from autolabel.train import data
+
+    monkeypatch.setattr(data, "MAX_IMAGES", 1)
+    gt = coco(tmp_path, [("a.png", (20, 20), []), ("b.png", (20, 20), [])])
+    with pytest.raises(data.DataError) as err:
+        load(gt, tmp_path / "images")
+    assert str(err.value) == f"--gt {gt}: 2 images; a training set holds at most 1 (train on a sample)"
+
+
+def test_a_prompt_longer_than_the_encoder_reads_is_counted(tmp_path):
+    pytest.importorskip("transformers")
+    from real_checkpoints import fixture
+    from transformers import AutoProcessor
+
+    from autolabel.train import samples
+    from autolabel.train.data import assign_splits
+
+    gt = coco(tmp_path, [("a.png", (64, 64), [("dog", [1, 1, 30, 30])])])
+    dataset = load(gt, tmp_path / "images", classes=["dog", "cat", "bird"])
+    assign_splits(dataset.examples, 0, 0)
+    processor = AutoProcessor.from_pretrained(fixture("florence2"))
+    assert samples.build(dataset, "grounding", processor, max_answer=100, max_prompt=8) == []
+    assert dataset.tally.lines() == ["prompts longer than the model's encoder reads (8 tokens): 1, left out (e.g. "
+                                     "a.png: 13 tokens); use fewer or shorter classes"]

@@ -97,3 +97,12 @@ def test_refine_refuses_a_task_it_cannot_merge_in_one_line(refined, capsys):
     assert main(args) == ExitCode.CONFIG
     assert capsys.readouterr().err.strip().splitlines() == [
         "autolabel: error: --task: refine merges boxes (od, ovd, grounding), not region_category; use autolabel train"]
+
+
+@pytest.mark.parametrize("flag, value, line", [
+    ("--rounds", "0", "--rounds: between 1 and 100 (got 0)"),
+    ("--merge-iou", "1.5", "--merge-iou: between 0 and 1 (got 1.5)"),
+])
+def test_refine_options_out_of_range_are_one_line(refined, capsys, flag, value, line):
+    assert main([*refined["args"], flag, value]) == ExitCode.CONFIG  # the last one given wins
+    assert capsys.readouterr().err.strip().splitlines() == [f"autolabel: error: {line}"]
