@@ -171,7 +171,11 @@ class Florence2(CheckpointModel):
         import torch  # noqa: F401 — fail here, not mid-run, when torch is missing
         from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
 
+        from ..train import lineage, loading  # what `autolabel train` wrote: an adapter, and the lineage of either
         from .pool import pick_device, pick_dtype
+
+        if lineage.is_adapter(spec.id):
+            return loading.load_adapter(cls, spec)
 
         problems = generation_problems(spec.generation)
         if problems:
@@ -206,7 +210,7 @@ class Florence2(CheckpointModel):
         model = model.to(device).eval()
         if spec.compile:
             model.compile()  # in place: generate() calls the compiled forward at every step
-        return cls(model, processor, spec, device, dtype)
+        return loading.attach(cls(model, processor, spec, device, dtype))
 
     # -- prompts
     def region_prompts(self, xyxy: np.ndarray, size: tuple[int, int]) -> list[str]:
