@@ -3,6 +3,8 @@ it says, a phone's rotated clip is upright, and every limit fails the clip in on
 
 from __future__ import annotations
 
+import json
+import re
 import struct
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from autolabel.config import parse
-from autolabel.errors import ConfigError
+from autolabel.errors import ConfigError, NothingLabeledError
 from autolabel.intake import discover
 from autolabel.pipeline import Pipeline
 from autolabel.store import Store
@@ -168,9 +170,11 @@ def test_a_clip_over_max_bytes_fails_before_it_is_read(clips: dict[str, Path], t
     size = clips["mkv"].stat().st_size
     pipeline = Pipeline.from_dict({"ontology": ONTOLOGY, "stages": [{"type": "video_scene:ColourTracks"}],
                                    "video": {"max_bytes": size - 1}})
-    summary = pipeline.run(input=str(clips["mkv"]), output=tmp_path)
-    assert summary.failures == [{"path": str(clips["mkv"]), "reason": f"too large: {size:,} bytes exceeds "
-                                 f"video.max_bytes {size - 1:,} (raise it, or cut the clip)"}]
+    reason = f"too large: {size:,} bytes exceeds video.max_bytes {size - 1:,} (raise it, or cut the clip)"
+    with pytest.raises(NothingLabeledError, match=re.escape(reason)):  # its only input: exit code 6
+        pipeline.run(input=str(clips["mkv"]), output=tmp_path)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["failures"] == [{"path": str(clips["mkv"]), "reason": reason}]
     with Store(tmp_path) as store:
         (row,) = ClipStore(store).clips("failed")
     assert row.sha256 is None  # refused on its size alone: not hashed, not decoded
