@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from autolabel.exports.labelstudio import labeling_config, task
 from autolabel.exports.rows import image_rows
 from autolabel.labelstudio.push import push
 from autolabel.labelstudio.pull import pull
+from autolabel.labelstudio.review import boxes
 from autolabel.pipeline import Pipeline
 from autolabel.store import Store
 from lsserver import TOKEN, FaultProxy, InstallError, LabelStudioServer, ensure_installed
@@ -62,7 +64,7 @@ def sdk(ls: LabelStudioServer):
 @pytest.fixture
 def images(ls: LabelStudioServer, request: pytest.FixtureRequest) -> Path:
     """The export tests' four images, in a folder of their own under the server's local-files document root."""
-    folder = ls.document_root / request.node.name
+    folder = ls.document_root / re.sub(r"[^\w.-]", "_", request.node.name)  # a parametrized name is no glob
     make_export_images(folder)
     return folder
 
@@ -126,15 +128,18 @@ def test_push_creates_one_task_per_image_with_the_stores_prediction(ls, sdk, ima
         pred = predictions[t.id]
         expected = task(row, model_version="export-test")["predictions"][0]
         assert pred.result == expected["result"] and pred.model_version == "export-test"
-        # independent of the builder: boxes back in pixels, the score is the least confident box's
-        rects = [r for r in pred.result if r["type"] == "rectanglelabels"]
-        xyxy = [[r["value"]["x"] * row.width / 100, r["value"]["y"] * row.height / 100,
-                 (r["value"]["x"] + r["value"]["width"]) * row.width / 100,
-                 (r["value"]["y"] + r["value"]["height"]) * row.height / 100] for r in rects]
-        np.testing.assert_allclose(xyxy, [a.xyxy for a in row.annotations], atol=1e-2)
-        assert [r["value"]["rectanglelabels"][0] for r in rects] == ["cat", "cat", "dog", "text"]
+        # one region per object, as the server keeps them: the centre box, the masked cat, the dog's polygon, the
+        # OCR box; back in pixels (by the review's reader, not the builder), their boxes are the store's
+        objects = [r for r in pred.result if r["type"].endswith("labels")]
+        assert [(r["id"], r["type"], r["value"][r["type"]]) for r in objects] == [
+            (f"{row.id}_0", "rectanglelabels", ["cat"]), (f"{row.id}_1", "brushlabels", ["cat"]),
+            (f"{row.id}_2", "polygonlabels", ["dog"]), (f"{row.id}_3", "rectanglelabels", ["text"])]
+        np.testing.assert_allclose([b.xyxy for b in boxes(pred.result)], [a.xyxy for a in row.annotations],
+                                   atol=1e-2)
+        texts = [(r["id"], r["from_name"]) for r in pred.result if r["type"] == "textarea"]
+        assert texts == [(f"{row.id}_2", "review"), (f"{row.id}_3", "transcription"), (f"{row.id}_caption", "caption"),
+                         (f"{row.id}_ocr", "ocr")]
         assert pred.score == pytest.approx(min(a.score for a in row.annotations), abs=1e-5)
-        assert [r["type"] for r in pred.result].count("brushlabels") == 1
     # the image itself is served by Label Studio from the pushed reference
     first = tasks[0]
     body = _get(ls.url, first.data["image"])
@@ -196,8 +201,8 @@ def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images,
     label(images, tmp_path / "out").close()
     config = labeling_config(spec_of(Store(tmp_path / "out")).ontology)
     config = config.replace('\n    <Label value="dog"/>', "", 1)  # the first: RectangleLabels'
-    config = config.replace('<BrushLabels name="mask"', '<PolygonLabels name="mask"').replace(
-        "</BrushLabels>", "</PolygonLabels>")
+    config = config.replace('<TextArea name="review" toName="image" perRegion="true"',
+                            '<TextArea name="review" toName="image"')
     project = sdk.projects.create(title="config differs", label_config=config)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", str(project.id), "--no-progress"])
@@ -207,11 +212,56 @@ def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images,
     assert code == 2
     assert err == [
         head + "control 'label': missing label(s) dog (the ontology's classes)",
-        head + "control 'mask': is <PolygonLabels>, expected <BrushLabels>",
+        head + "control 'review': perRegion is None, expected 'true'",
         head + "to fix, edit it in the project's Settings → Labeling Interface (the expected config is what "
                "`autolabel export --format labelstudio` writes) or push to a new title",
     ]
     assert list(sdk.tasks.list(project=project.id)) == []
+
+
+POLYGONS_ONLY = """<View>
+  <Image name="photo" value="$image"/>
+  <PolygonLabels name="outline" toName="photo"><Label value="cat"/><Label value="dog"/><Label value="text"/>
+  </PolygonLabels>
+  <TextArea name="transcription" toName="photo" perRegion="true" editable="true"/>
+</View>"""
+BOXES_ONLY = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="box" toName="image"><Label value="cat"/><Label value="dog"/><Label value="text"/>
+  </RectangleLabels>
+</View>"""
+
+
+@pytest.mark.parametrize(("config", "kinds", "left_out"), ids=["polygons", "boxes"], argvalues=[
+    (POLYGONS_ONLY, ["polygonlabels"] * 4, {"caption": 4, "ocr": 4, "review": 4}),
+    (BOXES_ONLY, ["rectanglelabels"] * 4, {"caption": 4, "ocr": 4, "review": 4, "transcription": 4}),
+])
+def test_a_projects_own_config_shapes_one_region_per_object(ls, sdk, images, tmp_path, config, kinds,
+                                                            left_out) -> None:
+    """A project made in Label Studio with a config of its own: each object is one region of a kind it has, under its
+    control names; what it has no text area for is left out and said."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    store = label(images, tmp_path / "out")
+    project = sdk.projects.create(title=f"own config {len(kinds[0])}", label_config=config)
+    summary = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
+    assert (summary.created, summary.failed, summary.left_out) == (4, {}, left_out)
+    assert "left out, the project's labeling config has no text area for them: 4 captions" in summary.line()
+    interface = LabelInterface(config)
+    rows = {row.sha256: row for row in image_rows(store, spec_of(store).ontology)}
+    for t in sdk.tasks.list(project=project.id):
+        (pred,) = sdk.predictions.list(task=t.id)
+        row = rows[t.data["autolabel_key"]]
+        assert interface.validate_prediction({"result": pred.result}, return_errors=True) == []
+        objects = [r for r in pred.result if r["type"].endswith("labels")]
+        assert [r["type"] for r in objects] == kinds
+        assert [r["id"] for r in objects] == [f"{row.id}_{k}" for k in range(4)]  # one region per object
+        np.testing.assert_allclose([b.xyxy for b in boxes(pred.result)], [a.xyxy for a in row.annotations],
+                                   atol=0.02 * max(row.width, row.height))  # the mask's outline: pixel centres
+        texts = [(r["id"], r["from_name"], r["value"]["text"]) for r in pred.result if r["type"] == "textarea"]
+        assert texts == ([(f"{row.id}_3", "transcription", ["HELLO"])] if "transcription" not in left_out else [])
+    again = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
+    assert (again.created, again.unchanged) == (0, 4)
 
 
 # -- pull ----------------------------------------------------------------------------------------------------------
@@ -228,8 +278,8 @@ def _review(sdk, project_id: int) -> dict[str, int]:
             for r in result:
                 if r["id"] == rid + "0" and r["type"] == "rectanglelabels":
                     r["value"]["x"] += 10
-                if r["id"] == rid + "2" and r["type"] == "rectanglelabels":
-                    r["value"]["rectanglelabels"] = ["cat"]
+                if r["id"] == rid + "2" and r["type"] == "polygonlabels":  # the dog is its polygon
+                    r["value"]["polygonlabels"] = ["cat"]
                 if r["id"] == rid + "3":
                     r["id"] = "redrawn3"
         elif rel == "sub/tall.png":  # text box deleted, a dog added

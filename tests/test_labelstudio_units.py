@@ -160,14 +160,41 @@ def test_config_mismatches_name_each_difference() -> None:
               .replace('<TextArea name="review" toName="image" perRegion="true"',
                        '<TextArea name="review" toName="image"')
               .replace('<TextArea name="ocr" toName="image" editable="true"/>', ""))
-    assert config_mismatches(theirs, ours) == [
+    assert config_mismatches(theirs, ours) == [  # a text area it lacks (ocr) is no problem: its text is left out
         "control 'label': missing label(s) dog (the ontology's classes)",
         "control 'label': label(s) cow are not in the ontology (known: cat, dog)",
         "control 'review': perRegion is None, expected 'true'",
-        "control 'ocr': missing (expected <TextArea name=\"ocr\" toName=\"image\">)",
     ]
     assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
     assert classes_of(ours) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(("config", "problems"), [
+    ('<View><Image name="img" value="$image"/><PolygonLabels name="p" toName="img"><Label value="cat"/>'
+     '<Label value="dog"/></PolygonLabels></View>', []),  # polygons only, other names: fine
+    ('<View><Image name="img" value="$picture"/><RectangleLabels name="r" toName="img"><Label value="cat"/>'
+     '</RectangleLabels></View>',
+     ['no <Image name="image" value="$image"/> (the tasks\' image key; the config has: '
+      '<Image name="img" value="$picture">)']),
+    ('<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="x"/></Choices>'
+     '</View>',
+     ['no <RectangleLabels>, <PolygonLabels> or <BrushLabels> with toName="image" (add one with the ontology\'s '
+      'classes as labels: cat, dog)']),
+    ('<View><Image name="image" value="$image"/><Image name="other" value="$other"/>'
+     '<BrushLabels name="b" toName="image"><Label value="cat"/><Label value="dog"/></BrushLabels>'
+     '<BrushLabels name="b2" toName="image"><Label value="cow"/></BrushLabels>'
+     '<RectangleLabels name="r" toName="other"><Label value="cow"/></RectangleLabels>'
+     '<Labels name="review" toName="image"><Label value="x"/></Labels>'
+     '<TextArea name="transcription" toName="other" perRegion="true"/>'
+     '<TextArea name="caption" toName="image" perRegion="true"/></View>',
+     ["control 'transcription': toName is 'other', expected 'image'",
+      "control 'review': is <Labels>, expected <TextArea> (autolabel writes its text there)",
+      "control 'caption': perRegion is 'true', expected None"]),  # the second brush and other image's: unused
+])
+def test_a_project_config_needs_the_image_a_labels_control_with_the_classes_and_our_text_areas_as_ours(
+    config: str, problems: list[str]
+) -> None:
+    assert config_mismatches(config, labeling_config(Ontology.from_config(["cat", "dog"]))) == problems
 
 
 def test_push_key_of_a_pipeline_file_is_validated_with_key_paths() -> None:
