@@ -130,6 +130,7 @@ class LabelStudioServer:
         self.document_root = self.base / "files"  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT
         self.log = self.base / "server.log"
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
         self.starts: list[float] = []  # seconds each start took
 
     @property
@@ -168,6 +169,13 @@ class LabelStudioServer:
                 [str(self.exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port)],
                 cwd=self.base, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        # the server runs in a session of its own (stop() ends its whole group); should this process die without
+        # stopping it (killed, e.g. a mutation-test timeout), a watchdog in a session of its own stops it
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} && kill -0 {self.proc.pid}; do sleep 1; done 2>/dev/null; "
+                         f"kill -TERM -{self.proc.pid} 2>/dev/null"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {self.proc.returncode} while starting: {self.log_tail()}")
@@ -198,6 +206,8 @@ class LabelStudioServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+        if self.watchdog is not None:
+            self.watchdog.wait(timeout=10)  # it sees the server gone within a second
 
     def log_tail(self, lines: int = 15) -> str:
         try:
