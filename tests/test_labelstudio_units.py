@@ -265,6 +265,52 @@ def test_a_server_down_longer_than_the_window_is_unreachable() -> None:
     assert [backoff(i) for i in range(7)] == [0.5, 1, 2, 4, 8, 15, 15]
 
 
+def test_retries_back_off_and_count_and_anything_unknown_goes_up_unchanged() -> None:
+    waits: list[float] = []
+    conn = Connection("http://127.0.0.1:9", KEY, retry_for=60, sleep=waits.append)
+    fn = flaky(httpx.PoolTimeout("pool"), api_error(503), api_error(408), httpx.ReadTimeout("t"))
+    assert conn.call("list", fn) == "done" and waits == [0.5, 1.0, 2.0, 4.0] and conn.retries == 4
+    for status in (408, 500, 503, 504):  # the outcome of an import is unknown: not repeated
+        with pytest.raises(Uncertain, match=rf"^import: HTTP {status}: nope$"):
+            conn.call("import", flaky(api_error(status)), safe=False)
+    assert conn.call("import", flaky(api_error(429)), safe=False) == "done"  # throttled: it was not done
+    with pytest.raises(ValueError, match="a bug"):
+        conn.call("list", flaky(ValueError("a bug")))
+    assert conn.retries == 5
+    with pytest.raises(Rejected) as err:
+        conn.call("get project", flaky(api_error(404, "Not found.")))
+    assert (err.value.status, str(err.value)) == (404, "get project: HTTP 404: Not found.")
+    with pytest.raises(AutolabelError, match=r"^http://127.0.0.1:9: list: Label Studio refused the API key \(403:"):
+        conn.call("list", flaky(api_error(403)))
+
+
+def test_errors_are_one_line_from_the_status_and_detail_with_the_key_masked(conn: Connection) -> None:
+    body = {"detail": "bad\n  payload " + KEY, "validation_errors": {"data": ["required"]}, "exc_info": "Traceback"}
+    assert conn.describe(ApiError(status_code=400, headers={}, body=body)) == (
+        "HTTP 400: bad payload ***; {'data': ['required']}")
+    no_detail = ApiError(status_code=500, headers={}, body={"exc_info": "x", "id": 3})
+    assert conn.describe(no_detail) == "HTTP 500: {'id': 3}"
+    assert conn.describe(ApiError(status_code=502, headers={}, body="x" * 500)) == "HTTP 502: " + "x" * 399 + "…"
+    assert conn.describe(httpx.ReadTimeout("slow")) == "timed out (ReadTimeout)"
+    assert conn.describe(httpx.ConnectError("refused")) == "connection failed (ConnectError: refused)"
+    assert conn.describe(KeyError("k")) == "KeyError: 'k'"
+    assert conn.scrub(f"a {KEY} b {KEY}") == "a *** b ***"
+
+
+def test_urls_and_keys_are_checked_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autolabel.labelstudio.client import api_key_from_env, normalize_url
+
+    assert normalize_url(" http://host:8080/ ") == "http://host:8080" and normalize_url("https://h//") == "https://h"
+    with pytest.raises(AutolabelError, match=r"^--url: expected http://HOST:PORT or https://HOST \(got 'host:8080'\)$"):
+        normalize_url("host:8080")
+    assert api_key_from_env({"LABEL_STUDIO_API_KEY": "  abc \n"}) == "abc"
+    with pytest.raises(AutolabelError, match="^LABEL_STUDIO_API_KEY is not set"):
+        api_key_from_env({"LABEL_STUDIO_API_KEY": "   "})
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "from-env")
+    assert api_key_from_env() == "from-env"
+    assert Connection("http://h:1/", KEY).url == "http://h:1"
+
+
 # -- images and the command line --------------------------------------------------------------------------------------
 def test_image_references_are_relative_to_the_document_root() -> None:
     class Row:
