@@ -10,7 +10,7 @@ from eval_scripted import coco_gt, make_images, pipeline
 
 from autolabel import Pipeline
 from autolabel.cli import main
-from autolabel.errors import ExitCode
+from autolabel.errors import AutolabelError, ExitCode
 
 NAMES = ["a.png", "b.png", "c.png"]
 GT = {"a.png": [["cat", 0, 0, 20, 20], ["dog", 30, 30, 60, 60]],
@@ -188,3 +188,41 @@ def test_a_folder_without_a_run_store_is_one_line(tmp_path: Path, capsys) -> Non
     assert "no run store" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path), "--gt", str(gt), "--target-precision", "1.5"]) == ExitCode.CONFIG
     assert "--target-precision: expected a number between 0 and 1" in capsys.readouterr().err
+
+
+def test_json_output_paths_and_argument_bounds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from autolabel.quality.commands import _check
+
+    out = labeled(tmp_path)
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt), "--json", "--path", "sub.json", "--iou", "1.0"]) == ExitCode.OK
+    captured = capsys.readouterr()
+    written = json.loads((out / "sub.json").read_text())
+    assert json.loads(captured.out) == written and written["iou_threshold"] == 1.0
+    assert captured.err.strip() == f"autolabel: wrote {out / 'sub.json'}" and not (out / "eval.json").exists()
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(json.dumps({"ontology": ["cat", "dog"], "stages": [{"type": "score_threshold",
+                                                                            "threshold": 0.1}]}))
+    assert main(["calibrate", str(out), "--gt", str(gt), "--target-precision", "0.5", "--unreached", "drop",
+                 "--path", "t.yaml", "--pipeline", str(pipeline)]) == ExitCode.OK
+    text = (out / "t.yaml").read_text()
+    assert "autolabel run " + str(pipeline) + " --set-file thresholds.yaml" in text
+    report = json.loads((out / "calibration.json").read_text())
+    assert report["thresholds"] == yaml_load(text) and report["stage"] == "score_threshold"
+    for iou, target, confidence, bad in ((0.0, 0.5, 0.9, "--iou"), (1.01, 0.5, 0.9, "--iou"),
+                                         (0.5, 1.0, 0.9, "--target-precision"), (0.5, 0.0, 0.9, "--target-precision"),
+                                         (0.5, 0.5, 1.0, "--confidence")):
+        with pytest.raises(AutolabelError) as err:
+            _check(argparse.Namespace(iou=iou, target_precision=target, confidence=confidence))
+        assert str(err.value).startswith(f"{bad}: expected a number between 0 and 1 (got ")
+        assert err.value.exit_code == ExitCode.CONFIG
+    _check(argparse.Namespace(iou=1.0))  # eval has no target or confidence
+
+
+def yaml_load(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
