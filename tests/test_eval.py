@@ -226,3 +226,64 @@ def yaml_load(text: str) -> dict:
     import yaml
 
     return yaml.safe_load(text)
+
+
+# -- parts of eval.json, on values made by hand ---------------------------------------------------------------------
+def test_curves_keep_the_last_box_of_each_score_and_at_most_the_asked_points() -> None:
+    import numpy as np
+
+    from autolabel.quality.eval import curve
+
+    c = curve(np.array([0.9, 0.5, 0.9, np.nan, 0.2]), np.array([True, False, True, True, False]), 4)
+    assert c == {"score": [0.9, 0.5, 0.2, 0.0], "precision": [1.0, 2 / 3, 0.5, 0.6],
+                 "recall": [0.5, 0.5, 0.5, 0.75]}  # unknown scores sort as 0
+    assert curve(np.array([0.5]), np.array([True]), 0)["recall"] == [None]
+    assert curve(np.zeros(0), np.zeros(0, bool), 3) == {"score": [], "precision": [], "recall": []}
+    many = curve(np.linspace(1, 0, 1000), np.ones(1000, bool), 1000, points=10)
+    assert len(many["score"]) == 10 and many["score"][0] == 1.0 and many["score"][-1] == 0.0  # both ends kept
+    assert many["recall"][-1] == 1.0 and many["recall"] == sorted(many["recall"])
+
+
+def test_reliability_bins_scores_and_the_ece_weighs_bins_by_their_boxes() -> None:
+    import numpy as np
+
+    from autolabel.quality.eval import ece, reliability
+
+    r = reliability(np.array([0.05, 0.15, 0.15, 1.0, np.nan]), np.array([False, True, False, True, True]), bins=4)
+    assert r["bins"] == [0.0, 0.25, 0.5, 0.75, 1.0] and r["count"] == [3, 0, 0, 1]  # 1.0: the last bin
+    assert r["confidence"] == [pytest.approx(0.35 / 3), None, None, 1.0] and r["accuracy"] == [pytest.approx(1 / 3),
+                                                                                                None, None, 1.0]
+    assert r["ece"] == pytest.approx(3 / 4 * abs(1 / 3 - 0.35 / 3))
+    assert ece(np.array([np.nan]), np.array([True])) is None
+
+
+def test_the_stage_behind_a_drop_is_named_from_the_pipeline() -> None:
+    from autolabel.quality.eval import stage_of, stages_of
+
+    stages = stages_of({"stages": [{"type": "detect", "name": "boxes"}, {"type": "score_threshold"},
+                                   {"type": "score_threshold", "name": "late", "action": "flag"},
+                                   {"type": "border"}, {"type": "mine:Filter", "name": "own"}, "not a stage",
+                                   {"name": "no type"}]})
+    assert stages == [("boxes", "detect", "drop"), ("score_threshold", "score_threshold", "drop"),
+                      ("late", "score_threshold", "flag"), ("border", "border", "flag"), ("own", "mine:Filter", "drop")]
+    assert stage_of("low_score", "boxes", stages) == "score_threshold"
+    assert stage_of("low_score", "boxes", stages, "flag") == "late"
+    assert stage_of("touches_border", "boxes", stages, "flag") == "border"
+    assert stage_of("touches_border", "boxes", stages, "drop") == "border"  # no dropping one: the candidates
+    assert stage_of("my_reason", "boxes", stages) == "own"  # a user's filter
+    assert stage_of("unmapped_phrase", "boxes", stages) == "boxes" and stage_of("unmapped_phrase", "", stages) == \
+        "unknown"
+    assert stage_of("nms", "", [("a", "nms", "drop"), ("b", "nms", "drop")]) == "a|b"
+    assert stage_of("nms", "", []) == "unknown" and stages_of(None) == [] and stages_of({"stages": None}) == []
+
+
+def test_scores_without_boxes_or_ground_truth_are_none_not_zero() -> None:
+    from autolabel.quality.eval import _scores
+
+    none = {"ap": None, "ap50": None, "ap75": None}
+    assert _scores(none, None, 0, 0, 0) | {} == {**none, "mask_ap": None, "precision": None, "recall": None,
+                                                 "f1": None, "tp": 0, "fp": 0, "fn": 0, "gt": 0, "predictions": 0}
+    s = _scores({"ap": 0.5, "ap50": 0.6, "ap75": 0.4}, {"ap": 0.3}, 2, 4, 3)
+    assert (s["precision"], s["recall"], s["f1"], s["fp"], s["fn"], s["mask_ap"]) == (0.5, 2 / 3, 4 / 7, 2, 1, 0.3)
+    assert (s["ap"], s["ap50"], s["ap75"], s["gt"], s["predictions"]) == (0.5, 0.6, 0.4, 3, 4)
+    assert _scores(none, None, 0, 0, 5)["recall"] == 0.0 and _scores(none, None, 0, 2, 0)["precision"] == 0.0
