@@ -38,7 +38,9 @@ def add_push_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="tasks per import request (default 500)")
     p.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
     p.add_argument("--task-score", choices=["min", "mean"], help="task score from box confidences (default min)")
-    p.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
+    p.add_argument("--masks", choices=["brush", "polygon", "none"],
+                   help="a masked object's region where the project's config has both brush and polygon (default "
+                        "brush); none: its box (docs/reference/labelstudio-regions.md)")
     p.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
     p.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
