@@ -210,3 +210,62 @@ def test_an_unknown_format_is_refused_before_any_request(tmp_path: Path) -> None
     with pytest.raises(AutolabelError, match=r"--format: unknown format 'voc' \(known: coco, yolo\)"):
         pull("http://127.0.0.1:9", "p", tmp_path, fmt="voc", api_key="k")
     assert not any(tmp_path.iterdir())
+
+
+def test_images_are_linked_from_the_image_root_or_downloaded_following_redirects(tmp_path: Path) -> None:
+    """--image-root links the labeled file; an image another server holds is downloaded (behind a redirect, as
+    object stores and CDNs answer), with the policy of the connection; a cloud reference needs --image-root."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from autolabel.exports.rows import ImageRow
+    from autolabel.labelstudio.client import Connection
+    from autolabel.labelstudio.pull import _place
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/old/a.png":
+                self.send_response(302)
+                self.send_header("Location", "/new/a.png")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif self.path == "/new/a.png":
+                self.send_response(200)
+                self.send_header("Content-Length", "5")
+                self.end_headers()
+                self.wfile.write(b"PIXEL")
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = Connection("http://127.0.0.1:9", "key", retry_for=0, sleep=lambda s: None)
+        cdn = f"http://127.0.0.1:{server.server_address[1]}"
+
+        def row(ref: str, rel: str = "sub/a.png") -> ImageRow:
+            return ImageRow(3, ref, rel, None, 4, 4, [], [], {})
+
+        _place(row(cdn + "/old/a.png"), tmp_path / "got.png", conn, None)
+        assert (tmp_path / "got.png").read_bytes() == b"PIXEL"
+        with pytest.raises(AutolabelError) as err:
+            _place(row(cdn + "/missing.png"), tmp_path / "none.png", conn, None)
+        assert str(err.value) == (f"task 3: cannot download {cdn}/missing.png (HTTP 404); pass --image-root DIR (the "
+                                  "folder the images were labeled from)")
+        assert not (tmp_path / "none.png").exists()
+        (tmp_path / "in" / "sub").mkdir(parents=True)
+        (tmp_path / "in" / "sub" / "a.png").write_bytes(b"LOCAL")
+        _place(row("s3://bucket/sub/a.png"), tmp_path / "linked.png", conn, str(tmp_path / "in"))
+        assert (tmp_path / "linked.png").is_symlink() and (tmp_path / "linked.png").read_bytes() == b"LOCAL"
+        with pytest.raises(AutolabelError, match=r"task 3: .*elsewhere.* does not exist \(is --image-root the folder"):
+            _place(row("s3://bucket/x.png", "elsewhere.png"), tmp_path / "x.png", conn, str(tmp_path / "in"))
+        with pytest.raises(AutolabelError, match=r"^task 3: cannot download s3://bucket/x.png; pass --image-root DIR$"):
+            _place(row("s3://bucket/x.png"), tmp_path / "x.png", conn, None)
+        with pytest.raises(AutolabelError, match=r"^task 3: cannot download its image; pass --image-root DIR$"):
+            _place(row(""), tmp_path / "x.png", conn, None)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -268,7 +268,9 @@ def _place(row: ImageRow, target: Path, conn: Connection, image_root: str | None
         import httpx
 
         response = conn.call(f"download {ref}", httpx.get, ref, timeout=60.0, follow_redirects=True)
-        response.raise_for_status()
+        if response.status_code >= 400:  # a one-line error, not httpx's traceback
+            raise AutolabelError(f"task {row.id}: cannot download {ref} (HTTP {response.status_code}); pass "
+                                 "--image-root DIR (the folder the images were labeled from)")
         target.write_bytes(response.content)
         return
     path = ref[len(conn.url):] if ref.startswith(conn.url) else ref
