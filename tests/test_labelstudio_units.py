@@ -119,6 +119,12 @@ def test_rect_xyxy_handles_rotation_about_the_top_left_corner() -> None:
     value = {"x": 50, "y": 50, "width": 10, "height": 20}
     assert rect_xyxy(value, 200, 100) == (100.0, 50.0, 120.0, 70.0)
     np.testing.assert_allclose(rect_xyxy(value | {"rotation": 90}, 100, 100), (30, 50, 50, 60), atol=1e-9)
+    # 30° clockwise about (50, 50): the corners (60, 50), (50, 70) and (60, 70) turn to these
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    corners = [(50 + 10 * c, 50 + 10 * s), (50 - 20 * s, 50 + 20 * c), (50 + 10 * c - 20 * s, 50 + 10 * s + 20 * c)]
+    xs, ys = [50.0] + [x for x, _ in corners], [50.0] + [y for _, y in corners]
+    np.testing.assert_allclose(rect_xyxy(value | {"rotation": 30}, 100, 100), (min(xs), min(ys), max(xs), max(ys)),
+                               atol=1e-9)
 
 
 # -- pull: a task's annotation as exportable rows ---------------------------------------------------------------------
@@ -340,3 +346,27 @@ def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) 
         "autolabel: error: --batch-size: input should be greater than or equal to 1 (got 0)")
     assert main(["push", str(tmp_path / "none"), "--url", "http://h", "--project", "abc"]) == 1
     assert "no run store" in capsys.readouterr().err
+
+
+def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() -> None:
+    from autolabel.cli import _parser, _subcommands
+
+    parser = _parser()
+    args = parser.parse_args(["push", "out", "--url", "http://h", "--project", "7", "--masks", "brush",
+                              "--retry-for", "5", "--timeout", "2.5", "--batch-size", "3", "--min-score", "0.5"])
+    assert (args.masks, args.retry_for, args.timeout, args.batch_size, args.min_score) == ("brush", 5.0, 2.5, 3, 0.5)
+    assert (args.images, args.task_score, args.flagged, args.pipeline, args.no_progress) == (None, None, None, None,
+                                                                                             False)
+    args = parser.parse_args(["pull", "--url", "http://h", "--project", "p", "-o", "x", "--retry-for", "1"])
+    assert (args.format, args.task, args.image_root, args.retry_for, args.timeout) == ("coco", "detect", None, 1.0,
+                                                                                       None)
+    for argv in (["push", "out", "--url", "http://h"], ["pull", "--url", "http://h", "--project", "p"],
+                 ["push", "out", "--url", "h", "--project", "p", "--masks", "mask"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    for name in ("push", "pull"):
+        sub = _subcommands(parser)[name]
+        assert sub.description
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+    assert "Pushing again adds only new images" in _subcommands(parser)["push"].description

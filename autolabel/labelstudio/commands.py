@@ -54,7 +54,8 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
     )
     _server(p)
     p.add_argument("--output", "-o", required=True, help="folder to write into")
-    p.add_argument("--format", default="coco", choices=["coco", "yolo"])
+    p.add_argument("--format", default="coco", choices=["coco", "yolo"],
+                   help="coco (OUTPUT/coco.json, the default) or yolo (an Ultralytics dataset in OUTPUT/yolo/)")
     p.add_argument("--task", default="detect", choices=["detect", "segment"], help="yolo: label lines")
     p.add_argument("--image-root", help="yolo: link images from this folder (default: download via Label Studio)")
 
