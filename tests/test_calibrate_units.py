@@ -172,6 +172,7 @@ def test_a_fit_per_class_skips_what_it_cannot_fit_and_maps_scores_monotonically(
         iso = fit_calibration(score, tp, cls, "isotonic", "class")
     ys = iso["groups"]["cat"]["mapping"]["y"]
     assert ys == sorted(ys) and ys[0] >= 0.0 and ys[-1] <= 1.0
+    assert ys[0] < 0.2 and ys[-1] > 0.8  # low scores mostly wrong, high ones mostly right
     pooled = fit_calibration(score, tp, cls, "platt", "pooled")
     assert list(pooled["groups"]) == ["__all__"] and pooled["groups"]["__all__"]["n"] == 60
 
@@ -202,3 +203,27 @@ def test_the_report_table_has_a_line_per_class_and_per_fit() -> None:
     assert lines[5] == (f"calibration fit (platt, cat): ECE {fit['cat']['ece_before']:.4f} → "
                         f"{fit['cat']['ece_after']:.4f}")
     assert lines[6] == f"calibration fit (platt, dog): ECE {fit['dog']['ece_before']:.4f} → {fit['dog']['skipped']}"
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+def test_eval_and_calibrate_parse_their_defaults_and_every_option_says_what_it_does() -> None:
+    from autolabel.cli import _parser, _subcommands
+
+    parser = _parser()
+    args = parser.parse_args(["calibrate", "out", "--gt", "g.json", "--target-precision", "0.9"])
+    assert (args.output_dir, args.gt, args.target_precision, args.confidence, args.bound, args.stage) == (
+        "out", "g.json", 0.9, 0.95, "clopper-pearson", None)
+    assert (args.unreached, args.review_stage, args.fit, args.fit_scope, args.path, args.iou, args.flagged,
+            args.pipeline) == ("flag", None, None, "class", None, 0.5, "include", None)
+    args = parser.parse_args(["eval", "out", "--gt", "g", "--iou", "0.75", "--flagged", "exclude", "--json"])
+    assert (args.iou, args.flagged, args.json, args.path) == (0.75, "exclude", True, None)
+    for argv in (["eval", "out"], ["calibrate", "out", "--gt", "g"], ["eval", "out", "--gt", "g", "--flagged", "x"],
+                 ["calibrate", "out", "--gt", "g", "--target-precision", "0.9", "--bound", "exact"]):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 2
+    for name in ("eval", "calibrate", "report"):
+        sub = _subcommands(parser)[name]
+        assert sub.description and sub.format_help().startswith(f"usage: autolabel {name}")
+        for action in sub._actions:
+            assert action.help, (name, action.dest)  # `autolabel NAME --help` explains every option

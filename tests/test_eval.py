@@ -287,3 +287,18 @@ def test_scores_without_boxes_or_ground_truth_are_none_not_zero() -> None:
     assert (s["precision"], s["recall"], s["f1"], s["fp"], s["fn"], s["mask_ap"]) == (0.5, 2 / 3, 4 / 7, 2, 1, 0.3)
     assert (s["ap"], s["ap50"], s["ap75"], s["gt"], s["predictions"]) == (0.5, 0.6, 0.4, 3, 4)
     assert _scores(none, None, 0, 0, 5)["recall"] == 0.0 and _scores(none, None, 0, 2, 0)["precision"] == 0.0
+
+
+def test_the_python_calls_take_the_commands_defaults_and_record_their_inputs(tmp_path: Path) -> None:
+    from autolabel.quality.api import calibrate_run, evaluate_run
+
+    out = labeled(tmp_path)
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    result = evaluate_run(out, gt)
+    assert (result["iou_threshold"], result["flagged"], result["gt"], result["output"], result["gt_format"]) == (
+        0.5, "include", str(gt), str(out), "coco")
+    assert not (out / "eval.json").exists()  # a Python call writes nothing
+    report, overrides = calibrate_run(out, gt, target_precision=0.5, unreached="drop")
+    assert (report["iou_threshold"], report["flagged"], report["confidence"], report["bound"]) == (
+        0.5, "include", 0.95, "clopper-pearson")
+    assert set(overrides) == {"stages.score_threshold.per_class.cat", "stages.score_threshold.per_class.dog"}

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from autolabel.ontology import Ontology
 from autolabel.quality.assign import greedy, xywh
-from autolabel.quality.data import Side
-from autolabel.quality.match import file_sha256, match_classes, match_images
+from autolabel.quality.data import Paired, Side
+from autolabel.quality.match import ClassMatch, ImageMatch, file_sha256, match_classes, match_images
 
 
 def side(boxes: list[tuple], image: list[int] | None = None, cls: list[str] | None = None,
@@ -155,3 +156,52 @@ def test_classes_match_through_the_ontology_and_the_first_name_stands_for_a_clas
     assert found.matched == {"person": "Persons", "car": "Cars"}  # in ontology order, the first name of each
     assert found.unmatched_run == ["bus"] and found.unmatched_gt == ["truck"]
     assert list(match_classes(ontology, ["bus", "person"]).matched) == ["person", "bus"]
+
+
+# -- what each filter's drops cost ------------------------------------------------------------------------------------
+def paired(run: Side, gt: Side, classes: tuple[str, ...] = ("cat",)) -> Paired:
+    images = int(max(run.image.max(initial=0), gt.image.max(initial=0))) + 1
+    return Paired([f"{k}.png" for k in range(images)], np.full((images, 2), 100), run, gt,
+                  ImageMatch([], {"rel_path": images, "name": 0, "sha256": 0}, [], []),
+                  ClassMatch({c: c for c in classes}, {c: c for c in classes}), images, images)
+
+
+def test_a_dropped_box_would_have_been_a_hit_only_on_ground_truth_no_kept_box_found() -> None:
+    from autolabel.quality.eval import filters
+
+    truth = side([(0, 0, 10, 10), (50, 50, 60, 60), (80, 80, 90, 90)])
+    run = side([(0, 0, 10, 10), (0, 0, 10, 10), (50, 50, 60, 60), (80, 80, 90, 90), (50, 50, 60, 60)],
+               score=[0.9, 0.8, 0.2, 0.1, 0.3])
+    run.status[:] = ["kept", "dropped", "dropped", "dropped", "flagged"]
+    run.reason[:] = ["", "nms", "low_score", "low_score", "touches_border"]
+    run.stage[:] = ["model"] * 5
+    pair = paired(run, truth)
+    op = np.array([0])  # flagged boxes excluded from the operating point here
+    match = greedy(run, op, truth, np.arange(3), 0.5)
+    out = filters(pair, op, match, np.arange(3), 0.5, [("nms", "nms", "drop"), ("cut", "score_threshold", "drop"),
+                                                       ("b", "border", "flag")])
+    # the nms drop duplicates ground truth 0, which the kept box found: a false positive. Ground truths 1 and 2
+    # were missed: the boxes left out compete for them as kept boxes would (highest score first), so the flagged
+    # box (0.3) takes 1 from the low-score drop (0.2), and the other low-score drop would have found 2
+    assert out == {
+        "b/touches_border": {"stage": "b", "reason": "touches_border", "dropped": 0, "true_positives": 0,
+                             "false_positives": 0, "flagged": 1, "flagged_true_positives": 1},
+        "cut/low_score": {"stage": "cut", "reason": "low_score", "dropped": 2, "true_positives": 1,
+                          "false_positives": 1, "flagged": 0, "flagged_true_positives": 0},
+        "nms/nms": {"stage": "nms", "reason": "nms", "dropped": 1, "true_positives": 0, "false_positives": 1,
+                    "flagged": 0, "flagged_true_positives": 0},
+    }
+    assert list(out) == sorted(out)
+
+
+def test_mask_ap_needs_a_class_with_masks_on_both_sides() -> None:
+    from autolabel.quality.eval import evaluate
+
+    square = {"size": [100, 100], "counts": "0"}  # an empty RLE is still a mask
+    truth = side([(0, 0, 10, 10), (20, 20, 30, 30)], cls=["cat", "dog"])
+    truth.segmentation[1] = square
+    run = side([(0, 0, 10, 10), (20, 20, 30, 30)], cls=["cat", "dog"], score=[0.9, 0.8])
+    run.segmentation[0] = square  # masks on both sides, but never of the same class
+    result = evaluate(paired(run, truth, ("cat", "dog")))
+    assert result["overall"]["mask_ap"] is None and result["per_class"]["cat"]["mask_ap"] is None
+    assert result["overall"]["ap"] == pytest.approx(1.0)

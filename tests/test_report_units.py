@@ -42,6 +42,7 @@ def test_ticks_are_round_steps_from_zero_to_the_top() -> None:
     assert _ticks(0.3) == [0, 0.1, 0.2, 0.3] and _ticks(7) == [0, 2, 4, 6] and _ticks(10) == [0, 5, 10]
     assert _ticks(12345) == [0, 5000, 10000] and _ticks(-3) == [0.0] and _ticks(4, n=2) == [0, 2, 4]
     assert report_svg._tick(0.25) == "0.25" and report_svg._tick(12345) == "1.2e+04"
+    assert report_svg._tick(1000) == "1000" and report_svg._tick(9999) == "9999"  # whole up to 10,000
 
 
 def test_a_histogram_stacks_each_bins_counts_in_series_order() -> None:
@@ -61,6 +62,10 @@ def test_a_histogram_stacks_each_bins_counts_in_series_order() -> None:
                                           report_svg.DROPPED_COLOR]
     assert "<title>kept 0.67–1.00: 1</title>" in svg and "scores of &lt;cat&gt;" in svg
     assert svg.count(">kept</text>") == 1 and svg.endswith("</svg>")
+    swatch = r'<rect x="[\d.]+" y="[\d.]+" width="9" height="9" fill="([^"]+)"/><text [^>]*>(\w+)</text>'
+    swatches = re.findall(swatch, svg)
+    assert swatches == [("#2e7d32", "kept"), ("#ef6c00", "flagged"), ("#c62828", "dropped")]  # as the bars'
+    assert ">5</text>" not in svg and '">4</text>' in svg  # the count axis up to the tallest bin
     empty = histogram({"kept": [0, 0]}, "nothing")
     assert attrs(empty) == [] and 'data-ymax="1.0"' in empty
 
@@ -76,6 +81,10 @@ def test_bars_are_as_long_as_their_value_and_say_it() -> None:
     assert [float(a["y"]) for a in drawn] == [f.y0 + 2, f.y0 + 18 + 2]
     assert ">0.50</text>" in svg and ">2.00</text>" in svg and ">n/a</text>" in svg
     assert f">{long[:23]}…</text>" in svg  # the label shortened, the data-label whole
+    labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="end">([^<]*)</text>', svg)
+    assert labels == [(str(f.x0 - 6), str(f.y0 + 12), "cat"), (str(f.x0 - 6), str(f.y0 + 30), long[:23] + "…"),
+                      (str(f.x0 - 6), str(f.y0 + 48), "dog")]  # each beside its bar
+    assert f'<text x="{(f.x0 + f.x1) / 2}" y="{f.height - 6}" text-anchor="middle">AP</text>' in svg
     auto = attrs(bars([("a", 3.0), ("b", 1.5)], "t", "s"))
     assert float(auto[1]["width"]) == pytest.approx(float(auto[0]["width"]) / 2, abs=0.01)  # xmax: the largest
     assert 'height="60"' in bars([], "t", "s")
@@ -104,6 +113,9 @@ def test_a_reliability_diagram_has_a_bar_per_bin_with_boxes_and_a_dot_at_its_mea
     assert float(drawn[0]["height"]) == round(f.y(0) - f.y(0.6), 2)
     assert f'<circle cx="{f.x(0.8)}" cy="{f.y(0.6)}"' in svg
     assert "0.5–1: 5 boxes, accuracy 0.600, mean score 0.800</title>" in svg
+    ticks = re.findall(r'text-anchor="middle">([\d.]+)</text>', svg)
+    assert ticks == ["0", "0.25", "0.5", "0.75", "1"]  # the score axis
+    assert re.findall(r'text-anchor="end">([\d.]+)</text>', svg) == ["0", "0.25", "0.5", "0.75", "1"]
     assert attrs(reliability(edges, [0.2, 0.8], [0.1, None], [3, 0], "rel")) != []  # a bin with boxes: drawn
     none = reliability(edges, [0.2], [0.1], [3], "rel")  # lists shorter than the bins: nothing beyond them
     assert len(attrs(none)) == 1 and "<circle" in none
@@ -142,7 +154,10 @@ def test_the_summary_and_history_say_what_the_last_run_did() -> None:
         "error": '<span class="warn">1 image failed</span>',
         "image-level texts": "caption dropped: 1,000, caption kept: 3"}
     assert "last run" not in report_html.summary(ReportData(runs=[]))
-    rows = re.findall(r"<tr>(.*?)</tr>", report_html.history([run(1), last]))[1:]
+    history = report_html.history([run(1), last])
+    assert history.startswith("<table><thead><tr><th>run</th><th>status</th><th>started (UTC)</th><th>seconds</th>"
+                              "<th>seen</th><th>labeled</th><th>skipped</th><th>failed</th><th>pipeline</th></tr>")
+    rows = re.findall(r"<tr>(.*?)</tr>", history)[1:]
     assert [re.findall(r"<td>(.*?)</td>", r)[0] for r in rows] == ["#2", "#1"]  # the latest first
     assert "<td>2023-11-14T22:13:20+00:00</td><td>12.2</td><td>4</td><td>3</td><td>0</td><td>1</td>" in rows[0]
     assert rows[1].count("<td>n/a</td>") == 5  # a run without a summary
@@ -308,6 +323,8 @@ def test_detections_at_thumbnail_scale_with_class_ids_of_the_report() -> None:
                         "data": {"class_name": ["dog", "yak"], "status": ["kept", "dropped"], "reason": ["", "nms"]}}}
     det = detections(record, 0.5, (20, 10), ["cat", "dog"])
     assert det.xyxy.tolist() == [[0, 0, 10, 5], [5, 5, 20, 10]] and det.class_id.tolist() == [1, 2]
+    assert det.data["status"].tolist() == ["kept", "dropped"] and det.data["class_name"].tolist() == ["dog", "yak"]
+    assert det.confidence[0] == 0.5
     assert det.mask.shape == (2, 10, 20) and det.mask[0, :5, :10].all() and det.mask[0].sum() == 50
     assert not det.mask[1].any() and det.data["has_mask"].tolist() == [True, False]
     assert np.isnan(det.confidence[1]) and det.data["reason"].tolist() == ["", "nms"]
@@ -326,3 +343,43 @@ def test_reservoirs_share_the_seeded_generator_so_a_report_is_reproducible() -> 
             r.offer(i)
         draws.append(r.items)
     assert draws[0] == draws[1] and len(draws[0]) == 3
+
+
+def test_the_evaluation_section_says_what_was_matched_and_draws_its_charts() -> None:
+    from report_store import eval_fixture
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        ev = eval_fixture(Path(folder))
+    ev["classes"]["unmatched_run"], ev["classes"]["unmatched_gt"] = [], ["cat", "cow"]
+    html = report_html.eval_section(ev, ["person", "forklift", "pallet"])
+    assert ("Classes unmatched: run none, ground truth cat, cow.</p>") in html
+    assert "Images: 10 matched of 12 in the run and 11 in the ground truth; 2 run images and 1 ground-truth images " \
+           "unmatched." in html
+    assert '<title>AP (0.5:0.95) per class</title>' in html and "<title>precision / recall along the score</title>" \
+        in html
+    reliability_svg = html[html.index('data-chart="reliability"'):]
+    assert len(attrs(reliability_svg[:reliability_svg.index("</svg>")])) == 9  # the bins with boxes
+    assert '<span data-metric="ece">0.051</span>' in html
+    assert '<span style="color:' + report_svg.class_color(0) + '">person</span>' in html
+
+
+def test_a_report_samples_the_same_images_for_the_same_seed_and_counts_each_previews_boxes(tmp_path: Path) -> None:
+    from report_store import make_store
+
+    from autolabel.quality.report import write_previews
+    from autolabel.store import Store
+
+    out = make_store(tmp_path, images=8, boxes=3, failed=0)
+    with Store(out) as store:
+        default, zero, other = collect(store, samples=2), collect(store, samples=2, seed=0), collect(store, samples=2,
+                                                                                                     seed=5)
+    names = [[r["rel_path"] for r in d.samples["labeled"]] for d in (default, zero, other)]
+    assert names[0] == names[1] and names[0] != names[2]  # seed 0 unless asked
+    previews = write_previews(default, tmp_path / "img", ["person", "forklift", "pallet"])
+    for section, shown in previews.items():
+        for preview, row in zip(shown, sorted(default.samples[section], key=lambda r: r["rel_path"])):
+            statuses = row["labels"]["boxes"]["data"]["status"]
+            assert preview.boxes == dict(Counter(statuses)) and sum(preview.boxes.values()) == 3
+            assert preview.rel_path == row["rel_path"] and (tmp_path / preview.src).is_file()
