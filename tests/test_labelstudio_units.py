@@ -370,3 +370,42 @@ def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() 
         for action in sub._actions:
             assert action.help, (name, action.dest)
     assert "Pushing again adds only new images" in _subcommands(parser)["push"].description
+
+
+def test_a_project_title_has_3_to_50_characters_and_an_image_mode_is_known(conn: Connection) -> None:
+    from autolabel.labelstudio.images import ImageAccess
+    from autolabel.labelstudio.project import find_project
+
+    for title in ("ab", "x" * 51, "  ab  "):
+        with pytest.raises(ConfigError) as err:
+            find_project(conn, title)
+        assert err.value.problems == [f"--project: a title must have 3 to 50 characters (got {title.strip()!r})"]
+    quick = Connection("http://127.0.0.1:9", KEY, retry_for=0, sleep=lambda s: None)
+    with pytest.raises(Unreachable):  # 50 characters: a title, looked up
+        find_project(quick, "x" * 50)
+    with pytest.raises(AutolabelError) as err:
+        ImageAccess(conn, 1, "ftp", None)  # type: ignore[arg-type]
+    assert str(err.value) == "--images: unknown mode 'ftp' (known: local-files, upload, url)"
+    with pytest.raises(AutolabelError, match=r"^--images url needs --image-root PREFIX"):
+        ImageAccess(conn, 1, "url", None)  # type: ignore[arg-type]
+
+
+def test_a_personal_access_tokens_access_token_is_masked_too(conn: Connection) -> None:
+    tokens = conn.sdk._client_wrapper._tokens_client
+    tokens._access_token = "eyJ-short-lived-access-token"  # what the SDK holds once it refreshed a personal token
+    assert conn.scrub(f"401 for eyJ-short-lived-access-token and {KEY}") == "401 for *** and ***"
+
+
+def test_pull_and_push_need_a_url_and_pull_gives_up_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from autolabel.cli import _parser
+
+    for argv in (["push", "out", "--project", "p"], ["pull", "--project", "p", "-o", "x"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(argv)
+    assert "the following arguments are required: --url" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    code = main(["pull", "--url", "http://127.0.0.1:9", "--project", "reviewed", "-o", str(tmp_path / "x"),
+                 "--retry-for", "0", "--timeout", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("autolabel: error: http://127.0.0.1:9: list projects: no success after 1 tries in 0 s")

@@ -111,6 +111,8 @@ def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluste
     executor = run["executor"]
     assert executor["type"] == "ray" and executor["workers"] == 2 and executor["address"] == cluster
     assert sum(w["images"] for w in executor["per_worker"].values()) == 7
+    # start-up (connecting, placing actors, the first batch) is recorded once, as part of the run's time
+    assert 0 < executor["first_result_seconds"] <= run["seconds"]
     assert run["stage_images"] == {"boxes": 6, "masks": 6}  # counted in the workers, reported by the driver
     assert json.loads((tmp_path / "local" / "run.json").read_text())["executor"] == {"type": "local"}
 
