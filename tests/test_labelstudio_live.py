@@ -111,7 +111,9 @@ def test_push_creates_one_task_per_image_with_the_stores_prediction(ls, sdk, ima
     spec = spec_of(store)
     summary = push(store, spec, options(ls.url, "push matches store"), api_key=TOKEN)
     assert (summary.created, summary.updated, summary.unchanged, summary.failed) == (4, 0, 0, {})
-    assert summary.exit_code == 0
+    assert summary.exit_code == 0 and summary.rounds == 1 and summary.left_out == {}
+    assert list(summary.timings) == ["index", "images", "rounds"] and min(summary.timings.values()) >= 0
+    assert sum(summary.timings.values()) <= summary.seconds
 
     project = sdk.projects.get(summary.project_id)
     assert project.label_config.strip() == labeling_config(spec.ontology).strip()
@@ -351,6 +353,29 @@ def test_pull_writes_the_reviewed_annotations_and_the_acceptance_summary(ls, sdk
     assert "names:\n  0: cat\n  1: dog\n  2: text" in (root / "data.yaml").read_text()
 
 
+def test_pull_on_the_command_line_links_images_from_the_image_root(ls, sdk, images, tmp_path, monkeypatch,
+                                                                    capsys) -> None:
+    store = label(images, tmp_path / "out")
+    pushed = push(store, spec_of(store), options(ls.url, "pull by cli"), api_key=TOKEN)
+    _review(sdk, pushed.project_id)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    nested = tmp_path / "not" / "made" / "yet"
+    capsys.readouterr()
+    code = main(["pull", "--url", ls.url, "--project", "pull by cli", "-o", str(nested), "--format", "yolo",
+                 "--task", "segment", "--image-root", str(images)])
+    out, err = capsys.readouterr()
+    assert code == 0 and "review of 3 tasks" in out
+    project_url = f"{ls.url}/projects/{pushed.project_id}"
+    assert err.splitlines()[-1] == f"autolabel: pulled 12 boxes of 3 reviewed tasks from {project_url}"
+    linked = sorted((nested / "yolo").glob("images/*/*.png"))
+    assert sorted(p.name for p in linked) == ["square.png", "sub__tall.png", "wide.png"]
+    assert all(p.is_symlink() and p.resolve().parent in (images, images / "sub") for p in linked)
+    segment = (nested / "yolo" / "labels").rglob("square.txt")
+    # class + x, y per point: the centre box's 4 corners, the cat's two-part brush as one joined polygon (4 + 1
+    # points a part), the dog's triangle, the text box's corners
+    assert [len(line.split()) for line in next(segment).read_text().splitlines()] == [9, 21, 7, 9]
+
+
 # -- faults --------------------------------------------------------------------------------------------------------
 def _assert_exactly_once(sdk, project_id: int, store: Store) -> None:
     keys = {row["sha256"] for row in store.images(labels=False)}
@@ -456,6 +481,63 @@ def test_a_server_gone_for_good_is_reported_and_the_next_push_resumes(ls, sdk, t
     _assert_exactly_once(sdk, project.id, Store(tmp_path / "out"))
 
 
+def test_a_server_gone_between_rounds_is_reported_and_the_next_push_finds_what_landed(ls, sdk, tmp_path) -> None:
+    folder = ls.document_root / "between"
+    many_images(folder, 4)
+    Pipeline.from_dict(center_pipeline()).run(input=str(folder), output=str(tmp_path / "out"))
+    store = Store(tmp_path / "out")
+
+    def fault(n: int, method: str, path: str) -> str | None:  # the one import: done, then no answer ...
+        return "drop-after" if method == "POST" and "/import" in path else None
+
+    def after(n: int, method: str, path: str) -> None:  # ... and the server gone before the next listing
+        if method == "POST" and "/import" in path:
+            ls.stop()
+
+    try:
+        with FaultProxy(ls.url, fault=fault, after=after) as proxy:
+            summary = push(store, spec_of(store), options(proxy.url, "gone between rounds", retry_for=1),
+                           api_key=TOKEN)
+    finally:
+        ls.start()
+    assert summary.rounds == 2 and summary.exit_code == 3 and summary.created == 0
+    assert summary.error.startswith(f"{proxy.url}: list tasks: no success after ")
+    assert summary.failed == {f"img{i:03d}.png": "not confirmed before the server stopped answering" for i in range(4)}
+    again = push(store, spec_of(store), options(ls.url, "gone between rounds"), api_key=TOKEN)
+    assert (again.created, again.updated, again.failed) == (0, 4, {})  # landed unrecorded: replaced, not doubled
+    _assert_exactly_once(sdk, again.project_id, store)
+
+
+def test_a_storage_made_by_hand_is_reused_and_moved_images_are_re_pointed(ls, sdk, images, tmp_path) -> None:
+    store = label(images, tmp_path / "out")
+    project = sdk.projects.create(title="storage by hand", label_config=labeling_config(spec_of(store).ontology))
+    sdk.import_storage.local.create(project=project.id, path=f"{images}/", title="made in the UI",
+                                    use_blob_urls=False)
+    first = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
+    assert first.created == 4
+    assert [s.title for s in sdk.import_storage.local.list(project=project.id)] == ["made in the UI"]
+    cdn = "https://cdn.example.com/photos/"  # the images now served elsewhere
+    moved = push(store, spec_of(store), options(ls.url, str(project.id), images="url", image_root=cdn),
+                 api_key=TOKEN)
+    assert (moved.created, moved.updated, moved.unchanged, moved.retargeted) == (0, 0, 4, 4)
+    assert sorted(t.data["image"] for t in sdk.tasks.list(project=project.id)) == sorted(
+        cdn + quote(rel) for rel in ("rotated.jpg", "square.png", "sub/tall.png", "wide.png"))
+    assert sorted(n for tasks in snapshot(sdk, project.id).values() for _, n in tasks) == [1, 1, 1, 1]
+
+
+def test_a_document_root_the_server_does_not_have_is_one_line(ls, images, tmp_path) -> None:
+    store = label(images, tmp_path / "out")
+    wrong = ls.document_root.parent  # the images are below it too, but the server serves from its own root
+    with pytest.raises(AutolabelError) as err:
+        push(store, spec_of(store), options(ls.url, "wrong root", document_root=str(wrong)), api_key=TOKEN)
+    reference = f"/data/local-files/?d=files/{quote(images.name)}/rotated.jpg"
+    assert str(err.value) == (
+        f"rotated.jpg: Label Studio cannot serve {reference} (404); start Label Studio with "
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder "
+        f"above the images (and the server must see the images at {images / 'rotated.jpg'}), or push with --images "
+        "upload")
+
+
 # -- keys, pipeline files, uploads ---------------------------------------------------------------------------------
 def test_personal_access_token_works_and_no_key_is_ever_printed(ls, sdk, images, tmp_path, monkeypatch, capsys) -> None:
     label(images, tmp_path / "out").close()
@@ -490,7 +572,9 @@ def test_a_pipeline_file_pushes_at_the_end_of_the_run(ls, sdk, images, tmp_path,
 def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path) -> None:
     folder = tmp_path / "elsewhere"  # not under the document root: only an upload reaches it
     make_export_images(folder)
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(folder / "vanished.png")
     store = label(folder, tmp_path / "out")
+    (folder / "vanished.png").unlink()  # labeled, then deleted: it cannot be uploaded
     with pytest.raises(AutolabelError) as err:
         push(store, spec_of(store), options(ls.url, "uploaded images"), api_key=TOKEN)
     assert str(err.value) == (
@@ -499,14 +583,16 @@ def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path) -> None:
         f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder above the images (a parent of {folder}), "
         "or push with --images upload")
     first = push(store, spec_of(store), options(ls.url, "uploaded images", images="upload"), api_key=TOKEN)
-    assert first.created == 4 and first.failed == {}
+    assert first.created == 4 and list(first.failed) == ["vanished.png"] and first.exit_code == 3
+    why = first.failed["vanished.png"]
+    assert why.startswith(f"cannot read {folder / 'vanished.png'} (No such file or directory")
     tasks = list(sdk.tasks.list(project=first.project_id))
     for t in tasks:
         assert t.data["image"].startswith(f"/data/upload/{first.project_id}/")
         assert _get(ls.url, t.data["image"]) == (folder / t.data["rel_path"]).read_bytes()
     uploads = store._conn.execute("SELECT COUNT(*) FROM ls_uploads").fetchone()[0]
     again = push(store, spec_of(store), options(ls.url, "uploaded images", images="upload"), api_key=TOKEN)
-    assert (again.created, again.unchanged) == (0, 4)
+    assert (again.created, again.unchanged, list(again.failed)) == (0, 4, ["vanished.png"])
     assert store._conn.execute("SELECT COUNT(*) FROM ls_uploads").fetchone()[0] == uploads == 4
 
 
