@@ -212,6 +212,19 @@ def test_json_output_paths_and_argument_bounds(tmp_path: Path, capsys: pytest.Ca
     assert "autolabel run " + str(pipeline) + " --set-file thresholds.yaml" in text
     report = json.loads((out / "calibration.json").read_text())
     assert report["thresholds"] == yaml_load(text) and report["stage"] == "score_threshold"
+    assert main(["calibrate", str(out), "--gt", str(gt), "--target-precision", "0.5", "--unreached", "drop"]) == 0
+    apply = (out / "thresholds.yaml").read_text().splitlines()[1]
+    assert apply == "# apply with: autolabel run PIPELINE --set-file thresholds.yaml"  # no file given: a placeholder
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt)]) == ExitCode.OK
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == ("images: 3 matched of 3 run / 3 ground truth (by path 3, name 0, hash 0); unmatched: 0 run, "
+                        "0 ground truth")
+    assert table[1].split() == ["class", "AP", "AP50", "AP75", "mAP", "P", "R", "F1", "TP", "FP", "FN"]
+    assert set(table[2]) == {"-"} and len(table[2]) == len(table[1])
+    assert [line.split()[0] for line in table[3:6]] == ["cat", "dog", "all"]
+    assert table[5].split()[-3:] == ["3", "2", "1"] and table[5].split()[4] == "-"  # TP FP FN; no mask AP
+    assert table[-1].startswith("calibration error (ECE, 10 bins): 0.") and len(table) == 7
     for iou, target, confidence, bad in ((0.0, 0.5, 0.9, "--iou"), (1.01, 0.5, 0.9, "--iou"),
                                          (0.5, 1.0, 0.9, "--target-precision"), (0.5, 0.0, 0.9, "--target-precision"),
                                          (0.5, 0.5, 1.0, "--confidence")):

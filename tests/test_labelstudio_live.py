@@ -422,10 +422,14 @@ def test_injected_5xx_and_timeouts_lose_nothing_and_duplicate_nothing(ls, sdk, t
     store = Store(tmp_path / "out")
     modes = ["502-after", "hang-after", "503", "drop-after"]
     writes = []
+    storage_faulted: list[int] = []
 
     def fault(n: int, method: str, path: str) -> str | None:
         if method == "GET":
             return "503" if n % 4 == 0 else None
+        if method == "POST" and path.split("?")[0] == "/api/storages/localfiles/" and not storage_faulted:
+            storage_faulted.append(n)
+            return "502-after"  # the storage is made, the answer lost: listed again, not made twice
         writes.append(n)  # every third of the first 24 writes fails, each way in turn
         k = len(writes)
         return modes[(k // 3) % len(modes)] if k % 3 == 1 and k <= 24 else None
@@ -435,6 +439,10 @@ def test_injected_5xx_and_timeouts_lose_nothing_and_duplicate_nothing(ls, sdk, t
                        api_key=TOKEN)
         assert summary.exit_code == 0 and summary.failed == {} and summary.retries > 0
         _assert_exactly_once(sdk, summary.project_id, store)
+        storage_posts = [what for _, method, path, what in proxy.log
+                         if method == "POST" and path.split("?")[0] == "/api/storages/localfiles/"]
+        assert storage_posts == ["502-after"]  # not repeated blindly ...
+        assert len(list(sdk.import_storage.local.list(project=summary.project_id))) == 1  # ... and made once
         hit = {what for _, _, _, what in proxy.log if what}
         assert hit == {"502-after", "hang-after", "503", "drop-after"}
 
@@ -454,7 +462,7 @@ def test_injected_5xx_and_timeouts_lose_nothing_and_duplicate_nothing(ls, sdk, t
 
 def test_a_server_gone_for_good_is_reported_and_the_next_push_resumes(ls, sdk, tmp_path, monkeypatch, capsys) -> None:
     folder = ls.document_root / "gone"
-    many_images(folder, 20)
+    many_images(folder, 32)
     Pipeline.from_dict(center_pipeline()).run(input=str(folder), output=str(tmp_path / "out"))
     imports = []
 
@@ -473,10 +481,15 @@ def test_a_server_gone_for_good_is_reported_and_the_next_push_resumes(ls, sdk, t
         ls.start()
     err = capsys.readouterr().err
     assert code == 3
-    assert "push stopped:" in err and "NOT pushed" in err and "run the same command again" in err
-    code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", "server gone", "--no-progress"])
+    assert "push stopped:" in err and "24 NOT pushed" in err and "run the same command again" in err
+    lines = [line for line in err.splitlines() if line.startswith("autolabel: not pushed: ")]
+    assert len(lines) == 20 and lines[0].endswith(": not confirmed before the server stopped answering")
+    assert "autolabel: ... and 4 more not pushed" in err.splitlines()
+    code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", "server gone"])  # with its bar
     assert code == 0
-    assert "ok: 12 tasks created, 0 predictions replaced, 8 unchanged of 20 images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ok: 24 tasks created, 0 predictions replaced, 8 unchanged of 32 images" in err
+    assert "push round 1: 100%" in err  # the progress bar, on stderr
     project = next(p for p in sdk.projects.list() if p.title == "server gone")
     _assert_exactly_once(sdk, project.id, Store(tmp_path / "out"))
 
