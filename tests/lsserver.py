@@ -7,11 +7,16 @@ The install is cached across runs in ``$AUTOLABEL_TEST_CACHE`` (default ``~/.cac
 the terminal says when it starts and ends. A failed install raises :class:`InstallError` — the live tests then fail
 with its message; they never skip, unless ``AUTOLABEL_TEST_NO_INSTALL=1`` asks that nothing be installed: then the
 tests that need a server not installed yet are skipped, with that reason.
+
+A new server's first start migrates its database (~40 s). So that each test module's fresh server does not pay it
+again, the data folder of one server started once (migrated, with the test user and token) is kept beside the
+install (:func:`ensure_template`) and copied into each new server's empty data folder: it then starts in seconds.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import http.client
 import os
 import shutil
@@ -19,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -112,6 +118,34 @@ def ensure_installed(venv: Path | None = None, timeout: float = 1800.0) -> Path:
         return exe
 
 
+def template_dir() -> Path:
+    """Where the migrated data folder is kept: per Label Studio version and test user (its token is in it)."""
+    user = hashlib.sha256(f"{USERNAME}\0{PASSWORD}\0{TOKEN}".encode()).hexdigest()[:12]
+    return cache_dir().parent / f"label-studio-{LS_VERSION}-data-{user}"
+
+
+def ensure_template(exe: Path, timeout: float = 600.0) -> Path:
+    """The migrated data folder of a server started once with the test user (made on first use, under a lock)."""
+    target = template_dir()
+    marker = target / ".autolabel-template"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return target
+        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".template-"))
+        try:
+            server = LabelStudioServer(exe, work, template=None)
+            server.start(timeout)
+            server.stop()
+            (server.data_dir / marker.name).write_text(f"label-studio=={LS_VERSION}, migrated, user {USERNAME}\n")
+            shutil.rmtree(target, ignore_errors=True)
+            server.data_dir.rename(target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return target
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,15 +153,20 @@ def free_port() -> int:
 
 
 class LabelStudioServer:
-    """One Label Studio process over a data folder of its own; ``stop()`` and ``start()`` again keep the data."""
+    """One Label Studio process over a data folder of its own; ``stop()`` and ``start()`` again keep the data.
 
-    def __init__(self, exe: Path, base: Path, port: int | None = None):
-        self.exe, self.base = exe, Path(base)
+    ``template``: a migrated data folder copied into an empty one before the first start ("auto":
+    :func:`ensure_template`; None: the server migrates its own).
+    """
+
+    def __init__(self, exe: Path, base: Path, port: int | None = None, template: Path | str | None = "auto"):
+        self.exe, self.base, self.template = exe, Path(base), template
         self.port = port or free_port()
         self.data_dir = self.base / "data"
         self.document_root = self.base / "files"  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT
         self.log = self.base / "server.log"
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
         self.starts: list[float] = []  # seconds each start took
 
     @property
@@ -154,6 +193,10 @@ class LabelStudioServer:
         }
 
     def start(self, timeout: float = 600.0) -> None:
+        if self.template is not None and not (self.data_dir.is_dir() and any(self.data_dir.iterdir())):
+            template = ensure_template(self.exe, timeout) if self.template == "auto" else Path(self.template)
+            shutil.copytree(template, self.data_dir, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".autolabel-template"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.document_root.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
@@ -162,6 +205,13 @@ class LabelStudioServer:
                 [str(self.exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port)],
                 cwd=self.base, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        # the server runs in a session of its own (stop() ends its whole group); should this process die without
+        # stopping it (killed, e.g. a mutation-test timeout), a watchdog in a session of its own stops it
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} && kill -0 {self.proc.pid}; do sleep 1; done 2>/dev/null; "
+                         f"kill -TERM -{self.proc.pid} 2>/dev/null"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {self.proc.returncode} while starting: {self.log_tail()}")
@@ -192,6 +242,8 @@ class LabelStudioServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+        if self.watchdog is not None:
+            self.watchdog.wait(timeout=10)  # it sees the server gone within a second
 
     def log_tail(self, lines: int = 15) -> str:
         try:

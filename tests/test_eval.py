@@ -10,7 +10,7 @@ from eval_scripted import coco_gt, make_images, pipeline
 
 from autolabel import Pipeline
 from autolabel.cli import main
-from autolabel.errors import ExitCode
+from autolabel.errors import AutolabelError, ExitCode
 
 NAMES = ["a.png", "b.png", "c.png"]
 GT = {"a.png": [["cat", 0, 0, 20, 20], ["dog", 30, 30, 60, 60]],
@@ -188,3 +188,130 @@ def test_a_folder_without_a_run_store_is_one_line(tmp_path: Path, capsys) -> Non
     assert "no run store" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path), "--gt", str(gt), "--target-precision", "1.5"]) == ExitCode.CONFIG
     assert "--target-precision: expected a number between 0 and 1" in capsys.readouterr().err
+
+
+def test_json_output_paths_and_argument_bounds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from autolabel.quality.commands import _check
+
+    out = labeled(tmp_path)
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt), "--json", "--path", "sub.json", "--iou", "1.0"]) == ExitCode.OK
+    captured = capsys.readouterr()
+    written = json.loads((out / "sub.json").read_text())
+    assert json.loads(captured.out) == written and written["iou_threshold"] == 1.0
+    assert captured.err.strip() == f"autolabel: wrote {out / 'sub.json'}" and not (out / "eval.json").exists()
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(json.dumps({"ontology": ["cat", "dog"], "stages": [{"type": "score_threshold",
+                                                                            "threshold": 0.1}]}))
+    assert main(["calibrate", str(out), "--gt", str(gt), "--target-precision", "0.5", "--unreached", "drop",
+                 "--path", "t.yaml", "--pipeline", str(pipeline)]) == ExitCode.OK
+    text = (out / "t.yaml").read_text()
+    assert "autolabel run " + str(pipeline) + " --set-file thresholds.yaml" in text
+    report = json.loads((out / "calibration.json").read_text())
+    assert report["thresholds"] == yaml_load(text) and report["stage"] == "score_threshold"
+    assert main(["calibrate", str(out), "--gt", str(gt), "--target-precision", "0.5", "--unreached", "drop"]) == 0
+    apply = (out / "thresholds.yaml").read_text().splitlines()[1]
+    assert apply == "# apply with: autolabel run PIPELINE --set-file thresholds.yaml"  # no file given: a placeholder
+    capsys.readouterr()
+    assert main(["eval", str(out), "--gt", str(gt)]) == ExitCode.OK
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == ("images: 3 matched of 3 run / 3 ground truth (by path 3, name 0, hash 0); unmatched: 0 run, "
+                        "0 ground truth")
+    assert table[1].split() == ["class", "AP", "AP50", "AP75", "mAP", "P", "R", "F1", "TP", "FP", "FN"]
+    assert set(table[2]) == {"-"} and len(table[2]) == len(table[1])
+    assert [line.split()[0] for line in table[3:6]] == ["cat", "dog", "all"]
+    assert table[5].split()[-3:] == ["3", "2", "1"] and table[5].split()[4] == "-"  # TP FP FN; no mask AP
+    assert table[-1].startswith("calibration error (ECE, 10 bins): 0.") and len(table) == 7
+    for iou, target, confidence, bad in ((0.0, 0.5, 0.9, "--iou"), (1.01, 0.5, 0.9, "--iou"),
+                                         (0.5, 1.0, 0.9, "--target-precision"), (0.5, 0.0, 0.9, "--target-precision"),
+                                         (0.5, 0.5, 1.0, "--confidence")):
+        with pytest.raises(AutolabelError) as err:
+            _check(argparse.Namespace(iou=iou, target_precision=target, confidence=confidence))
+        assert str(err.value).startswith(f"{bad}: expected a number between 0 and 1 (got ")
+        assert err.value.exit_code == ExitCode.CONFIG
+    _check(argparse.Namespace(iou=1.0))  # eval has no target or confidence
+
+
+def yaml_load(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+# -- parts of eval.json, on values made by hand ---------------------------------------------------------------------
+def test_curves_keep_the_last_box_of_each_score_and_at_most_the_asked_points() -> None:
+    import numpy as np
+
+    from autolabel.quality.eval import curve
+
+    c = curve(np.array([0.9, 0.5, 0.9, np.nan, 0.2]), np.array([True, False, True, True, False]), 4)
+    assert c == {"score": [0.9, 0.5, 0.2, 0.0], "precision": [1.0, 2 / 3, 0.5, 0.6],
+                 "recall": [0.5, 0.5, 0.5, 0.75]}  # unknown scores sort as 0
+    assert curve(np.array([0.5]), np.array([True]), 0)["recall"] == [None]
+    assert curve(np.zeros(0), np.zeros(0, bool), 3) == {"score": [], "precision": [], "recall": []}
+    many = curve(np.linspace(1, 0, 1000), np.ones(1000, bool), 1000, points=10)
+    assert len(many["score"]) == 10 and many["score"][0] == 1.0 and many["score"][-1] == 0.0  # both ends kept
+    assert many["recall"][-1] == 1.0 and many["recall"] == sorted(many["recall"])
+
+
+def test_reliability_bins_scores_and_the_ece_weighs_bins_by_their_boxes() -> None:
+    import numpy as np
+
+    from autolabel.quality.eval import ece, reliability
+
+    r = reliability(np.array([0.05, 0.15, 0.15, 1.0, np.nan]), np.array([False, True, False, True, True]), bins=4)
+    assert r["bins"] == [0.0, 0.25, 0.5, 0.75, 1.0] and r["count"] == [3, 0, 0, 1]  # 1.0: the last bin
+    assert r["confidence"] == [pytest.approx(0.35 / 3), None, None, 1.0] and r["accuracy"] == [pytest.approx(1 / 3),
+                                                                                                None, None, 1.0]
+    assert r["ece"] == pytest.approx(3 / 4 * abs(1 / 3 - 0.35 / 3))
+    assert ece(np.array([np.nan]), np.array([True])) is None
+
+
+def test_the_stage_behind_a_drop_is_named_from_the_pipeline() -> None:
+    from autolabel.quality.eval import stage_of, stages_of
+
+    stages = stages_of({"stages": [{"type": "detect", "name": "boxes"}, {"type": "score_threshold"},
+                                   {"type": "score_threshold", "name": "late", "action": "flag"},
+                                   {"type": "border"}, {"type": "mine:Filter", "name": "own"}, "not a stage",
+                                   {"name": "no type"}]})
+    assert stages == [("boxes", "detect", "drop"), ("score_threshold", "score_threshold", "drop"),
+                      ("late", "score_threshold", "flag"), ("border", "border", "flag"), ("own", "mine:Filter", "drop")]
+    assert stage_of("low_score", "boxes", stages) == "score_threshold"
+    assert stage_of("low_score", "boxes", stages, "flag") == "late"
+    assert stage_of("touches_border", "boxes", stages, "flag") == "border"
+    assert stage_of("touches_border", "boxes", stages, "drop") == "border"  # no dropping one: the candidates
+    assert stage_of("my_reason", "boxes", stages) == "own"  # a user's filter
+    assert stage_of("unmapped_phrase", "boxes", stages) == "boxes" and stage_of("unmapped_phrase", "", stages) == \
+        "unknown"
+    assert stage_of("nms", "", [("a", "nms", "drop"), ("b", "nms", "drop")]) == "a|b"
+    assert stage_of("nms", "", []) == "unknown" and stages_of(None) == [] and stages_of({"stages": None}) == []
+
+
+def test_scores_without_boxes_or_ground_truth_are_none_not_zero() -> None:
+    from autolabel.quality.eval import _scores
+
+    none = {"ap": None, "ap50": None, "ap75": None}
+    assert _scores(none, None, 0, 0, 0) | {} == {**none, "mask_ap": None, "precision": None, "recall": None,
+                                                 "f1": None, "tp": 0, "fp": 0, "fn": 0, "gt": 0, "predictions": 0}
+    s = _scores({"ap": 0.5, "ap50": 0.6, "ap75": 0.4}, {"ap": 0.3}, 2, 4, 3)
+    assert (s["precision"], s["recall"], s["f1"], s["fp"], s["fn"], s["mask_ap"]) == (0.5, 2 / 3, 4 / 7, 2, 1, 0.3)
+    assert (s["ap"], s["ap50"], s["ap75"], s["gt"], s["predictions"]) == (0.5, 0.6, 0.4, 3, 4)
+    assert _scores(none, None, 0, 0, 5)["recall"] == 0.0 and _scores(none, None, 0, 2, 0)["precision"] == 0.0
+
+
+def test_the_python_calls_take_the_commands_defaults_and_record_their_inputs(tmp_path: Path) -> None:
+    from autolabel.quality.api import calibrate_run, evaluate_run
+
+    out = labeled(tmp_path)
+    gt = coco_gt(tmp_path / "gt.json", GT)
+    result = evaluate_run(out, gt)
+    assert (result["iou_threshold"], result["flagged"], result["gt"], result["output"], result["gt_format"]) == (
+        0.5, "include", str(gt), str(out), "coco")
+    assert not (out / "eval.json").exists()  # a Python call writes nothing
+    report, overrides = calibrate_run(out, gt, target_precision=0.5, unreached="drop")
+    assert (report["iou_threshold"], report["flagged"], report["confidence"], report["bound"]) == (
+        0.5, "include", 0.95, "clopper-pearson")
+    assert set(overrides) == {"stages.score_threshold.per_class.cat", "stages.score_threshold.per_class.dog"}

@@ -52,18 +52,29 @@ def test_every_prediction_validates_against_the_config(run: Path) -> None:
         assert prediction["model_version"] == "export-test"  # the pipeline's name
 
 
-def test_regions_are_percent_of_the_displayed_size(run: Path) -> None:
+def objects(result: list[dict]) -> list[dict]:
+    """The labeled regions of a result (one per object), in order."""
+    return [r for r in result if r["type"].endswith("labels")]
+
+
+def test_one_region_per_object_in_percent_of_the_displayed_size(run: Path) -> None:
     tasks = by_name(export(run)[0])
     for name, (w, h) in SIZES.items():
         result = tasks[name]["predictions"][0]["result"]
-        rects = [r for r in result if r["type"] == "rectanglelabels"]
-        assert [r["value"]["rectanglelabels"] for r in rects] == [["cat"], ["cat"], ["dog"], ["text"]]
-        center = rects[0]
+        regions = objects(result)  # the centre box; RichLabels' masked cat, polygon dog and OCR box
+        assert [(r["type"], r["value"][r["type"]]) for r in regions] == [
+            ("rectanglelabels", ["cat"]), ("brushlabels", ["cat"]), ("polygonlabels", ["dog"]),
+            ("rectanglelabels", ["text"])]
+        center = regions[0]
         assert (center["original_width"], center["original_height"]) == (w, h)
         assert center["value"] | {} == {"x": 25.0, "y": 25.0, "width": 50.0, "height": 50.0, "rotation": 0,
                                         "rectanglelabels": ["cat"]}
-        assert rects[1]["score"] == 0.9 and rects[2]["score"] == 0.6
-        assert rects[1]["value"]["x"] == pytest.approx(100 * (w // 8) / w, abs=1e-4)
+        assert [r.get("score") for r in regions] == [pytest.approx(s) for s in (center["score"], 0.9, 0.6, 0.8)]
+        triangle = [[100 * (w * k // 8) / w, 100 * (h * m // 8) / h] for k, m in ((4, 1), (7, 7), (1, 7))]
+        np.testing.assert_allclose(regions[2]["value"]["points"], triangle, atol=1e-4)
+        text = regions[3]["value"]
+        assert (text["x"], text["y"]) == (pytest.approx(100 * (w // 8) / w, abs=1e-4),
+                                          pytest.approx(100 * (h // 2) / h, abs=1e-4))
 
 
 def test_ocr_text_and_review_marker_share_the_region_id(run: Path) -> None:
@@ -75,9 +86,11 @@ def test_ocr_text_and_review_marker_share_the_region_id(run: Path) -> None:
     assert [(r["from_name"], r["value"].get("text")) for r in by_id[text_box["id"]]] == [
         ("label", None), ("transcription", ["HELLO"])
     ]
-    dog = [r for r in result if r.get("value", {}).get("rectanglelabels") == ["dog"]][0]
-    review = [r for r in by_id[dog["id"]] if r["from_name"] == "review"]
-    assert [r["value"]["text"] for r in review] == [["flagged: test_flag"]]
+    dog = [r for r in result if r.get("value", {}).get("polygonlabels") == ["dog"]][0]
+    assert [(r["from_name"], r["type"]) for r in by_id[dog["id"]]] == [("polygon", "polygonlabels"),
+                                                                        ("review", "textarea")]
+    review = by_id[dog["id"]][1]
+    assert review["value"] == {"points": dog["value"]["points"], "closed": True, "text": ["flagged: test_flag"]}
     assert len([r for r in result if r["from_name"] == "review"]) == 1  # only the flagged box
     captions = [r["value"]["text"] for r in result if r["from_name"] == "caption"]
     assert captions == [["a test image of 64x64 pixels"]]
@@ -96,12 +109,19 @@ def test_brush_rle_decodes_to_the_mask(run: Path) -> None:
         assert np.array_equal(decoded, truth)
 
 
-def test_masks_as_polygons_one_region_per_part(run: Path) -> None:
+def test_masks_as_polygons_one_region_per_object(run: Path) -> None:
+    from autolabel.exports.geometry import join_parts, mask_polygons
+
     tasks, config = export(run, path="poly.json", masks="polygon")
     result = by_name(tasks)["square.png"]["predictions"][0]["result"]
     polygons = [r for r in result if r["type"] == "polygonlabels"]
-    assert [r["value"]["polygonlabels"] for r in polygons] == [["cat"], ["cat"], ["dog"]]  # two parts, triangle
+    assert [r["value"]["polygonlabels"] for r in polygons] == [["cat"], ["dog"]]  # two-part mask: one polygon
     assert not [r for r in result if r["type"] == "brushlabels"]
+    truth = np.zeros((64, 64), bool)
+    truth[8:24, 8:24] = truth[40:56, 40:56] = True
+    # the two parts' outlines joined by a zero-width bridge (the YOLO export's one polygon per object)
+    np.testing.assert_allclose(polygons[0]["value"]["points"], join_parts(mask_polygons(truth)) * 100 / 64,
+                               atol=1e-4)
     interface = LabelInterface(config)
     assert all(interface.validate_prediction(t["predictions"][0]) for t in tasks)
 
@@ -113,8 +133,8 @@ def test_task_score_puts_the_least_certain_first(run: Path) -> None:
         assert t["predictions"][0]["score"] == min(scores)
     means = export(run, path="mean.json", task_score="mean")[0]
     for t in means:
-        rect = [r["score"] for r in t["predictions"][0]["result"] if r["type"] == "rectanglelabels"]
-        assert t["predictions"][0]["score"] == pytest.approx(np.mean(rect), abs=1e-5)
+        scored = [r["score"] for r in objects(t["predictions"][0]["result"])]
+        assert len(scored) == 4 and t["predictions"][0]["score"] == pytest.approx(np.mean(scored), abs=1e-5)
 
 
 def test_task_score_definition() -> None:
@@ -155,19 +175,23 @@ def test_converter_to_coco_and_yolo_accepts_the_tasks(
     with caplog.at_level(logging.ERROR):
         converter.convert(str(source), str(tmp_path / "coco"), "COCO", is_dir=False)
         converter.convert(str(source), str(tmp_path / "yolo"), "YOLO", is_dir=False)
+        (tmp_path / "png").mkdir()
+        converter.convert(str(source), str(tmp_path / "png"), "BRUSH_TO_PNG", is_dir=False)
     coco = json.loads((tmp_path / "coco" / "result.json").read_text())
     assert len(coco["images"]) == len(SIZES)
     names = {c["id"]: c["name"] for c in coco["categories"]}
     assert sorted(names.values()) == ["cat", "dog", "text"]
-    # rectangles (4 per image) and the dog's polygon; brush and text areas are not COCO's business
-    assert len(coco["annotations"]) == 5 * len(SIZES)
+    # per image 4 objects, each counted once: 2 rectangles and the dog's polygon in COCO (brush and text areas are
+    # not COCO's business), the masked cat as the one brush PNG
+    assert len(coco["annotations"]) == 3 * len(SIZES)
+    assert len(list((tmp_path / "png").glob("*.png"))) == len(SIZES)
     square = next(i["id"] for i in coco["images"] if i["file_name"].endswith("square.png"))
     boxes = [a["bbox"] for a in coco["annotations"] if a["image_id"] == square]
-    assert boxes[0] == pytest.approx([16, 16, 32, 32])
+    np.testing.assert_allclose(sorted(boxes), [[8, 8, 48, 48], [8, 32, 24, 8], [16, 16, 32, 32]], atol=1e-4)
     labels = sorted(os.listdir(tmp_path / "yolo" / "labels"))
     assert len(labels) == len(SIZES)
     lines = [ln.split() for f in labels for ln in (tmp_path / "yolo" / "labels" / f).read_text().splitlines()]
-    assert len(lines) == 5 * len(SIZES) and all(0 <= float(v) <= 1 for ln in lines for v in ln[1:])
+    assert len(lines) == 3 * len(SIZES) and all(0 <= float(v) <= 1 for ln in lines for v in ln[1:])
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -185,8 +209,8 @@ def test_dropped_boxes_are_not_exported(run: Path) -> None:
     tasks = export(run)[0]
     for t in tasks:
         n = t["data"]["autolabel_id"]
-        rects = [r["id"] for r in t["predictions"][0]["result"] if r["type"] == "rectanglelabels"]
-        assert rects == [f"{n}_0", f"{n}_1", f"{n}_2", f"{n}_3"]  # box 4 (RichLabels' last) was dropped
+        ids = [r["id"] for r in objects(t["predictions"][0]["result"])]
+        assert ids == [f"{n}_0", f"{n}_1", f"{n}_2", f"{n}_3"]  # box 4 (RichLabels' last) was dropped
 
 
 # --- tasks built one by one, and the writer's defaults --------------------------------------------------------------
@@ -220,50 +244,51 @@ def hand_row() -> ImageRow:
 def test_task_defaults_and_every_region_of_a_hand_made_row() -> None:
     row = hand_row()
     made = labelstudio.task(row)
-    assert made == labelstudio.task(row, "/data/local-files/?d=", "autolabel", "min", "brush")
+    assert made == labelstudio.task(row, "/data/local-files/?d=", "autolabel", "min", "brush",
+                                    labelstudio.Layout())
     assert made["data"] == {"image": "/data/local-files/?d=d/a%20b%231.png", "autolabel_id": 9,
                             "rel_path": "d/a b#1.png"}
     (prediction,) = made["predictions"]
     assert prediction["model_version"] == "autolabel" and prediction["score"] == 0.4  # the lowest box score
     result = prediction["result"]
     assert [(r["id"], r["from_name"], r["type"]) for r in result] == [
-        ("9_0", "label", "rectanglelabels"), ("9_0_mask", "mask", "brushlabels"),
+        ("9_0", "mask", "brushlabels"),
         ("9_1", "label", "rectanglelabels"), ("9_1", "review", "textarea"),
-        ("9_3", "label", "rectanglelabels"), ("9_3_poly", "polygon", "polygonlabels"),
-        ("9_3", "transcription", "textarea"),
+        ("9_3", "polygon", "polygonlabels"), ("9_3", "transcription", "textarea"),
         ("9_caption", "caption", "textarea"), ("9_ocr", "ocr", "textarea"),
     ]
     common = {"to_name": "image", "original_width": 20, "original_height": 10, "image_rotation": 0}
-    for region in result[:7]:  # the boxes' regions; the image-level text areas name only their image
+    for region in result[:5]:  # the objects' regions; the image-level text areas name only their image
         assert {k: region[k] for k in common} == common
-    assert all(r["to_name"] == "image" and "original_width" not in r for r in result[7:])
-    assert result[0]["value"] == {"x": 10.0, "y": 10.0, "width": 80.0, "height": 80.0, "rotation": 0,
-                                  "rectanglelabels": ["cat"]}
-    assert result[0]["score"] == result[1]["score"] == 0.8 and "score" not in result[4]  # unknown: no score
-    assert result[3]["value"] == {"x": 0.0, "y": 0.0, "width": 25.0, "height": 50.0, "rotation": 0,
+    assert all(r["to_name"] == "image" and "original_width" not in r for r in result[5:])
+    brush = decode_rle(result[0]["value"]["rle"]).reshape(10, 20, 4)[:, :, 3] > 0
+    assert np.array_equal(brush, two_squares()) and result[0]["value"]["format"] == "rle"
+    assert result[0]["value"]["brushlabels"] == ["cat"] and result[0]["score"] == 0.8
+    assert result[1]["value"] == {"x": 0.0, "y": 0.0, "width": 25.0, "height": 50.0, "rotation": 0,
+                                  "rectanglelabels": ["dog"]}
+    assert result[2]["value"] == {"x": 0.0, "y": 0.0, "width": 25.0, "height": 50.0, "rotation": 0,
                                   "text": ["flagged"]}  # flagged with no reason code
-    assert result[5]["value"] == {"points": [[50.0, 0.0], [100.0, 0.0], [100.0, 25.0], [50.0, 25.0]], "closed": True,
-                                  "polygonlabels": ["text"]}
-    assert result[6]["value"]["text"] == ["EXIT"] and result[6]["value"]["width"] == 50.0
-    assert result[7]["value"] == {"text": ["two cats", "two grey cats"]} and result[8]["value"] == {"text": ["EXIT"]}
-    brush = decode_rle(result[1]["value"]["rle"]).reshape(10, 20, 4)[:, :, 3] > 0
-    assert np.array_equal(brush, two_squares()) and result[1]["value"]["format"] == "rle"
+    quad = {"points": [[50.0, 0.0], [100.0, 0.0], [100.0, 25.0], [50.0, 25.0]], "closed": True}
+    assert result[3]["value"] == quad | {"polygonlabels": ["text"]} and "score" not in result[3]  # unknown: none
+    assert result[4]["value"] == quad | {"text": ["EXIT"]}  # the text on its polygon's id and shape
+    assert result[5]["value"] == {"text": ["two cats", "two grey cats"]} and result[6]["value"] == {"text": ["EXIT"]}
     assert LabelInterface(labelstudio.labeling_config(parse(export_pipeline()).ontology)).validate_prediction(
         prediction, return_errors=True) == []
 
 
 def test_masks_option_polygon_and_none() -> None:
     row = hand_row()
-    polygons = [r for r in labelstudio.task(row, masks="polygon")["predictions"][0]["result"]
-                if r["id"].startswith("9_0_mask")]
-    assert [(r["id"], r["type"], r["value"]["polygonlabels"]) for r in polygons] == [
-        ("9_0_mask0", "polygonlabels", ["cat"]), ("9_0_mask1", "polygonlabels", ["cat"])]  # largest part first
-    assert polygons[0]["value"]["points"] == [[62.5, 65.0], [62.5, 85.0], [87.5, 85.0], [87.5, 65.0]]
-    assert all(r["score"] == 0.8 for r in polygons)
+    (polygon,) = [r for r in labelstudio.task(row, masks="polygon")["predictions"][0]["result"] if r["id"] == "9_0"]
+    assert (polygon["type"], polygon["from_name"], polygon["score"]) == ("polygonlabels", "polygon", 0.8)
+    # the larger part first, then a zero-width bridge to the other and back: one polygon for the two-part mask
+    assert polygon["value"] == {"points": [[62.5, 65.0], [62.5, 85.0], [87.5, 85.0], [87.5, 65.0], [62.5, 65.0],
+                                           [27.5, 35.0], [27.5, 15.0], [12.5, 15.0], [12.5, 35.0], [27.5, 35.0]],
+                                "closed": True, "polygonlabels": ["cat"]}
     plain = labelstudio.task(row, masks="none")["predictions"][0]["result"]
-    assert not [r for r in plain if r["id"].startswith("9_0_mask")] and len(plain) == 8
+    (box,) = [r for r in plain if r["id"] == "9_0"]
+    assert box["type"] == "rectanglelabels" and box["value"]["width"] == 80.0 and len(plain) == 7
     empty = hand_row().annotations[0]._replace(rle=coco_rle(np.zeros((10, 20), bool)))
-    assert len(labelstudio.regions(empty, row)) == 1  # an empty mask: the rectangle only
+    assert [r["type"] for r in labelstudio.regions(empty, row)] == ["rectanglelabels"]  # an empty mask: its box
 
 
 def test_task_score_mean_and_percentages_clamped() -> None:
@@ -279,7 +304,7 @@ def test_a_rejected_prediction_names_the_image_and_the_problem() -> None:
     checker = labelstudio.PredictionChecker(labelstudio.labeling_config(parse(export_pipeline()).ontology))
     task = labelstudio.task(hand_row())
     checker.check(task)
-    task["predictions"][0]["result"][0]["value"]["rectanglelabels"] = ["horse"]
+    task["predictions"][0]["result"][0]["value"]["brushlabels"] = ["horse"]
     with pytest.raises(AutolabelError) as err:
         checker.check(task)
     message = str(err.value)
@@ -337,7 +362,7 @@ def test_write_export_defaults_and_the_model_version_it_picks(run: Path) -> None
     for t in tasks:
         result = t["predictions"][0]["result"]
         assert t["predictions"][0]["model_version"] == "v9"
-        assert [r["value"]["rectanglelabels"] for r in result if r["type"] == "rectanglelabels"] == [["cat"]]
+        assert [(r["type"], r["value"][r["type"]]) for r in objects(result)] == [("brushlabels", ["cat"])]
         assert not [r for r in result if r["from_name"] == "review"]
 
 

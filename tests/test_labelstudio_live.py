@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from autolabel.exports.labelstudio import labeling_config, task
 from autolabel.exports.rows import image_rows
 from autolabel.labelstudio.push import push
 from autolabel.labelstudio.pull import pull
+from autolabel.labelstudio.review import boxes
 from autolabel.pipeline import Pipeline
 from autolabel.store import Store
 from lsserver import TOKEN, FaultProxy, LabelStudioServer
@@ -39,7 +41,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def images(ls: LabelStudioServer, request: pytest.FixtureRequest) -> Path:
     """The export tests' four images, in a folder of their own under the server's local-files document root."""
-    folder = ls.document_root / request.node.name
+    folder = ls.document_root / re.sub(r"[^\w.-]", "_", request.node.name)  # a parametrized name is no glob
     make_export_images(folder)
     return folder
 
@@ -86,7 +88,9 @@ def test_push_creates_one_task_per_image_with_the_stores_prediction(ls, sdk, ima
     spec = spec_of(store)
     summary = push(store, spec, options(ls.url, "push matches store"), api_key=TOKEN)
     assert (summary.created, summary.updated, summary.unchanged, summary.failed) == (4, 0, 0, {})
-    assert summary.exit_code == 0
+    assert summary.exit_code == 0 and summary.rounds == 1 and summary.left_out == {}
+    assert list(summary.timings) == ["index", "images", "rounds"] and min(summary.timings.values()) >= 0
+    assert sum(summary.timings.values()) <= summary.seconds
 
     project = sdk.projects.get(summary.project_id)
     assert project.label_config.strip() == labeling_config(spec.ontology).strip()
@@ -103,15 +107,18 @@ def test_push_creates_one_task_per_image_with_the_stores_prediction(ls, sdk, ima
         pred = predictions[t.id]
         expected = task(row, model_version="export-test")["predictions"][0]
         assert pred.result == expected["result"] and pred.model_version == "export-test"
-        # independent of the builder: boxes back in pixels, the score is the least confident box's
-        rects = [r for r in pred.result if r["type"] == "rectanglelabels"]
-        xyxy = [[r["value"]["x"] * row.width / 100, r["value"]["y"] * row.height / 100,
-                 (r["value"]["x"] + r["value"]["width"]) * row.width / 100,
-                 (r["value"]["y"] + r["value"]["height"]) * row.height / 100] for r in rects]
-        np.testing.assert_allclose(xyxy, [a.xyxy for a in row.annotations], atol=1e-2)
-        assert [r["value"]["rectanglelabels"][0] for r in rects] == ["cat", "cat", "dog", "text"]
+        # one region per object, as the server keeps them: the centre box, the masked cat, the dog's polygon, the
+        # OCR box; back in pixels (by the review's reader, not the builder), their boxes are the store's
+        objects = [r for r in pred.result if r["type"].endswith("labels")]
+        assert [(r["id"], r["type"], r["value"][r["type"]]) for r in objects] == [
+            (f"{row.id}_0", "rectanglelabels", ["cat"]), (f"{row.id}_1", "brushlabels", ["cat"]),
+            (f"{row.id}_2", "polygonlabels", ["dog"]), (f"{row.id}_3", "rectanglelabels", ["text"])]
+        np.testing.assert_allclose([b.xyxy for b in boxes(pred.result)], [a.xyxy for a in row.annotations],
+                                   atol=1e-2)
+        texts = [(r["id"], r["from_name"]) for r in pred.result if r["type"] == "textarea"]
+        assert texts == [(f"{row.id}_2", "review"), (f"{row.id}_3", "transcription"), (f"{row.id}_caption", "caption"),
+                         (f"{row.id}_ocr", "ocr")]
         assert pred.score == pytest.approx(min(a.score for a in row.annotations), abs=1e-5)
-        assert [r["type"] for r in pred.result].count("brushlabels") == 1
     # the image itself is served by Label Studio from the pushed reference
     first = tasks[0]
     body = _get(ls.url, first.data["image"])
@@ -173,8 +180,8 @@ def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images,
     label(images, tmp_path / "out").close()
     config = labeling_config(spec_of(Store(tmp_path / "out")).ontology)
     config = config.replace('\n    <Label value="dog"/>', "", 1)  # the first: RectangleLabels'
-    config = config.replace('<BrushLabels name="mask"', '<PolygonLabels name="mask"').replace(
-        "</BrushLabels>", "</PolygonLabels>")
+    config = config.replace('<TextArea name="review" toName="image" perRegion="true"',
+                            '<TextArea name="review" toName="image"')
     project = sdk.projects.create(title="config differs", label_config=config)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", str(project.id), "--no-progress"])
@@ -184,11 +191,56 @@ def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images,
     assert code == 2
     assert err == [
         head + "control 'label': missing label(s) dog (the ontology's classes)",
-        head + "control 'mask': is <PolygonLabels>, expected <BrushLabels>",
+        head + "control 'review': perRegion is None, expected 'true'",
         head + "to fix, edit it in the project's Settings → Labeling Interface (the expected config is what "
                "`autolabel export --format labelstudio` writes) or push to a new title",
     ]
     assert list(sdk.tasks.list(project=project.id)) == []
+
+
+POLYGONS_ONLY = """<View>
+  <Image name="photo" value="$image"/>
+  <PolygonLabels name="outline" toName="photo"><Label value="cat"/><Label value="dog"/><Label value="text"/>
+  </PolygonLabels>
+  <TextArea name="transcription" toName="photo" perRegion="true" editable="true"/>
+</View>"""
+BOXES_ONLY = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="box" toName="image"><Label value="cat"/><Label value="dog"/><Label value="text"/>
+  </RectangleLabels>
+</View>"""
+
+
+@pytest.mark.parametrize(("config", "kinds", "left_out"), ids=["polygons", "boxes"], argvalues=[
+    (POLYGONS_ONLY, ["polygonlabels"] * 4, {"caption": 4, "ocr": 4, "review": 4}),
+    (BOXES_ONLY, ["rectanglelabels"] * 4, {"caption": 4, "ocr": 4, "review": 4, "transcription": 4}),
+])
+def test_a_projects_own_config_shapes_one_region_per_object(ls, sdk, images, tmp_path, config, kinds,
+                                                            left_out) -> None:
+    """A project made in Label Studio with a config of its own: each object is one region of a kind it has, under its
+    control names; what it has no text area for is left out and said."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    store = label(images, tmp_path / "out")
+    project = sdk.projects.create(title=f"own config {len(kinds[0])}", label_config=config)
+    summary = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
+    assert (summary.created, summary.failed, summary.left_out) == (4, {}, left_out)
+    assert "left out, the project's labeling config has no text area for them: 4 captions" in summary.line()
+    interface = LabelInterface(config)
+    rows = {row.sha256: row for row in image_rows(store, spec_of(store).ontology)}
+    for t in sdk.tasks.list(project=project.id):
+        (pred,) = sdk.predictions.list(task=t.id)
+        row = rows[t.data["autolabel_key"]]
+        assert interface.validate_prediction({"result": pred.result}, return_errors=True) == []
+        objects = [r for r in pred.result if r["type"].endswith("labels")]
+        assert [r["type"] for r in objects] == kinds
+        assert [r["id"] for r in objects] == [f"{row.id}_{k}" for k in range(4)]  # one region per object
+        np.testing.assert_allclose([b.xyxy for b in boxes(pred.result)], [a.xyxy for a in row.annotations],
+                                   atol=0.02 * max(row.width, row.height))  # the mask's outline: pixel centres
+        texts = [(r["id"], r["from_name"], r["value"]["text"]) for r in pred.result if r["type"] == "textarea"]
+        assert texts == ([(f"{row.id}_3", "transcription", ["HELLO"])] if "transcription" not in left_out else [])
+    again = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
+    assert (again.created, again.unchanged) == (0, 4)
 
 
 # -- pull ----------------------------------------------------------------------------------------------------------
@@ -205,8 +257,8 @@ def _review(sdk, project_id: int) -> dict[str, int]:
             for r in result:
                 if r["id"] == rid + "0" and r["type"] == "rectanglelabels":
                     r["value"]["x"] += 10
-                if r["id"] == rid + "2" and r["type"] == "rectanglelabels":
-                    r["value"]["rectanglelabels"] = ["cat"]
+                if r["id"] == rid + "2" and r["type"] == "polygonlabels":  # the dog is its polygon
+                    r["value"]["polygonlabels"] = ["cat"]
                 if r["id"] == rid + "3":
                     r["id"] = "redrawn3"
         elif rel == "sub/tall.png":  # text box deleted, a dog added
@@ -278,6 +330,29 @@ def test_pull_writes_the_reviewed_annotations_and_the_acceptance_summary(ls, sdk
     assert "names:\n  0: cat\n  1: dog\n  2: text" in (root / "data.yaml").read_text()
 
 
+def test_pull_on_the_command_line_links_images_from_the_image_root(ls, sdk, images, tmp_path, monkeypatch,
+                                                                    capsys) -> None:
+    store = label(images, tmp_path / "out")
+    pushed = push(store, spec_of(store), options(ls.url, "pull by cli"), api_key=TOKEN)
+    _review(sdk, pushed.project_id)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    nested = tmp_path / "not" / "made" / "yet"
+    capsys.readouterr()
+    code = main(["pull", "--url", ls.url, "--project", "pull by cli", "-o", str(nested), "--format", "yolo",
+                 "--task", "segment", "--image-root", str(images)])
+    out, err = capsys.readouterr()
+    assert code == 0 and "review of 3 tasks" in out
+    project_url = f"{ls.url}/projects/{pushed.project_id}"
+    assert err.splitlines()[-1] == f"autolabel: pulled 12 boxes of 3 reviewed tasks from {project_url}"
+    linked = sorted((nested / "yolo").glob("images/*/*.png"))
+    assert sorted(p.name for p in linked) == ["square.png", "sub__tall.png", "wide.png"]
+    assert all(p.is_symlink() and p.resolve().parent in (images, images / "sub") for p in linked)
+    segment = (nested / "yolo" / "labels").rglob("square.txt")
+    # class + x, y per point: the centre box's 4 corners, the cat's two-part brush as one joined polygon (4 + 1
+    # points a part), the dog's triangle, the text box's corners
+    assert [len(line.split()) for line in next(segment).read_text().splitlines()] == [9, 21, 7, 9]
+
+
 # -- faults --------------------------------------------------------------------------------------------------------
 def _assert_exactly_once(sdk, project_id: int, store: Store) -> None:
     keys = {row["sha256"] for row in store.images(labels=False)}
@@ -324,10 +399,14 @@ def test_injected_5xx_and_timeouts_lose_nothing_and_duplicate_nothing(ls, sdk, t
     store = Store(tmp_path / "out")
     modes = ["502-after", "hang-after", "503", "drop-after"]
     writes = []
+    storage_faulted: list[int] = []
 
     def fault(n: int, method: str, path: str) -> str | None:
         if method == "GET":
             return "503" if n % 4 == 0 else None
+        if method == "POST" and path.split("?")[0] == "/api/storages/localfiles/" and not storage_faulted:
+            storage_faulted.append(n)
+            return "502-after"  # the storage is made, the answer lost: listed again, not made twice
         writes.append(n)  # every third of the first 24 writes fails, each way in turn
         k = len(writes)
         return modes[(k // 3) % len(modes)] if k % 3 == 1 and k <= 24 else None
@@ -337,6 +416,10 @@ def test_injected_5xx_and_timeouts_lose_nothing_and_duplicate_nothing(ls, sdk, t
                        api_key=TOKEN)
         assert summary.exit_code == 0 and summary.failed == {} and summary.retries > 0
         _assert_exactly_once(sdk, summary.project_id, store)
+        storage_posts = [what for _, method, path, what in proxy.log
+                         if method == "POST" and path.split("?")[0] == "/api/storages/localfiles/"]
+        assert storage_posts == ["502-after"]  # not repeated blindly ...
+        assert len(list(sdk.import_storage.local.list(project=summary.project_id))) == 1  # ... and made once
         hit = {what for _, _, _, what in proxy.log if what}
         assert hit == {"502-after", "hang-after", "503", "drop-after"}
 
@@ -356,7 +439,7 @@ def test_injected_5xx_and_timeouts_lose_nothing_and_duplicate_nothing(ls, sdk, t
 
 def test_a_server_gone_for_good_is_reported_and_the_next_push_resumes(ls, sdk, tmp_path, monkeypatch, capsys) -> None:
     folder = ls.document_root / "gone"
-    many_images(folder, 20)
+    many_images(folder, 32)
     Pipeline.from_dict(center_pipeline()).run(input=str(folder), output=str(tmp_path / "out"))
     imports = []
 
@@ -375,12 +458,74 @@ def test_a_server_gone_for_good_is_reported_and_the_next_push_resumes(ls, sdk, t
         ls.start()
     err = capsys.readouterr().err
     assert code == 3
-    assert "push stopped:" in err and "NOT pushed" in err and "run the same command again" in err
-    code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", "server gone", "--no-progress"])
+    assert "push stopped:" in err and "24 NOT pushed" in err and "run the same command again" in err
+    lines = [line for line in err.splitlines() if line.startswith("autolabel: not pushed: ")]
+    assert len(lines) == 20 and lines[0].endswith(": not confirmed before the server stopped answering")
+    assert "autolabel: ... and 4 more not pushed" in err.splitlines()
+    code = main(["push", str(tmp_path / "out"), "--url", ls.url, "--project", "server gone"])  # with its bar
     assert code == 0
-    assert "ok: 12 tasks created, 0 predictions replaced, 8 unchanged of 20 images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ok: 24 tasks created, 0 predictions replaced, 8 unchanged of 32 images" in err
+    assert "push round 1: 100%" in err  # the progress bar, on stderr
     project = next(p for p in sdk.projects.list() if p.title == "server gone")
     _assert_exactly_once(sdk, project.id, Store(tmp_path / "out"))
+
+
+def test_a_server_gone_between_rounds_is_reported_and_the_next_push_finds_what_landed(ls, sdk, tmp_path) -> None:
+    folder = ls.document_root / "between"
+    many_images(folder, 4)
+    Pipeline.from_dict(center_pipeline()).run(input=str(folder), output=str(tmp_path / "out"))
+    store = Store(tmp_path / "out")
+
+    def fault(n: int, method: str, path: str) -> str | None:  # the one import: done, then no answer ...
+        return "drop-after" if method == "POST" and "/import" in path else None
+
+    def after(n: int, method: str, path: str) -> None:  # ... and the server gone before the next listing
+        if method == "POST" and "/import" in path:
+            ls.stop()
+
+    try:
+        with FaultProxy(ls.url, fault=fault, after=after) as proxy:
+            summary = push(store, spec_of(store), options(proxy.url, "gone between rounds", retry_for=1),
+                           api_key=TOKEN)
+    finally:
+        ls.start()
+    assert summary.rounds == 2 and summary.exit_code == 3 and summary.created == 0
+    assert summary.error.startswith(f"{proxy.url}: list tasks: no success after ")
+    assert summary.failed == {f"img{i:03d}.png": "not confirmed before the server stopped answering" for i in range(4)}
+    again = push(store, spec_of(store), options(ls.url, "gone between rounds"), api_key=TOKEN)
+    assert (again.created, again.updated, again.failed) == (0, 4, {})  # landed unrecorded: replaced, not doubled
+    _assert_exactly_once(sdk, again.project_id, store)
+
+
+def test_a_storage_made_by_hand_is_reused_and_moved_images_are_re_pointed(ls, sdk, images, tmp_path) -> None:
+    store = label(images, tmp_path / "out")
+    project = sdk.projects.create(title="storage by hand", label_config=labeling_config(spec_of(store).ontology))
+    sdk.import_storage.local.create(project=project.id, path=f"{images}/", title="made in the UI",
+                                    use_blob_urls=False)
+    first = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
+    assert first.created == 4
+    assert [s.title for s in sdk.import_storage.local.list(project=project.id)] == ["made in the UI"]
+    cdn = "https://cdn.example.com/photos/"  # the images now served elsewhere
+    moved = push(store, spec_of(store), options(ls.url, str(project.id), images="url", image_root=cdn),
+                 api_key=TOKEN)
+    assert (moved.created, moved.updated, moved.unchanged, moved.retargeted) == (0, 0, 4, 4)
+    assert sorted(t.data["image"] for t in sdk.tasks.list(project=project.id)) == sorted(
+        cdn + quote(rel) for rel in ("rotated.jpg", "square.png", "sub/tall.png", "wide.png"))
+    assert sorted(n for tasks in snapshot(sdk, project.id).values() for _, n in tasks) == [1, 1, 1, 1]
+
+
+def test_a_document_root_the_server_does_not_have_is_one_line(ls, images, tmp_path) -> None:
+    store = label(images, tmp_path / "out")
+    wrong = ls.document_root.parent  # the images are below it too, but the server serves from its own root
+    with pytest.raises(AutolabelError) as err:
+        push(store, spec_of(store), options(ls.url, "wrong root", document_root=str(wrong)), api_key=TOKEN)
+    reference = f"/data/local-files/?d=files/{quote(images.name)}/rotated.jpg"
+    assert str(err.value) == (
+        f"rotated.jpg: Label Studio cannot serve {reference} (404); start Label Studio with "
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder "
+        f"above the images (and the server must see the images at {images / 'rotated.jpg'}), or push with --images "
+        "upload")
 
 
 # -- keys, pipeline files, uploads ---------------------------------------------------------------------------------
@@ -417,7 +562,9 @@ def test_a_pipeline_file_pushes_at_the_end_of_the_run(ls, sdk, images, tmp_path,
 def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path) -> None:
     folder = tmp_path / "elsewhere"  # not under the document root: only an upload reaches it
     make_export_images(folder)
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(folder / "vanished.png")
     store = label(folder, tmp_path / "out")
+    (folder / "vanished.png").unlink()  # labeled, then deleted: it cannot be uploaded
     with pytest.raises(AutolabelError) as err:
         push(store, spec_of(store), options(ls.url, "uploaded images"), api_key=TOKEN)
     assert str(err.value) == (
@@ -426,14 +573,16 @@ def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path) -> None:
         f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder above the images (a parent of {folder}), "
         "or push with --images upload")
     first = push(store, spec_of(store), options(ls.url, "uploaded images", images="upload"), api_key=TOKEN)
-    assert first.created == 4 and first.failed == {}
+    assert first.created == 4 and list(first.failed) == ["vanished.png"] and first.exit_code == 3
+    why = first.failed["vanished.png"]
+    assert why.startswith(f"cannot read {folder / 'vanished.png'} (No such file or directory")
     tasks = list(sdk.tasks.list(project=first.project_id))
     for t in tasks:
         assert t.data["image"].startswith(f"/data/upload/{first.project_id}/")
         assert _get(ls.url, t.data["image"]) == (folder / t.data["rel_path"]).read_bytes()
     uploads = store._conn.execute("SELECT COUNT(*) FROM ls_uploads").fetchone()[0]
     again = push(store, spec_of(store), options(ls.url, "uploaded images", images="upload"), api_key=TOKEN)
-    assert (again.created, again.unchanged) == (0, 4)
+    assert (again.created, again.unchanged, list(again.failed)) == (0, 4, ["vanished.png"])
     assert store._conn.execute("SELECT COUNT(*) FROM ls_uploads").fetchone()[0] == uploads == 4
 
 

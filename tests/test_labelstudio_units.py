@@ -119,6 +119,12 @@ def test_rect_xyxy_handles_rotation_about_the_top_left_corner() -> None:
     value = {"x": 50, "y": 50, "width": 10, "height": 20}
     assert rect_xyxy(value, 200, 100) == (100.0, 50.0, 120.0, 70.0)
     np.testing.assert_allclose(rect_xyxy(value | {"rotation": 90}, 100, 100), (30, 50, 50, 60), atol=1e-9)
+    # 30° clockwise about (50, 50): the corners (60, 50), (50, 70) and (60, 70) turn to these
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    corners = [(50 + 10 * c, 50 + 10 * s), (50 - 20 * s, 50 + 20 * c), (50 + 10 * c - 20 * s, 50 + 10 * s + 20 * c)]
+    xs, ys = [50.0] + [x for x, _ in corners], [50.0] + [y for _, y in corners]
+    np.testing.assert_allclose(rect_xyxy(value | {"rotation": 30}, 100, 100), (min(xs), min(ys), max(xs), max(ys)),
+                               atol=1e-9)
 
 
 # -- pull: a task's annotation as exportable rows ---------------------------------------------------------------------
@@ -160,14 +166,41 @@ def test_config_mismatches_name_each_difference() -> None:
               .replace('<TextArea name="review" toName="image" perRegion="true"',
                        '<TextArea name="review" toName="image"')
               .replace('<TextArea name="ocr" toName="image" editable="true"/>', ""))
-    assert config_mismatches(theirs, ours) == [
+    assert config_mismatches(theirs, ours) == [  # a text area it lacks (ocr) is no problem: its text is left out
         "control 'label': missing label(s) dog (the ontology's classes)",
         "control 'label': label(s) cow are not in the ontology (known: cat, dog)",
         "control 'review': perRegion is None, expected 'true'",
-        "control 'ocr': missing (expected <TextArea name=\"ocr\" toName=\"image\">)",
     ]
     assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
     assert classes_of(ours) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(("config", "problems"), [
+    ('<View><Image name="img" value="$image"/><PolygonLabels name="p" toName="img"><Label value="cat"/>'
+     '<Label value="dog"/></PolygonLabels></View>', []),  # polygons only, other names: fine
+    ('<View><Image name="img" value="$picture"/><RectangleLabels name="r" toName="img"><Label value="cat"/>'
+     '</RectangleLabels></View>',
+     ['no <Image name="image" value="$image"/> (the tasks\' image key; the config has: '
+      '<Image name="img" value="$picture">)']),
+    ('<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="x"/></Choices>'
+     '</View>',
+     ['no <RectangleLabels>, <PolygonLabels> or <BrushLabels> with toName="image" (add one with the ontology\'s '
+      'classes as labels: cat, dog)']),
+    ('<View><Image name="image" value="$image"/><Image name="other" value="$other"/>'
+     '<BrushLabels name="b" toName="image"><Label value="cat"/><Label value="dog"/></BrushLabels>'
+     '<BrushLabels name="b2" toName="image"><Label value="cow"/></BrushLabels>'
+     '<RectangleLabels name="r" toName="other"><Label value="cow"/></RectangleLabels>'
+     '<Labels name="review" toName="image"><Label value="x"/></Labels>'
+     '<TextArea name="transcription" toName="other" perRegion="true"/>'
+     '<TextArea name="caption" toName="image" perRegion="true"/></View>',
+     ["control 'transcription': toName is 'other', expected 'image'",
+      "control 'review': is <Labels>, expected <TextArea> (autolabel writes its text there)",
+      "control 'caption': perRegion is 'true', expected None"]),  # the second brush and other image's: unused
+])
+def test_a_project_config_needs_the_image_a_labels_control_with_the_classes_and_our_text_areas_as_ours(
+    config: str, problems: list[str]
+) -> None:
+    assert config_mismatches(config, labeling_config(Ontology.from_config(["cat", "dog"]))) == problems
 
 
 def test_push_key_of_a_pipeline_file_is_validated_with_key_paths() -> None:
@@ -238,6 +271,52 @@ def test_a_server_down_longer_than_the_window_is_unreachable() -> None:
     assert [backoff(i) for i in range(7)] == [0.5, 1, 2, 4, 8, 15, 15]
 
 
+def test_retries_back_off_and_count_and_anything_unknown_goes_up_unchanged() -> None:
+    waits: list[float] = []
+    conn = Connection("http://127.0.0.1:9", KEY, retry_for=60, sleep=waits.append)
+    fn = flaky(httpx.PoolTimeout("pool"), api_error(503), api_error(408), httpx.ReadTimeout("t"))
+    assert conn.call("list", fn) == "done" and waits == [0.5, 1.0, 2.0, 4.0] and conn.retries == 4
+    for status in (408, 500, 503, 504):  # the outcome of an import is unknown: not repeated
+        with pytest.raises(Uncertain, match=rf"^import: HTTP {status}: nope$"):
+            conn.call("import", flaky(api_error(status)), safe=False)
+    assert conn.call("import", flaky(api_error(429)), safe=False) == "done"  # throttled: it was not done
+    with pytest.raises(ValueError, match="a bug"):
+        conn.call("list", flaky(ValueError("a bug")))
+    assert conn.retries == 5
+    with pytest.raises(Rejected) as err:
+        conn.call("get project", flaky(api_error(404, "Not found.")))
+    assert (err.value.status, str(err.value)) == (404, "get project: HTTP 404: Not found.")
+    with pytest.raises(AutolabelError, match=r"^http://127.0.0.1:9: list: Label Studio refused the API key \(403:"):
+        conn.call("list", flaky(api_error(403)))
+
+
+def test_errors_are_one_line_from_the_status_and_detail_with_the_key_masked(conn: Connection) -> None:
+    body = {"detail": "bad\n  payload " + KEY, "validation_errors": {"data": ["required"]}, "exc_info": "Traceback"}
+    assert conn.describe(ApiError(status_code=400, headers={}, body=body)) == (
+        "HTTP 400: bad payload ***; {'data': ['required']}")
+    no_detail = ApiError(status_code=500, headers={}, body={"exc_info": "x", "id": 3})
+    assert conn.describe(no_detail) == "HTTP 500: {'id': 3}"
+    assert conn.describe(ApiError(status_code=502, headers={}, body="x" * 500)) == "HTTP 502: " + "x" * 399 + "…"
+    assert conn.describe(httpx.ReadTimeout("slow")) == "timed out (ReadTimeout)"
+    assert conn.describe(httpx.ConnectError("refused")) == "connection failed (ConnectError: refused)"
+    assert conn.describe(KeyError("k")) == "KeyError: 'k'"
+    assert conn.scrub(f"a {KEY} b {KEY}") == "a *** b ***"
+
+
+def test_urls_and_keys_are_checked_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autolabel.labelstudio.client import api_key_from_env, normalize_url
+
+    assert normalize_url(" http://host:8080/ ") == "http://host:8080" and normalize_url("https://h//") == "https://h"
+    with pytest.raises(AutolabelError, match=r"^--url: expected http://HOST:PORT or https://HOST \(got 'host:8080'\)$"):
+        normalize_url("host:8080")
+    assert api_key_from_env({"LABEL_STUDIO_API_KEY": "  abc \n"}) == "abc"
+    with pytest.raises(AutolabelError, match="^LABEL_STUDIO_API_KEY is not set"):
+        api_key_from_env({"LABEL_STUDIO_API_KEY": "   "})
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "from-env")
+    assert api_key_from_env() == "from-env"
+    assert Connection("http://h:1/", KEY).url == "http://h:1"
+
+
 # -- images and the command line --------------------------------------------------------------------------------------
 def test_image_references_are_relative_to_the_document_root() -> None:
     class Row:
@@ -267,3 +346,66 @@ def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) 
         "autolabel: error: --batch-size: input should be greater than or equal to 1 (got 0)")
     assert main(["push", str(tmp_path / "none"), "--url", "http://h", "--project", "abc"]) == 1
     assert "no run store" in capsys.readouterr().err
+
+
+def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() -> None:
+    from autolabel.cli import _parser, _subcommands
+
+    parser = _parser()
+    args = parser.parse_args(["push", "out", "--url", "http://h", "--project", "7", "--masks", "brush",
+                              "--retry-for", "5", "--timeout", "2.5", "--batch-size", "3", "--min-score", "0.5"])
+    assert (args.masks, args.retry_for, args.timeout, args.batch_size, args.min_score) == ("brush", 5.0, 2.5, 3, 0.5)
+    assert (args.images, args.task_score, args.flagged, args.pipeline, args.no_progress) == (None, None, None, None,
+                                                                                             False)
+    args = parser.parse_args(["pull", "--url", "http://h", "--project", "p", "-o", "x", "--retry-for", "1"])
+    assert (args.format, args.task, args.image_root, args.retry_for, args.timeout) == ("coco", "detect", None, 1.0,
+                                                                                       None)
+    for argv in (["push", "out", "--url", "http://h"], ["pull", "--url", "http://h", "--project", "p"],
+                 ["push", "out", "--url", "h", "--project", "p", "--masks", "mask"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    for name in ("push", "pull"):
+        sub = _subcommands(parser)[name]
+        assert sub.description
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+    assert "Pushing again adds only new images" in _subcommands(parser)["push"].description
+
+
+def test_a_project_title_has_3_to_50_characters_and_an_image_mode_is_known(conn: Connection) -> None:
+    from autolabel.labelstudio.images import ImageAccess
+    from autolabel.labelstudio.project import find_project
+
+    for title in ("ab", "x" * 51, "  ab  "):
+        with pytest.raises(ConfigError) as err:
+            find_project(conn, title)
+        assert err.value.problems == [f"--project: a title must have 3 to 50 characters (got {title.strip()!r})"]
+    quick = Connection("http://127.0.0.1:9", KEY, retry_for=0, sleep=lambda s: None)
+    with pytest.raises(Unreachable):  # 50 characters: a title, looked up
+        find_project(quick, "x" * 50)
+    with pytest.raises(AutolabelError) as err:
+        ImageAccess(conn, 1, "ftp", None)  # type: ignore[arg-type]
+    assert str(err.value) == "--images: unknown mode 'ftp' (known: local-files, upload, url)"
+    with pytest.raises(AutolabelError, match=r"^--images url needs --image-root PREFIX"):
+        ImageAccess(conn, 1, "url", None)  # type: ignore[arg-type]
+
+
+def test_a_personal_access_tokens_access_token_is_masked_too(conn: Connection) -> None:
+    tokens = conn.sdk._client_wrapper._tokens_client
+    tokens._access_token = "eyJ-short-lived-access-token"  # what the SDK holds once it refreshed a personal token
+    assert conn.scrub(f"401 for eyJ-short-lived-access-token and {KEY}") == "401 for *** and ***"
+
+
+def test_pull_and_push_need_a_url_and_pull_gives_up_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from autolabel.cli import _parser
+
+    for argv in (["push", "out", "--project", "p"], ["pull", "--project", "p", "-o", "x"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(argv)
+    assert "the following arguments are required: --url" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    code = main(["pull", "--url", "http://127.0.0.1:9", "--project", "reviewed", "-o", str(tmp_path / "x"),
+                 "--retry-for", "0", "--timeout", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("autolabel: error: http://127.0.0.1:9: list projects: no success after 1 tries in 0 s")

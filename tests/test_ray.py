@@ -111,6 +111,8 @@ def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluste
     executor = run["executor"]
     assert executor["type"] == "ray" and executor["workers"] == 2 and executor["address"] == cluster
     assert sum(w["images"] for w in executor["per_worker"].values()) == 7
+    # start-up (connecting, placing actors, the first batch) is recorded once, as part of the run's time
+    assert 0 < executor["first_result_seconds"] <= run["seconds"]
     assert run["stage_images"] == {"boxes": 6, "masks": 6}  # counted in the workers, reported by the driver
     vision = run["vision_passes"]["segmenter"]  # so are the vision passes: one per image (Grounding DINO: not shared)
     assert (vision["images"], vision["passes"], vision["requests"], vision["per_image"]) == (6, 6, 6, 1.0)
@@ -248,6 +250,46 @@ def test_ctrl_c_on_the_driver_commits_stops_the_cluster_work_and_resume_finishes
     resumed = Pipeline.from_dict(on_ray(pipeline_dict(sleep=0.3))).run(tmp_path / "in", tmp_path / "out")
     assert resumed.status == "ok" and resumed.counts["skipped"] == run["counts"]["labeled"]
     assert len(coco_by_file(tmp_path / "out" / "coco.json")) == 40
+
+
+def test_a_worker_answers_one_row_per_image_of_its_batch_in_its_order(cluster, tmp_path) -> None:
+    """LabelWorker called here, in this process, with a real StoreReader actor: a done image comes back skipped,
+    a labeled one with its record, an image a stage fails on and unreadable files as failed with their reasons."""
+    import numpy as np
+    import ray
+
+    from autolabel.executors.ray import LabelWorker, StoreReader
+    from autolabel.intake import sha256
+
+    make_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    data = pipeline_dict(fail_on="img002")
+    local = Pipeline.from_dict(data)
+    local.run(tmp_path / "in" / "img000.png", tmp_path / "out")  # img000 is done already
+    reader = ray.remote(StoreReader).options(num_cpus=0).remote(str(tmp_path / "out"), local.spec.hash)
+    worker = LabelWorker(local.spec.raw, reader)
+    names = ["img000.png", "img001.png", "img002.png", "broken.png", "gone.png"]
+    batch = {"index": np.array([7, 3, 9, 1, 4]), "path": np.array([str(tmp_path / "in" / n) for n in names]),
+             "rel_path": np.array(names)}
+    out = worker(batch)
+    assert out["index"] == [7, 3, 9, 1, 4]
+    assert out["status"] == ["skipped", "done", "failed", "failed", "failed"]
+    assert out["sha256"][:4] == [sha256((tmp_path / "in" / n).read_bytes()) for n in names[:4]]
+    assert out["sha256"][4] == ""
+    assert (out["width"], out["height"]) == ([-1, 31, -1, -1, -1], [-1, 21, -1, -1, -1])
+    reasons = out["reason"]
+    assert reasons[:2] == ["", ""] and reasons[2] == "stage 'box': RuntimeError: cannot label img002.png"
+    assert reasons[3] and reasons[4] and "\n" not in reasons[3] + reasons[4]
+    labels = json.loads(out["labels"][1])
+    assert labels["boxes"]["xyxy"] == [[7.75, 5.25, 23.25, 15.75]] and out["labels"][::2] == ["", "", ""]
+    assert out["cache"] == ["[]"] * 5 and out["stats"][1:] == [""] * 4
+    stats = json.loads(out["stats"][0])
+    assert stats["images"] == 5 and stats["worker"].endswith(f":{os.getpid()}")
+    assert stats["stage_images"] == {"box": 1} and set(stats["clock"]) >= {"read", "store lookup", "decode"}
+    assert stats["seconds"] >= stats["clock"]["read"] and stats["ready_at"] == worker.ready_at
+    again = worker(batch)  # the stage's own counters are per batch, not since the worker started
+    assert json.loads(again["stats"][0])["stage_images"] == {"box": 1}
+    ray.kill(reader)
 
 
 def test_more_workers_than_the_local_ray_can_place_is_a_config_error(cluster, tmp_path, capsys) -> None:

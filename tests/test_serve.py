@@ -203,7 +203,9 @@ def test_a_batch_is_answered_from_the_store_where_labeled_and_by_the_model_other
     for prediction in results:
         assert prediction["model_version"] == "serve-test"
         assert interface.validate_prediction(prediction, return_errors=True) == []
-        assert {x["from_name"] for x in prediction["result"]} == {"bbox", "seg"}  # the project's names
+        labeled = [x for x in prediction["result"] if x["type"].endswith("labels")]
+        assert labeled and len({x["id"] for x in labeled}) == len(labeled)  # one region per object
+        assert {x["from_name"] for x in labeled} <= {"bbox", "seg"}  # the project's names
         assert {x["to_name"] for x in prediction["result"]} == {"img"}
     after = stats(served)
     assert after["from_store"] - before.get("from_store", 0) == 2
@@ -231,7 +233,7 @@ def test_a_batch_is_answered_from_the_store_where_labeled_and_by_the_model_other
     row = {"id": 12, "path": str(paths["new"]), "rel_path": "new.png", "width": 120, "height": 90,
            "labels": to_record(item.labels)}
     expected = export_task(image_row(row, class_ids(spec.ontology)), model_version="serve-test")["predictions"][0]
-    assert any(x["type"] == "rectanglelabels" for x in expected["result"])
+    assert any(x["type"] in ("rectanglelabels", "brushlabels") for x in expected["result"])
     assert results[1]["result"] == [x | {"from_name": rename[x["from_name"]], "to_name": "img"}
                                     for x in expected["result"]]
 

@@ -245,3 +245,16 @@ def test_a_push_of_a_store_with_images_and_clips_names_the_choice(tmp_path: Path
         f"{tmp_path / 'out' / 'autolabel.db'}: the store holds 1 labeled images and 1 labeled clips, and a Label "
         "Studio project holds one kind: push with --media images (push.media: images) and again with --media videos "
         "to another project")
+
+
+def test_an_existing_video_projects_config_is_checked_tag_by_tag() -> None:
+    """A video project reused by a push: its config must hold the generated tags (a config reordered or decorated
+    passes; one whose labels lack a class, or whose Video tag reads another key, is named line by line)."""
+    from autolabel.labelstudio.project import config_mismatches
+
+    config = video_labeling_config(Ontology.from_config(ONTOLOGY))
+    assert config_mismatches(config.replace("<View>", "<View>\n  <Header value=\"Track them\"/>"), config) == []
+    lost = config.replace('    <Label value="ball"/>\n', "")
+    assert config_mismatches(lost, config) == ["control 'videoLabels': missing label(s) ball (the ontology's classes)"]
+    assert config_mismatches(config.replace('value="$video"', 'value="$clip"'), config) == [
+        "tag 'video' is <Video value=\"$clip\">, expected <Video value=\"$video\">"]

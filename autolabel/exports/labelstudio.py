@@ -8,12 +8,14 @@ A task::
     {"data": {"image": <reference>, "autolabel_id": 7, "rel_path": "a/b.jpg"},
      "predictions": [{"model_version": ..., "score": <task score>, "result": [<regions>]}]}
 
-* Regions, values in percent of the displayed size: a ``rectanglelabels`` per box (``score`` = its confidence),
-  plus a ``brushlabels`` (mask as Label Studio RLE, through ``label_studio_sdk.converter.brush.mask2rle``) or
-  ``polygonlabels`` (one per mask part) where the box has a mask, and a ``polygonlabels`` where it has a polygon
-  or quad. Per-box text (OCR) is a per-region ``textarea`` with the rectangle's ``id``; captions fill the
-  image-level ``caption`` text area, other image-level text (a page of OCR) the ``ocr`` one.
-* A box a quality check flagged carries a review marker: a per-region ``review`` text area on its rectangle's
+* One region per object (values in percent of the displayed size, ``score`` = its confidence), of the kind the
+  labeling config offers (:class:`Layout`, :func:`region_kind`; the rule is in docs/reference/labelstudio-regions.md):
+  a mask is a ``brushlabels`` (Label Studio RLE, through ``label_studio_sdk.converter.brush.mask2rle``) or a
+  ``polygonlabels`` (its outline; several parts joined into one polygon, as the YOLO export does), a polygon or quad
+  a ``polygonlabels``, a box a ``rectanglelabels`` — each falling back to a kind the config has. Per-object text
+  (OCR) is a per-region ``transcription`` text area with the region's ``id``; captions fill the image-level
+  ``caption`` text area, other image-level text (a page of OCR) the ``ocr`` one.
+* An object a quality check flagged carries a review marker: a per-region ``review`` text area on its region's
   ``id`` reading ``flagged: <reason code>`` (a text area, not a choice, so that Label Studio's own COCO/YOLO
   converters do not take "flagged" for a class). Dropped boxes are not exported.
 * Task ``score`` = the lowest box confidence of the image (``task_score: min``, default) or their mean
@@ -25,6 +27,8 @@ A task::
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -36,7 +40,7 @@ from ..ontology import Ontology
 from ..store import Store
 from ..names import JSON_ERRORS, url_quote
 from ..util import atomic_open
-from .geometry import decode_rle, rle_area, rle_polygons
+from .geometry import box_polygon, decode_rle, join_parts, polygons_to_rle, rle_area, rle_polygons
 from .rows import Annotation, ImageRow, image_rows
 
 IMAGE = "image"  # the Image object tag's name and the task data key
@@ -93,23 +97,102 @@ def task_score(annotations: list[Annotation], how: str = "min") -> float | None:
     return round(float(min(scores) if how == "min" else np.mean(scores)), 5)
 
 
+#: region kinds, in the order a box falls back through them, and the control tag / result type of each
+KINDS = ("rectangle", "polygon", "brush")
+TAGS = {"rectangle": "RectangleLabels", "polygon": "PolygonLabels", "brush": "BrushLabels"}
+#: the text areas, by what they hold → per region (True) or per image (False)
+TEXT_AREAS = {"transcription": True, "review": True, "caption": False, "ocr": False}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a labeling config takes each kind of result: the control names, None where it has no such control.
+
+    The default is the generated config's (:func:`labeling_config`). :meth:`of` reads any project's config: the
+    first ``RectangleLabels`` / ``PolygonLabels`` / ``BrushLabels`` on the ``$image`` object, and the text areas of
+    our names (per region or not, as :data:`TEXT_AREAS` says).
+    """
+
+    image: str = IMAGE
+    rectangle: str | None = "label"
+    polygon: str | None = "polygon"
+    brush: str | None = "mask"
+    transcription: str | None = "transcription"
+    review: str | None = "review"
+    caption: str | None = "caption"
+    ocr: str | None = "ocr"
+
+    @classmethod
+    def of(cls, config: str) -> Layout:
+        """The layout of a labeling config (the SDK parses it; a config without an ``$image`` object is refused)."""
+        from label_studio_sdk.label_interface import LabelInterface
+
+        interface = LabelInterface(config)
+        images = [o for o in interface.objects if o.tag == "Image" and o.value == f"${IMAGE}"]
+        if not images:
+            raise AutolabelError(f'the labeling config has no <Image value="${IMAGE}"> (the tasks\' image key)')
+        image = images[0].name
+        on_image = [c for c in interface.controls if image in list(c.to_name)]
+        names: dict[str, str | None] = {}
+        for kind, tag in TAGS.items():
+            names[kind] = next((c.name for c in on_image if c.tag == tag), None)
+        for name, per_region in TEXT_AREAS.items():
+            names[name] = name if any(c.name == name and c.tag == "TextArea" and _per_region(c) == per_region
+                                      for c in on_image) else None
+        return cls(image=image, **names)
+
+    def control(self, kind: str) -> str | None:
+        """The control that takes regions of ``kind`` (``rectangle``, ``polygon``, ``brush``), if any."""
+        return getattr(self, kind)
+
+
+DEFAULT_LAYOUT = Layout()
+
+
+def _per_region(control: Any) -> bool:
+    return str(control.attr.get("perRegion", "")).lower() == "true"
+
+
+def region_kind(ann: Annotation, masks: str = "brush", layout: Layout = DEFAULT_LAYOUT) -> str:
+    """The one kind of region an object becomes: the first of its preferences the layout has.
+
+    * a mask (``masks`` not ``none``, at least one pixel): ``masks``' kind (brush or polygon), then the other one,
+      then rectangle;
+    * a polygon or quad: polygon, rectangle, brush;
+    * a box: rectangle, polygon, brush.
+    """
+    if _has_mask(ann, masks):
+        order = ("brush", "polygon", "rectangle") if masks == "brush" else ("polygon", "brush", "rectangle")
+    elif ann.polygon is not None:
+        order = ("polygon", "rectangle", "brush")
+    else:
+        order = KINDS
+    for kind in order:
+        if layout.control(kind) is not None:
+            return kind
+    raise AutolabelError("the labeling config has no RectangleLabels, PolygonLabels or BrushLabels on the image: "
+                         "add one with the ontology's classes as labels")
+
+
 def task(
     row: ImageRow,
     image_root: str = LOCAL_FILES,
     model_version: str = "autolabel",
     score: str = "min",
     masks: str = "brush",
+    layout: Layout = DEFAULT_LAYOUT,
 ) -> dict[str, Any]:
     """One Label Studio task (data + one prediction) for one image. Pure: no I/O."""
     result: list[dict[str, Any]] = []
     for ann in row.annotations:
-        result.extend(regions(ann, row, masks))
+        result.extend(regions(ann, row, masks, layout))
     captions = [t["text"] for t in row.captions()]
     other = [t["text"] for t in row.texts if "caption" not in t.get("kind", "")]
     for name, texts in (("caption", captions), ("ocr", other)):
-        if texts:
-            result.append({"id": f"{row.id}_{name}", "from_name": name, "to_name": IMAGE, "type": "textarea",
-                           "value": {"text": texts}})
+        control = getattr(layout, name)
+        if texts and control is not None:
+            result.append({"id": f"{row.id}_{name}", "from_name": control, "to_name": layout.image,
+                           "type": "textarea", "value": {"text": texts}})
     prediction: dict[str, Any] = {"model_version": model_version, "result": result}
     value = task_score(row.annotations, score)
     if value is not None:
@@ -120,43 +203,80 @@ def task(
     }
 
 
-def regions(ann: Annotation, row: ImageRow, masks: str = "brush") -> list[dict[str, Any]]:
-    """The regions of one box: its rectangle, then mask/polygon, OCR text and review marker (sharing its id)."""
-    w, h = row.width, row.height
-    x1, y1, x2, y2 = ann.xyxy
+def regions(
+    ann: Annotation, row: ImageRow, masks: str = "brush", layout: Layout = DEFAULT_LAYOUT
+) -> list[dict[str, Any]]:
+    """The regions of one object: its one labeled region (:func:`region_kind`), then its OCR text and review
+    marker, text areas sharing its ``id`` (Label Studio attaches a per-region result to the region of that id)."""
+    if ann.rle is not None and not _has_mask(ann, masks):
+        ann = ann._replace(rle=None)  # masks: none, or an empty mask: the object is its polygon or box
+    kind = region_kind(ann, masks, layout)
     rid = f"{row.id}_{ann.index}"
-    geometry = {"x": _pct(x1, w), "y": _pct(y1, h), "width": _pct(x2 - x1, w), "height": _pct(y2 - y1, h),
-                "rotation": 0}
-    common = {"to_name": IMAGE, "original_width": w, "original_height": h, "image_rotation": 0}
+    common = {"to_name": layout.image, "original_width": row.width, "original_height": row.height,
+              "image_rotation": 0}
+    shape = _shape(kind, ann, row.width, row.height)
+    labels = f"{kind}labels"
     scored = {} if ann.score is None else {"score": round(ann.score, 5)}
-    rect: dict[str, Any] = {"id": rid, "from_name": "label", **common, "type": "rectanglelabels",
-                            "value": geometry | {"rectanglelabels": [ann.class_name]}, **scored}
-    out = [rect]
-    if ann.rle is not None and masks != "none" and rle_area(ann.rle) > 0:
-        if masks == "brush":
-            from label_studio_sdk.converter.brush import mask2rle
-
-            rle = mask2rle(decode_rle(ann.rle).astype(np.uint8) * 255)
-            out.append({"id": f"{rid}_mask", "from_name": "mask", **common, "type": "brushlabels",
-                        "value": {"format": "rle", "rle": rle, "brushlabels": [ann.class_name]}, **scored})
-        else:
-            for k, part in enumerate(rle_polygons(ann.rle)):
-                out.append(_polygon(f"{rid}_mask{k}", part, ann, common, scored, w, h))
-    if ann.polygon is not None:
-        out.append(_polygon(f"{rid}_poly", np.asarray(ann.polygon), ann, common, scored, w, h))
-    if ann.text:
-        out.append({"id": rid, "from_name": "transcription", **common, "type": "textarea",
-                    "value": geometry | {"text": [ann.text]}})
-    if ann.flagged:
-        out.append({"id": rid, "from_name": "review", **common, "type": "textarea",
-                    "value": geometry | {"text": [f"flagged: {ann.reason}" if ann.reason else "flagged"]}})
+    out = [{"id": rid, "from_name": layout.control(kind), **common, "type": labels,
+            "value": shape | {labels: [ann.class_name]}, **scored}]
+    if ann.text and layout.transcription is not None:
+        out.append({"id": rid, "from_name": layout.transcription, **common, "type": "textarea",
+                    "value": shape | {"text": [ann.text]}})
+    if ann.flagged and layout.review is not None:
+        out.append({"id": rid, "from_name": layout.review, **common, "type": "textarea",
+                    "value": shape | {"text": [f"flagged: {ann.reason}" if ann.reason else "flagged"]}})
     return out
 
 
-def _polygon(rid: str, points: np.ndarray, ann: Annotation, common: dict, scored: dict, w: int, h: int) -> dict:
-    pct = [[_pct(x, w), _pct(y, h)] for x, y in points]
-    return {"id": rid, "from_name": "polygon", **common, "type": "polygonlabels",
-            "value": {"points": pct, "closed": True, "polygonlabels": [ann.class_name]}, **scored}
+def omitted(row: ImageRow, layout: Layout = DEFAULT_LAYOUT) -> Counter[str]:
+    """What of an image a config of this layout has no text area for: ``transcription`` (per-object text),
+    ``review`` (flag markers), ``caption``, ``ocr`` — counted, so that a push can say what it left out."""
+    out: Counter[str] = Counter()
+    if layout.transcription is None:
+        out["transcription"] += sum(1 for a in row.annotations if a.text)
+    if layout.review is None:
+        out["review"] += sum(1 for a in row.annotations if a.flagged)
+    if layout.caption is None:
+        out["caption"] += len(row.captions())
+    if layout.ocr is None:
+        out["ocr"] += sum(1 for t in row.texts if "caption" not in t.get("kind", ""))
+    return +out
+
+
+def _has_mask(ann: Annotation, masks: str) -> bool:
+    return masks != "none" and ann.rle is not None and rle_area(ann.rle) > 0
+
+
+def _shape(kind: str, ann: Annotation, w: int, h: int) -> dict[str, Any]:
+    """The geometry of an object's region (its ``value`` without labels), from its mask (``rle``: only one with
+    pixels), else its polygon, else its box."""
+    if kind == "rectangle":
+        x1, y1, x2, y2 = ann.xyxy
+        return {"x": _pct(x1, w), "y": _pct(y1, h), "width": _pct(x2 - x1, w), "height": _pct(y2 - y1, h),
+                "rotation": 0}
+    if kind == "polygon":
+        return {"points": [[_pct(x, w), _pct(y, h)] for x, y in _outline(ann).tolist()], "closed": True}
+    from label_studio_sdk.converter.brush import mask2rle
+
+    return {"format": "rle", "rle": mask2rle(_mask(ann, w, h).astype(np.uint8) * 255)}
+
+
+def _outline(ann: Annotation) -> np.ndarray:
+    """One polygon of an object: its mask's parts (joined by zero-width bridges when several, the YOLO export's
+    rule), else its polygon, else its box's corners."""
+    if ann.rle is not None:
+        return join_parts(rle_polygons(ann.rle))
+    if ann.polygon is not None:
+        return np.asarray(ann.polygon, dtype=np.float64)
+    return box_polygon(ann.xyxy)
+
+
+def _mask(ann: Annotation, w: int, h: int) -> np.ndarray:
+    """An object's pixels: its mask, else its polygon or box filled (rasterised as COCO does)."""
+    if ann.rle is not None:
+        return decode_rle(ann.rle)
+    outline = np.asarray(ann.polygon, dtype=np.float64) if ann.polygon is not None else box_polygon(ann.xyxy)
+    return decode_rle(polygons_to_rle([outline], h, w))
 
 
 def _pct(value: float, size: int) -> float:

@@ -38,7 +38,9 @@ def add_push_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="tasks per import request (default 500)")
     p.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
     p.add_argument("--task-score", choices=["min", "mean"], help="task score from box confidences (default min)")
-    p.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
+    p.add_argument("--masks", choices=["brush", "polygon", "none"],
+                   help="a masked object's region where the project's config has both brush and polygon (default "
+                        "brush); none: its box (docs/reference/labelstudio-regions.md)")
     p.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
     p.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
     p.add_argument("--media", choices=["auto", "images", "videos"],
@@ -56,7 +58,8 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
     )
     _server(p)
     p.add_argument("--output", "-o", required=True, help="folder to write into")
-    p.add_argument("--format", default="coco", choices=["coco", "yolo"])
+    p.add_argument("--format", default="coco", choices=["coco", "yolo"],
+                   help="coco (OUTPUT/coco.json, the default) or yolo (an Ultralytics dataset in OUTPUT/yolo/)")
     p.add_argument("--task", default="detect", choices=["detect", "segment"], help="yolo: label lines")
     p.add_argument("--image-root", help="yolo: link images from this folder (default: download via Label Studio)")
 

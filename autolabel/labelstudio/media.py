@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import PipelineSpec, PushSpec
@@ -30,6 +30,7 @@ class Media:
     rows: Callable[[], Iterator[Any]]  # rows with id, path, rel_path, sha256 (ImageRow or ClipTracks)
     task: Callable[[Any], dict[str, Any]]  # one task (data + prediction) of a row
     input_hash: Callable[[Any], str]  # what the row's prediction is made from
+    omitted: Callable[[Any], Iterable[str]] = field(default=lambda row: ())  # text kinds the config has no area for
 
 
 def _digest(parts: list[Any]) -> str:
@@ -37,8 +38,10 @@ def _digest(parts: list[Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str) -> Media:
-    """The kind of task this push sends (see the module docstring)."""
+def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str,
+              project_config: str | None = None) -> Media:
+    """The kind of task this push sends (see the module docstring); with ``project_config`` (an existing project's
+    labeling config), image tasks take its regions: one per object, of a kind it has."""
     from .. import __version__
 
     kind = options.media
@@ -71,8 +74,11 @@ def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str)
                      lambda clip: video_task(clip, model_version=version, score=options.task_score,
                                              tolerance=options.keyframe_tolerance),
                      video_hash)
-    from ..exports.labelstudio import IMAGE, labeling_config, task
+    from ..exports.labelstudio import IMAGE, Layout, labeling_config, omitted, task
     from ..exports.rows import image_rows
+
+    config = project_config or labeling_config(ontology)
+    layout = Layout.of(config)
 
     def image_rows_() -> Iterator[Any]:
         return image_rows(store, ontology, min_score=options.min_score, flagged=options.flagged == "include")
@@ -80,11 +86,11 @@ def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str)
     def image_hash(row: Any) -> str:
         from .push import input_hash
 
-        return input_hash(row, version, options)
+        return input_hash(row, version, options, layout)
 
     def image_task(row: Any) -> dict[str, Any]:
-        item = task(row, model_version=version, score=options.task_score, masks=options.masks)
+        item = task(row, model_version=version, score=options.task_score, masks=options.masks, layout=layout)
         item["data"].update(width=row.width, height=row.height)
         return item
 
-    return Media("images", IMAGE, labeling_config(ontology), image_rows_, image_task, image_hash)
+    return Media("images", IMAGE, config, image_rows_, image_task, image_hash, lambda row: omitted(row, layout))

@@ -1,8 +1,10 @@
 """The Label Studio project a push writes to: found by id or title, created with our labeling config, or checked.
 
-An existing project's config must hold every tag the generated config has (same name, tag type, ``toName`` and
-label set; per-region text areas per region): predictions name them. Extra tags and extra decoration (headers,
-hotkeys, colours) are fine. Each difference is one line of a :class:`~autolabel.errors.ConfigError`.
+An existing project's config is checked for what predictions need (:func:`config_mismatches`: the ``$image``
+object, a labels control of at least one region kind with the ontology's classes, our text areas as ours where it
+has them); predictions are then shaped by it (:class:`~autolabel.exports.labelstudio.Layout`). Extra tags and
+decoration (headers, hotkeys, colours) are fine. Each problem is one line of a
+:class:`~autolabel.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 from typing import Any
 
 from ..errors import AutolabelError, ConfigError
+from ..exports.labelstudio import IMAGE, TAGS, TEXT_AREAS
 from .client import Connection, Rejected, Uncertain, backoff
 
 #: Data Manager view created with a new project: least certain images first (predictions' score ascending).
@@ -18,7 +21,16 @@ REVIEW_VIEW = "autolabel: least certain first"
 
 
 def config_mismatches(existing: str, expected: str) -> list[str]:
-    """What ``existing`` (a project's labeling config) lacks of ``expected``, one line per problem; [] if fine."""
+    """What keeps ``existing`` (a project's labeling config) from taking the predictions made for ``expected`` (the
+    generated config of the ontology), one line per problem; [] if fine.
+
+    Needed: an ``<Image value="$image">``; at least one ``RectangleLabels`` / ``PolygonLabels`` / ``BrushLabels``
+    on it, and the one of each tag that predictions use (the first) with exactly the ontology's classes as labels;
+    a control named like one of our text areas must be that text area (on the image, per region or not as ours).
+    A region kind the project lacks falls back to one it has, and text it has no area for is left out and counted
+    (:class:`~autolabel.exports.labelstudio.Layout`, docs/reference/labelstudio-regions.md). A video project's
+    config (no ``$image``) must hold every tag of the generated one, as generated.
+    """
     from label_studio_sdk.label_interface import LabelInterface
 
     want = LabelInterface(expected)
@@ -26,12 +38,55 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
         have = LabelInterface(existing)
     except Exception as err:  # noqa: BLE001 — the SDK raises its own XML error types
         return [f"the project's labeling config cannot be parsed ({' '.join(str(err).split())})"]
+    if not any(o.tag == "Image" and o.value == f"${IMAGE}" for o in want.objects):
+        return _same_tags(have, want)  # video tasks: every tag their predictions name, as generated
+    classes = list(next(c for c in want.controls if c.tag in TAGS.values()).labels)
+    images = [o for o in have.objects if o.tag == "Image" and o.value == f"${IMAGE}"]
+    if not images:
+        found = ", ".join(f'<{o.tag} name="{o.name}" value="{o.value}">' for o in have.objects) or "none"
+        return [f'no <Image name="{IMAGE}" value="${IMAGE}"/> (the tasks\' image key; the config has: {found})']
+    image = images[0].name
+    on_image = [c for c in have.controls if image in list(c.to_name)]
+    used = [c for c in (next((c for c in on_image if c.tag == tag), None) for tag in TAGS.values()) if c is not None]
+    problems = []
+    if not used:
+        problems.append(f'no <RectangleLabels>, <PolygonLabels> or <BrushLabels> with toName="{image}" (add one with '
+                        f"the ontology's classes as labels: {', '.join(classes)})")
+    for control in used:
+        where = f"control {control.name!r}"
+        labels = list(getattr(control, "labels", []) or [])
+        missing = [label for label in classes if label not in labels]
+        extra = [label for label in labels if label not in classes]
+        if missing:
+            problems.append(f"{where}: missing label(s) {', '.join(missing)} (the ontology's classes)")
+        if extra:
+            problems.append(f"{where}: label(s) {', '.join(extra)} are not in the ontology "
+                            f"(known: {', '.join(classes)})")
+    controls = {c.name: c for c in have.controls}
+    for name, per_region in TEXT_AREAS.items():
+        got = controls.get(name)
+        where = f"control {name!r}"
+        if got is None:
+            continue  # what it would hold is left out (and counted)
+        if got.tag != "TextArea":
+            problems.append(f"{where}: is <{got.tag}>, expected <TextArea> (autolabel writes its text there)")
+        elif image not in list(got.to_name):
+            problems.append(f"{where}: toName is {','.join(got.to_name)!r}, expected {image!r}")
+        elif (str(got.attr.get("perRegion", "")).lower() == "true") != per_region:
+            problems.append(f"{where}: perRegion is {got.attr.get('perRegion')!r}, expected "
+                            f"{'true' if per_region else None!r}")
+    return problems
+
+
+def _same_tags(have: Any, want: Any) -> list[str]:
+    """What ``have`` lacks of the tags ``want`` has (same name, tag, value, ``toName``, labels and ``perRegion``);
+    extra tags and decoration are fine."""
     problems = []
     objects = {o.name: o for o in have.objects}
     for obj in want.objects:
         got = objects.get(obj.name)
         if got is None:
-            problems.append(f"no <{obj.tag} name=\"{obj.name}\" value=\"{obj.value}\"/> (the images' tag)")
+            problems.append(f"no <{obj.tag} name=\"{obj.name}\" value=\"{obj.value}\"/> (the tasks' media tag)")
         elif got.tag != obj.tag or got.value != obj.value:
             problems.append(f"tag {obj.name!r} is <{got.tag} value=\"{got.value}\">, expected "
                             f"<{obj.tag} value=\"{obj.value}\">")
@@ -56,9 +111,6 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
         if extra:
             problems.append(f"{where}: label(s) {', '.join(extra)} are not in the ontology "
                             f"(known: {', '.join(wanted)})")
-        if str(control.attr.get("perRegion", "")).lower() != str(got.attr.get("perRegion", "")).lower():
-            problems.append(f"{where}: perRegion is {got.attr.get('perRegion')!r}, expected "
-                            f"{control.attr.get('perRegion')!r}")
     return problems
 
 

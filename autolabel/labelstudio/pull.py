@@ -2,12 +2,12 @@
 reviewers did with the auto-labels (``review_summary.json``, see :mod:`.review`).
 
 Needs no run store: everything comes from the project. A task counts as reviewed when it has an annotation that
-was not skipped (a ground-truth one first, else the latest). Its boxes are the annotation's ``rectanglelabels``;
-a brush or polygon region joins the box it was pushed with (region id ``<box id>_mask``, ``_mask<k>``, ``_poly``)
-and a per-region transcription gives the box its text; brush or polygon regions a reviewer drew alone become
-boxes of their own (their bounding box). The files are written with the exports' own entry builders
-(:mod:`autolabel.exports.coco`, :mod:`autolabel.exports.yolo`), so they read like ``autolabel export``'s, with
-each annotation's review outcome in its ``attributes``.
+was not skipped (a ground-truth one first, else the latest). Each labeled region of the annotation is an object —
+a ``rectanglelabels`` its box, a ``polygonlabels`` or ``brushlabels`` its polygon or mask (and their bounding box)
+— and a per-region transcription gives it its text. (Pushes before one region per object attached a brush or
+polygon to its box, region id ``<box id>_mask``, ``_mask<k>``, ``_poly``: such a shape joins its box.) The files
+are written with the exports' own entry builders (:mod:`autolabel.exports.coco`, :mod:`autolabel.exports.yolo`),
+so they read like ``autolabel export``'s, with each annotation's review outcome in its ``attributes``.
 
 * ``coco`` → ``OUTPUT/coco.json`` (image ids are task ids; ``file_name`` the image's path relative to its input
   root, ``data.rel_path``).
@@ -37,12 +37,11 @@ from ..records import encode_mask
 from ..util import atomic_write_text
 from .client import Connection, api_key_from_env
 from .project import classes_of, find_project
-from .review import Box, ReviewTally, format_summary, rect_xyxy
+from .review import KINDS, Box, ReviewTally, attached_to, box_ids, format_summary, rect_xyxy
 
 FORMATS = ("coco", "yolo")
 _REVIEWED = {"filters": {"conjunction": "and", "items": [
     {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]}}
-_ATTACHED = re.compile(r"^(?P<box>.+)_(?:mask\d*|poly)$")
 
 
 @dataclass
@@ -129,25 +128,22 @@ def task_row(task: dict[str, Any], result: list[dict[str, Any]], classes: list[s
     """One task's annotation result as an :class:`ImageRow` (pixels; unknown labels join ``classes``)."""
     data = task.get("data") or {}
     width, height = _size(data, result)
-    rects = [r for r in result if r.get("type") == "rectanglelabels" and (r.get("value") or {}).get("rectanglelabels")]
     texts = {r.get("id"): r["value"]["text"][0] for r in result
              if r.get("from_name") == "transcription" and (r.get("value") or {}).get("text")}
     shapes: dict[str, list[dict[str, Any]]] = {}
-    alone = []
-    ids = {r.get("id") for r in rects}
+    objects = []
+    rects = box_ids(result)
     for r in result:
-        if r.get("type") not in ("brushlabels", "polygonlabels"):
+        if r.get("type") not in KINDS or not _labels(r):
             continue
-        match = _ATTACHED.match(str(r.get("id")))
-        if match and match.group("box") in ids:
-            shapes.setdefault(match.group("box"), []).append(r)
+        box = attached_to(r, rects)
+        if box is not None:
+            shapes.setdefault(box, []).append(r)
         else:
-            alone.append(r)
+            objects.append(r)
     annotations = []
-    for k, r in enumerate(rects + alone):
-        label = str(_labels(r)[0]) if _labels(r) else ""
-        if not label:
-            continue
+    for k, r in enumerate(objects):
+        label = str(_labels(r)[0])
         if label not in classes:
             classes.append(label)
         rle, polygon, xyxy = _geometry(r, shapes.get(r.get("id"), []), width, height)
@@ -272,7 +268,9 @@ def _place(row: ImageRow, target: Path, conn: Connection, image_root: str | None
         import httpx
 
         response = conn.call(f"download {ref}", httpx.get, ref, timeout=60.0, follow_redirects=True)
-        response.raise_for_status()
+        if response.status_code >= 400:  # a one-line error, not httpx's traceback
+            raise AutolabelError(f"task {row.id}: cannot download {ref} (HTTP {response.status_code}); pass "
+                                 "--image-root DIR (the folder the images were labeled from)")
         target.write_bytes(response.content)
         return
     path = ref[len(conn.url):] if ref.startswith(conn.url) else ref

@@ -3,7 +3,9 @@
 How a push goes:
 
 1. Find or create the project (:mod:`.project`): a new one gets the generated labeling config, uncertainty
-   sampling and a Data Manager view sorted by prediction score; an existing one has its config checked.
+   sampling and a Data Manager view sorted by prediction score; an existing one has its config checked. Either
+   way the project's config shapes the predictions: one region per object, of a kind it has
+   (:class:`~autolabel.exports.labelstudio.Layout`); text it has no area for is left out and counted.
 2. Index the store: per image its key (``data.autolabel_key``: its content hash) and the hash of what its
    prediction is made from (its labels, the push options, autolabel's version).
 3. Make the images reachable (:mod:`.images`).
@@ -32,15 +34,15 @@ import json
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import astuple, dataclass, field
 from typing import IO, Any, Iterable, Iterator, NamedTuple
 
 from tqdm import tqdm
 
 from ..config import PipelineSpec, PushSpec
 from ..errors import AutolabelError, ExitCode
-from ..exports.labelstudio import PredictionChecker
+from ..exports.labelstudio import DEFAULT_LAYOUT, Layout, PredictionChecker
 from ..exports.rows import ImageRow
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
@@ -166,6 +168,7 @@ class PushSummary:
     annotated_duplicates: int = 0
     same_content: int = 0  # store images whose content another image has (one task for both)
     media: str = "images"  # what the tasks are: images or videos (clips)
+    left_out: dict[str, int] = field(default_factory=dict)  # text the project's config has no area for: kind → count
     failed: dict[str, str] = field(default_factory=dict)  # rel_path -> why it is not in the project
     error: str | None = None  # why the push stopped early (the server stopped answering)
     rounds: int = 0
@@ -192,6 +195,9 @@ class PushSummary:
                 parts.append(f"{count} {what}")
         if self.failed:
             parts.append(f"{len(self.failed)} NOT pushed")
+        if self.left_out:
+            parts.append("left out, the project's labeling config has no text area for them: "
+                         + ", ".join(f"{n} {_LEFT_OUT[kind]}" for kind, n in sorted(self.left_out.items())))
         status = "partial" if self.failed or self.error else "ok"
         return (f"{status}: {', '.join(parts)} of {self.images} {'clips' if self.media == 'videos' else 'images'}; "
                 f"{self.project_url}{' (new project)' if self.project_created else ''} "
@@ -208,13 +214,19 @@ def image_key(row_sha256: str | None, path: str) -> str:
     return row_sha256 or "path:" + hashlib.sha256(path.encode()).hexdigest()
 
 
-def input_hash(row: ImageRow, version: str, options: PushSpec) -> str:
-    """The hash of everything a task's prediction is built from: when it changes, the prediction is replaced."""
+#: what each kind of left-out text is called in the summary line
+_LEFT_OUT = {"caption": "captions", "ocr": "image texts (OCR)", "review": "review markers",
+             "transcription": "per-object texts (OCR)"}
+
+
+def input_hash(row: ImageRow, version: str, options: PushSpec, layout: Layout = DEFAULT_LAYOUT) -> str:
+    """The hash of everything a task's prediction is built from (the project's layout too: its regions follow
+    the config): when it changes, the prediction is replaced."""
     from .. import __version__
 
     blob = json.dumps(
         [__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width, row.height,
-         [tuple(a) for a in row.annotations], row.texts],
+         [tuple(a) for a in row.annotations], row.texts, astuple(layout)],
         sort_keys=True, separators=(",", ":"), default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -279,6 +291,8 @@ def push(
     project, created = resolve_project(conn, str(options.project), media.config)
     summary = PushSummary(conn.url, int(project.id), str(project.title), created, version)
     summary.media = media.name
+    if project.label_config and media.name == "images":  # an existing project's config shapes the regions
+        media = media_for(store, spec, options, version, project.label_config)
     state = PushState(store, project, conn.url)
     access = ImageAccess(conn, project.id, options.images, state, options.image_root, options.document_root)
 
@@ -318,6 +332,7 @@ def push(
 def _index(tasks: _Tasks, summary: PushSummary) -> dict[str, Wanted]:
     """Every labeled image (or clip) the store has, by key (one task per content: repeats are counted, not pushed)."""
     wanted: dict[str, Wanted] = {}
+    left_out: Counter[str] = Counter()
     for row in tasks.rows():
         key = image_key(row.sha256, row.path)
         if key in wanted:
@@ -325,6 +340,8 @@ def _index(tasks: _Tasks, summary: PushSummary) -> dict[str, Wanted]:
             continue
         wanted[key] = Wanted(key, row.id, Source(row.path, row.rel_path), tasks.media.input_hash(row))
         tasks.index[row.id] = key
+        left_out.update(tasks.media.omitted(row))
+    summary.left_out = dict(left_out)
     return wanted
 
 

@@ -1,18 +1,22 @@
-"""What reviewers did with the auto-labels: per box, accepted unchanged, moved, relabeled, deleted or added.
+"""What reviewers did with the auto-labels: per object, accepted unchanged, moved, relabeled, deleted or added.
 
-A reviewed task's annotation is compared with the prediction the reviewer started from, box by box
-(``rectanglelabels`` regions; masks and texts follow their box). Boxes are paired by region id first — Label Studio
-keeps a prediction's region ids when a reviewer accepts or edits it — then, among those left, greedily by IoU
-(highest first, at least ``iou_threshold``). A pair is *relabeled* when its class changed, else *moved* when any
-edge moved more than ``tolerance`` pixels, else *accepted*; a predicted box left unpaired was *deleted*, an
-annotated one *added*. Relabeled and deleted boxes count under the predicted class, added ones under the
-annotated class. The acceptance rate is accepted / predicted — the share of auto-labels a person kept as they were.
+A reviewed task's annotation is compared with the prediction the reviewer started from, object by object: each
+labeled region (``rectanglelabels``, ``polygonlabels`` or ``brushlabels``; texts follow their region; a mask or
+polygon an older push attached to its box, id ``<box id>_mask``/``_mask<k>``/``_poly``, belongs to that box).
+Objects are paired by region id first — Label Studio keeps a prediction's region ids when a reviewer accepts or
+edits it — then, among those left, greedily by the IoU of their bounding boxes (highest first, at least
+``iou_threshold``). A pair is *relabeled* when its class changed, else *moved* when its shape changed (a box edge
+or a polygon vertex moved more than ``tolerance`` pixels, a brush's pixels differ, or the kind of region
+changed), else *accepted*; a predicted object left unpaired was *deleted*, an annotated one *added*. Relabeled
+and deleted objects count under the predicted class, added ones under the annotated class. The acceptance rate
+is accepted / predicted — the share of auto-labels a person kept as they were.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -22,28 +26,92 @@ IOU_THRESHOLD = 0.5
 TOLERANCE_PX = 0.5
 
 
+#: the labeled region types, by kind
+KINDS = {"rectanglelabels": "rectangle", "polygonlabels": "polygon", "brushlabels": "brush"}
+_ATTACHED = re.compile(r"^(?P<box>.+)_(?:mask\d*|poly)$")
+
+
 @dataclass(frozen=True)
 class Box:
-    """One ``rectanglelabels`` region in pixels of the image."""
+    """One labeled region in pixels of the image: its bounding box, and what else says its shape (a polygon's
+    vertices, a brush's pixels: a reviewer may reshape either without moving its bounding box)."""
 
     id: str
     label: str
     xyxy: tuple[float, float, float, float]
+    kind: str = "rectangle"
+    points: tuple[tuple[float, float], ...] = ()  # polygon: its vertices
+    mask: Any = field(default=None, compare=False, repr=False)  # brush: (H, W) bool
+
+
+def attached_to(region: dict[str, Any], box_ids: set[Any]) -> str | None:
+    """The box an older push attached this brush or polygon region to (its id ``<box id>_mask``, ``_mask<k>`` or
+    ``_poly``, that box present), else None: since one region per object, a shape is an object of its own."""
+    if region.get("type") not in ("brushlabels", "polygonlabels"):
+        return None
+    match = _ATTACHED.match(str(region.get("id")))
+    return match.group("box") if match and match.group("box") in box_ids else None
+
+
+def box_ids(result: list[dict[str, Any]]) -> set[Any]:
+    """The ids of the labeled rectangles of a result (what an older push's shapes attach to)."""
+    return {r.get("id") for r in result if r.get("type") == "rectanglelabels"
+            and (r.get("value") or {}).get("rectanglelabels")}
 
 
 def boxes(result: Iterable[dict[str, Any]]) -> list[Box]:
-    """The rectangle regions of a Label Studio result list, in pixels (rotated ones by their bounding box)."""
+    """The objects of a Label Studio result list, one per labeled region, in pixels (rotated rectangles by their
+    bounding box); shapes attached to a box by an older push are part of that box, regions without a label or
+    without pixels are left out."""
+    result = list(result)
+    rects = box_ids(result)
     out = []
     for region in result:
-        if region.get("type") != "rectanglelabels":
-            continue
+        kind = KINDS.get(region.get("type", ""))
         value = region.get("value") or {}
-        labels = value.get("rectanglelabels") or []
-        if not labels:
+        labels = value.get(region.get("type", "")) or []
+        if kind is None or not labels or attached_to(region, rects) is not None:
             continue
-        out.append(Box(str(region.get("id")), str(labels[0]), rect_xyxy(value, region["original_width"],
-                                                                         region["original_height"])))
+        box = _box(str(region.get("id")), str(labels[0]), kind, value, region["original_width"],
+                   region["original_height"])
+        if box is not None:
+            out.append(box)
     return out
+
+
+def _box(rid: str, label: str, kind: str, value: dict[str, Any], width: int, height: int) -> Box | None:
+    if kind == "rectangle":
+        return Box(rid, label, rect_xyxy(value, width, height))
+    if kind == "polygon":
+        points = np.asarray(value.get("points") or [], dtype=np.float64).reshape(-1, 2) * (width / 100, height / 100)
+        if not len(points):
+            return None
+        (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
+        return Box(rid, label, (float(x1), float(y1), float(x2), float(y2)), kind,
+                   tuple((float(x), float(y)) for x, y in points.tolist()))
+    if not value.get("rle"):
+        return None
+    from label_studio_sdk.converter.brush import decode_rle
+
+    mask = np.asarray(decode_rle(value["rle"])).reshape(height, width, 4)[:, :, 3] > 0
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    xyxy = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    return Box(rid, label, xyxy, kind, mask=mask)
+
+
+def reshaped(p: Box, a: Box, tolerance: float = 0.5) -> bool:
+    """Whether ``a`` is ``p`` moved or reshaped: another kind, a box edge or polygon vertex more than ``tolerance``
+    pixels away, another number of vertices, other brush pixels."""
+    if p.kind != a.kind or max(abs(u - v) for u, v in zip(p.xyxy, a.xyxy)) > tolerance:
+        return True
+    if p.kind == "polygon":
+        return len(p.points) != len(a.points) or bool(
+            np.abs(np.subtract(p.points, a.points)).max(initial=0.0) > tolerance)
+    if p.kind == "brush":
+        return p.mask.shape != a.mask.shape or not np.array_equal(p.mask, a.mask)
+    return False
 
 
 def rect_xyxy(value: dict[str, Any], width: float, height: float) -> tuple[float, float, float, float]:
@@ -96,7 +164,7 @@ def compare(
         p, a = predicted[i], annotated[j]
         if p.label != a.label:
             outcome = "relabeled"
-        elif max(abs(u - v) for u, v in zip(p.xyxy, a.xyxy)) > tolerance:
+        elif reshaped(p, a, tolerance):
             outcome = "moved"
         else:
             outcome = "accepted"

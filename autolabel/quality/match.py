@@ -98,4 +98,5 @@ def file_sha256(path: Path) -> str | None:
 
 
 def _norm(name: str) -> str:
-    return str(PurePosixPath(name.replace("\\", "/"))).removeprefix("./")
+    """A name as a relative POSIX path: backslashes to slashes; ``./`` and doubled slashes dropped by pathlib."""
+    return str(PurePosixPath(name.replace("\\", "/")))

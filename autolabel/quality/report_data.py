@@ -118,7 +118,7 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
         if decided:
             decided = [(s, r if r in known or _admit(known, r) else OTHER, c) for s, r, c in decided]
             data.decisions.update(decided)
-            for status, reason in {(s, r) for s, r, _ in decided}:
+            for status, reason in dict.fromkeys((s, r) for s, r, _ in decided):  # first met first: reproducible
                 section = f"{status}/{reason}"
                 if section not in reservoirs and len(reservoirs) <= MAX_SECTIONS:
                     reservoirs[section] = Reservoir(samples, rng)

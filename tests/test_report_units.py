@@ -1,0 +1,385 @@
+"""The report's parts on data built by hand: what each chart draws (read back from its data-* attributes and
+geometry), what each table says, which run the stage timings come from, bounded tallies, and the thumbnails."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.quality import report_data, report_html, report_svg
+from autolabel.quality.report_data import OTHER, ReportData, collect
+from autolabel.quality.report_html import Preview, fmt
+from autolabel.quality.report_previews import _label, detections, load_thumbnail
+from autolabel.quality.report_svg import Frame, _ticks, bars, class_color, curves, histogram, reliability
+
+
+def attrs(svg: str, tag: str = "rect", cls: str = "bar") -> list[dict[str, str]]:
+    """The attributes of each ``<tag class=cls ...>`` of a chart."""
+    return [dict(re.findall(r'([\w-]+)="([^"]*)"', m)) for m in re.findall(rf'<{tag} class="{cls}" ([^>]*)>', svg)]
+
+
+# -- charts ------------------------------------------------------------------------------------------------------
+def test_a_frame_maps_its_data_range_onto_its_plot_area() -> None:
+    f = Frame(width=200, height=100, left=20, right=10, top=5, bottom=15, xmin=-1.0, xmax=3.0, ymin=10.0, ymax=20.0)
+    assert (f.x0, f.x1, f.y0, f.y1) == (20, 190, 5, 85)
+    assert (f.x(-1), f.x(3), f.x(1)) == (20, 190, 105)
+    assert (f.y(10), f.y(20), f.y(15)) == (85, 5, 45)  # up is smaller y
+    flat = Frame(xmin=2.0, xmax=2.0, ymin=1.0, ymax=1.0)
+    assert flat.x(2.0) == flat.x0 and flat.y(1.0) == flat.y1  # an empty range draws at its start, not a crash
+    svg = f.open("kind", 'a "title"')
+    assert 'data-x0="20" data-x1="190" data-y0="5" data-y1="85"' in svg
+    assert 'data-xmin="-1.0" data-xmax="3.0" data-ymin="10.0" data-ymax="20.0"' in svg
+    assert 'aria-label="a &quot;title&quot;"><title>a &quot;title&quot;</title>' in svg
+
+
+def test_ticks_are_round_steps_from_zero_to_the_top() -> None:
+    assert _ticks(0.3) == [0, 0.1, 0.2, 0.3] and _ticks(7) == [0, 2, 4, 6] and _ticks(10) == [0, 5, 10]
+    assert _ticks(12345) == [0, 5000, 10000] and _ticks(-3) == [0.0] and _ticks(4, n=2) == [0, 2, 4]
+    assert report_svg._tick(0.25) == "0.25" and report_svg._tick(12345) == "1.2e+04"
+    assert report_svg._tick(1000) == "1000" and report_svg._tick(9999) == "9999"  # whole up to 10,000
+
+
+def test_a_histogram_stacks_each_bins_counts_in_series_order() -> None:
+    svg = histogram({"kept": [3, 0, 1], "flagged": [1, 0, 0], "dropped": [0, 0, 2]}, "scores of <cat>")
+    drawn = attrs(svg)
+    assert [(a["data-series"], a["data-bin"], a["data-value"]) for a in drawn] == [
+        ("kept", "0", "3"), ("kept", "2", "1"), ("flagged", "0", "1"), ("dropped", "2", "2")]
+    f = Frame(top=24, ymax=4.0)  # the tallest bin holds 4
+    kept0, kept2, flagged0, dropped2 = drawn
+    assert float(kept0["y"]) == f.y(3) and float(kept0["height"]) == pytest.approx(f.y(0) - f.y(3), abs=0.01)
+    assert float(flagged0["y"]) == f.y(4) and float(flagged0["height"]) == pytest.approx(f.y(3) - f.y(4), abs=0.01)
+    assert float(dropped2["y"]) == f.y(3)  # on top of the kept box of its bin
+    width = (f.x1 - f.x0) / 3
+    assert [float(a["x"]) for a in drawn] == [f.x0, round(f.x0 + 2 * width, 2), f.x0, round(f.x0 + 2 * width, 2)]
+    assert float(kept0["width"]) == round(width - 1, 2)
+    assert [a["fill"] for a in drawn] == [report_svg.KEPT_COLOR, report_svg.KEPT_COLOR, report_svg.FLAGGED_COLOR,
+                                          report_svg.DROPPED_COLOR]
+    assert "<title>kept 0.67–1.00: 1</title>" in svg and "scores of &lt;cat&gt;" in svg
+    assert svg.count(">kept</text>") == 1 and svg.endswith("</svg>")
+    swatch = r'<rect x="[\d.]+" y="[\d.]+" width="9" height="9" fill="([^"]+)"/><text [^>]*>(\w+)</text>'
+    swatches = re.findall(swatch, svg)
+    assert swatches == [("#2e7d32", "kept"), ("#ef6c00", "flagged"), ("#c62828", "dropped")]  # as the bars'
+    assert ">5</text>" not in svg and '">4</text>' in svg  # the count axis up to the tallest bin
+    empty = histogram({"kept": [0, 0]}, "nothing")
+    assert attrs(empty) == [] and 'data-ymax="1.0"' in empty
+
+
+def test_bars_are_as_long_as_their_value_and_say_it() -> None:
+    long = "a class name longer than twenty-four characters"
+    svg = bars([("cat", 0.5), (long, 2.0), ("dog", None)], "AP", "AP", xmax=1.0, fmt="{:.2f}")
+    drawn = attrs(svg)
+    f = Frame(width=480, height=max(60, 30 + 18 * 3), left=150, right=56, bottom=22, xmax=1.0, ymax=3.0)
+    assert [(a["data-label"], a["data-value"]) for a in drawn] == [("cat", "0.5"), (long, "2.0")]
+    assert float(drawn[0]["width"]) == round(f.x(0.5) - f.x0, 2)
+    assert float(drawn[1]["width"]) == round(f.x(1.0) - f.x0, 2)  # beyond xmax: clipped to it
+    assert [float(a["y"]) for a in drawn] == [f.y0 + 2, f.y0 + 18 + 2]
+    assert ">0.50</text>" in svg and ">2.00</text>" in svg and ">n/a</text>" in svg
+    assert f">{long[:23]}…</text>" in svg  # the label shortened, the data-label whole
+    labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="end">([^<]*)</text>', svg)
+    assert labels == [(str(f.x0 - 6), str(f.y0 + 12), "cat"), (str(f.x0 - 6), str(f.y0 + 30), long[:23] + "…"),
+                      (str(f.x0 - 6), str(f.y0 + 48), "dog")]  # each beside its bar
+    assert f'<text x="{(f.x0 + f.x1) / 2}" y="{f.height - 6}" text-anchor="middle">AP</text>' in svg
+    auto = attrs(bars([("a", 3.0), ("b", 1.5)], "t", "s"))
+    assert float(auto[1]["width"]) == pytest.approx(float(auto[0]["width"]) / 2, abs=0.01)  # xmax: the largest
+    assert 'height="60"' in bars([], "t", "s")
+
+
+def test_curves_draw_each_series_through_its_points_and_skip_unknown_ones() -> None:
+    svg = curves({"cat": ([0.0, 0.5, None, 1.0], [1.0, 0.5, 0.7, 0.0]), "dog": ([], [])}, "PR")
+    drawn = attrs(svg, "polyline", "curve")
+    f = Frame(width=380, height=260)
+    assert drawn[0]["data-series"] == "cat" and drawn[0]["points"] == (
+        f"{f.x(0)},{f.y(1)} {f.x(0.5)},{f.y(0.5)} {f.x(1)},{f.y(0)}")
+    assert drawn[1]["points"] == "" and [a["stroke"] for a in drawn] == [class_color(0), class_color(1)]
+    assert [a["stroke"] for a in attrs(curves({"x": ([0], [0])}, "t", colors=["#123456"]), "polyline", "curve")] == [
+        "#123456"]
+    assert class_color(0) == report_svg.sv.ColorPalette.DEFAULT.by_idx(0).as_hex()
+
+
+def test_a_reliability_diagram_has_a_bar_per_bin_with_boxes_and_a_dot_at_its_mean_score() -> None:
+    edges = [0.0, 0.5, 1.0]
+    svg = reliability(edges, [None, 0.8], [None, 0.6], [0, 5], "rel")
+    drawn = attrs(svg)
+    f = Frame(width=380, height=260)
+    assert [(a["data-bin"], a["data-value"]) for a in drawn] == [("1", "0.6")]
+    assert float(drawn[0]["x"]) == f.x(0.5) and float(drawn[0]["y"]) == f.y(0.6)
+    assert float(drawn[0]["width"]) == round(f.x(1.0) - f.x(0.5) - 1, 2)
+    assert float(drawn[0]["height"]) == round(f.y(0) - f.y(0.6), 2)
+    assert f'<circle cx="{f.x(0.8)}" cy="{f.y(0.6)}"' in svg
+    assert "0.5–1: 5 boxes, accuracy 0.600, mean score 0.800</title>" in svg
+    ticks = re.findall(r'text-anchor="middle">([\d.]+)</text>', svg)
+    assert ticks == ["0", "0.25", "0.5", "0.75", "1"]  # the score axis
+    assert re.findall(r'text-anchor="end">([\d.]+)</text>', svg) == ["0", "0.25", "0.5", "0.75", "1"]
+    assert attrs(reliability(edges, [0.2, 0.8], [0.1, None], [3, 0], "rel")) != []  # a bin with boxes: drawn
+    none = reliability(edges, [0.2], [0.1], [3], "rel")  # lists shorter than the bins: nothing beyond them
+    assert len(attrs(none)) == 1 and "<circle" in none
+    assert "<circle" not in reliability(edges, [None, None], [0.3, None], [2, 0], "rel")  # no mean: no dot
+
+
+# -- tables ------------------------------------------------------------------------------------------------------
+def test_numbers_are_shown_the_same_way_everywhere() -> None:
+    assert [fmt(None), fmt(True), fmt(1234567), fmt(0.12345), fmt(2.5, 1), fmt("<b>")] == [
+        "n/a", "True", "1,234,567", "0.123", "2.5", "&lt;b&gt;"]
+    assert report_html.table(None, [["a", 1]]) == "<table><tbody><tr><td>a</td><td>1</td></tr></tbody></table>"
+    assert report_html.table(["x", "<y>"], [["1", "2"]], [['data-a="1"', ""]]) == (
+        "<table><thead><tr><th>x</th><th>&lt;y&gt;</th></tr></thead><tbody><tr><td data-a=\"1\">1</td>"
+        "<td>2</td></tr></tbody></table>")
+
+
+def run(id_: int, status: str = "ok", ended: float | None = 1_700_000_100.0, **summary: object) -> dict:
+    """A store's run row (started 2023-11-14T22:13:20Z) with these summary keys."""
+    return {"id": id_, "status": status, "started": 1_700_000_000.0, "ended": ended,
+            "pipeline_hash": "0123456789abcdef", "summary": summary or None}
+
+
+def test_the_summary_and_history_say_what_the_last_run_did() -> None:
+    last = run(2, "partial", seconds=12.25, images_per_second=1.5, started="2026-01-01T00:00:00+00:00",
+               counts={"seen": 4, "labeled": 3, "skipped": 0, "failed": 1}, error="1 image failed",
+               pipeline={"name": "p<1>", "file": "p.yaml"})
+    data = ReportData(runs=[run(1), last], images_done=3, images_failed=1, boxes=1234,
+                      texts=Counter({("caption", "kept"): 3, ("caption", "dropped"): 1000}))
+    html = report_html.summary(data)
+    cells = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", html)
+    assert dict(cells) == {
+        "images in the store": "4", "labeled": "3", "failed": "1", "boxes": "1,234", "runs recorded": "2",
+        "last run": '#2 <b class="partial">partial</b>', "started": "2026-01-01T00:00:00+00:00", "seconds": "12.2",
+        "images per second": "1.50", "seen / labeled / skipped / failed": "4 / 3 / 0 / 1",
+        "pipeline": 'p&lt;1&gt; <span class="muted">p.yaml 0123456789ab</span>',
+        "error": '<span class="warn">1 image failed</span>',
+        "image-level texts": "caption dropped: 1,000, caption kept: 3"}
+    assert "last run" not in report_html.summary(ReportData(runs=[]))
+    history = report_html.history([run(1), last])
+    assert history.startswith("<table><thead><tr><th>run</th><th>status</th><th>started (UTC)</th><th>seconds</th>"
+                              "<th>seen</th><th>labeled</th><th>skipped</th><th>failed</th><th>pipeline</th></tr>")
+    rows = re.findall(r"<tr>(.*?)</tr>", history)[1:]
+    assert [re.findall(r"<td>(.*?)</td>", r)[0] for r in rows] == ["#2", "#1"]  # the latest first
+    assert "<td>2023-11-14T22:13:20+00:00</td><td>12.2</td><td>4</td><td>3</td><td>0</td><td>1</td>" in rows[0]
+    assert rows[1].count("<td>n/a</td>") == 5  # a run without a summary
+    assert report_html.history([]) == '<p class="muted">No runs recorded.</p>'
+
+
+def test_stage_times_come_from_the_last_run_that_labeled_something() -> None:
+    labeled = run(1, stage_seconds={"detect": 3.0, "masks": 1.0}, stage_images={"detect": 6, "masks": 4},
+                  loop_seconds={"commit": 2.0}, counts={"labeled": 6})
+    skipped_all = run(2, stage_seconds={"detect": 0.0}, stage_images={}, counts={"labeled": 0})
+    html = report_html.stages([labeled, skipped_all, run(3)])
+    assert html.startswith('<p class="muted">Run #1;')
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", html)
+    assert rows == [("detect", "3.00", "6", "500.0"), ("(commit)", "2.00", "n/a", ""), ("masks", "1.00", "4", "250.0")]
+    assert report_html.stages([skipped_all]).startswith('<p class="muted">Run #2;')  # none labeled: the last timed
+    assert report_html.stages([run(4)]) == '<p class="muted">No stage timings recorded.</p>'
+
+
+def test_the_class_table_and_checks_count_per_class_and_decision() -> None:
+    data = ReportData(runs=[], scores=Counter({("cat", "kept", 3): 5, ("cat", "dropped", -1): 2,
+                                               ("dog", "flagged", 19): 1, ("cat", "kept", -1): 1}),
+                      decisions=Counter({("dropped", "low_score", "cat"): 2, ("flagged", "edge", "dog"): 1,
+                                         ("dropped", "low_score", ""): 4}),
+                      samples={"dropped/low_score": []}, section_sizes={"dropped/low_score": 3, "flagged/edge": 1})
+    table = report_html.class_table(data)
+    assert '<td data-class="cat">cat</td><td data-status="kept">6</td><td data-status="flagged">0</td>' \
+           '<td data-status="dropped">2</td><td>8</td><td>3</td>' in table
+    assert table.index("cat") < table.index("dog")  # the most boxes first
+    assert data.histogram("cat", "kept")[3] == 5 and sum(data.histogram("cat", "kept")) == 5
+    html = report_html.checks(data, {})
+    assert '<a href="#check-0" class="dropped">dropped/low_score</a></td><td>6</td><td>3</td>' \
+           "<td>&lt;no class&gt; 4, cat 2</td>" in html
+    assert '<a href="#check-1" class="flagged">flagged/edge</a></td><td>1</td><td>1</td><td>dog 1</td>' in html
+    assert '<h3 id="check-0">dropped/low_score</h3><p class="muted">No images.</p>' in html
+    assert "No examples: only the first 40 decisions met get example images." in html  # flagged/edge: not sampled
+    many = ReportData(runs=[], decisions=Counter({("dropped", "r", f"c{k}"): 10 - k for k in range(8)}))
+    assert "c5 5 …</td>" in report_html.checks(many, {})  # six classes named, then an ellipsis
+    assert report_html.class_table(ReportData(runs=[])) == '<p class="muted">No boxes.</p>'
+    assert report_html.checks(ReportData(runs=[]), {}) == '<p class="muted">No box was dropped or flagged.</p>'
+
+
+def test_histograms_for_the_most_frequent_classes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_html, "MAX_HISTOGRAMS", 2)
+    data = ReportData(runs=[], scores=Counter({(c, "kept", 0): n for c, n in (("a", 1), ("b", 5), ("c", 3))}))
+    html = report_html.histograms(data)
+    assert re.findall(r"<figcaption>(\w)</figcaption>", html) == ["b", "c"]  # the most boxes first
+    assert '<p class="muted">1 less frequent classes not shown.</p>' in html
+    assert "less frequent" not in report_html.histograms(ReportData(runs=[], scores=Counter({("a", "kept", 0): 1})))
+
+
+def test_a_gallery_caption_says_what_each_thumbnail_shows() -> None:
+    shown = [Preview("img/s00-000.jpg", "a<b>.png", 36, 24, {"kept": 2, "dropped": 1}, "file not found",
+                     [("caption", "dropped", "repetition", "again again")]), Preview("img/x.jpg", "c.png", 10, 10, {})]
+    html = report_html.gallery(shown, 1234)
+    assert html.startswith('<p class="muted">2 of 1,234 images (a uniform sample).')
+    assert '<img src="img/s00-000.jpg" width="36" height="24" alt="a&lt;b&gt;.png">' in html
+    assert ('a&lt;b&gt;.png <span class="warn">(file not found)</span><br><span class="kept">2 kept</span>, '
+            '<span class="dropped">1 dropped</span><br><span class="dropped">caption dropped:repetition</span> '
+            '“again again”') in html
+    assert "c.png<br>no boxes</figcaption>" in html
+    assert report_html.gallery([], 5) == '<p class="muted">No images.</p>'
+
+
+def test_failures_list_reasons_and_a_sample_of_images() -> None:
+    data = ReportData(runs=[], images_failed=3, failure_reasons=Counter({"bad": 2, "worse": 1}),
+                      failures=[{"rel_path": "a.png", "reason": "bad"}])
+    html = report_html.failures(data)
+    assert html.startswith("<p>3 images failed.</p>") and "<td>bad</td><td>2</td>" in html
+    assert "<h3>Failed images (a sample)</h3>" in html and "<td>a.png</td><td>bad</td>" in html
+    data.images_failed = 1
+    assert "<h3>Failed images</h3>" in report_html.failures(data)
+    assert report_html.failures(ReportData(runs=[])) == '<p class="muted">No failed images.</p>'
+
+
+def test_an_eval_json_older_than_a_run_that_labeled_is_flagged_as_stale() -> None:
+    ev = {"created": "2023-11-14T22:15:00+00:00"}  # 1_700_000_100
+    later = run(5, ended=1_700_000_102.0, counts={"labeled": 2})
+    assert "before run #5 labeled more images" in report_html.stale_warning(ev, [run(4), later])
+    assert report_html.stale_warning(ev, [run(5, ended=1_700_000_101.0, counts={"labeled": 2})]) == ""  # within 1 s
+    assert report_html.stale_warning(ev, [run(5, ended=1_700_000_200.0, counts={"labeled": 0})]) == ""  # skipped all
+    assert report_html.stale_warning(ev, [run(5, ended=None, counts={"labeled": 1})]) == ""  # still running
+    assert report_html.stale_warning({"created": "yesterday"}, [later]) == ""
+
+
+def test_the_confusion_and_filter_tables() -> None:
+    html = report_html.confusion({"labels": ["cat", "background"], "matrix": [[4, 1], [2, 0]]})
+    assert "<tr><th>cat</th><td style=\"background:rgba(21,101,192,0.60)\">4</td>" \
+           "<td style=\"background:rgba(21,101,192,0.15)\">1</td></tr>" in html
+    assert "<thead><tr><th></th><th>cat</th><th>background</th></tr></thead>" in html
+    assert report_html.confusion({}) == "" and "rgba(21,101,192,0.00)" in report_html.confusion(
+        {"labels": ["a"], "matrix": [[0]]})
+    plain = report_html.filters({"nms/nms": {"stage": "nms", "reason": "nms", "dropped": 5, "true_positives": 1,
+                                             "false_positives": 4}})
+    assert "<th>dropped</th><th>true positives</th><th>false positives</th></tr>" in plain
+    assert "<td>nms/nms</td><td>nms</td><td>nms</td><td>5</td><td>1</td><td>4</td>" in plain
+    assert report_html.filters({}) == ""
+
+
+# -- tallies -----------------------------------------------------------------------------------------------------
+def test_reasons_and_sections_beyond_their_bounds_are_counted_together(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from report_store import make_store
+
+    from autolabel.store import ImageResult, Store
+
+    out = make_store(tmp_path, images=3, boxes=3, failed=3, write_images=False)
+    with Store(out) as store:
+        store.commit([ImageResult(f"/x/{k}.png", f"{k}.png", None, "failed", reason=f"reason {k}") for k in range(3)],
+                     store.runs()[-1]["id"], "hash0123456789")
+    monkeypatch.setattr(report_data, "MAX_FAILURE_REASONS", 2)
+    monkeypatch.setattr(report_data, "MAX_SECTIONS", 1)
+    monkeypatch.setattr(report_data, "MAX_REASONS", 1)
+    with Store(out) as store:
+        data = collect(store, samples=2)
+    assert data.images_failed == 6 and sum(data.failure_reasons.values()) == 6
+    assert data.failure_reasons["truncated or corrupt image data (unexpected end of file)"] == 3
+    assert data.failure_reasons[OTHER] == 2 and len(data.failure_reasons) == 3  # reason 0, then the rest
+    # the first reason met by name (box 0 of image 0 is flagged edge_box), the others joined
+    assert {r for _, r, _ in data.decisions} == {"edge_box", OTHER}
+    assert list(data.samples) == ["labeled", "flagged/edge_box"]  # one section beyond "labeled": the first met
+    assert data.section_sizes["labeled"] == 3 and sum(data.section_sizes.values()) > 3
+    assert len(data.failures) == 6 and [f["rel_path"] for f in data.failures] == sorted(f["rel_path"]
+                                                                                       for f in data.failures)
+
+
+def test_box_counts_are_tallied_in_flushes_of_bounded_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from report_store import make_store
+
+    from autolabel.store import Store
+
+    out = make_store(tmp_path, images=5, boxes=4, failed=0, write_images=False)
+    with Store(out) as store:
+        whole = collect(store)
+        monkeypatch.setattr(report_data, "_FLUSH", 3)
+        flushed = collect(store)
+    assert flushed.scores == whole.scores and sum(whole.scores.values()) == whole.boxes == 20
+    assert whole.decisions == flushed.decisions
+
+
+# -- thumbnails ----------------------------------------------------------------------------------------------------
+def test_thumbnails_take_the_longer_side_to_the_thumbnail_size(tmp_path: Path) -> None:
+    Image.new("RGB", (40, 20), (10, 200, 10)).save(tmp_path / "small.png")
+    row = {"path": str(tmp_path / "small.png"), "rel_path": "small.png", "labels": {"width": 40, "height": 20}}
+    image, scale, problem = load_thumbnail(row, side=100)
+    assert image.size == (100, 50) and scale == 2.5 and problem is None  # a small image grows
+    image, scale, problem = load_thumbnail(row | {"labels": {"width": 80, "height": 40}}, side=100)
+    assert (image.size, scale) == ((100, 50), 1.25) and problem == "changed since labeling (40x20, labeled at 80x40)"
+    gone = {"path": str(tmp_path / "gone.png"), "rel_path": "gone.png", "width": 30, "height": 60, "labels": None}
+    image, scale, problem = load_thumbnail(gone, side=120)
+    assert image.size == (60, 120) and scale == 2.0 and problem and image.getpixel((50, 110)) == (90, 90, 90)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    _, _, problem = load_thumbnail({"path": str(tmp_path / "bad.png"), "rel_path": "bad.png", "labels": {}}, side=50)
+    assert problem and "\n" not in problem
+
+
+def test_detections_at_thumbnail_scale_with_class_ids_of_the_report() -> None:
+    from autolabel.records import encode_mask
+
+    mask = np.zeros((20, 40), bool)
+    mask[0:10, 0:20] = True
+    record = {"boxes": {"xyxy": [[0, 0, 20, 10], [10, 10, 40, 20]], "confidence": [0.5, None],
+                        "mask": [encode_mask(mask), None],
+                        "data": {"class_name": ["dog", "yak"], "status": ["kept", "dropped"], "reason": ["", "nms"]}}}
+    det = detections(record, 0.5, (20, 10), ["cat", "dog"])
+    assert det.xyxy.tolist() == [[0, 0, 10, 5], [5, 5, 20, 10]] and det.class_id.tolist() == [1, 2]
+    assert det.data["status"].tolist() == ["kept", "dropped"] and det.data["class_name"].tolist() == ["dog", "yak"]
+    assert det.confidence[0] == 0.5
+    assert det.mask.shape == (2, 10, 20) and det.mask[0, :5, :10].all() and det.mask[0].sum() == 50
+    assert not det.mask[1].any() and det.data["has_mask"].tolist() == [True, False]
+    assert np.isnan(det.confidence[1]) and det.data["reason"].tolist() == ["", "nms"]
+    bare = detections({"boxes": {"xyxy": [[0, 0, 2, 2]], "confidence": [0.9], "data": {}}}, 1.0, (4, 4), ["a"])
+    assert bare.mask is None and bare.data["status"].tolist() == ["kept"] and bare.class_id.tolist() == [1]
+    assert len(detections({}, 1.0, (4, 4), ["a"])) == 0
+    assert _label("cat", 0.456, "kept", "") == "cat 0.46" and _label("", float("nan"), "kept", "") == "?"
+    assert _label("cat", 0.1, "dropped", "low_score") == "cat 0.10 d:low_score"
+
+
+def test_reservoirs_share_the_seeded_generator_so_a_report_is_reproducible() -> None:
+    draws = []
+    for _ in range(2):
+        r = report_data.Reservoir(3, random.Random(7))
+        for i in range(50):
+            r.offer(i)
+        draws.append(r.items)
+    assert draws[0] == draws[1] and len(draws[0]) == 3
+
+
+def test_the_evaluation_section_says_what_was_matched_and_draws_its_charts() -> None:
+    from report_store import eval_fixture
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        ev = eval_fixture(Path(folder))
+    ev["classes"]["unmatched_run"], ev["classes"]["unmatched_gt"] = [], ["cat", "cow"]
+    html = report_html.eval_section(ev, ["person", "forklift", "pallet"])
+    assert ("Classes unmatched: run none, ground truth cat, cow.</p>") in html
+    assert "Images: 10 matched of 12 in the run and 11 in the ground truth; 2 run images and 1 ground-truth images " \
+           "unmatched." in html
+    assert '<title>AP (0.5:0.95) per class</title>' in html and "<title>precision / recall along the score</title>" \
+        in html
+    reliability_svg = html[html.index('data-chart="reliability"'):]
+    assert len(attrs(reliability_svg[:reliability_svg.index("</svg>")])) == 9  # the bins with boxes
+    assert '<span data-metric="ece">0.051</span>' in html
+    assert '<span style="color:' + report_svg.class_color(0) + '">person</span>' in html
+
+
+def test_a_report_samples_the_same_images_for_the_same_seed_and_counts_each_previews_boxes(tmp_path: Path) -> None:
+    from report_store import make_store
+
+    from autolabel.quality.report import write_previews
+    from autolabel.store import Store
+
+    out = make_store(tmp_path, images=8, boxes=3, failed=0)
+    with Store(out) as store:
+        default, zero, other = collect(store, samples=2), collect(store, samples=2, seed=0), collect(store, samples=2,
+                                                                                                     seed=5)
+    names = [[r["rel_path"] for r in d.samples["labeled"]] for d in (default, zero, other)]
+    assert names[0] == names[1] and names[0] != names[2]  # seed 0 unless asked
+    previews = write_previews(default, tmp_path / "img", ["person", "forklift", "pallet"])
+    for section, shown in previews.items():
+        for preview, row in zip(shown, sorted(default.samples[section], key=lambda r: r["rel_path"])):
+            statuses = row["labels"]["boxes"]["data"]["status"]
+            assert preview.boxes == dict(Counter(statuses)) and sum(preview.boxes.values()) == 3
+            assert preview.rel_path == row["rel_path"] and (tmp_path / preview.src).is_file()
