@@ -6,7 +6,6 @@ florence)``), all problems at once, as a :class:`~autolabel.errors.ConfigError`.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from . import bounded_yaml
-from .cache import canonical_json, stage_keys
 from .errors import ConfigError
+from .identity import pipeline_hash, stage_keys
 from .intake import MAX_FILE_BYTES
+from .models.spec import ModelSpec
 from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
@@ -27,23 +27,6 @@ from .video.spec import VideoSpec
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelSpec(_Strict):
-    """A model declared once under ``models:`` and referenced by name from stages."""
-
-    type: str = "florence2"
-    id: str = Field(min_length=1)  # hub id or local folder
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 elsewhere
-    device: str = "auto"  # auto: cuda, then mps, then cpu
-    generation: dict[str, Any] = Field(default_factory=dict)  # e.g. max_new_tokens, num_beams
-    compile: bool = False  # torch.compile the model
-    options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
-
-    def identity(self) -> dict[str, Any]:
-        """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
-        return self.model_dump(exclude={"device", "compile"})
 
 
 _SPLITS = ("train", "val", "test")
@@ -277,17 +260,24 @@ class PipelineSpec:
 
         Built from validated values, so spelling out a default changes nothing; device and compile do not count.
         """
-        keep = {
-            "models": {n: m.identity() for n, m in self.config.models.items()},
-            "ontology": self.ontology.canonical(),  # the normalised form: `[person]` and `{person: null}` agree
-            "stages": [p.model_dump() for _, _, p in self.stages],
-        }
-        return hashlib.sha256(canonical_json(keep)).hexdigest()[:16]
+        return pipeline_hash({n: m.identity() for n, m in self.config.models.items()},
+                             self.ontology.canonical(),  # normalised: `[person]` and `{person: null}` agree
+                             [p.model_dump() for _, _, p in self.stages])
 
     @cached_property
     def stage_keys(self) -> list[str | None]:
-        """Per stage, the key of its cached output, or None for stages that are not cached (see autolabel.cache)."""
-        return stage_keys(self)
+        """Per stage, the key of its cached output, or None for stages that are not cached (see autolabel.cache).
+
+        Each key covers the ontology (its normalised form) and every stage up to this one: their params, and for
+        this one its model (id, revision, dtype, generation…; not the device).
+        """
+        models = self.config.models
+
+        def model_of(params: StageParams) -> dict[str, Any] | None:
+            name = params.model if isinstance(params, ModelStageParams) else None
+            return models[name].identity() if name is not None and name in models else None
+
+        return stage_keys(self.ontology.canonical(), [(p.model_dump(), model_of(p)) for _, _, p in self.stages])
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -32,13 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import ModelLoadError
 from .contract import accepts
 from .features import ImageFeatures
-from .florence2_scores import Located, ScoreMethod, align, geometric_mean, instance_score, locate
+from .florence2_scores import Located, align, locate
 from .hub import CheckpointModel, config_dict, from_pretrained, wrong_type_message
+from .outputs import Answer
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,37 +128,6 @@ class Generated:
     finished: bool  # ended with </s>; False when max_new_tokens cut it
 
 
-@dataclass
-class Answer:
-    """One answer parsed: the processor's result and, per instance of it, the tokens that wrote it."""
-
-    task: str  # the task token, e.g. "<OD>"
-    text: str  # the generated text
-    result: Any  # ``processor.post_process_generation(...)[task]``: a dict of lists, or a string
-    instances: list[Located] | None  # one per result instance, same order; None when they could not be aligned
-    logprobs: np.ndarray
-    finished: bool
-
-    def scores(self, method: ScoreMethod = "locations") -> np.ndarray:
-        """One confidence per instance (NaN for all when the tokens could not be aligned with the result)."""
-        if self.instances is None:
-            return np.full(_count(self.result), np.nan, dtype=np.float32)
-        return np.array([instance_score(i, self.logprobs, method) for i in self.instances], dtype=np.float32)
-
-    def text_score(self) -> float:
-        """The answer text's confidence: geometric mean of its text tokens' probabilities (NaN if none)."""
-        if not self.instances:
-            return float("nan")
-        return geometric_mean(self.logprobs, self.instances[0].label)
-
-
-def _count(result: Any) -> int:
-    """How many instances a parsed result holds (1 for text)."""
-    if isinstance(result, dict):
-        return sum(len(result[key]) for key in ("bboxes", "quad_boxes", "polygons") if key in result)
-    return 1
-
-
 class Florence2(CheckpointModel):
     """Model type ``florence2``: ``florence-community/Florence-2-base`` (0.23B), ``-large`` (0.77B), their ``-ft``
     variants, or any folder with a checkpoint in transformers' native Florence-2 format."""
@@ -171,7 +141,7 @@ class Florence2(CheckpointModel):
         import torch  # noqa: F401 — fail here, not mid-run, when torch is missing
         from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
 
-        from .pool import pick_device, pick_dtype
+        from .hub import pick_device, pick_dtype
 
         problems = generation_problems(spec.generation)
         if problems:

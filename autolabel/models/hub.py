@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from ..errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ def missing_message(spec: "ModelSpec", why: str) -> str:
 def gated_step(spec: "ModelSpec") -> str:
     """For a model type whose hub checkpoints are gated (:data:`~.catalog.GATED`): the step before ``hf download``.
 
-    >>> from autolabel.config import ModelSpec
+    >>> from autolabel.models.spec import ModelSpec
     >>> gated_step(ModelSpec(type="sam3", id="facebook/sam3"))  # doctest: +NORMALIZE_WHITESPACE
     'accept the SAM License on https://huggingface.co/facebook/sam3 (the checkpoint is gated),
      log in with `hf auth login`, then '
@@ -166,6 +166,30 @@ def revision_of(obj: Any, spec: "ModelSpec") -> str | None:
     return snapshot_commit(spec) or getattr(config, "_commit_hash", None) or spec.revision
 
 
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` → cuda, then mps, then cpu; anything else is passed through (e.g. ``cuda:1``)."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """``auto`` → float16 on CUDA (bfloat16 where supported), float32 elsewhere."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
 def load_checkpoint(
     spec: "ModelSpec", model_cls: Any, processor_cls: Any, model_types: tuple[str, ...]
 ) -> tuple[Any, Any, str, Any]:
@@ -179,8 +203,6 @@ def load_checkpoint(
     """
     import torch
     from transformers import AutoConfig
-
-    from .pool import pick_device, pick_dtype
 
     config = from_pretrained(AutoConfig, spec)
     if config.model_type not in model_types:

@@ -17,7 +17,7 @@ from .outputs import TextLines
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 
 class RapidOcr:

@@ -29,9 +29,9 @@ from pydantic import Field
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels, Text, merge
 from ..models.features import StageFeatures, shared
-from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, Answer, generation_problems
+from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, generation_problems
 from ..models.florence2_scores import SCORE_METHODS, Located, instance_score
-from ..models.outputs import quad_bounds
+from ..models.outputs import Answer, quad_bounds
 from ..models.contract import Florence2Model
 from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
 from .detect import UNMAPPED

@@ -14,7 +14,6 @@ load) end it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import cache
-from ..cache import canonical_json
+from ..identity import digest
 from ..errors import StageError, one_line
 from ..labels import Labels
 from ..records import from_record, to_record
@@ -51,7 +50,7 @@ def split_sources(sources: Sequence[Source]) -> tuple[list[Source], list[Source]
 
 def plan_hash(spec: PipelineSpec, video: VideoSpec) -> str:
     """What decides a clip's labels: the pipeline's hash and the sampling and chunking (not the limits)."""
-    return hashlib.sha256(canonical_json([spec.hash, video.plan_identity()])).hexdigest()[:16]
+    return digest([spec.hash, video.plan_identity()], 16)
 
 
 @dataclass
@@ -171,7 +170,7 @@ class ClipLabeler:
     def _run_stages(self, path: str, sha: str, chunk: Chunk) -> tuple[list[Item], list[cache.Row]]:
         """The frame stages over a chunk, each from the chunk's last cached model output on."""
         pipeline, n = self.pipeline, len(chunk.frames)
-        identity = hashlib.sha256(canonical_json(self.video.plan_identity())).hexdigest()[:12]
+        identity = digest(self.video.plan_identity(), 12)
         shas = [f"clip:{sha}:{identity}:{chunk.start}:{f.position}" for f in chunk.frames]
         restored = [cache.restore(self.store, s, self.keys) for s in shas]
         if len({r.start for r in restored}) != 1:
