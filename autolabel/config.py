@@ -20,8 +20,8 @@ from .intake import MAX_FILE_BYTES
 from .models.spec import ModelSpec
 from .ontology import Ontology
 from .overrides import apply_overrides
-from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
-from .stage import ModelStageParams, StageParams, by_contract
+from .registry import BUILTIN_MODELS, MODEL_GROUP, UnknownType, check
+from .stage import ModelStageParams, StageParams, by_contract, stage_type
 from .video.spec import VideoSpec
 
 
@@ -318,7 +318,7 @@ def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
             problems.append(f"{where}.type: missing (every stage needs a type, e.g. type: florence2)")
             continue
         try:
-            cls = resolve(STAGE_GROUP, str(raw["type"]))
+            cls = stage_type(str(raw["type"]))
         except UnknownType as err:
             problems.append(f"{where}.type: {err}")
             continue
