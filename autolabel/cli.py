@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from . import __version__
+from .version import __version__
 from .errors import AutolabelError, ConfigError, ExitCode, ExportError, one_line
 from .names import shown
 
@@ -211,7 +211,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return schedule(args.pipeline, args.cron, input=args.input, output=args.output, overrides=args.overrides,
                         set_files=args.set_files, max_runs=args.max_runs, progress=not args.no_progress)
     if args.command == "version":
-        from .runner import package_versions
+        from .version import package_versions
 
         print(json.dumps(package_versions(), indent=2))
         return ExitCode.OK

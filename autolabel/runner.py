@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import socket
 import sys
@@ -20,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from tqdm import tqdm
 
-from . import __version__
 from .errors import AutolabelError, ConfigError, ExitCode, ExportError, NothingLabeledError, RunStatus, one_line
-from .history import NEVER_ENDED, write_record
+from .runlog import NEVER_ENDED, write_record
 from .intake import IMAGE_EXTENSIONS, discover
 from .lock import RunLock
 from .names import shown
 from .store import ImageResult, Store
 from .util import atomic_write_text, iso_utc
+from .version import package_versions
 
 if TYPE_CHECKING:
     from .cache import Row
@@ -356,19 +355,6 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
         "versions": _versions(pipeline),
     }
-
-
-def package_versions() -> dict[str, Any]:
-    """Versions of autolabel, Python, torch and transformers (None where not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, Any] = {"autolabel": __version__, "python": platform.python_version()}
-    for package in ("torch", "transformers"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def _versions(pipeline: "Pipeline") -> dict[str, Any]:

@@ -39,7 +39,7 @@ def _digest(parts: list[Any]) -> str:
 
 def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str) -> Media:
     """The kind of task this push sends (see the module docstring)."""
-    from .. import __version__
+    from ..version import __version__
 
     kind = options.media
     if kind == "auto":

@@ -210,7 +210,7 @@ def image_key(row_sha256: str | None, path: str) -> str:
 
 def input_hash(row: ImageRow, version: str, options: PushSpec) -> str:
     """The hash of everything a task's prediction is built from: when it changes, the prediction is replaced."""
-    from .. import __version__
+    from ..version import __version__
 
     blob = json.dumps(
         [__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width, row.height,
