@@ -3,7 +3,7 @@
 from .version import __version__
 from .labels import Labels, Text
 from .ontology import Ontology
-from .pipeline import Pipeline
+from .api import Pipeline
 from .stage import Item, Stage, StageParams
 
 __all__ = ["Pipeline", "Labels", "Text", "Ontology", "Item", "Stage", "StageParams", "__version__"]

@@ -242,6 +242,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from .overrides import collect_overrides
     from .pipeline import Pipeline
+    from .runner import run
 
     overrides = collect_overrides(args.set_files, args.overrides)
     if args.command == "run" and args.batch_size is not None:
@@ -262,7 +263,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return ExitCode.OK
 
-    summary = pipeline.run(input=args.input, output=args.output, progress=not args.no_progress)
+    summary = run(pipeline, input=args.input, output=args.output, progress=not args.no_progress)
     c = summary.counts
     print(
         f"autolabel: {summary.status}: {c['labeled']} labeled, {c['skipped']} already done, {c['failed']} failed "

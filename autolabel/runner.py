@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from tqdm import tqdm
 
+from .accounting import Account
 from .errors import AutolabelError, ConfigError, ExitCode, ExportError, NothingLabeledError, RunStatus, one_line
 from .runlog import NEVER_ENDED, write_record
 from .intake import IMAGE_EXTENSIONS, discover
@@ -144,7 +145,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
         raise
     counts: Counter[str] = Counter(seen=0, labeled=0, skipped=0, failed=0)
     failures: list[dict[str, str]] = []
-    clock: Counter[str] = Counter()
+    account = Account()  # what the executors count of the work: run.json's stage and loop seconds, vision passes
     decisions: Counter[tuple[str, str, str]] = Counter()  # (class, status, reason) of every box labeled
     executor_info: dict[str, Any] = {}  # what the executor reports for run.json
     status, error = RunStatus.FAILED, None
@@ -153,8 +154,8 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     warnings: list[str] = []
     try:
         with _StopFlag() as stop:
-            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress,
-                                executor_info)
+            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, account, decisions, stop,
+                                progress, executor_info)
         status = RunStatus.INTERRUPTED if interrupted else (RunStatus.PARTIAL if counts["failed"] else RunStatus.OK)
         if status is not RunStatus.INTERRUPTED and counts["failed"] and not counts["labeled"] + counts["skipped"]:
             status = RunStatus.FAILED  # every input failed: no export (there is nothing new to write)
@@ -179,7 +180,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     finally:
         # Always reached, whatever failed above: the run is ended in the store and in run.json, so that
         # `autolabel runs` and alerting see it; the labels committed so far stay in the store.
-        summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
+        summary = _summary(pipeline, run_id, status, started, counts, failures, account, sources, exports, error)
         summary["decisions"] = decision_summary(decisions)
         summary["export_failures"] = export_failures
         summary["executor"] = executor_info
@@ -258,7 +259,8 @@ def _deliver(
     return RunStatus.FAILED if failed else status
 
 
-def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress, executor_info) -> bool:  # noqa: ANN001
+def _loop(pipeline, store, run_id, sources, counts, failures, account, decisions, stop, progress,  # noqa: ANN001
+          executor_info) -> bool:  # noqa: ANN001
     """Label every source on the pipeline's executor, committing each returned batch; True when stopped early.
 
     The executor (in-process or Ray) labels; this loop, on the driver, is the store's only writer: each batch is
@@ -274,7 +276,7 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
         if results or cache:
             t0 = time.perf_counter()
             store.commit(results, run_id, phash, cache)
-            clock["commit"] += time.perf_counter() - t0
+            account.clock["commit"] += time.perf_counter() - t0
         counts["seen"] += len(results) + skipped
         counts["skipped"] += skipped
         for r in results:
@@ -302,9 +304,9 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
 
     images, clips = split_sources(sources)
     try:
-        stopped = executor.run(pipeline, store, images, commit, stop, clock) if images or not clips else False
+        stopped = executor.run(pipeline, store, images, commit, stop, account) if images or not clips else False
         if clips and not stopped:  # clips are labeled in this process, whatever the executor (docs/video.md)
-            stopped = label_clips(pipeline, store, run_id, clips, stop, clock, clip_done)
+            stopped = label_clips(pipeline, store, run_id, clips, stop, account, clip_done)
         return stopped
     finally:
         bar.close()
@@ -332,7 +334,7 @@ def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]
     return {"by_reason": dict(by_reason), "by_class": {k: dict(v) for k, v in by_class.items()}}
 
 
-def _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error) -> dict[str, Any]:  # noqa: ANN001
+def _summary(pipeline, run_id, status, started, counts, failures, account, sources, exports, error) -> dict[str, Any]:  # noqa: ANN001
     ended = time.time()
     elapsed = max(ended - started, 1e-9)
     return {
@@ -346,10 +348,7 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "counts": dict(counts) | {"inputs": len(sources)},
         "failures": failures,
         "failures_listed": len(failures),
-        "stage_seconds": {k: round(v, 4) for k, v in pipeline.timings.items()},
-        "stage_images": dict(pipeline.calls),  # images each stage processed (cached model outputs not counted)
-        "vision_passes": {name: count.summary() for name, count in sorted(pipeline.vision.items())},
-        "loop_seconds": {k: round(v, 4) for k, v in clock.items()},
+        **account.summary(),  # stage_seconds, stage_images, vision_passes, loop_seconds
         "pipeline": {"name": pipeline.config.name, "file": pipeline.source, "hash": pipeline.spec.hash},
         "exports": exports,
         "host": {"hostname": socket.gethostname(), "pid": os.getpid()},

@@ -24,7 +24,7 @@ from autolabel.exports.labelstudio import labeling_config, task
 from autolabel.exports.rows import image_rows
 from autolabel.labelstudio.push import push
 from autolabel.labelstudio.pull import pull
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from autolabel.store import Store
 from lsserver import TOKEN, FaultProxy, LabelStudioServer
 from plugins import export_pipeline, make_export_images

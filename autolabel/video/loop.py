@@ -34,6 +34,7 @@ from .spec import VideoSpec, is_video_name
 from .store import ClipStatus, ClipStore, FrameRow
 
 if TYPE_CHECKING:
+    from ..accounting import Account
     from ..config import PipelineSpec
     from ..intake import Source
     from ..pipeline import Pipeline
@@ -66,11 +67,12 @@ class ClipOutcome:
 
 
 def label_clips(
-    pipeline: Pipeline, store: Store, run_id: int, sources: Sequence[Source], stop: Any, clock: Counter[str],
+    pipeline: Pipeline, store: Store, run_id: int, sources: Sequence[Source], stop: Any, account: Account,
     report: Callable[[ClipOutcome], None],
 ) -> bool:
-    """Label every clip of ``sources`` in this process; ``report`` each outcome. True when stopped early."""
-    labeler = ClipLabeler(pipeline, store, run_id, clock)
+    """Label every clip of ``sources`` in this process, counting the work into the run's ``account``; ``report``
+    each outcome. True when stopped early."""
+    labeler = ClipLabeler(pipeline, store, run_id, account)
     for source in sources:
         outcome = labeler.label(source, stop)
         report(outcome)
@@ -82,8 +84,9 @@ def label_clips(
 class ClipLabeler:
     """Labels clips with one pipeline into one store (see the module docstring)."""
 
-    def __init__(self, pipeline: Pipeline, store: Store, run_id: int, clock: Counter[str]):
-        self.pipeline, self.store, self.run_id, self.clock = pipeline, store, run_id, clock
+    def __init__(self, pipeline: Pipeline, store: Store, run_id: int, account: Account):
+        self.pipeline, self.store, self.run_id, self.account = pipeline, store, run_id, account
+        self.clock = account.clock
         self.video: VideoSpec = pipeline.config.video
         self.clips = ClipStore(store)
         self.plan = plan_hash(pipeline.spec, self.video)
@@ -190,7 +193,8 @@ class ClipLabeler:
                 def after(stage_index: int, k: int, labels: Labels, group: list[int] = group) -> None:
                     write_back(stage_index, group[k], labels)
 
-                out = pipeline([items[k] for k in group], starts=[j] * len(group), after=after, end=j + 1)
+                out = pipeline([items[k] for k in group], starts=[j] * len(group), after=after, end=j + 1,
+                               account=self.account)
                 for k, item in zip(group, out):
                     items[k] = item
         return items, write_back.rows
@@ -220,8 +224,7 @@ class ClipLabeler:
             for stage in filters:
                 s0 = time.perf_counter()
                 stage.apply(table)
-                self.pipeline.timings[stage.name] += time.perf_counter() - s0
-                self.pipeline.calls[stage.name] += 1
+                self.account.stage(stage.name, time.perf_counter() - s0, 1)
         def rewrite(frame: FrameRow) -> dict[str, Any] | None:
             changed = table is not None and table.write(frame.position, frame.labels)
             tally(outcome.decisions, frame.labels)
