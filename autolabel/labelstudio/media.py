@@ -37,6 +37,14 @@ def _digest(parts: list[Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def input_hash(row: Any, version: str, options: PushSpec) -> str:
+    """The hash of everything an image task's prediction is built from: when it changes, the prediction is replaced."""
+    from ..version import __version__
+
+    return _digest([__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width,
+                    row.height, [tuple(a) for a in row.annotations], row.texts])
+
+
 def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str) -> Media:
     """The kind of task this push sends (see the module docstring)."""
     from ..version import __version__
@@ -78,8 +86,6 @@ def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str)
         return image_rows(store, ontology, min_score=options.min_score, flagged=options.flagged == "include")
 
     def image_hash(row: Any) -> str:
-        from .push import input_hash
-
         return input_hash(row, version, options)
 
     def image_task(row: Any) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from tqdm import tqdm
 from ..config import PipelineSpec, PushSpec
 from ..errors import AutolabelError, ExitCode
 from ..exports.labelstudio import PredictionChecker
-from ..exports.rows import ImageRow
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
 from .images import ImageAccess
@@ -206,18 +205,6 @@ def model_version_for(spec: PipelineSpec, given: str | None = None) -> str:
 def image_key(row_sha256: str | None, path: str) -> str:
     """The task's ``data.autolabel_key``: the image's content hash (the same picture is one task)."""
     return row_sha256 or "path:" + hashlib.sha256(path.encode()).hexdigest()
-
-
-def input_hash(row: ImageRow, version: str, options: PushSpec) -> str:
-    """The hash of everything a task's prediction is built from: when it changes, the prediction is replaced."""
-    from ..version import __version__
-
-    blob = json.dumps(
-        [__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width, row.height,
-         [tuple(a) for a in row.annotations], row.texts],
-        sort_keys=True, separators=(",", ":"), default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 class _Tasks:
