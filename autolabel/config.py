@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from . import bounded_yaml
 from .errors import ConfigError
@@ -22,6 +21,7 @@ from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import BUILTIN_MODELS, MODEL_GROUP, UnknownType, check
 from .stage import ModelStageParams, StageParams, by_contract, stage_type
+from .validation import error_line, invalid, key_path, location, one_of, shown
 from .video.spec import VideoSpec
 
 
@@ -100,13 +100,13 @@ class YoloExport(ExportSpec):
     def _split_fractions(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = [k for k in value if k not in _SPLITS]
         if unknown:
-            raise _invalid(f"unknown split {unknown[0]!r} (known: {', '.join(_SPLITS)})")
+            raise invalid(f"unknown split {unknown[0]!r} (known: {', '.join(_SPLITS)})")
         if "train" not in value:
-            raise _invalid("needs a train fraction, e.g. {train: 0.8, val: 0.2}")
+            raise invalid("needs a train fraction, e.g. {train: 0.8, val: 0.2}")
         if any(not 0.0 < f <= 1.0 for f in value.values()):
-            raise _invalid("fractions must be in (0, 1]")
+            raise invalid("fractions must be in (0, 1]")
         if abs(sum(value.values()) - 1.0) > 1e-6:
-            raise _invalid(f"fractions must sum to 1 (got {sum(value.values()):g})")
+            raise invalid(f"fractions must sum to 1 (got {sum(value.values()):g})")
         return {k: float(value[k]) for k in _SPLITS if k in value}  # fixed order: the split is deterministic
 
 
@@ -192,11 +192,6 @@ class PushSpec(_Strict):
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
     media: Literal["auto", "images", "videos"] = "auto"  # a project holds one kind; auto: what the store holds
     keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # videos: pixels interpolation may miss a box by
-
-
-def _invalid(message: str) -> PydanticCustomError:
-    """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
-    return PydanticCustomError("invalid", message)  # no context given: braces in ``message`` stay as they are
 
 
 class ExecutorSpec(_Strict):
@@ -349,43 +344,26 @@ def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
 
 
 def format_errors(err: ValidationError, schema: type[BaseModel], prefix: str = "") -> list[str]:
-    """One line per pydantic error: ``key.path: problem``, with the accepted keys for unknown ones."""
+    """One line per pydantic error: ``key.path: problem``, with the accepted keys for unknown ones, and an export's
+    options worded by format (:mod:`autolabel.validation` words the rest)."""
     lines = []
     for e in err.errors():
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS))]
-        loc, fmt = _export_format(schema, loc)
-        path = _path(prefix, loc)
+        loc, fmt = _export_format(schema, location(e))
+        path = key_path(prefix, loc)
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # exports: no format, or an unknown one
-            key = _path(path, [e["ctx"]["discriminator"].strip("'")])
+            key = key_path(path, [e["ctx"]["discriminator"].strip("'")])
             if e["type"] == "union_tag_not_found":
                 lines.append(f"{key}: missing required key")
             else:
-                lines.append(f"{key}: input should be {_one_of(list(EXPORT_FORMATS))} (got {e['ctx']['tag']!r})")
+                lines.append(f"{key}: input should be {one_of(list(EXPORT_FORMATS))} (got {e['ctx']['tag']!r})")
         elif e["type"] == "extra_forbidden" and fmt is not None and loc[-1] in export_keys():
             owners = [f for f, model in EXPORT_FORMATS.items() if loc[-1] in model.options()]
             takes = ", ".join(EXPORT_FORMATS[fmt].options()) or "no format options"
             lines.append(f"{path}: option of format {' / '.join(owners)}, not {fmt} ({fmt} takes: {takes})"
-                         f"{_shown(e.get('input'))}")
-        elif e["type"] == "extra_forbidden":
-            known = _accepted_keys(schema, loc[:-1])
-            lines.append(f"{path}: unknown key" + (f" (known: {', '.join(known)})" if known else ""))
-        elif e["type"] == "missing":
-            lines.append(f"{path}: missing required key")
+                         f"{shown(e.get('input'))}")
         else:
-            msg = e["msg"][0].lower() + e["msg"][1:]
-            lines.append(f"{path}: {msg}{_shown(e.get('input'))}")
+            lines.append(error_line(e, path, _accepted_keys(schema, loc[:-1])))
     return list(dict.fromkeys(lines))  # union types repeat the same complaint
-
-
-def _shown(value: Any) -> str:
-    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list)."""
-    return "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
-
-
-def _one_of(values: list[str]) -> str:
-    """``'a', 'b' or 'c'``: pydantic's wording for a choice."""
-    quoted = [repr(v) for v in values]
-    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
 def _export_format(schema: Any, loc: list[Any]) -> tuple[list[Any], str | None]:
@@ -395,17 +373,6 @@ def _export_format(schema: Any, loc: list[Any]) -> tuple[list[Any], str | None]:
     if at is not None and len(loc) > at and loc[at] in EXPORT_FORMATS:
         return loc[:at] + loc[at + 1:], loc[at]
     return loc, None
-
-
-# pydantic names union members in error locations; they are not keys of the file
-_UNION_TAGS = {"str", "list[str]", "dict[str,union[str,list[str],none]]", "none", "int", "float", "bool"}
-
-
-def _path(prefix: str, loc: list[Any]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top>"
 
 
 def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:

@@ -13,11 +13,11 @@ from typing import Any, ClassVar, Iterable, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError
-from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
 from ..labels import DROPPED, FLAGGED, KEPT, Labels, Text
 from ..stage import Item, Stage, StageContext, StageParams, check_classes
+from ..validation import format_errors
 
 log = logging.getLogger("autolabel.filters")
 
@@ -41,11 +41,6 @@ class PerClassParams(FilterParams):
     """
 
     per_class: dict[str, Any] = Field(default_factory=dict)  # class → number, or mapping of key → number
-
-
-def invalid(message: str) -> PydanticCustomError:
-    """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
-    return PydanticCustomError("invalid", message)
 
 
 def mark(status: np.ndarray, reason: np.ndarray, hit: np.ndarray, code: str, action: Action) -> int:
@@ -212,8 +207,6 @@ def _class_params(params: StageParams, keys: tuple[str, ...], context: StageCont
         try:
             out[name] = type(params).model_validate({**base, **value})
         except ValidationError as err:
-            from ..config import format_errors  # late: config imports the registry, which imports this package
-
             raise ConfigError(format_errors(err, type(params), prefix=f"per_class.{name}")) from None
     return out
 

@@ -11,7 +11,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..stage import StageContext, check_classes
-from .base import BoxFilter, FilterParams, PerClassParams, Rows, invalid
+from ..validation import invalid
+from .base import BoxFilter, FilterParams, PerClassParams, Rows
 
 
 class ScoreThresholdParams(PerClassParams):

@@ -7,7 +7,8 @@ from typing import Iterable
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Action, BoxFilter, FilterParams, PerClassParams, Rows, invalid
+from ..validation import invalid
+from .base import Action, BoxFilter, FilterParams, PerClassParams, Rows
 
 
 class DegenerateBoxesParams(FilterParams):

@@ -16,7 +16,8 @@ from pydantic import Field, model_validator
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels
 from ..stage import Item, StageContext
-from .base import Action, FilterParams, FilterStage, PerClassParams, Rows, invalid, is_ocr, mark
+from ..validation import invalid
+from .base import Action, FilterParams, FilterStage, PerClassParams, Rows, is_ocr, mark
 
 
 def class_ids(class_name: np.ndarray) -> np.ndarray:
