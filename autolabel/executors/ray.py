@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..accounting import Account
 from ..cache import Prefetched, Row, prefetch
-from ..errors import AutolabelError, ConfigError
+from ..errors import AutolabelError, ConfigError, one_line
 from ..intake import Decoded, Source, decode, read, sha256
 from ..store import ImageResult, Store
 from .labeling import label_batch
@@ -93,8 +93,8 @@ class RayExecutor:
         except Exception as err:  # noqa: BLE001 — connection problems come in many types; one line for all
             where = self.spec.address or "a local Ray"
             raise AutolabelError(
-                f"executor.address: cannot start or join {where} ({_one_line(err)}); start a cluster with "
-                "`ray start --head` and pass --ray-address auto, or leave the address out for a local Ray"
+                f"executor.address: cannot start or join {where} ({one_line(str(err), limit=500)}); start a cluster "
+                "with `ray start --head` and pass --ray-address auto, or leave the address out for a local Ray"
             ) from None
         self.address = ray.get_runtime_context().gcs_address
         return True
@@ -365,12 +365,7 @@ def _unwrap(err: BaseException) -> AutolabelError:
         if isinstance(inner, ConfigError):
             return ConfigError(list(inner.problems))
         if isinstance(inner, AutolabelError):
-            found = AutolabelError(_one_line(inner))
+            found = AutolabelError(one_line(str(inner), limit=500))
             found.exit_code = inner.exit_code
             return found
-    return AutolabelError(f"Ray: {type(err).__name__}: {_one_line(err)}")
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text[:500] + ("…" if len(text) > 500 else "")
+    return AutolabelError(f"Ray: {type(err).__name__}: {one_line(str(err), limit=500)}")

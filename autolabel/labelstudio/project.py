@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ..errors import AutolabelError, ConfigError
+from ..errors import AutolabelError, ConfigError, one_line
 from .client import Connection, Rejected, Uncertain, backoff
 
 #: Data Manager view created with a new project: least certain images first (predictions' score ascending).
@@ -25,7 +25,7 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
     try:
         have = LabelInterface(existing)
     except Exception as err:  # noqa: BLE001 — the SDK raises its own XML error types
-        return [f"the project's labeling config cannot be parsed ({' '.join(str(err).split())})"]
+        return [f"the project's labeling config cannot be parsed ({one_line(str(err))})"]
     problems = []
     objects = {o.name: o for o in have.objects}
     for obj in want.objects:

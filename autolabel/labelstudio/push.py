@@ -39,7 +39,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple
 from tqdm import tqdm
 
 from ..config import PipelineSpec, PushSpec
-from ..errors import AutolabelError, ExitCode
+from ..errors import AutolabelError, ExitCode, one_line
 from ..exports.labelstudio import PredictionChecker
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
@@ -511,5 +511,5 @@ def push_after_run(store: Store, spec: PipelineSpec, options: PushSpec) -> tuple
     try:
         summary = push(store, spec, options, progress=False)
     except AutolabelError as err:
-        return f"labelstudio push to {options.url} failed: {' '.join(str(err).split())}", False
+        return f"labelstudio push to {options.url} failed: {one_line(str(err))}", False
     return f"labelstudio push {summary.line()}", summary.exit_code == ExitCode.OK

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, one_line
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -103,7 +103,7 @@ def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
             return cls.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError) as err:  # missing files; a config.json without a model_type
             raise ModelLoadError(
-                f"model folder {source!r} ({spec.type}): {_one_line(err)} (it should hold the files that "
+                f"model folder {source!r} ({spec.type}): {one_line(err)} (it should hold the files that "
                 f"save_pretrained writes: config.json, the weights, the processor's files)"
             ) from None
     if looks_like_path(source):
@@ -124,7 +124,7 @@ def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
     except OSError as err:
         gate = gated_step(spec).removesuffix(", then ")
         raise ModelLoadError(
-            f"model {source!r} ({spec.type}): cannot download: {_one_line(err)} (check the id and revision, "
+            f"model {source!r} ({spec.type}): cannot download: {one_line(err)} (check the id and revision, "
             + (f"{gate}, " if gate else "log in with `hf auth login` for gated models, ")
             + "or set id: to a local folder)"
         ) from None
@@ -255,10 +255,6 @@ def wrong_type_message(spec: "ModelSpec", found: str, accepted: tuple[str, ...])
            else f"no built-in model type loads it; point id: at a {spec.type} checkpoint")
     return (f"model {spec.id!r}: the checkpoint is a {found!r} model; model type {spec.type!r} loads {loads} "
             f"checkpoints ({fix})")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 class CheckpointModel:

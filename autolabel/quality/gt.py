@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import AutolabelError, ExitCode
+from ..errors import AutolabelError, ExitCode, one_line
 
 FORMATS = ("coco", "yolo", "voc", "labelstudio")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -112,9 +112,9 @@ def read_coco(path: Path) -> GroundTruth:
             im.segmentations = [a.get("segmentation") or None for a in anns]
             im.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GroundTruthError(f"--gt {path}: not a readable COCO JSON file ({_line(err)})") from None
+        raise GroundTruthError(f"--gt {path}: not a readable COCO JSON file ({one_line(err)})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise GroundTruthError(f"--gt {path}: not a COCO instances file ({_line(err)}; expected images, "
+        raise GroundTruthError(f"--gt {path}: not a COCO instances file ({one_line(err)}; expected images, "
                                "annotations with image_id, category_id and bbox, and categories)") from None
     return GroundTruth(str(path), "coco", list(images.values()), list(dict.fromkeys(categories.values())))
 
@@ -132,7 +132,7 @@ def read_yolo(path: Path) -> GroundTruth:
         root = path.parent / str(data.get("path") or ".")
         image_sets = [data[k] for k in ("train", "val", "test") if data.get(k)]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, AttributeError) as err:
-        raise GroundTruthError(f"--gt {path}: not a YOLO data.yaml ({_line(err)})") from None
+        raise GroundTruthError(f"--gt {path}: not a YOLO data.yaml ({one_line(err)})") from None
     images: list[GtImage] = []
     seen: set[Path] = set()
     for entry in image_sets:
@@ -166,7 +166,7 @@ def _yolo_image(data_yaml: Path, file: Path, base: Path, names: dict[int, str]) 
             if cls not in names or len(coords) < 4 or (len(coords) > 4 and len(coords) % 2):
                 raise ValueError(f"class {cls} not in names" if cls not in names else "wrong number of values")
         except ValueError as err:
-            raise GroundTruthError(f"--gt {label}: line {n}: not a YOLO label line ({_line(err)})") from None
+            raise GroundTruthError(f"--gt {label}: line {n}: not a YOLO label line ({one_line(err)})") from None
         if len(coords) == 4:
             cx, cy, w, h = coords
             boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
@@ -187,7 +187,7 @@ def _image_size(file: Path, where: Path) -> tuple[int, int]:
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 width, height = height, width
     except (OSError, UnidentifiedImageError) as err:
-        raise GroundTruthError(f"--gt {where}: cannot read image {file} ({_line(err)})") from None
+        raise GroundTruthError(f"--gt {where}: cannot read image {file} ({one_line(err)})") from None
     return width, height
 
 
@@ -211,10 +211,10 @@ def read_voc(root: Path, files: list[Path]) -> GroundTruth:
                 boxes.append([float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
                 names.append(str(obj.findtext("name")).strip())
         except ET.ParseError as err:
-            raise GroundTruthError(f"--gt {xml}: not valid XML ({_line(err)})") from None
+            raise GroundTruthError(f"--gt {xml}: not valid XML ({one_line(err)})") from None
         except (AttributeError, TypeError, ValueError) as err:
             raise GroundTruthError(f"--gt {xml}: not a Pascal VOC annotation (bndbox needs xmin, ymin, xmax, ymax "
-                                   f"numbers; {_line(err)})") from None
+                                   f"numbers; {one_line(err)})") from None
         rel = (xml.parent.relative_to(root) / filename).as_posix() if xml.parent != root else filename
         file = _existing(xml.parent, filename) or _existing(xml.parent.parent / "JPEGImages", filename)
         if not width and file is not None:
@@ -232,7 +232,3 @@ def _existing(folder: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
