@@ -34,13 +34,14 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator, NamedTuple
+from typing import IO, Any, Iterable, Iterator
 
 from tqdm import tqdm
 
 from ..config import PipelineSpec, PushSpec
 from ..errors import AutolabelError, ExitCode, one_line
 from ..exports.labelstudio import PredictionChecker
+from ..intake import Source
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
 from .images import ImageAccess
@@ -50,13 +51,6 @@ from .state import PushState, Recorded
 
 MAX_ROUNDS = 6
 LIST_FIELDS = "id,data,total_predictions,total_annotations,cancelled_annotations,comment_count,draft_exists"
-
-
-class Source(NamedTuple):
-    """Where an image came from (what :class:`~.images.ImageAccess` needs of a row)."""
-
-    path: str
-    rel_path: str
 
 
 @dataclass(frozen=True)
