@@ -42,6 +42,21 @@ _GLOB_CHARS = set("*?[")
 MAX_FILE_BYTES = 512 * 2**20
 
 
+#: EXIF's orientation tag; the orientations that turn an image a quarter (its displayed size is the stored one's
+#: transpose). Decoding applies the orientation (:func:`decode`); what reads a size without decoding uses these.
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def displayed_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The (width, height) an image of stored ``size`` is shown at, given its EXIF ``orientation``.
+
+    >>> displayed_size((40, 30), 6), displayed_size((40, 30), 1)
+    ((30, 40), (40, 30))
+    """
+    return (size[1], size[0]) if orientation in QUARTER_TURNS else size
+
+
 @dataclass(frozen=True)
 class Source:
     """An input file: its path (absolute) and its name relative to the input root (used in exports)."""

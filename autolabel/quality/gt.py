@@ -18,6 +18,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import AutolabelError, ExitCode, one_line
+from ..intake import EXIF_ORIENTATION, displayed_size
 
 FORMATS = ("coco", "yolo", "voc", "labelstudio")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -183,9 +184,7 @@ def _yolo_image(data_yaml: Path, file: Path, base: Path, names: dict[int, str]) 
 def _image_size(file: Path, where: Path) -> tuple[int, int]:
     try:
         with Image.open(file) as im:
-            width, height = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                width, height = height, width
+            width, height = displayed_size(im.size, im.getexif().get(EXIF_ORIENTATION, 1))
     except (OSError, UnidentifiedImageError) as err:
         raise GroundTruthError(f"--gt {where}: cannot read image {file} ({one_line(err)})") from None
     return width, height
