@@ -45,7 +45,7 @@ MODULES = [
     "autolabel.exports.coco",
     "autolabel.exports.yolo",
     "autolabel.exports.labelstudio",
-    "autolabel.exports.geometry",
+    "autolabel.geometry",
     "autolabel.exports.rows",
     "autolabel.exports.splits",
 ]

@@ -27,7 +27,7 @@ from ..ontology import Ontology
 from ..store import Store
 from ..names import JSON_ERRORS
 from ..util import atomic_open
-from .geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_areas, rles_polygons
+from ..geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_areas, rles_polygons
 from .rows import Annotation, ImageRow, image_rows
 
 _COMPACT = (",", ":")

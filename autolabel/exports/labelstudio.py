@@ -36,7 +36,7 @@ from ..ontology import Ontology
 from ..store import Store
 from ..names import JSON_ERRORS, url_quote
 from ..util import atomic_open
-from .geometry import decode_rle, rle_area, rle_polygons
+from ..geometry import decode_rle, rle_area, rle_polygons
 from .rows import Annotation, ImageRow, image_rows
 
 IMAGE = "image"  # the Image object tag's name and the task data key

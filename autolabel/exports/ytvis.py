@@ -26,7 +26,7 @@ from typing import Any
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open
-from .geometry import rle_area
+from ..geometry import rle_area
 from .tracks import ClipTracks, clip_names, clip_tracks
 
 

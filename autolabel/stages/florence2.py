@@ -27,6 +27,7 @@ import supervision as sv
 from pydantic import Field
 
 from ..errors import ConfigError
+from ..geometry import polygons_mask
 from ..labels import DROPPED, KEPT, Labels, Text, merge
 from ..models.features import StageFeatures, shared
 from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, generation_problems
@@ -342,20 +343,6 @@ def polygons_bounds(polygons: list[list[float]]) -> np.ndarray:
     """xyxy bounds of all points of an instance's polygons (flat ``x, y, x, y, ...`` lists)."""
     points = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons if len(p) >= 2])
     return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
-
-
-def polygons_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
-    """The union of an instance's polygons (flat pixel coordinates) as a boolean (H, W) mask (pycocotools).
-
-    Polygons with fewer than 3 points cover nothing (pycocotools would read 4 numbers as a box).
-    """
-    from pycocotools import mask as mask_utils
-
-    flat = [[float(v) for v in p] for p in polygons if len(p) >= 6]
-    if not flat:
-        return np.zeros((height, width), dtype=bool)
-    rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
-    return mask_utils.decode(rle).astype(bool)
 
 
 # -- helpers
