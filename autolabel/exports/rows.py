@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import AutolabelError
-from ..labels import DROPPED, FLAGGED
+from ..labels import FLAGGED, delivered
 from ..ontology import Ontology
 from ..store import Store
 
@@ -160,7 +160,7 @@ def image_row(
         )
     kept_texts = [
         t for t in record.get("texts", [])
-        if t.get("text") and t.get("status") != DROPPED and (flagged or t.get("status") != FLAGGED)
+        if t.get("text") and delivered(t.get("status"), flagged)
     ]
     return ImageRow(
         id=int(row["id"]), path=row["path"], rel_path=row["rel_path"], sha256=row.get("sha256"),
@@ -219,7 +219,7 @@ def _kept(
             )
         if not name:
             continue  # a phrase kept without a class: no category to give it
-        if status == DROPPED or (status == FLAGGED and not flagged):
+        if not delivered(status, flagged):
             continue
         if score is not None and score < min_score:
             continue

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import DROPPED, FLAGGED
+from ..labels import delivered
 from ..ontology import Ontology
 from ..store import Store
 from .gt import GroundTruth, GroundTruthError
@@ -155,7 +155,4 @@ def _shared(values: list[Any]) -> list[Any]:
 
 def operating_point(run: Side, flagged: str = "include") -> np.ndarray:
     """Rows the pipeline kept (flagged ones too, unless ``flagged="exclude"``)."""
-    keep = run.status != DROPPED
-    if flagged == "exclude":
-        keep &= run.status != FLAGGED
-    return keep
+    return delivered(run.status, flagged != "exclude")
