@@ -25,6 +25,7 @@ from .runlog import NEVER_ENDED, write_record
 from .intake import IMAGE_EXTENSIONS, discover
 from .lock import RunLock
 from .names import shown
+from .records import Stored
 from .store import ImageResult, Store
 from .util import atomic_write_text, iso_utc
 from .version import package_versions
@@ -317,10 +318,9 @@ def tally_decisions(decisions: Counter[tuple[str, str, str]], record: dict[str, 
     """Count one labeled image's boxes by (class, status, reason) — what the quality checks did."""
     if not record:
         return
-    data = record["boxes"]["data"]
-    decisions.update(zip(data["class_name"], data["status"], data["reason"]))
-    texts = record["texts"]
-    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in texts)
+    stored = Stored.of(record)
+    decisions.update(stored.box_decisions())
+    decisions.update(stored.text_decisions())
 
 
 def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from ..labels import DROPPED
+from ..records import Stored
 from ..stage import Item, Stage, StageParams
 from .base import FilterParams, mark
 
@@ -52,22 +53,22 @@ class TrackTable:
         parts: dict[str, list[Any]] = {k: [] for k in ("position", "row", "track", "class_name", "confidence",
                                                         "status", "reason")}
         for position, record in frames:
-            boxes = record["boxes"]
-            ids = boxes["data"].get(TRACK)
+            stored = Stored.of(record)
+            ids = stored.data.get(TRACK)
             if not ids:
                 continue
-            data = boxes["data"]
+            names, statuses, reasons = stored.column("class_name"), stored.column("status"), stored.column("reason")
             for i, tid in enumerate(ids):
                 if tid is None:
                     continue
                 parts["position"].append(position)
                 parts["row"].append(i)
                 parts["track"].append(int(tid))
-                parts["class_name"].append(data["class_name"][i])
-                score = boxes["confidence"][i]
+                parts["class_name"].append(names[i])
+                score = stored.confidence[i]
                 parts["confidence"].append(np.nan if score is None else float(score))
-                parts["status"].append(data["status"][i])
-                parts["reason"].append(data["reason"][i])
+                parts["status"].append(statuses[i])
+                parts["reason"].append(reasons[i])
         n = len(parts["track"])
         obj = lambda key: np.array(parts[key] + [None], dtype=object)[:n]  # noqa: E731 — never a 2-D array of str
         return cls(

@@ -26,7 +26,7 @@ from .. import cache
 from ..identity import digest
 from ..errors import StageError, one_line
 from ..labels import Labels
-from ..records import from_record, to_record
+from ..records import Stored, from_record, to_record
 from ..stage import Item
 from .chunks import TRACK, Chunk, FrameRef, Tracks, chunk_start, chunks, first_seen, stitch, track_ids
 from .decode import file_digest, file_size, frames, limit_problem, probe
@@ -252,5 +252,4 @@ def _renumber(labels: Labels, mapping: dict[int, int]) -> None:
 
 def tally(decisions: Counter[tuple[str, str, str]], record: dict[str, Any]) -> None:
     """Count a frame's boxes by (class, status, reason), as the runner counts an image's."""
-    data = record["boxes"]["data"]
-    decisions.update(zip(data["class_name"], data["status"], data["reason"]))
+    decisions.update(Stored.of(record).box_decisions())
