@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -39,18 +39,37 @@ class ExportSpec(_Strict):
     is their union, told apart by ``format`` (:data:`Export`): an option of another format is an unknown key of
     this one (worded "option of format …" by :func:`format_errors`), never silently ignored. In code,
     ``ExportSpec(format="yolo", task="segment")`` builds the format's own model.
+
+    A format's model is all there is to know of it: its name (the ``format`` literal), its options with their
+    defaults and descriptions (the CLI's flags and their help are made from them), the file or folder it writes by
+    default, and the function that writes it. :data:`EXPORT_FORMATS`, the ``exports:`` union, ``autolabel export``'s
+    choices and flags and the docs' checks are all derived from :data:`EXPORT_MODELS`.
     """
 
-    format: Literal["coco", "coco-results", "yolo", "labelstudio", "mot", "cvat-video", "labelstudio-video", "ytvis"]
-    path: str | None = None  # relative to the output folder; default per format
-    min_score: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scored below are left out (unknown scores pass)
-    flagged: Literal["include", "exclude"] = "include"  # boxes a quality check flagged for review
+    #: where the format writes by default, relative to the output folder
+    default_path: ClassVar[str] = ""
+    #: ``module:function`` writing it: ``function(store, spec: PipelineSpec, export, path) -> paths written``
+    writer: ClassVar[str] = ""
+
+    format: str  # one of EXPORT_FORMATS (each format's model narrows it to its own name)
+    path: str | None = Field(default=None, description="file or folder to write, relative to the output folder "
+                                                       "(default: per format)")
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0, description="leave out boxes scored below this (unknown "
+                                                                      "scores pass)")
+    flagged: Literal["include", "exclude"] = Field(default="include", description="boxes flagged for review")
 
     def __new__(cls, *args: Any, **data: Any) -> "ExportSpec":
         """``ExportSpec(format=...)`` is the format's model (validated by its ``__init__``, which runs next)."""
         if cls is ExportSpec and data.get("format") in EXPORT_FORMATS:
             cls = EXPORT_FORMATS[data["format"]]
         return super().__new__(cls)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in EXPORT_FORMATS:
+            raise invalid(f"Input should be {one_of(list(EXPORT_FORMATS))}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -60,6 +79,11 @@ class ExportSpec(_Strict):
             common = ExportSpec.model_fields
             return {k: v for k, v in data.items() if v is not None or k in common}
         return data
+
+    @classmethod
+    def name(cls) -> str:
+        """The format's name: its ``format`` literal."""
+        return get_args(cls.model_fields["format"].annotation)[0]
 
     @classmethod
     def options(cls) -> list[str]:
@@ -74,26 +98,33 @@ class ExportSpec(_Strict):
 class CocoExport(ExportSpec):
     """``format: coco`` — a COCO file (and the COCO-captions file beside it)."""
 
+    default_path: ClassVar[str] = "coco.json"
+    writer: ClassVar[str] = "autolabel.exports.coco:export_coco"
     format: Literal["coco"]
-    segmentation: Literal["polygon", "rle"] = "polygon"
-    captions: bool = True  # write the COCO-captions file beside the COCO file
+    segmentation: Literal["polygon", "rle"] = Field(default="polygon", description="mask encoding")
+    captions: bool = Field(default=True, description="write the COCO-captions file beside the COCO file")
 
 
 class CocoResultsExport(ExportSpec):
     """``format: coco-results`` — detections as a COCO results list."""
 
+    default_path: ClassVar[str] = "coco_results.json"
+    writer: ClassVar[str] = "autolabel.exports.coco:export_coco_results"
     format: Literal["coco-results"]
-    segmentation: Literal["polygon", "rle"] = "polygon"
+    segmentation: Literal["polygon", "rle"] = Field(default="polygon", description="mask encoding")
 
 
 class YoloExport(ExportSpec):
     """``format: yolo`` — a YOLO dataset (Ultralytics layout)."""
 
+    default_path: ClassVar[str] = "yolo"
+    writer: ClassVar[str] = "autolabel.exports.yolo:export_yolo"
     format: Literal["yolo"]
-    task: Literal["detect", "segment"] = "detect"
-    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.2})
-    seed: int = 0
-    images: Literal["symlink", "copy"] = "symlink"
+    task: Literal["detect", "segment"] = Field(default="detect", description="label lines")
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.2},
+                                    description="fractions per split, by content hash, e.g. train=0.8,val=0.2")
+    seed: int = Field(default=0, description="seed of the content-hash split")
+    images: Literal["symlink", "copy"] = Field(default="symlink", description="how images are placed")
 
     @field_validator("split")
     @classmethod
@@ -113,53 +144,65 @@ class YoloExport(ExportSpec):
 class LabelStudioExport(ExportSpec):
     """``format: labelstudio`` — Label Studio tasks and labeling config."""
 
+    default_path: ClassVar[str] = "labelstudio_tasks.json"
+    writer: ClassVar[str] = "autolabel.exports.labelstudio:export_labelstudio"
     format: Literal["labelstudio"]
-    image_root: str = "/data/local-files/?d="  # prefix of image references: local-files, URL or s3://bucket/prefix
-    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
-    task_score: Literal["min", "mean"] = "min"
-    masks: Literal["brush", "polygon", "none"] = "brush"
+    image_root: str = Field(default="/data/local-files/?d=", description="prefix of image references: local-files, "
+                                                                         "URL or s3://bucket/prefix")
+    model_version: str | None = Field(default=None, description="predictions' model_version (default: the "
+                                                                "pipeline's name, else autolabel-<hash>)")
+    task_score: Literal["min", "mean"] = Field(default="min", description="task score from box confidences")
+    masks: Literal["brush", "polygon", "none"] = Field(default="brush", description="masks as regions")
 
 
 class MotExport(ExportSpec):
     """``format: mot`` — clips' tracks as MOT 1.1 sequences (``<clip>/gt/gt.txt``, ``gt/labels.txt``)."""
 
+    default_path: ClassVar[str] = "mot"
+    writer: ClassVar[str] = "autolabel.exports.mot:export_mot"
     format: Literal["mot"]
 
 
 class CvatVideoExport(ExportSpec):
     """``format: cvat-video`` — clips' tracks as CVAT for video 1.1 XML (``<clip>/annotations.xml``)."""
 
+    default_path: ClassVar[str] = "cvat_video"
+    writer: ClassVar[str] = "autolabel.exports.cvat_video:export_cvat_video"
     format: Literal["cvat-video"]
 
 
 class LabelStudioVideoExport(ExportSpec):
     """``format: labelstudio-video`` — one Label Studio video task per clip (``videorectangle`` tracks)."""
 
+    default_path: ClassVar[str] = "labelstudio_video_tasks.json"
+    writer: ClassVar[str] = "autolabel.exports.labelstudio_video:export_labelstudio_video"
     format: Literal["labelstudio-video"]
-    video_root: str = "/data/local-files/?d="  # prefix of video references: local-files, URL or s3://bucket/prefix
-    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
-    task_score: Literal["min", "mean"] = "min"
-    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # pixels interpolation may miss a box by
+    video_root: str = Field(default="/data/local-files/?d=", description="prefix of video references: local-files, "
+                                                                         "URL or s3://bucket/prefix")
+    model_version: str | None = Field(default=None, description="predictions' model_version (default: the "
+                                                                "pipeline's name, else autolabel-<hash>)")
+    task_score: Literal["min", "mean"] = Field(default="min", description="task score from box confidences")
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0, description="pixels interpolation between keyframes may "
+                                                                       "miss a box by")
 
 
 class YtvisExport(ExportSpec):
     """``format: ytvis`` — clips' tracks as YouTube-VIS style JSON with per-frame RLE masks."""
 
+    default_path: ClassVar[str] = "ytvis.json"
+    writer: ClassVar[str] = "autolabel.exports.ytvis:export_ytvis"
     format: Literal["ytvis"]
 
 
-#: export format → its model (one table: the formats, their options and defaults)
-EXPORT_FORMATS: dict[str, type[ExportSpec]] = {
-    "coco": CocoExport, "coco-results": CocoResultsExport, "yolo": YoloExport, "labelstudio": LabelStudioExport,
-    "mot": MotExport, "cvat-video": CvatVideoExport, "labelstudio-video": LabelStudioVideoExport,
-    "ytvis": YtvisExport,
-}
+#: every export format's model, in the order they are listed (help, errors, docs): the one table of formats
+EXPORT_MODELS: tuple[type[ExportSpec], ...] = (
+    CocoExport, CocoResultsExport, YoloExport, LabelStudioExport, MotExport, CvatVideoExport, LabelStudioVideoExport,
+    YtvisExport,
+)
+#: export format → its model
+EXPORT_FORMATS: dict[str, type[ExportSpec]] = {model.name(): model for model in EXPORT_MODELS}
 #: an export of any format, told apart by ``format``: what ``exports:`` holds
-Export = Annotated[
-    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport | MotExport | CvatVideoExport
-    | LabelStudioVideoExport | YtvisExport,
-    Field(discriminator="format"),
-]
+Export = Annotated[Union[EXPORT_MODELS], Field(discriminator="format")]  # noqa: UP007 — a union made from the table
 EXPORT_ADAPTER: TypeAdapter[ExportSpec] = TypeAdapter(Export)
 
 

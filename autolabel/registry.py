@@ -65,7 +65,7 @@ def resolve(group: str, name: str, holds: Holds | None = None) -> Any:
     builtin = BUILTIN_STAGES if group == STAGE_GROUP else BUILTIN_MODELS
     kind = "stage" if group == STAGE_GROUP else "model"
     if name in builtin:
-        return _import(builtin[name])
+        return import_object(builtin[name])
     if name in _entry_points(group):
         try:
             obj = _entry_points(group)[name].load()
@@ -75,7 +75,7 @@ def resolve(group: str, name: str, holds: Holds | None = None) -> Any:
         return _checked(group, name, obj, holds or HOLDS[group])
     if ":" in name:
         try:
-            obj = _import(name)
+            obj = import_object(name)
         except (ImportError, AttributeError) as err:
             raise UnknownType(f"cannot import {kind} type {name!r} ({err})", known_types(group)) from None
         except Exception as err:  # noqa: BLE001 — a module that raises as it is imported, or an empty name
@@ -104,7 +104,8 @@ def check(group: str, name: str) -> None:
         resolve(group, name)
 
 
-def _import(path: str) -> Any:
+def import_object(path: str) -> Any:
+    """The object a ``package.module:attr.attr`` path names (imported now)."""
     module, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):

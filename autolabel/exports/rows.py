@@ -249,3 +249,9 @@ def _polygon(data: Mapping[str, list[Any]], i: int, width: int, height: int) -> 
     if points is None:
         return None
     return [[_clip(x, width), _clip(y, height)] for x, y in points]
+
+
+def selection(export: Any) -> dict[str, Any]:
+    """What every format's writer is told of the boxes to write, from an export's common keys (``min_score``,
+    ``flagged``: :class:`autolabel.config.ExportSpec`)."""
+    return {"min_score": export.min_score, "flagged": export.flagged == "include"}

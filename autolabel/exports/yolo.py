@@ -29,6 +29,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import hashlib
 import io
@@ -47,8 +49,11 @@ from ..intake import EXIF_ORIENTATION, Source, decode, displayed_size, is_url, r
 from ..ontology import Ontology
 from ..store import Store
 from ..geometry import box_polygon, join_parts, rles_polygons
-from .rows import Annotation, ImageRow, Shape, ShapeRow, require_labeled, shape_rows
+from .rows import Annotation, ImageRow, Shape, ShapeRow, require_labeled, selection, shape_rows
 from .splits import SplitPlan, split_of  # noqa: F401 — split_of: part of this module's API
+
+if TYPE_CHECKING:
+    from ..config import PipelineSpec, YoloExport
 
 #: Image suffixes Ultralytics loads (``ultralytics.data.utils.IMG_FORMATS``, minus the exotic ones).
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -365,3 +370,9 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tmp, path)
+
+
+def export_yolo(store: Store, spec: PipelineSpec, export: YoloExport, path: Path) -> list[str]:
+    """``format: yolo`` (:class:`autolabel.config.YoloExport`)."""
+    return write_yolo(store, spec.ontology, path, task=export.task, split=export.split, seed=export.seed,
+                      images=export.images, **selection(export))

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ..config import PipelineSpec, PushSpec
 from ..errors import AutolabelError, ExitCode, one_line
-from ..exports.labelstudio import PredictionChecker
+from ..exports.labelstudio import PredictionChecker, model_version_for
 from ..intake import Source
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
@@ -189,11 +189,6 @@ class PushSummary:
         return (f"{status}: {', '.join(parts)} of {self.images} {'clips' if self.media == 'videos' else 'images'}; "
                 f"{self.project_url}{' (new project)' if self.project_created else ''} "
                 f"(model_version {self.model_version!r}) in {self.seconds:.1f} s")
-
-
-def model_version_for(spec: PipelineSpec, given: str | None = None) -> str:
-    """The predictions' model_version: as given, else the pipeline's name, else ``autolabel-<pipeline hash>``."""
-    return given or spec.config.name or f"autolabel-{spec.hash}"
 
 
 def image_key(row_sha256: str | None, path: str) -> str:

@@ -81,7 +81,7 @@ class Backend:
         cache_size: int = 16,
         fetch_workers: int = 8,
     ):
-        from ..labelstudio.push import model_version_for
+        from ..exports.labelstudio import model_version_for
 
         self.pipeline = pipeline
         self.answers = answers
