@@ -171,6 +171,9 @@ class FilterStage(Stage):
     ``class_keys`` names the keys that may differ per class; the first is the one a bare number sets.
     """
 
+    #: every reason code this filter gives (the docs' table, eval's stage naming and the tests read it)
+    reasons: ClassVar[tuple[str, ...]] = ()
+
     class_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: StageParams, context: StageContext):

@@ -112,6 +112,7 @@ class TrackFilter(Stage):
     Params: ClassVar[type[StageParams]] = FilterParams
     params: FilterParams
     over_clip: ClassVar[bool] = True
+    reasons: ClassVar[tuple[str, ...]] = ()  # every reason code it gives (as FilterStage.reasons)
 
     def __call__(self, items: list[Item]) -> list[Item]:
         return items
@@ -144,6 +145,8 @@ class TrackLengthParams(FilterParams):
 class TrackLength(TrackFilter):
     """Drop tracks seen on fewer than ``min_frames`` sampled frames (``short_track``): flickers, not objects."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('short_track',)
+
     Params = TrackLengthParams
     params: TrackLengthParams
 
@@ -157,6 +160,8 @@ class TrackScoreParams(FilterParams):
 
 class TrackScore(TrackFilter):
     """Drop tracks whose mean known score is below ``threshold`` (``low_track_score``); unknown scores pass."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('low_track_score',)
 
     Params = TrackScoreParams
     params: TrackScoreParams
