@@ -84,3 +84,20 @@ def test_an_unknown_format_is_refused_in_the_words_of_a_choice() -> None:
 
     with pytest.raises(ValidationError, match="Input should be 'coco', 'coco-results', .* or 'ytvis'"):
         ExportSpec(format="nope")
+
+
+def test_each_florence2_task_has_its_docs_row_with_its_token() -> None:
+    from autolabel.models.florence2 import TASK_KEYS, TASK_TABLE
+
+    page = DOCS / "models" / "florence2.md"
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("| `")]
+    listed = {}
+    for cells in rows:
+        names = re.findall(r"`([a-z_]+)`", cells[0])
+        if names and names[0] in TASK_TABLE:
+            assert TASK_TABLE[names[0]].token in cells[1], f"florence2.md: {names[0]}'s row lacks its token"
+            listed.update(dict.fromkeys(names))
+    assert set(TASK_TABLE) == set(listed), f"florence2.md: no row for tasks {sorted(set(TASK_TABLE) - set(listed))}"
+    documented_keys = {name for cells in rows for name in re.findall(r"`([a-z_]+)`", cells[0])}
+    assert set(TASK_KEYS) <= documented_keys, sorted(set(TASK_KEYS) - documented_keys)
