@@ -10,7 +10,7 @@ everything that output depends on, so a later run re-runs only what changed:
   stage to start from. The outputs come from the store (:meth:`autolabel.store.Store.cached`) or, on a Ray worker,
   from one read of the driver's store per batch (:class:`Prefetched`).
 * **write-back** (:class:`WriteBack`): while the stages run, the labels after each cached stage, as the
-  ``(sha256, key, record)`` rows the driver commits into the store's ``stage_outputs`` with the batch.
+  ``(sha256, key, record)`` stage outputs the driver commits into the store's ``stage_outputs`` with the batch.
 
 The store holds the rows (SQL only); this module decides what they are. Keys are stable: stores written before
 are still read.
@@ -28,11 +28,11 @@ from .stage import Item
 if TYPE_CHECKING:
     from .labels import Labels
 
-__all__ = ["KEY_LENGTH", "Outputs", "Prefetched", "Restored", "Row", "WriteBack", "canonical_json", "prefetch",
+__all__ = ["KEY_LENGTH", "Outputs", "Prefetched", "Restored", "StageOutput", "WriteBack", "canonical_json", "prefetch",
            "restore"]  # KEY_LENGTH and canonical_json: the label identity's (autolabel.identity), read here as before
 
-#: a row of the store's ``stage_outputs``: (content sha256, stage key, labels record)
-Row = tuple[str, str, dict[str, Any]]
+#: a stage output to cache, as the store's ``stage_outputs`` holds it: (content sha256, stage key, labels record)
+StageOutput = tuple[str, str, dict[str, Any]]
 
 
 class Outputs(Protocol):
@@ -105,7 +105,7 @@ class WriteBack:
             self.per_item[k].append((stage, to_record(labels)))
 
     @property
-    def rows(self) -> list[Row]:
+    def rows(self) -> list[StageOutput]:
         """What to commit into ``stage_outputs``, image by image."""
         return [(sha or "", self.keys[j], record)  # type: ignore[misc]
                 for sha, snaps in zip(self.shas, self.per_item) for j, record in snaps]

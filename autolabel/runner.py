@@ -31,7 +31,7 @@ from .util import atomic_write_text, iso_utc
 from .version import package_versions
 
 if TYPE_CHECKING:
-    from .cache import Row
+    from .cache import StageOutput
     from .pipeline import Pipeline
 
 MAX_FAILURES_LISTED = 1000
@@ -273,7 +273,7 @@ def _loop(pipeline, store, run_id, sources, counts, failures, account, decisions
     executor = executor_for(pipeline.config.executor)
     bar = tqdm(total=len(sources), unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
-    def commit(results: list[ImageResult], cache: list[Row], skipped: int = 0) -> None:
+    def commit(results: list[ImageResult], cache: list[StageOutput], skipped: int = 0) -> None:
         if results or cache:
             t0 = time.perf_counter()
             store.commit(results, run_id, phash, cache)

@@ -464,7 +464,7 @@ class Store:
         pipeline_hash: str,
         stage_outputs: list[tuple[str, str, dict[str, Any]]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Write a batch of results, and the stage outputs to cache (``autolabel.cache.Row``), atomically."""
+        """Write a batch of results, and the stage outputs to cache (``autolabel.cache.StageOutput``), atomically."""
         now = time.time()
         rows = [
             (

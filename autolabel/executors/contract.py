@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..store import Store
 
-#: ``commit(results, stage_outputs, skipped=0)``: write one batch, its stage outputs (:class:`autolabel.cache.Row`
-#: rows to write back), and count ``skipped`` already-done images
+#: ``commit(results, stage_outputs, skipped=0)``: write one batch, its stage outputs to write back
+#: (:data:`autolabel.cache.StageOutput`), and count ``skipped`` already-done images
 Commit = Callable[..., None]
 
 

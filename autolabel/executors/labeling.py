@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def label_batch(
     pipeline: "Pipeline", batch: list["Decoded"], outputs: cache.Outputs, account: "Account"
-) -> tuple[list[ImageResult], list[cache.Row]]:
+) -> tuple[list[ImageResult], list[cache.StageOutput]]:
     """Run the stages over a batch, each image from its last cached model output on (read from ``outputs``).
 
     If the batch raises, retry image by image so one bad image costs one image. Returns the results and the
@@ -36,7 +36,7 @@ def label_batch(
     restored = [cache.restore(outputs, d.sha256 or "", keys) for d in batch]
     account.clock["cache lookup"] += time.perf_counter() - t0
 
-    def attempt(group: list[int]) -> tuple[list[Item], list[cache.Row]]:
+    def attempt(group: list[int]) -> tuple[list[Item], list[cache.StageOutput]]:
         shas = [batch[k].sha256 for k in group]
         write_back = cache.WriteBack(keys, shas)
         items = [restored[k].item(batch[k].image, batch[k].source.path) for k in group]
@@ -46,7 +46,7 @@ def label_batch(
 
     t0 = time.perf_counter()
     results: list[ImageResult] = []
-    rows: list[cache.Row] = []
+    rows: list[cache.StageOutput] = []
     groups = [list(range(len(batch)))]
     try:
         runs = [attempt(groups[0])]

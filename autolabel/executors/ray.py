@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..accounting import Account
-from ..cache import Prefetched, Row, prefetch
+from ..cache import Prefetched, StageOutput, prefetch
 from ..errors import AutolabelError, ConfigError, one_line
 from ..intake import Decoded, Source, decode, read, sha256
 from ..store import ImageResult, Store
@@ -180,7 +180,7 @@ class RayExecutor:
         account: Account,
     ) -> None:
         results: list[ImageResult] = []
-        cache: list[Row] = []
+        cache: list[StageOutput] = []
         skipped = 0
         for row in rows:
             if row["status"] == "fatal":

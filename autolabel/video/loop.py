@@ -170,7 +170,7 @@ class ClipLabeler:
             frame.image = None  # done with (the last ``overlap`` frames start the next chunk)
         self.clock["commit"] += time.perf_counter() - t0
 
-    def _run_stages(self, path: str, sha: str, chunk: Chunk) -> tuple[list[Item], list[cache.Row]]:
+    def _run_stages(self, path: str, sha: str, chunk: Chunk) -> tuple[list[Item], list[cache.StageOutput]]:
         """The frame stages over a chunk, each from the chunk's last cached model output on."""
         pipeline, n = self.pipeline, len(chunk.frames)
         identity = digest(self.video.plan_identity(), 12)
