@@ -15,8 +15,8 @@ from autolabel.config import ExportSpec, YoloExport, parse
 from autolabel.records import to_record
 from autolabel.store import ImageResult, Store
 from test_config import VALID
-from test_incremental import n_calls, two_model_pipeline
-from test_runner import make_images
+from runs import n_calls, two_model_pipeline
+from runs import make_images
 
 
 def _items(folder: Path, n: int) -> list[Item]:

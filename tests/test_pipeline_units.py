@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from test_cache import _items
-from test_incremental import two_model_pipeline
+from runs import two_model_pipeline
 
 from autolabel import Item, Pipeline
 from autolabel.accounting import Account
