@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     from .serve.commands import add_serve_parser
 
     add_serve_parser(sub)  # autolabel serve: a Label Studio ML backend (autolabel.serve)
+    from .train.commands import add_parsers as add_train_parsers
+
+    add_train_parsers(sub)  # autolabel train / refine: fine-tune Florence-2 on reviewed labels (autolabel.train)
     sub.add_parser("version", help="print versions")
     return parser
 
@@ -217,6 +220,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         salvage = recover(args.output_dir)
         print(f"autolabel: {salvage.line(Path(args.output_dir) / 'autolabel.db')}", file=sys.stderr)
         return ExitCode.OK
+    if args.command in ("train", "refine"):
+        from .train.commands import run as run_training
+
+        return run_training(args)
 
     from .overrides import collect_overrides
     from .pipeline import Pipeline

@@ -143,15 +143,18 @@ class ModelStage(Stage):
             )
 
     def provenance(self, model: Any, task: str, **fields: Any) -> dict[str, Any]:
-        """What labels record of the model that made them: id, revision, type and task, then the stage's fields.
+        """What labels record of the model that made them: id, revision, type and task (and, for a model trained
+        by ``autolabel train``, its lineage), then the stage's fields.
 
         ``task``: what the stage asked, unless the model names its own ``task``.
         """
+        lineage = declared(model, "lineage")  # a model `autolabel train` made: its base, data, round
         return {
             "model": declared(model, "id"),
             "revision": declared(model, "revision"),
             "model_type": self.model_type,
             "task": declared(model, "task") or task,
+            **({"lineage": lineage} if lineage else {}),
             **fields,
         }
 

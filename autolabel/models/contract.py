@@ -151,6 +151,7 @@ OPTIONAL: dict[str, Any] = {
     "id": None,
     "revision": None,
     "task": None,  # the model's own name for what it does; default: the stage's
+    "lineage": None,  # a trained model's lineage summary (autolabel.models.lineage): recorded in provenance
     "default_box_threshold": 0.3,
     "default_text_threshold": None,
     "default_threshold": 0.5,

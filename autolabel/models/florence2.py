@@ -163,6 +163,11 @@ class Florence2(CheckpointModel):
         from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
 
         from .hub import pick_device, pick_dtype
+        from .lineage import is_adapter
+        from .trained import attach, load_adapter  # what `autolabel train` wrote: an adapter, and the lineage of either
+
+        if is_adapter(spec.id):
+            return load_adapter(cls, spec)
 
         problems = generation_problems(spec.generation)
         if problems:
@@ -197,7 +202,7 @@ class Florence2(CheckpointModel):
         model = model.to(device).eval()
         if spec.compile:
             model.compile()  # in place: generate() calls the compiled forward at every step
-        return cls(model, processor, spec, device, dtype)
+        return attach(cls(model, processor, spec, device, dtype))
 
     # -- prompts
     def region_prompts(self, xyxy: np.ndarray, size: tuple[int, int]) -> list[str]:

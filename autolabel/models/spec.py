@@ -26,5 +26,15 @@ class ModelSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
 
     def identity(self) -> dict[str, Any]:
-        """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
-        return self.model_dump(exclude={"device", "compile"})
+        """What of a model decides its outputs: everything but where and how fast it runs (device, compile).
+
+        A folder ``autolabel train`` wrote adds the digest of its weights: training into the same folder again
+        relabels, instead of serving the old model's labels from the cache.
+        """
+        from .lineage import weights_digest
+
+        out = self.model_dump(exclude={"device", "compile"})
+        digest = weights_digest(self.id)
+        if digest:
+            out["weights"] = digest
+        return out
