@@ -1,10 +1,9 @@
 """autolabel: auto-labeling pipelines for computer vision (Florence-2 and friends → COCO, YOLO, Label Studio)."""
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from .labels import Labels, Text
 from .ontology import Ontology
-from .pipeline import Pipeline
+from .api import Pipeline
 from .stage import Item, Stage, StageParams
 
 __all__ = ["Pipeline", "Labels", "Text", "Ontology", "Item", "Stage", "StageParams", "__version__"]

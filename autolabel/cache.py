@@ -3,14 +3,14 @@
 A model stage's output (the image's labels right after it) is kept per image content (sha256) under a key made of
 everything that output depends on, so a later run re-runs only what changed:
 
-* **keys** (:func:`stage_keys`): one per model stage, chained over the normalised ontology and every stage up to
-  it (its params, and its model's identity). A changed model stage re-runs itself and what follows; a changed
-  filter after it re-runs no model at all.
+* **keys** (a spec's ``stage_keys``, made by :func:`autolabel.identity.stage_keys`): one per model stage, chained
+  over the normalised ontology and every stage up to it (its params, and its model's identity). A changed model
+  stage re-runs itself and what follows; a changed filter after it re-runs no model at all.
 * **restore** (:func:`restore`): the last cached output of an image's content among the pipeline's keys, and the
   stage to start from. The outputs come from the store (:meth:`autolabel.store.Store.cached`) or, on a Ray worker,
   from one read of the driver's store per batch (:class:`Prefetched`).
 * **write-back** (:class:`WriteBack`): while the stages run, the labels after each cached stage, as the
-  ``(sha256, key, record)`` rows the driver commits into the store's ``stage_outputs`` with the batch.
+  ``(sha256, key, record)`` stage outputs the driver commits into the store's ``stage_outputs`` with the batch.
 
 The store holds the rows (SQL only); this module decides what they are. Keys are stable: stores written before
 are still read.
@@ -18,22 +18,21 @@ are still read.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from .identity import KEY_LENGTH, canonical_json
 from .records import from_record, to_record
-from .stage import Item, ModelStageParams
+from .stage import Item
 
 if TYPE_CHECKING:
-    from .config import PipelineSpec
     from .labels import Labels
 
-KEY_LENGTH = 24  #: hex digits of a key (a stored key's format: keep it, or every store's cache goes cold)
+__all__ = ["KEY_LENGTH", "Outputs", "Prefetched", "Restored", "StageOutput", "WriteBack", "canonical_json", "prefetch",
+           "restore"]  # KEY_LENGTH and canonical_json: the label identity's (autolabel.identity), read here as before
 
-#: a row of the store's ``stage_outputs``: (content sha256, stage key, labels record)
-Row = tuple[str, str, dict[str, Any]]
+#: a stage output to cache, as the store's ``stage_outputs`` holds it: (content sha256, stage key, labels record)
+StageOutput = tuple[str, str, dict[str, Any]]
 
 
 class Outputs(Protocol):
@@ -42,30 +41,6 @@ class Outputs(Protocol):
     def cached(self, sha256: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The cached outputs of this content among ``keys`` (key → labels record)."""
         ...
-
-
-def canonical_json(value: Any) -> bytes:
-    """The bytes every hash and key is taken of: keys sorted, so the order a file lists them in changes nothing."""
-    return json.dumps(value, sort_keys=True, default=str).encode()
-
-
-def stage_keys(spec: PipelineSpec) -> list[str | None]:
-    """Per stage, the key of its cached output, or None for a stage that is not cached (it runs no model).
-
-    Each key covers the ontology (its normalised form: ``[person]`` and ``{person: null}`` agree) and every stage
-    up to this one: their params, and for this one its model (id, revision, dtype, generation…; not the device).
-    """
-    keys: list[str | None] = []
-    chain = hashlib.sha256(canonical_json(spec.ontology.canonical()))
-    for _, _, params in spec.stages:
-        chain.update(canonical_json(params.model_dump()))
-        model = params.model if isinstance(params, ModelStageParams) else None
-        if model is not None and model in spec.config.models:
-            chain.update(canonical_json(spec.config.models[model].identity()))
-            keys.append(chain.hexdigest()[:KEY_LENGTH])
-        else:
-            keys.append(None)
-    return keys
 
 
 @dataclass(frozen=True)
@@ -84,7 +59,7 @@ class Restored:
 
 
 def restore(outputs: Outputs, sha256: str, keys: list[str | None]) -> Restored:
-    """The last cached output of this content among ``keys`` (a pipeline's :func:`stage_keys`), and the stage after.
+    """The last cached output of this content among ``keys`` (a pipeline's stage keys), and the stage after.
 
     >>> restore(Prefetched({"c0ffee": {"k2": {"boxes": "..."}}}), "c0ffee", [None, "k1", "k2", None])
     Restored(start=3, record={'boxes': '...'})
@@ -130,7 +105,7 @@ class WriteBack:
             self.per_item[k].append((stage, to_record(labels)))
 
     @property
-    def rows(self) -> list[Row]:
+    def rows(self) -> list[StageOutput]:
         """What to commit into ``stage_outputs``, image by image."""
         return [(sha or "", self.keys[j], record)  # type: ignore[misc]
                 for sha, snaps in zip(self.shas, self.per_item) for j, record in snaps]

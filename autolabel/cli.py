@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from . import __version__
+from .version import __version__
 from .errors import AutolabelError, ConfigError, ExitCode, ExportError, one_line
 from .names import shown
 
@@ -77,29 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("output_dir", help="the output folder of a run")
     export.add_argument("--pipeline", help="pipeline file (default: the one recorded by the last run)")
-    export.add_argument("--format", default="coco", choices=["coco", "coco-results", "yolo", "labelstudio", "mot",
-                                                             "cvat-video", "labelstudio-video", "ytvis"])
-    export.add_argument("--path", help="file or folder to write, relative to OUTPUT_DIR (default: per format)")
-    export.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
-    export.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
-    coco = export.add_argument_group("coco, coco-results")
-    coco.add_argument("--segmentation", choices=["polygon", "rle"], help="mask encoding (default polygon)")
-    coco.add_argument("--no-captions", dest="captions", action="store_const", const=False,
-                      help="do not write the COCO-captions file")
-    yolo = export.add_argument_group("yolo")
-    yolo.add_argument("--task", choices=["detect", "segment"], help="label lines (default detect)")
-    yolo.add_argument("--split", metavar="NAME=FRACTION,...", help="e.g. train=0.8,val=0.2 (the default)")
-    yolo.add_argument("--seed", type=int, help="seed of the content-hash split (default 0)")
-    yolo.add_argument("--images", choices=["symlink", "copy"], help="how images are placed (default symlink)")
-    ls = export.add_argument_group("labelstudio")
-    ls.add_argument("--image-root", help="prefix of image references (default /data/local-files/?d=)")
-    ls.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
-    ls.add_argument("--task-score", choices=["min", "mean"], help="task score from box confidences (default min)")
-    ls.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
-    lsv = export.add_argument_group("labelstudio-video (also --model-version, --task-score)")
-    lsv.add_argument("--video-root", help="prefix of video references (default /data/local-files/?d=)")
-    lsv.add_argument("--keyframe-tolerance", type=float, metavar="PIXELS",
-                     help="how far interpolation between keyframes may miss a box (default 1)")
+    _export_flags(export)
 
     recover = sub.add_parser(
         "recover", help="replace a damaged run store by a new one holding what it still gives",
@@ -214,7 +192,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return schedule(args.pipeline, args.cron, input=args.input, output=args.output, overrides=args.overrides,
                         set_files=args.set_files, max_runs=args.max_runs, progress=not args.no_progress)
     if args.command == "version":
-        from .runner import package_versions
+        from .version import package_versions
 
         print(json.dumps(package_versions(), indent=2))
         return ExitCode.OK
@@ -249,6 +227,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from .overrides import collect_overrides
     from .pipeline import Pipeline
+    from .runner import run
 
     overrides = collect_overrides(args.set_files, args.overrides)
     if args.command == "run" and args.batch_size is not None:
@@ -269,7 +248,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return ExitCode.OK
 
-    summary = pipeline.run(input=args.input, output=args.output, progress=not args.no_progress)
+    summary = run(pipeline, input=args.input, output=args.output, progress=not args.no_progress)
     c = summary.counts
     print(
         f"autolabel: {summary.status}: {c['labeled']} labeled, {c['skipped']} already done, {c['failed']} failed "
@@ -324,8 +303,56 @@ def _export(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-_EXPORT_FLAGS = ("path", "min_score", "flagged", "segmentation", "captions", "task", "split", "seed", "images",
-                 "image_root", "model_version", "task_score", "masks", "video_root", "keyframe_tolerance")
+def _export_flags(export: argparse.ArgumentParser) -> None:
+    """``--format`` and a flag per export key, made from the formats' models (their names, options, defaults and
+    descriptions: :data:`autolabel.config.EXPORT_FORMATS`); a format's options are grouped under the formats that
+    take them."""
+    from .config import EXPORT_FORMATS, ExportSpec
+
+    export.add_argument("--format", default="coco", choices=list(EXPORT_FORMATS))
+    groups: dict[tuple[str, ...], Any] = {(): export}  # the keys every format takes: ungrouped
+    added = {"format"}
+    for model in (ExportSpec, *EXPORT_FORMATS.values()):
+        for key, field in model.model_fields.items():
+            if key in added:
+                continue
+            added.add(key)
+            owners = tuple(name for name, m in EXPORT_FORMATS.items() if key in m.options())
+            if owners not in groups:
+                groups[owners] = export.add_argument_group(", ".join(owners))
+            _add_flag(groups[owners], key, field)
+
+
+def _flag(key: str, field: Any) -> str:
+    """An export key's flag: ``--no-KEY`` for a switch that is on by default, else ``--KEY``."""
+    return ("--no-" if field.annotation is bool else "--") + key.replace("_", "-")
+
+
+def _add_flag(group: Any, key: str, field: Any) -> None:
+    """One export key as a flag: choices for a literal, a type for a number, ``--no-KEY`` for a true default."""
+    from typing import Literal, get_args, get_origin
+
+    flag, kind = _flag(key, field), field.annotation
+    default = field.get_default(call_default_factory=True)
+    if kind is bool:
+        group.add_argument(flag, dest=key, action="store_const", const=not default, help=f"do not {field.description}")
+    elif isinstance(default, dict):
+        shown_default = ",".join(f"{k}={v:g}" for k, v in default.items())
+        group.add_argument(flag, metavar="NAME=FRACTION,...", help=f"{field.description} (default {shown_default})")
+    elif get_origin(kind) is Literal:
+        group.add_argument(flag, choices=get_args(kind), help=f"{field.description} (default {default})")
+    elif kind in (int, float):
+        group.add_argument(flag, type=kind, help=f"{field.description} (default {default:g})")
+    else:  # a string; a None default is described in words
+        group.add_argument(flag, help=field.description + ("" if default is None else f" (default {default})"))
+
+
+def _export_flags_by_key() -> dict[str, str]:
+    """Every export key but ``format`` → its flag (what ``autolabel export`` takes)."""
+    from .config import EXPORT_FORMATS, ExportSpec, export_keys
+
+    fields = {k: f for model in (ExportSpec, *EXPORT_FORMATS.values()) for k, f in model.model_fields.items()}
+    return {key: _flag(key, fields[key]) for key in export_keys() if key != "format"}
 
 
 def _export_spec(args: argparse.Namespace):  # noqa: ANN202 — ExportSpec
@@ -334,14 +361,14 @@ def _export_spec(args: argparse.Namespace):  # noqa: ANN202 — ExportSpec
 
     from .config import EXPORT_ADAPTER, ExportSpec, format_errors
 
-    given = {key: getattr(args, key) for key in _EXPORT_FLAGS if getattr(args, key) is not None}
+    flags = _export_flags_by_key()
+    given = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
     if "split" in given:
         given["split"] = _parse_split(given["split"])
     try:
         return EXPORT_ADAPTER.validate_python({"format": args.format, **given})
     except ValidationError as err:
         lines = format_errors(err, ExportSpec)
-        flags = {key: "--" + ("no-captions" if key == "captions" else key.replace("_", "-")) for key in _EXPORT_FLAGS}
         raise ConfigError([_flag_line(line, flags) for line in lines]) from None
 
 

@@ -6,54 +6,27 @@ florence)``), all problems at once, as a :class:`~autolabel.errors.ConfigError`.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from . import bounded_yaml
-from .cache import canonical_json, stage_keys
 from .errors import ConfigError
+from .identity import pipeline_hash, stage_keys
 from .intake import MAX_FILE_BYTES
+from .models.spec import ModelSpec
 from .ontology import Ontology
 from .overrides import apply_overrides
-from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
-from .stage import ModelStageParams, StageParams, by_contract
+from .registry import BUILTIN_MODELS, MODEL_GROUP, UnknownType, check
+from .stage import ModelStageParams, StageParams, by_contract, stage_type
+from .validation import error_line, invalid, key_path, location, one_of, shown
 from .video.spec import VideoSpec
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelSpec(_Strict):
-    """A model declared once under ``models:`` and referenced by name from stages."""
-
-    type: str = "florence2"
-    id: str = Field(min_length=1)  # hub id or local folder
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 elsewhere
-    device: str = "auto"  # auto: cuda, then mps, then cpu
-    generation: dict[str, Any] = Field(default_factory=dict)  # e.g. max_new_tokens, num_beams
-    compile: bool = False  # torch.compile the model
-    options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
-
-    def identity(self) -> dict[str, Any]:
-        """What of a model decides its outputs: everything but where and how fast it runs (device, compile).
-
-        A folder ``autolabel train`` wrote adds the digest of its weights: training into the same folder again
-        relabels, instead of serving the old model's labels from the cache.
-        """
-        from .train.lineage import weights_digest
-
-        out = self.model_dump(exclude={"device", "compile"})
-        digest = weights_digest(self.id)
-        if digest:
-            out["weights"] = digest
-        return out
 
 
 _SPLITS = ("train", "val", "test")
@@ -66,18 +39,37 @@ class ExportSpec(_Strict):
     is their union, told apart by ``format`` (:data:`Export`): an option of another format is an unknown key of
     this one (worded "option of format …" by :func:`format_errors`), never silently ignored. In code,
     ``ExportSpec(format="yolo", task="segment")`` builds the format's own model.
+
+    A format's model is all there is to know of it: its name (the ``format`` literal), its options with their
+    defaults and descriptions (the CLI's flags and their help are made from them), the file or folder it writes by
+    default, and the function that writes it. :data:`EXPORT_FORMATS`, the ``exports:`` union, ``autolabel export``'s
+    choices and flags and the docs' checks are all derived from :data:`EXPORT_MODELS`.
     """
 
-    format: Literal["coco", "coco-results", "yolo", "labelstudio", "mot", "cvat-video", "labelstudio-video", "ytvis"]
-    path: str | None = None  # relative to the output folder; default per format
-    min_score: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scored below are left out (unknown scores pass)
-    flagged: Literal["include", "exclude"] = "include"  # boxes a quality check flagged for review
+    #: where the format writes by default, relative to the output folder
+    default_path: ClassVar[str] = ""
+    #: ``module:function`` writing it: ``function(store, spec: PipelineSpec, export, path) -> paths written``
+    writer: ClassVar[str] = ""
+
+    format: str  # one of EXPORT_FORMATS (each format's model narrows it to its own name)
+    path: str | None = Field(default=None, description="file or folder to write, relative to the output folder "
+                                                       "(default: per format)")
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0, description="leave out boxes scored below this (unknown "
+                                                                      "scores pass)")
+    flagged: Literal["include", "exclude"] = Field(default="include", description="boxes flagged for review")
 
     def __new__(cls, *args: Any, **data: Any) -> "ExportSpec":
         """``ExportSpec(format=...)`` is the format's model (validated by its ``__init__``, which runs next)."""
         if cls is ExportSpec and data.get("format") in EXPORT_FORMATS:
             cls = EXPORT_FORMATS[data["format"]]
         return super().__new__(cls)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in EXPORT_FORMATS:
+            raise invalid(f"Input should be {one_of(list(EXPORT_FORMATS))}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +79,11 @@ class ExportSpec(_Strict):
             common = ExportSpec.model_fields
             return {k: v for k, v in data.items() if v is not None or k in common}
         return data
+
+    @classmethod
+    def name(cls) -> str:
+        """The format's name: its ``format`` literal."""
+        return get_args(cls.model_fields["format"].annotation)[0]
 
     @classmethod
     def options(cls) -> list[str]:
@@ -101,92 +98,111 @@ class ExportSpec(_Strict):
 class CocoExport(ExportSpec):
     """``format: coco`` — a COCO file (and the COCO-captions file beside it)."""
 
+    default_path: ClassVar[str] = "coco.json"
+    writer: ClassVar[str] = "autolabel.exports.coco:export_coco"
     format: Literal["coco"]
-    segmentation: Literal["polygon", "rle"] = "polygon"
-    captions: bool = True  # write the COCO-captions file beside the COCO file
+    segmentation: Literal["polygon", "rle"] = Field(default="polygon", description="mask encoding")
+    captions: bool = Field(default=True, description="write the COCO-captions file beside the COCO file")
 
 
 class CocoResultsExport(ExportSpec):
     """``format: coco-results`` — detections as a COCO results list."""
 
+    default_path: ClassVar[str] = "coco_results.json"
+    writer: ClassVar[str] = "autolabel.exports.coco:export_coco_results"
     format: Literal["coco-results"]
-    segmentation: Literal["polygon", "rle"] = "polygon"
+    segmentation: Literal["polygon", "rle"] = Field(default="polygon", description="mask encoding")
 
 
 class YoloExport(ExportSpec):
     """``format: yolo`` — a YOLO dataset (Ultralytics layout)."""
 
+    default_path: ClassVar[str] = "yolo"
+    writer: ClassVar[str] = "autolabel.exports.yolo:export_yolo"
     format: Literal["yolo"]
-    task: Literal["detect", "segment"] = "detect"
-    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.2})
-    seed: int = 0
-    images: Literal["symlink", "copy"] = "symlink"
+    task: Literal["detect", "segment"] = Field(default="detect", description="label lines")
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.2},
+                                    description="fractions per split, by content hash, e.g. train=0.8,val=0.2")
+    seed: int = Field(default=0, description="seed of the content-hash split")
+    images: Literal["symlink", "copy"] = Field(default="symlink", description="how images are placed")
 
     @field_validator("split")
     @classmethod
     def _split_fractions(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = [k for k in value if k not in _SPLITS]
         if unknown:
-            raise _invalid(f"unknown split {unknown[0]!r} (known: {', '.join(_SPLITS)})")
+            raise invalid(f"unknown split {unknown[0]!r} (known: {', '.join(_SPLITS)})")
         if "train" not in value:
-            raise _invalid("needs a train fraction, e.g. {train: 0.8, val: 0.2}")
+            raise invalid("needs a train fraction, e.g. {train: 0.8, val: 0.2}")
         if any(not 0.0 < f <= 1.0 for f in value.values()):
-            raise _invalid("fractions must be in (0, 1]")
+            raise invalid("fractions must be in (0, 1]")
         if abs(sum(value.values()) - 1.0) > 1e-6:
-            raise _invalid(f"fractions must sum to 1 (got {sum(value.values()):g})")
+            raise invalid(f"fractions must sum to 1 (got {sum(value.values()):g})")
         return {k: float(value[k]) for k in _SPLITS if k in value}  # fixed order: the split is deterministic
 
 
 class LabelStudioExport(ExportSpec):
     """``format: labelstudio`` — Label Studio tasks and labeling config."""
 
+    default_path: ClassVar[str] = "labelstudio_tasks.json"
+    writer: ClassVar[str] = "autolabel.exports.labelstudio:export_labelstudio"
     format: Literal["labelstudio"]
-    image_root: str = "/data/local-files/?d="  # prefix of image references: local-files, URL or s3://bucket/prefix
-    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
-    task_score: Literal["min", "mean"] = "min"
-    masks: Literal["brush", "polygon", "none"] = "brush"
+    image_root: str = Field(default="/data/local-files/?d=", description="prefix of image references: local-files, "
+                                                                         "URL or s3://bucket/prefix")
+    model_version: str | None = Field(default=None, description="predictions' model_version (default: the "
+                                                                "pipeline's name, else autolabel-<hash>)")
+    task_score: Literal["min", "mean"] = Field(default="min", description="task score from box confidences")
+    masks: Literal["brush", "polygon", "none"] = Field(default="brush", description="masks as regions")
 
 
 class MotExport(ExportSpec):
     """``format: mot`` — clips' tracks as MOT 1.1 sequences (``<clip>/gt/gt.txt``, ``gt/labels.txt``)."""
 
+    default_path: ClassVar[str] = "mot"
+    writer: ClassVar[str] = "autolabel.exports.mot:export_mot"
     format: Literal["mot"]
 
 
 class CvatVideoExport(ExportSpec):
     """``format: cvat-video`` — clips' tracks as CVAT for video 1.1 XML (``<clip>/annotations.xml``)."""
 
+    default_path: ClassVar[str] = "cvat_video"
+    writer: ClassVar[str] = "autolabel.exports.cvat_video:export_cvat_video"
     format: Literal["cvat-video"]
 
 
 class LabelStudioVideoExport(ExportSpec):
     """``format: labelstudio-video`` — one Label Studio video task per clip (``videorectangle`` tracks)."""
 
+    default_path: ClassVar[str] = "labelstudio_video_tasks.json"
+    writer: ClassVar[str] = "autolabel.exports.labelstudio_video:export_labelstudio_video"
     format: Literal["labelstudio-video"]
-    video_root: str = "/data/local-files/?d="  # prefix of video references: local-files, URL or s3://bucket/prefix
-    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
-    task_score: Literal["min", "mean"] = "min"
-    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # pixels interpolation may miss a box by
+    video_root: str = Field(default="/data/local-files/?d=", description="prefix of video references: local-files, "
+                                                                         "URL or s3://bucket/prefix")
+    model_version: str | None = Field(default=None, description="predictions' model_version (default: the "
+                                                                "pipeline's name, else autolabel-<hash>)")
+    task_score: Literal["min", "mean"] = Field(default="min", description="task score from box confidences")
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0, description="pixels interpolation between keyframes may "
+                                                                       "miss a box by")
 
 
 class YtvisExport(ExportSpec):
     """``format: ytvis`` — clips' tracks as YouTube-VIS style JSON with per-frame RLE masks."""
 
+    default_path: ClassVar[str] = "ytvis.json"
+    writer: ClassVar[str] = "autolabel.exports.ytvis:export_ytvis"
     format: Literal["ytvis"]
 
 
-#: export format → its model (one table: the formats, their options and defaults)
-EXPORT_FORMATS: dict[str, type[ExportSpec]] = {
-    "coco": CocoExport, "coco-results": CocoResultsExport, "yolo": YoloExport, "labelstudio": LabelStudioExport,
-    "mot": MotExport, "cvat-video": CvatVideoExport, "labelstudio-video": LabelStudioVideoExport,
-    "ytvis": YtvisExport,
-}
+#: every export format's model, in the order they are listed (help, errors, docs): the one table of formats
+EXPORT_MODELS: tuple[type[ExportSpec], ...] = (
+    CocoExport, CocoResultsExport, YoloExport, LabelStudioExport, MotExport, CvatVideoExport, LabelStudioVideoExport,
+    YtvisExport,
+)
+#: export format → its model
+EXPORT_FORMATS: dict[str, type[ExportSpec]] = {model.name(): model for model in EXPORT_MODELS}
 #: an export of any format, told apart by ``format``: what ``exports:`` holds
-Export = Annotated[
-    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport | MotExport | CvatVideoExport
-    | LabelStudioVideoExport | YtvisExport,
-    Field(discriminator="format"),
-]
+Export = Annotated[Union[EXPORT_MODELS], Field(discriminator="format")]  # noqa: UP007 — a union made from the table
 EXPORT_ADAPTER: TypeAdapter[ExportSpec] = TypeAdapter(Export)
 
 
@@ -219,11 +235,6 @@ class PushSpec(_Strict):
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
     media: Literal["auto", "images", "videos"] = "auto"  # a project holds one kind; auto: what the store holds
     keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # videos: pixels interpolation may miss a box by
-
-
-def _invalid(message: str) -> PydanticCustomError:
-    """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
-    return PydanticCustomError("invalid", message)  # no context given: braces in ``message`` stay as they are
 
 
 class ExecutorSpec(_Strict):
@@ -287,17 +298,24 @@ class PipelineSpec:
 
         Built from validated values, so spelling out a default changes nothing; device and compile do not count.
         """
-        keep = {
-            "models": {n: m.identity() for n, m in self.config.models.items()},
-            "ontology": self.ontology.canonical(),  # the normalised form: `[person]` and `{person: null}` agree
-            "stages": [p.model_dump() for _, _, p in self.stages],
-        }
-        return hashlib.sha256(canonical_json(keep)).hexdigest()[:16]
+        return pipeline_hash({n: m.identity() for n, m in self.config.models.items()},
+                             self.ontology.canonical(),  # normalised: `[person]` and `{person: null}` agree
+                             [p.model_dump() for _, _, p in self.stages])
 
     @cached_property
     def stage_keys(self) -> list[str | None]:
-        """Per stage, the key of its cached output, or None for stages that are not cached (see autolabel.cache)."""
-        return stage_keys(self)
+        """Per stage, the key of its cached output, or None for stages that are not cached (see autolabel.cache).
+
+        Each key covers the ontology (its normalised form) and every stage up to this one: their params, and for
+        this one its model (id, revision, dtype, generation…; not the device).
+        """
+        models = self.config.models
+
+        def model_of(params: StageParams) -> dict[str, Any] | None:
+            name = params.model if isinstance(params, ModelStageParams) else None
+            return models[name].identity() if name is not None and name in models else None
+
+        return stage_keys(self.ontology.canonical(), [(p.model_dump(), model_of(p)) for _, _, p in self.stages])
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -338,7 +356,7 @@ def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
             problems.append(f"{where}.type: missing (every stage needs a type, e.g. type: florence2)")
             continue
         try:
-            cls = resolve(STAGE_GROUP, str(raw["type"]))
+            cls = stage_type(str(raw["type"]))
         except UnknownType as err:
             problems.append(f"{where}.type: {err}")
             continue
@@ -369,43 +387,26 @@ def parse(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
 
 
 def format_errors(err: ValidationError, schema: type[BaseModel], prefix: str = "") -> list[str]:
-    """One line per pydantic error: ``key.path: problem``, with the accepted keys for unknown ones."""
+    """One line per pydantic error: ``key.path: problem``, with the accepted keys for unknown ones, and an export's
+    options worded by format (:mod:`autolabel.validation` words the rest)."""
     lines = []
     for e in err.errors():
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS))]
-        loc, fmt = _export_format(schema, loc)
-        path = _path(prefix, loc)
+        loc, fmt = _export_format(schema, location(e))
+        path = key_path(prefix, loc)
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # exports: no format, or an unknown one
-            key = _path(path, [e["ctx"]["discriminator"].strip("'")])
+            key = key_path(path, [e["ctx"]["discriminator"].strip("'")])
             if e["type"] == "union_tag_not_found":
                 lines.append(f"{key}: missing required key")
             else:
-                lines.append(f"{key}: input should be {_one_of(list(EXPORT_FORMATS))} (got {e['ctx']['tag']!r})")
+                lines.append(f"{key}: input should be {one_of(list(EXPORT_FORMATS))} (got {e['ctx']['tag']!r})")
         elif e["type"] == "extra_forbidden" and fmt is not None and loc[-1] in export_keys():
             owners = [f for f, model in EXPORT_FORMATS.items() if loc[-1] in model.options()]
             takes = ", ".join(EXPORT_FORMATS[fmt].options()) or "no format options"
             lines.append(f"{path}: option of format {' / '.join(owners)}, not {fmt} ({fmt} takes: {takes})"
-                         f"{_shown(e.get('input'))}")
-        elif e["type"] == "extra_forbidden":
-            known = _accepted_keys(schema, loc[:-1])
-            lines.append(f"{path}: unknown key" + (f" (known: {', '.join(known)})" if known else ""))
-        elif e["type"] == "missing":
-            lines.append(f"{path}: missing required key")
+                         f"{shown(e.get('input'))}")
         else:
-            msg = e["msg"][0].lower() + e["msg"][1:]
-            lines.append(f"{path}: {msg}{_shown(e.get('input'))}")
+            lines.append(error_line(e, path, _accepted_keys(schema, loc[:-1])))
     return list(dict.fromkeys(lines))  # union types repeat the same complaint
-
-
-def _shown(value: Any) -> str:
-    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list)."""
-    return "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
-
-
-def _one_of(values: list[str]) -> str:
-    """``'a', 'b' or 'c'``: pydantic's wording for a choice."""
-    quoted = [repr(v) for v in values]
-    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
 def _export_format(schema: Any, loc: list[Any]) -> tuple[list[Any], str | None]:
@@ -415,17 +416,6 @@ def _export_format(schema: Any, loc: list[Any]) -> tuple[list[Any], str | None]:
     if at is not None and len(loc) > at and loc[at] in EXPORT_FORMATS:
         return loc[:at] + loc[at + 1:], loc[at]
     return loc, None
-
-
-# pydantic names union members in error locations; they are not keys of the file
-_UNION_TAGS = {"str", "list[str]", "dict[str,union[str,list[str],none]]", "none", "int", "float", "bool"}
-
-
-def _path(prefix: str, loc: list[Any]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top>"
 
 
 def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:

@@ -70,16 +70,20 @@ class StageError(Exception):
         super().__init__(f"stage {stage!r}: {type(error).__name__}: {one_line(error)}")
 
 
-def one_line(error: BaseException | str) -> str:
-    """An error's message on one line (whitespace collapsed), or its type's name when it has none.
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """An error's message on one line (whitespace collapsed), or its type's name when it has none (a string stays
+    empty); past ``limit`` characters, cut with an ellipsis. Every one-line message is made here.
 
     >>> one_line(OSError("no space\\n left on device"))
     'no space left on device'
     >>> one_line(KeyError())
     'KeyError'
+    >>> one_line("a  b c", limit=3)
+    'a b…'
     """
     text = " ".join(str(error).split())
-    return text or (type(error).__name__ if isinstance(error, BaseException) else "")
+    text = text or (type(error).__name__ if isinstance(error, BaseException) else "")
+    return text if limit is None or len(text) <= limit else text[:limit] + "…"
 
 
 class RunStatus(str, Enum):

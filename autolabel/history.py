@@ -1,5 +1,5 @@
-"""Run history: ``runs/run-NNNNN.json`` files (never overwritten) and ``autolabel runs``, for people (a table) and
-machines (JSON lines).
+"""Run history: ``autolabel runs``, for people (a table) and machines (JSON lines), from the store and the
+``runs/run-NNNNN.json`` files (:mod:`autolabel.runlog` writes them, never overwritten).
 
 A run killed without a chance to record its end (``kill -9``, a power cut) stays ``running`` in the store; it is
 shown as ``interrupted`` once no process holds the folder's lock (and marked so by the next run).
@@ -7,10 +7,7 @@ shown as ``interrupted`` once no process holds the folder's lock (and marked so 
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,41 +15,10 @@ from typing import Any
 from .errors import AutolabelError, ExitCode, RunStatus
 from .lock import holder
 from .names import shown
-from .util import atomic_open, iso_utc
+from .runlog import NEVER_ENDED, RUNS_DIR, last_recorded, write_record
+from .util import iso_utc
 
-RUNS_DIR = "runs"
-_RECORD = re.compile(r"run-(\d+)(?:~\d+)?\.json")
-#: what a run that never recorded its end is said to have met
-NEVER_ENDED = "the process ended without recording the run's end (killed, or the machine stopped)"
-
-
-def last_recorded(output: str | Path) -> int:
-    """The highest run number with a file in ``output/runs`` (0 when none): a new store's runs go on after it."""
-    try:
-        names = os.listdir(Path(output) / RUNS_DIR)
-    except OSError:
-        return 0
-    return max((int(m.group(1)) for m in map(_RECORD.fullmatch, names) if m), default=0)
-
-
-def write_record(output: str | Path, run_id: int, text: str) -> Path:
-    """Write ``runs/run-NNNNN.json`` without ever replacing one (a run's record is history): when the name is
-    taken (a store replaced by hand), ``run-NNNNN~2.json``, ``~3``... Returns the path written."""
-    folder = Path(output) / RUNS_DIR
-    with atomic_open(folder / f".run-{run_id:05d}.json") as f:  # a complete temp file, then linked into place
-        f.write(text)
-    temp = folder / f".run-{run_id:05d}.json"
-    try:
-        for n in range(1, 1000):
-            target = folder / (f"run-{run_id:05d}.json" if n == 1 else f"run-{run_id:05d}~{n}.json")
-            try:
-                os.link(temp, target)  # fails if the name exists: never replaces
-                return target
-            except FileExistsError:
-                continue
-        raise OSError(errno.EEXIST, f"run-{run_id:05d}.json and 998 alternatives exist")
-    finally:
-        temp.unlink(missing_ok=True)
+__all__ = ["NEVER_ENDED", "RUNS_DIR", "last_recorded", "load_runs", "print_runs", "write_record"]
 
 
 def load_runs(output: str | Path, last: int | None = None) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .video.spec import is_video_name
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -40,6 +40,21 @@ _GLOB_CHARS = set("*?[")
 #: the default of the pipeline file's ``max_file_bytes``: an uncompressed 8-bit RGB bitmap at Pillow's pixel limit
 #: (89,478,485 pixels, about 256 MiB) fits with room to spare
 MAX_FILE_BYTES = 512 * 2**20
+
+
+#: EXIF's orientation tag; the orientations that turn an image a quarter (its displayed size is the stored one's
+#: transpose). Decoding applies the orientation (:func:`decode`); what reads a size without decoding uses these.
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def displayed_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The (width, height) an image of stored ``size`` is shown at, given its EXIF ``orientation``.
+
+    >>> displayed_size((40, 30), 6), displayed_size((40, 30), 1)
+    ((30, 40), (40, 30))
+    """
+    return (size[1], size[0]) if orientation in QUARTER_TURNS else size
 
 
 @dataclass(frozen=True)
@@ -254,7 +269,7 @@ def _filesystem(url: str):  # noqa: ANN202 — (fsspec.AbstractFileSystem, path)
     except (ImportError, ValueError) as err:
         protocol = url.split("://", 1)[0]
         raise ConfigError(
-            f"input {url!r}: no filesystem for {protocol}:// ({' '.join(str(err).split())}); "
+            f"input {url!r}: no filesystem for {protocol}:// ({one_line(str(err))}); "
             f"install its fsspec package (s3fs for s3://, gcsfs for gs://)"
         ) from None
 
@@ -339,7 +354,7 @@ def _read_url(url: str, max_bytes: int) -> tuple[bytes | None, str | None]:
     except FileNotFoundError:
         return None, "file not found"
     except (OSError, ConfigError) as err:
-        return None, f"cannot read: {' '.join(str(err).split())}"
+        return None, f"cannot read: {one_line(str(err))}"
     if len(data) > max_bytes:
         return None, _too_large(f"over {max_bytes:,} bytes", max_bytes)
     return (data, None) if data else (None, "empty file (0 bytes)")
@@ -406,7 +421,7 @@ def decode(data: bytes, max_pixels: int = 89_478_485) -> Image.Image:
     except UnidentifiedImageError:
         raise ValueError("not an image (Pillow cannot identify the format)") from None
     except (OSError, SyntaxError, EOFError) as err:
-        msg = " ".join(str(err).split())
+        msg = one_line(str(err))
         if "truncated" in msg.lower() or isinstance(err, EOFError):
             raise ValueError(f"truncated or corrupt image data ({msg or 'unexpected end of file'})") from None
         raise ValueError(f"corrupt image ({msg})") from None

@@ -28,6 +28,17 @@ import supervision as sv
 
 KEPT, DROPPED, FLAGGED = "kept", "dropped", "flagged"
 
+
+def delivered(status: Any, flagged: bool = True) -> Any:
+    """Whether labels of ``status`` (a string, or an array of them) reach an export, a push or eval's operating
+    point: dropped ones never, flagged ones unless ``flagged`` is False. The one statement of that rule.
+
+    >>> delivered("flagged"), delivered("flagged", flagged=False), delivered(np.array(["kept", "dropped"])).tolist()
+    (True, False, [True, False])
+    """
+    keep = status != DROPPED
+    return keep if flagged else keep & (status != FLAGGED)
+
 #: Required per-box columns and the value a row gets when a producer does not set it.
 COLUMNS: dict[str, Any] = {
     "class_name": "",

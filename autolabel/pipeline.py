@@ -1,34 +1,29 @@
-"""The Python API: named stages in order and one loop over a batch, like torchvision's ``Compose``.
+"""Named stages in order and one loop over a batch, like torchvision's ``Compose``: what every worker runs.
 
-``pipeline(items)`` runs the stages over one batch; :meth:`Pipeline.run` hands the pipeline to the runner
-(:mod:`autolabel.runner`), which owns a run: images, batches, the store, exports, run.json.
-
->>> from autolabel import Pipeline
->>> pipeline = Pipeline.from_yaml("pipelines/ocr.yaml")                      # doctest: +SKIP
->>> summary = pipeline.run(input="examples/images", output="runs/example")  # doctest: +SKIP
->>> summary.counts                                                           # doctest: +SKIP
-{'seen': 3, 'labeled': 3, 'skipped': 0, 'failed': 0}
+``pipeline(items)`` runs the stages over one batch. A run — images, batches, the store, exports, run.json — is the
+runner's (:mod:`autolabel.runner`); ``autolabel.Pipeline`` (:mod:`autolabel.api`) adds ``run()``, which hands the
+pipeline to it. What a run counts (each stage's seconds and images, vision passes) goes into the
+:class:`~autolabel.accounting.Account` a caller passes in, never onto the pipeline.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .accounting import Account
 from .cache import WriteBack
 from .config import PipelineSpec, load_file, parse
 from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
 from .models.contract import accepts
-from .models.features import BatchFeatures, VisionCount
+from .models.features import BatchFeatures
 from .models.pool import ModelPool
 from .stage import Item, Stage, StageContext, stage_ref_problems
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
     from .labels import Labels
-    from .runner import RunSummary
 
 __all__ = ["AfterStage", "Pipeline", "StageError"]
 
@@ -45,9 +40,6 @@ class Pipeline:
         self.source = source  # the pipeline file, for messages and run.json
         same = models is not None and models.specs == spec.config.models
         self.models = models if same else ModelPool(spec.config.models)
-        self.timings: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)  # images each stage processed
-        self.vision: dict[str, VisionCount] = {}  # per model: its vision passes (run.json's vision_passes)
         self.stages = self._build_stages()
         #: stages that take the batch's shared image features (a plugin stage's ``__call__`` may not)
         self._shares = [accepts(stage.__call__, "features") for stage in self.stages]
@@ -107,6 +99,7 @@ class Pipeline:
         self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None,
         keys: Sequence[str | None] | None = None,
         end: int | None = None,
+        account: Account | None = None,
     ) -> list[Item]:
         """Run every stage over one batch, in order; time each stage; name the stage in any error.
 
@@ -116,7 +109,9 @@ class Pipeline:
         each model's vision features of an image are computed once for the batch and shared by its stages
         (:mod:`autolabel.models.features`), then dropped when this call returns.
         ``end``: stop before that stage (a clip's chunks run its stages one at a time: :mod:`autolabel.video.loop`).
+        ``account``: where each stage's seconds and images and each model's vision passes are added (a run's).
         """
+        account = account if account is not None else Account()
         items = list(items)
         starts = starts or [0] * len(items)
         features = BatchFeatures([key or f"#{k}" for k, key in enumerate(keys or [None] * len(items))],
@@ -126,17 +121,16 @@ class Pipeline:
                 todo = [k for k, start in enumerate(starts) if start <= j]
                 if todo:
                     shared = {"features": features.for_stage(todo)} if self._shares[j] else {}
-                    for k, item in zip(todo, self._run_stage(stage, [items[k] for k in todo], shared)):
+                    for k, item in zip(todo, self._run_stage(stage, [items[k] for k in todo], shared, account)):
                         items[k] = item
                         if after is not None:
                             after(j, k, item.labels)
         finally:
             features.clear()  # a failed try's traceback would otherwise keep them
-            for name, count in features.counts().items():  # every try's passes are work done
-                self.vision[name] = self.vision.get(name, VisionCount()) + count
+            account.add_vision(features.counts())  # every try's passes are work done
         return items
 
-    def _run_stage(self, stage: Stage, batch: list[Item], shared: dict[str, Any]) -> list[Item]:
+    def _run_stage(self, stage: Stage, batch: list[Item], shared: dict[str, Any], account: Account) -> list[Item]:
         """One stage over its items, timed and counted; any error names the stage."""
         t0 = time.perf_counter()
         try:
@@ -148,8 +142,7 @@ class Pipeline:
         if not isinstance(out, list) or len(out) != len(batch):
             got = len(out) if isinstance(out, list) else type(out).__name__
             raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(batch)}"))
-        self.timings[stage.name] += time.perf_counter() - t0
-        self.calls[stage.name] += len(batch)
+        account.stage(stage.name, time.perf_counter() - t0, len(batch))
         return out
 
     def run_batch(
@@ -161,18 +154,6 @@ class Pipeline:
         """
         write_back = WriteBack(self.spec.stage_keys, [None] * len(items))
         return self(items, starts, after=write_back), write_back.per_item
-
-    def run(
-        self,
-        input: str | Path | Iterable[str | Path] | None = None,  # noqa: A002 — mirrors the CLI's --input
-        output: str | Path | None = None,
-        *,
-        progress: bool = False,
-    ) -> RunSummary:
-        """Label every image of ``input`` into the output folder (resuming what is done) and write the exports."""
-        from .runner import run
-
-        return run(self, input=input, output=output, progress=progress)
 
 
 def _clip_stage_problems(stages: list[Stage]) -> list[str]:

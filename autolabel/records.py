@@ -37,14 +37,15 @@ Shape (version 1), one object per image; every list under ``boxes`` has one entr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import supervision as sv
 from pycocotools import mask as mask_utils
 
-from .labels import Labels, Text, with_columns
+from .labels import COLUMNS, KEPT, Labels, Text, with_columns
 
 #: Version of the record's JSON shape (above). Bump it when a reader of the previous version could misread.
 SCHEMA_VERSION = 1
@@ -106,6 +107,58 @@ def from_record(record: dict[str, Any]) -> Labels:
         texts=[Text(**t) for t in record.get("texts", [])],
         provenance=record.get("provenance", {}),
     )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored record read as it is, masks left encoded: the one typed reader of the shape above for what reads
+    records in bulk (exports, eval, the report, the run's tallies, track filters). A column or list the record
+    leaves out reads as its default — a box column as :data:`autolabel.labels.COLUMNS` gives it, a text's status
+    and reason as :class:`~autolabel.labels.Text` gives them — the same for every reader.
+
+    >>> stored = Stored.of({"width": 4, "height": 3, "boxes": {"xyxy": [[0, 0, 1, 1]], "data": {}}})
+    >>> len(stored), stored.column("status"), stored.confidence
+    (1, ['kept'], [None])
+    """
+
+    width: int
+    height: int
+    xyxy: list[list[float]]
+    confidence: list[float | None]  # None: no score
+    data: dict[str, list[Any]]  # the box columns as stored (:meth:`column` fills a missing one)
+    masks: list[dict[str, Any] | None] | None  # COCO RLE per box (None: no mask), or None when no box has one
+    texts: list[dict[str, Any]]
+    provenance: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any] | None) -> "Stored":
+        """Read ``record`` (None or ``{}``: no labels) without copying its lists."""
+        record = record or {}
+        boxes = record.get("boxes") or {}
+        xyxy = boxes.get("xyxy") or []
+        return cls(int(record.get("width") or 0), int(record.get("height") or 0), xyxy,
+                   boxes.get("confidence") or [None] * len(xyxy), boxes.get("data") or {}, boxes.get("mask"),
+                   record.get("texts") or [], record.get("provenance") or {})
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def column(self, key: str) -> list[Any]:
+        """A box column, one value per box (its default from labels.COLUMNS for each box when not stored)."""
+        return self.data.get(key) or [COLUMNS.get(key)] * len(self)
+
+    def scores(self) -> np.ndarray:
+        """The boxes' confidences as float64, NaN where there is none."""
+        return np.array([np.nan if c is None else c for c in self.confidence], dtype=np.float64)
+
+    def box_decisions(self) -> Iterator[tuple[str, str, str]]:
+        """(class, status, reason) of every box: what the quality checks did."""
+        return zip(self.column("class_name"), self.column("status"), self.column("reason"))
+
+    def text_decisions(self) -> Iterator[tuple[str, str, str]]:
+        """(``<text:kind>``, status, reason) of every image-level text."""
+        return (("<text:" + str(t.get("kind", "?")) + ">", t.get("status", KEPT), t.get("reason", ""))
+                for t in self.texts)
 
 
 def problem(record: Any) -> str | None:

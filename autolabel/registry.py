@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Callable
 
 STAGE_GROUP = "autolabel.stages"
 MODEL_GROUP = "autolabel.models"
@@ -45,45 +45,51 @@ def known_types(group: str) -> list[str]:
     return sorted({*builtin, *_entry_points(group)})
 
 
-def resolve(group: str, name: str) -> Any:
+#: what a group holds: a test of a class named by an entry point or a path, and its wording. Stage types are
+#: checked as subclasses of Stage by :func:`autolabel.stage.stage_type` (the stage contract sits above this module)
+Holds = tuple[Callable[[Any], bool], str]
+HOLDS: dict[str, Holds] = {
+    MODEL_GROUP: (lambda obj: isinstance(obj, type) and callable(getattr(obj, "load", None)),
+                  "a class with load(spec)"),
+    STAGE_GROUP: (lambda obj: isinstance(obj, type), "a class"),
+}
+
+
+def resolve(group: str, name: str, holds: Holds | None = None) -> Any:
     """The class registered as ``name`` in ``group`` (built-in, entry point, or ``package.module:Class``).
 
-    Whatever a path or an entry point names must be what the group holds (a :class:`~autolabel.stage.Stage`
-    subclass; a class with ``load(spec)``): ``type: "os:system"`` is refused in one line, never called.
+    Whatever a path or an entry point names must be what the group holds (``holds``, default :data:`HOLDS`: a class
+    with ``load(spec)``; for stages :func:`autolabel.stage.stage_type` asks for a Stage subclass):
+    ``type: "os:system"`` is refused in one line, never called.
     """
     builtin = BUILTIN_STAGES if group == STAGE_GROUP else BUILTIN_MODELS
     kind = "stage" if group == STAGE_GROUP else "model"
     if name in builtin:
-        return _import(builtin[name])
+        return import_object(builtin[name])
     if name in _entry_points(group):
         try:
             obj = _entry_points(group)[name].load()
         except Exception as err:  # noqa: BLE001 — a plugin's import may fail any way: one line, whatever it is
             raise UnknownType(f"cannot load {kind} type {name!r} ({type(err).__name__}: {err})",
                               known_types(group)) from None
-        return _checked(group, name, obj)
+        return _checked(group, name, obj, holds or HOLDS[group])
     if ":" in name:
         try:
-            obj = _import(name)
+            obj = import_object(name)
         except (ImportError, AttributeError) as err:
             raise UnknownType(f"cannot import {kind} type {name!r} ({err})", known_types(group)) from None
         except Exception as err:  # noqa: BLE001 — a module that raises as it is imported, or an empty name
             raise UnknownType(f"cannot import {kind} type {name!r} ({type(err).__name__}: {err})",
                               known_types(group)) from None
-        return _checked(group, name, obj)
+        return _checked(group, name, obj, holds or HOLDS[group])
     known = known_types(group)
     raise UnknownType(f"unknown {kind} type {name!r} (known: {', '.join(known)}; or 'package.module:Class')", known)
 
 
-def _checked(group: str, name: str, obj: Any) -> Any:
+def _checked(group: str, name: str, obj: Any, holds: Holds) -> Any:
     """``obj`` when it is what ``group`` holds; else UnknownType saying what a type must be."""
-    from .stage import Stage
-
-    if group == STAGE_GROUP:
-        ok, must = isinstance(obj, type) and issubclass(obj, Stage), "a subclass of autolabel.Stage"
-    else:
-        ok, must = isinstance(obj, type) and callable(getattr(obj, "load", None)), "a class with load(spec)"
-    if ok:
+    test, must = holds
+    if test(obj):
         return obj
     kind = "stage" if group == STAGE_GROUP else "model"
     what = f"the class {obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
@@ -98,7 +104,8 @@ def check(group: str, name: str) -> None:
         resolve(group, name)
 
 
-def _import(path: str) -> Any:
+def import_object(path: str) -> Any:
+    """The object a ``package.module:attr.attr`` path names (imported now)."""
     module, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import socket
 import sys
@@ -20,17 +19,19 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from tqdm import tqdm
 
-from . import __version__
+from .accounting import Account
 from .errors import AutolabelError, ConfigError, ExitCode, ExportError, NothingLabeledError, RunStatus, one_line
-from .history import NEVER_ENDED, write_record
+from .runlog import NEVER_ENDED, write_record
 from .intake import IMAGE_EXTENSIONS, discover
 from .lock import RunLock
 from .names import shown
+from .records import Stored
 from .store import ImageResult, Store
 from .util import atomic_write_text, iso_utc
+from .version import package_versions
 
 if TYPE_CHECKING:
-    from .cache import Row
+    from .cache import StageOutput
     from .pipeline import Pipeline
 
 MAX_FAILURES_LISTED = 1000
@@ -145,7 +146,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
         raise
     counts: Counter[str] = Counter(seen=0, labeled=0, skipped=0, failed=0)
     failures: list[dict[str, str]] = []
-    clock: Counter[str] = Counter()
+    account = Account()  # what the executors count of the work: run.json's stage and loop seconds, vision passes
     decisions: Counter[tuple[str, str, str]] = Counter()  # (class, status, reason) of every box labeled
     executor_info: dict[str, Any] = {}  # what the executor reports for run.json
     status, error = RunStatus.FAILED, None
@@ -154,8 +155,8 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     warnings: list[str] = []
     try:
         with _StopFlag() as stop:
-            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress,
-                                executor_info)
+            interrupted = _loop(pipeline, store, run_id, sources, counts, failures, account, decisions, stop,
+                                progress, executor_info)
         status = RunStatus.INTERRUPTED if interrupted else (RunStatus.PARTIAL if counts["failed"] else RunStatus.OK)
         if status is not RunStatus.INTERRUPTED and counts["failed"] and not counts["labeled"] + counts["skipped"]:
             status = RunStatus.FAILED  # every input failed: no export (there is nothing new to write)
@@ -180,7 +181,7 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     finally:
         # Always reached, whatever failed above: the run is ended in the store and in run.json, so that
         # `autolabel runs` and alerting see it; the labels committed so far stay in the store.
-        summary = _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error)
+        summary = _summary(pipeline, run_id, status, started, counts, failures, account, sources, exports, error)
         summary["decisions"] = decision_summary(decisions)
         summary["export_failures"] = export_failures
         summary["executor"] = executor_info
@@ -259,7 +260,8 @@ def _deliver(
     return RunStatus.FAILED if failed else status
 
 
-def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress, executor_info) -> bool:  # noqa: ANN001
+def _loop(pipeline, store, run_id, sources, counts, failures, account, decisions, stop, progress,  # noqa: ANN001
+          executor_info) -> bool:  # noqa: ANN001
     """Label every source on the pipeline's executor, committing each returned batch; True when stopped early.
 
     The executor (in-process or Ray) labels; this loop, on the driver, is the store's only writer: each batch is
@@ -271,11 +273,11 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
     executor = executor_for(pipeline.config.executor)
     bar = tqdm(total=len(sources), unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
-    def commit(results: list[ImageResult], cache: list[Row], skipped: int = 0) -> None:
+    def commit(results: list[ImageResult], cache: list[StageOutput], skipped: int = 0) -> None:
         if results or cache:
             t0 = time.perf_counter()
             store.commit(results, run_id, phash, cache)
-            clock["commit"] += time.perf_counter() - t0
+            account.clock["commit"] += time.perf_counter() - t0
         counts["seen"] += len(results) + skipped
         counts["skipped"] += skipped
         for r in results:
@@ -303,9 +305,9 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
 
     images, clips = split_sources(sources)
     try:
-        stopped = executor.run(pipeline, store, images, commit, stop, clock) if images or not clips else False
+        stopped = executor.run(pipeline, store, images, commit, stop, account) if images or not clips else False
         if clips and not stopped:  # clips are labeled in this process, whatever the executor (docs/video.md)
-            stopped = label_clips(pipeline, store, run_id, clips, stop, clock, clip_done)
+            stopped = label_clips(pipeline, store, run_id, clips, stop, account, clip_done)
         return stopped
     finally:
         bar.close()
@@ -316,10 +318,9 @@ def tally_decisions(decisions: Counter[tuple[str, str, str]], record: dict[str, 
     """Count one labeled image's boxes by (class, status, reason) — what the quality checks did."""
     if not record:
         return
-    data = record["boxes"]["data"]
-    decisions.update(zip(data["class_name"], data["status"], data["reason"]))
-    texts = record["texts"]
-    decisions.update(("<text:" + t["kind"] + ">", t.get("status", "kept"), t.get("reason", "")) for t in texts)
+    stored = Stored.of(record)
+    decisions.update(stored.box_decisions())
+    decisions.update(stored.text_decisions())
 
 
 def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]:
@@ -333,7 +334,7 @@ def decision_summary(decisions: Counter[tuple[str, str, str]]) -> dict[str, Any]
     return {"by_reason": dict(by_reason), "by_class": {k: dict(v) for k, v in by_class.items()}}
 
 
-def _summary(pipeline, run_id, status, started, counts, failures, clock, sources, exports, error) -> dict[str, Any]:  # noqa: ANN001
+def _summary(pipeline, run_id, status, started, counts, failures, account, sources, exports, error) -> dict[str, Any]:  # noqa: ANN001
     ended = time.time()
     elapsed = max(ended - started, 1e-9)
     return {
@@ -347,28 +348,12 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "counts": dict(counts) | {"inputs": len(sources)},
         "failures": failures,
         "failures_listed": len(failures),
-        "stage_seconds": {k: round(v, 4) for k, v in pipeline.timings.items()},
-        "stage_images": dict(pipeline.calls),  # images each stage processed (cached model outputs not counted)
-        "vision_passes": {name: count.summary() for name, count in sorted(pipeline.vision.items())},
-        "loop_seconds": {k: round(v, 4) for k, v in clock.items()},
+        **account.summary(),  # stage_seconds, stage_images, vision_passes, loop_seconds
         "pipeline": {"name": pipeline.config.name, "file": pipeline.source, "hash": pipeline.spec.hash},
         "exports": exports,
         "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
         "versions": _versions(pipeline),
     }
-
-
-def package_versions() -> dict[str, Any]:
-    """Versions of autolabel, Python, torch and transformers (None where not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, Any] = {"autolabel": __version__, "python": platform.python_version()}
-    for package in ("torch", "transformers"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def _versions(pipeline: "Pipeline") -> dict[str, Any]:

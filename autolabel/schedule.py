@@ -50,6 +50,7 @@ def schedule(
     """Run the pipeline at each fire time of ``cron``; return the exit code of the last run (0 if none ran)."""
     from .overrides import collect_overrides
     from .pipeline import Pipeline
+    from .runner import run
 
     check_cron(cron)
     Pipeline.from_yaml(pipeline_file, collect_overrides(set_files, overrides))  # a broken file fails now, not at 2 a.m.
@@ -66,7 +67,7 @@ def schedule(
             every = collect_overrides(set_files, overrides)
             pipeline = Pipeline.from_yaml(pipeline_file, every, models=models)  # loaded weights carry over
             models = pipeline.models
-            summary = pipeline.run(input=input, output=output, progress=progress)
+            summary = run(pipeline, input=input, output=output, progress=progress)
         except LockedError as err:
             log(f"run {runs} skipped: {err}")
             last = err.exit_code

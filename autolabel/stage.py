@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigError
 from .labels import Labels
+from .models.contract import declared, methods, missing_methods
 from .ontology import Ontology
+from .registry import MODEL_GROUP, STAGE_GROUP, UnknownType, resolve
 
 
 @dataclass
@@ -121,8 +123,6 @@ class ModelStage(Stage):
 
     def model_class(self) -> type | None:
         """The class that loads this stage's model (None when unknown: config validation reports that)."""
-        from .registry import MODEL_GROUP, UnknownType, resolve
-
         if self.model_spec is None:
             return None
         try:
@@ -131,8 +131,6 @@ class ModelStage(Stage):
             return None
 
     def _check_model(self) -> None:
-        from .models.contract import methods, missing_methods
-
         protocol, cls = self.model_protocol, self.model_class()
         if protocol is None or cls is None:
             return
@@ -150,8 +148,6 @@ class ModelStage(Stage):
 
         ``task``: what the stage asked, unless the model names its own ``task``.
         """
-        from .models.contract import declared
-
         lineage = declared(model, "lineage")  # a model `autolabel train` made: its base, data, round
         return {
             "model": declared(model, "id"),
@@ -194,3 +190,10 @@ def check_classes(names: Iterable[str], ontology: Ontology, key: str) -> None:
 def by_contract(cls: type) -> bool:
     """Whether stage class ``cls`` accepts any model type that implements its ``model_protocol``."""
     return isinstance(cls, type) and issubclass(cls, ModelStage) and cls.model_protocol is not None
+
+
+def stage_type(name: str) -> type[Stage]:
+    """The stage class registered as ``name`` (:mod:`autolabel.registry`); UnknownType when it is unknown, cannot be
+    imported, or names anything but a subclass of :class:`Stage` (``type: "os:system"`` is refused, never called)."""
+    return resolve(STAGE_GROUP, name, (lambda obj: isinstance(obj, type) and issubclass(obj, Stage),
+                                       "a subclass of autolabel.Stage"))

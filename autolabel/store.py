@@ -366,7 +366,7 @@ class Store:
     def begin_run(self, pipeline_hash: str, pipeline: dict[str, Any]) -> int:
         """Record a run's start; its id goes on after every run recorded here or in ``runs/`` (a store started
         anew beside an old history never reuses a run's number)."""
-        from .history import last_recorded
+        from .runlog import last_recorded
 
         with self._writing("record the start of a run"):
             last = self._conn.execute("SELECT MAX(id) FROM runs").fetchone()[0] or 0
@@ -464,7 +464,7 @@ class Store:
         pipeline_hash: str,
         stage_outputs: list[tuple[str, str, dict[str, Any]]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Write a batch of results, and the stage outputs to cache (``autolabel.cache.Row``), atomically."""
+        """Write a batch of results, and the stage outputs to cache (``autolabel.cache.StageOutput``), atomically."""
         now = time.time()
         rows = [
             (
@@ -582,7 +582,7 @@ def _cannot_write(folder: Path, path: Path) -> bool:
 def _refuse_truncated(path: Path, folder: Path) -> None:
     """A 0-byte store where runs are recorded was truncated (a full disk while copying, a bad restore): SQLite
     would take it for a new, empty one, and the next run would relabel everything. Refuse, naming the fix."""
-    from .history import last_recorded
+    from .runlog import last_recorded
 
     try:
         if path.stat().st_size:

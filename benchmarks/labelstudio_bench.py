@@ -53,7 +53,7 @@ def main() -> int:
     from autolabel.exports.rows import image_rows
     from autolabel.labelstudio.client import Connection
     from autolabel.labelstudio.push import push
-    from autolabel.pipeline import Pipeline
+    from autolabel import Pipeline
     from autolabel.store import Store
 
     figures: dict[str, object] = {"images": args.images, "batch_size": args.batch_size}

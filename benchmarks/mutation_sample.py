@@ -37,6 +37,8 @@ MODULES = [
     "autolabel.executors.local",  # the run loop that runner.py hands the batches to
     "autolabel.executors.labeling",
     "autolabel.cache",
+    "autolabel.identity",  # the pipeline hash and the stage keys (were in cache.py and config.py)
+    "autolabel.accounting",  # run.json's stage and loop figures (were on Pipeline)
     "autolabel.pipeline",
     "autolabel.models.florence2",
     "autolabel.models.florence2_scores",
@@ -45,7 +47,7 @@ MODULES = [
     "autolabel.exports.coco",
     "autolabel.exports.yolo",
     "autolabel.exports.labelstudio",
-    "autolabel.exports.geometry",
+    "autolabel.geometry",
     "autolabel.exports.rows",
     "autolabel.exports.splits",
 ]

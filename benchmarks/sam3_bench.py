@@ -265,14 +265,15 @@ def paired(classes: list[str], batch: int, max_instances: int, share: bool, dete
     return pipeline
 
 
-def labelled(pipeline: Any, images: list, batch: int) -> list[Any]:
-    """The pipeline over ``images``, ``batch`` at a time (one call per batch, as the runner makes them)."""
+def labelled(pipeline: Any, images: list, batch: int, account: Any = None) -> list[Any]:
+    """The pipeline over ``images``, ``batch`` at a time (one call per batch, as the runner makes them); the work is
+    counted into ``account`` (an autolabel.accounting.Account) when given."""
     from autolabel.stage import Item
 
     items = [Item.of(image, f"img{k}") for k, image in enumerate(images)]
     out: list[Any] = []
     for start in range(0, len(items), batch):
-        out += pipeline(items[start : start + batch])
+        out += pipeline(items[start : start + batch], account=account)
     return out
 
 
@@ -292,6 +293,7 @@ def sharing(args: argparse.Namespace) -> dict[str, Any]:
     """concepts + sam3_tracker with share_vision_features on against off, alternated; see the module docstring."""
     import torch
 
+    from autolabel.accounting import Account
     from autolabel.models.sam3 import tensors_digest
 
     if args.threads:
@@ -322,12 +324,13 @@ def sharing(args: argparse.Namespace) -> dict[str, Any]:
             seen.clear()
             sync(args.device)
             wall, cpu = time.perf_counter(), time.process_time()
-            answers[side] = labelled(pipeline, images, args.batch)
+            account = Account()
+            answers[side] = labelled(pipeline, images, args.batch, account)
             sync(args.device)
             runs[side].append({"seconds": round(time.perf_counter() - wall, 2),
                                "cpu_seconds": round(time.process_time() - cpu, 2), "backbone_images": sum(seen),
-                               "vision_passes": {k: v.summary() for k, v in pipeline.vision.items()},
-                               "stage_seconds": {k: round(v, 2) for k, v in pipeline.timings.items()}})
+                               "vision_passes": {k: v.summary() for k, v in account.vision.items()},
+                               "stage_seconds": {k: round(v, 2) for k, v in account.stage_seconds.items()}})
             print(f"repeat {r + 1}, sharing {side}: {runs[side][-1]['seconds']:.1f} s", file=sys.stderr)
     for hook in hooks:
         hook.remove()

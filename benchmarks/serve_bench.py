@@ -63,7 +63,7 @@ def main() -> int:
 
     from autolabel.config import ModelSpec
     from autolabel.models.sam import Sam
-    from autolabel.pipeline import Pipeline
+    from autolabel import Pipeline
     from autolabel.serve.interactive import Interactive
     from autolabel.serve.protocol import Prompt
 

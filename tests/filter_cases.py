@@ -49,10 +49,20 @@ def build(stage_type: str, ontology: Sequence[str] = ONTOLOGY, **params: Any) ->
 
 
 def run(stage_type: str, *labels: Labels, **params: Any) -> list[Labels]:
-    """Run a filter over one batch of images; return their labels."""
+    """Run a filter over one batch of images; return their labels. Every reason code it gave must be one its class
+    declares (``reasons``: what the docs' table and eval read)."""
     stage = build(stage_type, **params)
+    before = {code for lab in labels for code in given(lab)}
     items = [Item(image=None, labels=lab) for lab in labels]  # type: ignore[arg-type]  # filters never look
-    return [item.labels for item in stage(items)]
+    out = [item.labels for item in stage(items)]
+    new = {code for lab in out for code in given(lab)} - before
+    assert new <= set(type(stage).reasons), f"{stage_type} gave {sorted(new)}, declares {type(stage).reasons}"
+    return out
+
+
+def given(labels: Labels) -> set[str]:
+    """The reason codes on an image's boxes and texts."""
+    return {r for r in reasons(labels) if r} | {t.reason for t in labels.texts if t.reason}
 
 
 def status(labels: Labels) -> list[str]:

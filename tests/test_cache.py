@@ -10,12 +10,13 @@ import yaml
 from PIL import Image
 
 from autolabel import Item, Pipeline, cache
+from autolabel.accounting import Account
 from autolabel.config import ExportSpec, YoloExport, parse
 from autolabel.records import to_record
 from autolabel.store import ImageResult, Store
 from test_config import VALID
-from test_incremental import n_calls, two_model_pipeline
-from test_runner import make_images
+from runs import n_calls, two_model_pipeline
+from runs import make_images
 
 
 def _items(folder: Path, n: int) -> list[Item]:
@@ -46,9 +47,10 @@ def test_pipeline_is_named_stages_and_one_loop(tmp_path: Path) -> None:
     assert pipeline["second"] is pipeline.stages[1] and pipeline[-1].name == "score_threshold"
     with pytest.raises(KeyError, match="no stage named 'thrid'.*first, second, score_threshold"):
         pipeline["thrid"]
-    out = pipeline(_items(tmp_path / "in", 2))
+    account = Account()
+    out = pipeline(_items(tmp_path / "in", 2), account=account)
     assert [len(item.labels.detections) for item in out] == [2, 2]
-    assert pipeline.calls == {"first": 2, "second": 2, "score_threshold": 2}
+    assert account.stage_images == {"first": 2, "second": 2, "score_threshold": 2}
     later = pipeline(_items(tmp_path / "in", 2), starts=[1, 3])  # the first image from "second" on, the other: none
     assert [len(item.labels.detections) for item in later] == [1, 0] and n_calls(tmp_path / "calls", "second") == 3
 

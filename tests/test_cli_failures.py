@@ -11,7 +11,7 @@ import yaml
 
 from autolabel.cli import main
 from autolabel.errors import ExitCode
-from test_runner import make_images, pipeline_dict
+from runs import make_images, pipeline_dict
 
 
 def _run(tmp: Path, capsys: pytest.CaptureFixture[str], data: dict | None = None, output: Path | None = None,

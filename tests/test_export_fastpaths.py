@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from autolabel.errors import AutolabelError
-from autolabel.exports.geometry import _closest
+from autolabel.geometry import _closest
 from autolabel.exports.rows import image_row, image_shapes
 from autolabel.exports.yolo import _png_header
 from autolabel.labels import Labels

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from autolabel.exports.geometry import (
+from autolabel.geometry import (
     _closest,
     decode_rle,
     join_parts,
@@ -195,7 +195,7 @@ def test_single_part_polygons_are_on_pixel_centres() -> None:
 def test_batched_tracing_keeps_each_canvas_within_max_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Crops share a canvas only while it fits in ``max_bytes`` (a crop bigger than that gets a canvas alone), every
     crop is traced exactly once, and masks that do not fit at all are traced one by one."""
-    import autolabel.exports.geometry as geometry
+    import autolabel.geometry as geometry
 
     canvases: list[tuple[int, int, int]] = []
     real = geometry._trace_side_by_side

@@ -110,7 +110,7 @@ def test_brush_rle_decodes_to_the_mask(run: Path) -> None:
 
 
 def test_masks_as_polygons_one_region_per_object(run: Path) -> None:
-    from autolabel.exports.geometry import join_parts, mask_polygons
+    from autolabel.geometry import join_parts, mask_polygons
 
     tasks, config = export(run, path="poly.json", masks="polygon")
     result = by_name(tasks)["square.png"]["predictions"][0]["result"]

@@ -27,7 +27,7 @@ from autolabel import Pipeline
 from autolabel.config import ExportSpec, parse
 from autolabel.errors import AutolabelError
 from autolabel.exports import write_export, yolo
-from autolabel.exports.geometry import join_parts, mask_polygons
+from autolabel.geometry import join_parts, mask_polygons
 from autolabel.exports.yolo import split_of
 from autolabel.store import Store
 

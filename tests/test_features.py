@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from autolabel import Pipeline
+from autolabel.accounting import Account
 from autolabel.errors import StageError
 from autolabel.models.features import BatchFeatures, ImageFeatures, VisionCount, shared
 from autolabel.stage import Item, ModelStage, ModelStageParams
@@ -189,10 +190,11 @@ def twins(*stages: dict, share: bool = True) -> Pipeline:
 def test_two_model_entries_with_one_tower_share_it_and_the_one_that_ran_it_is_counted() -> None:
     pipeline = twins(ask("one", model="det"), ask("two", model="tracker"), ask("three", model="tuned"),
                      ask("four", model="half"), ask("five", model="tracker"))
-    items = pipeline([Item.of(image(1)), Item.of(image(2))])
+    account = Account()
+    items = pipeline([Item.of(image(1)), Item.of(image(2))], account=account)
     assert [[t.text for t in item.labels.texts] for item in items] == [["(1, 0, 0)"] * 5, ["(2, 0, 0)"] * 5]
     assert Toy.calls == [[(1, 0, 0), (2, 0, 0)]] * 3  # det (for tracker too), tuned, half
-    assert {n: (c.images, c.passes, c.requests) for n, c in pipeline.vision.items()} == {
+    assert {n: (c.images, c.passes, c.requests) for n, c in account.vision.items()} == {
         "det": (2, 2, 2), "tracker": (2, 0, 4), "tuned": (2, 2, 2), "half": (2, 2, 2)}
     # tracker met det (same family): both digested; tuned met det's group; half's family had no one to meet
     assert Twin.digests == ["w1", "w1", "w1", "w2"]
@@ -203,10 +205,10 @@ def test_two_model_entries_with_one_tower_share_it_and_the_one_that_ran_it_is_co
 def test_a_model_alone_in_its_family_and_a_run_without_sharing_digest_no_weights() -> None:
     twins(ask("one", model="det"), ask("two", model="half"), ask("three", model="det"))([Item.of(image(1))])
     assert Twin.digests == [] and len(Toy.calls) == 2  # det and half: two families of one member each
-    pipeline = twins(ask("one", model="det"), ask("two", model="tracker"), share=False)
-    pipeline([Item.of(image(1))])
+    pipeline, account = twins(ask("one", model="det"), ask("two", model="tracker"), share=False), Account()
+    pipeline([Item.of(image(1))], account=account)
     assert Twin.digests == [] and len(Toy.calls) == 4  # off: every stage computes its own, no grouping
-    assert (pipeline.vision["tracker"].passes, pipeline.vision["det"].passes) == (1, 1)
+    assert (account.vision["tracker"].passes, account.vision["det"].passes) == (1, 1)
 
 
 def test_a_tower_that_returns_the_wrong_number_of_entries_is_an_error() -> None:
@@ -227,34 +229,34 @@ def test_shared_passes_features_only_to_models_and_methods_that_take_them() -> N
 
 
 def test_a_pipeline_computes_each_image_once_per_model_and_frees_the_features_when_the_batch_ends() -> None:
-    pipeline = toy_pipeline(ask("one"), ask("two"), ask("three", model="other"))
-    items = pipeline([Item.of(image(1)), Item.of(image(2))])
+    pipeline, account = toy_pipeline(ask("one"), ask("two"), ask("three", model="other")), Account()
+    items = pipeline([Item.of(image(1)), Item.of(image(2))], account=account)
     assert [[t.text for t in item.labels.texts] for item in items] == [["(1, 0, 0)"] * 3, ["(2, 0, 0)"] * 3]
     assert Toy.calls == [[(1, 0, 0), (2, 0, 0)]] * 2  # once for toy's two stages, once for other
-    assert {n: (c.images, c.passes, c.requests) for n, c in pipeline.vision.items()} == {
+    assert {n: (c.images, c.passes, c.requests) for n, c in account.vision.items()} == {
         "toy": (2, 2, 4), "other": (2, 2, 2)}
     gc.collect()
     assert all(ref() is None for ref in Toy.made)  # nothing kept past the batch
-    pipeline([Item.of(image(1))])
+    pipeline([Item.of(image(1))], account=account)
     assert len(Toy.calls) == 4  # a new batch computes again: features never outlive their batch
-    assert (pipeline.vision["toy"].images, pipeline.vision["toy"].passes) == (3, 3)
+    assert (account.vision["toy"].images, account.vision["toy"].passes) == (3, 3)
 
 
 def test_a_failed_try_frees_its_features_and_its_passes_are_counted() -> None:
-    pipeline = toy_pipeline(ask("one"), ask("two", fail=True))
+    pipeline, account = toy_pipeline(ask("one"), ask("two", fail=True)), Account()
     with pytest.raises(StageError, match="this stage fails") as caught:
-        pipeline([Item.of(image(1))])
+        pipeline([Item.of(image(1))], account=account)
     gc.collect()
     assert caught.value is not None and all(ref() is None for ref in Toy.made)
-    assert (pipeline.vision["toy"].passes, pipeline.vision["toy"].requests) == (1, 2)
+    assert (account.vision["toy"].passes, account.vision["toy"].requests) == (1, 2)
 
 
 def test_keys_say_which_items_are_one_image_and_restored_items_ask_nothing() -> None:
-    pipeline = toy_pipeline(ask("one"), ask("two"))
+    pipeline, account = toy_pipeline(ask("one"), ask("two")), Account()
     items = [Item.of(image(1)), Item.of(image(1)), Item.of(image(3))]
-    pipeline(items, starts=[0, 0, 2], keys=["sha-x", "sha-x", "sha-y"])  # item 2: both stages restored
+    pipeline(items, starts=[0, 0, 2], keys=["sha-x", "sha-x", "sha-y"], account=account)  # item 2: both stages restored
     assert Toy.calls == [[(1, 0, 0)]]
-    assert (pipeline.vision["toy"].images, pipeline.vision["toy"].passes, pipeline.vision["toy"].requests) == (1, 1, 4)
+    assert (account.vision["toy"].images, account.vision["toy"].passes, account.vision["toy"].requests) == (1, 1, 4)
 
 
 def test_sharing_off_computes_per_stage_and_gives_the_same_labels() -> None:
@@ -269,9 +271,9 @@ def test_sharing_off_computes_per_stage_and_gives_the_same_labels() -> None:
 
 
 def test_a_stage_without_the_features_key_still_runs_and_computes_its_own() -> None:
-    pipeline = toy_pipeline({"type": "test_features:Plain", "name": "plain"}, ask("one"))
-    pipeline([Item.of(image(1))])
-    assert len(Toy.calls) == 2 and pipeline.vision["toy"].passes == 1  # the plain stage's own pass is not counted
+    pipeline, account = toy_pipeline({"type": "test_features:Plain", "name": "plain"}, ask("one")), Account()
+    pipeline([Item.of(image(1))], account=account)
+    assert len(Toy.calls) == 2 and account.vision["toy"].passes == 1  # the plain stage's own pass is not counted
 
 
 def test_sharing_is_not_part_of_the_pipeline_hash_or_the_cache_keys() -> None:

@@ -27,7 +27,8 @@ from autolabel import Pipeline  # noqa: E402
 from autolabel.labels import DROPPED, KEPT  # noqa: E402
 from autolabel.models.florence2 import Florence2, Generated  # noqa: E402
 from autolabel.stage import Item  # noqa: E402
-from autolabel.stages.florence2 import polygons_bounds, polygons_mask  # noqa: E402
+from autolabel.geometry import polygons_mask  # noqa: E402
+from autolabel.stages.florence2 import polygons_bounds  # noqa: E402
 
 ONTOLOGY = {"car": ["car", "automobile"], "person": ["person", "man"]}
 _LOC = re.compile(r"<loc_(\d+)>")

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from autolabel.errors import ExitCode
-from test_runner import coco_by_file, make_images, pipeline_dict
+from runs import coco_by_file, make_images, pipeline_dict
 
 pytestmark = pytest.mark.slow
 

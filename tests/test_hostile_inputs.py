@@ -21,7 +21,7 @@ from autolabel import Pipeline
 from autolabel.errors import ConfigError, ExitCode
 from autolabel.intake import Source, discover, read
 from autolabel.names import shown
-from test_runner import coco_by_file, make_images, pipeline_dict
+from runs import coco_by_file, make_images, pipeline_dict
 
 LATIN1 = b"caf\xe9.png"  # "café.png" written in Latin-1: not valid UTF-8
 NAME = os.fsdecode(LATIN1)  # how Python spells it: "caf\udce9.png"

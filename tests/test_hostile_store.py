@@ -17,7 +17,7 @@ from autolabel.errors import ExitCode
 from autolabel.history import NEVER_ENDED, write_record
 from autolabel.lock import RunLock
 from autolabel.store import Store
-from test_runner import coco_by_file, make_images, pipeline_dict
+from runs import coco_by_file, make_images, pipeline_dict
 
 
 def _run(tmp: Path, capsys: pytest.CaptureFixture[str], calls: bool = True) -> tuple[int, list[str]]:

@@ -16,29 +16,7 @@ from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import ExitCode
 from autolabel.lock import LOCK_NAME, LockedError, RunLock
-from test_runner import coco_by_file, make_images
-
-
-def two_model_pipeline(calls: Path, threshold: float = 0.0, second_label: str = "other") -> dict:
-    """Two model stages (counted in calls.<name>) and a filter after them."""
-    return {
-        "models": {"m": {"type": "florence2", "id": "unused/because-the-test-stage-needs-no-weights"}},
-        "ontology": {"thing": "thing", "other": "other", "third": "third"},
-        "batch_size": 3,
-        "stages": [
-            {"type": "plugins:ModelCenterBox", "name": "first", "model": "m", "label": "thing",
-             "calls_file": str(calls) + ".first"},
-            {"type": "plugins:ModelCenterBox", "name": "second", "model": "m", "label": second_label,
-             "calls_file": str(calls) + ".second"},
-            {"type": "score_threshold", "threshold": threshold},
-        ],
-        "exports": [{"format": "coco"}],
-    }
-
-
-def n_calls(calls: Path, stage: str) -> int:
-    path = Path(f"{calls}.{stage}")
-    return len(path.read_text().splitlines()) if path.exists() else 0
+from runs import coco_by_file, make_images, n_calls, two_model_pipeline
 
 
 def test_growing_folder_only_new_images_reach_the_model(tmp_path: Path) -> None:

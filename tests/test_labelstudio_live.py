@@ -25,8 +25,8 @@ from autolabel.exports.labelstudio import labeling_config, task
 from autolabel.exports.rows import image_rows
 from autolabel.labelstudio.push import push
 from autolabel.labelstudio.pull import pull
+from autolabel import Pipeline
 from autolabel.labelstudio.review import boxes
-from autolabel.pipeline import Pipeline
 from autolabel.store import Store
 from lsserver import TOKEN, FaultProxy, LabelStudioServer
 from plugins import export_pipeline, make_export_images

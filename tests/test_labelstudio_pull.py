@@ -12,7 +12,7 @@ import pytest
 from label_studio_sdk.converter.brush import mask2rle
 
 from autolabel.errors import AutolabelError
-from autolabel.exports.geometry import decode_rle
+from autolabel.geometry import decode_rle
 from autolabel.labelstudio.pull import (_name_of, chosen_annotation, chosen_prediction, pull, task_row,
                                         write_coco)
 from autolabel.labelstudio.review import (Box, ReviewTally, attached_to, boxes, compare, format_summary,

@@ -16,9 +16,10 @@ from autolabel import Pipeline
 from autolabel.config import PushSpec, parse
 from autolabel.exports.labelstudio import Layout
 from autolabel.exports.rows import image_rows
-from autolabel.labelstudio.push import (PushSummary, Remote, Wanted, _batches, _index, _nobar, _Tasks, image_key,
-                                        input_hash, model_version_for, plan, push_after_run)
-from autolabel.labelstudio.media import media_for
+from autolabel.exports.labelstudio import model_version_for
+from autolabel.labelstudio.media import input_hash, media_for
+from autolabel.labelstudio.push import (PushSummary, Remote, Wanted, _batches, _index, _nobar, _Tasks, image_key, plan,
+                                        push_after_run)
 from autolabel.labelstudio.state import PushState, Recorded, project_uid
 from autolabel.store import Store
 

@@ -18,7 +18,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from autolabel.errors import AutolabelError
 from autolabel.exports import labelstudio
-from autolabel.exports.geometry import decode_rle, polygons_to_rle
+from autolabel.geometry import decode_rle, polygons_to_rle
 from autolabel.exports.labelstudio import Layout, labeling_config, omitted, region_kind, regions, task
 from autolabel.exports.rows import Annotation, ImageRow
 from autolabel.ontology import Ontology
@@ -165,7 +165,7 @@ def test_rectangles_are_the_objects_boxes_in_percent() -> None:
 
 
 def test_polygons_are_the_mask_outline_joined_else_the_quad_else_the_box_corners() -> None:
-    from autolabel.exports.geometry import join_parts, mask_polygons
+    from autolabel.geometry import join_parts, mask_polygons
 
     pct = np.array([100 / W, 100 / H])
     joined = join_parts(mask_polygons(two_parts()))  # the YOLO export's one polygon of a two-part mask

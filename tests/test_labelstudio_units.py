@@ -151,7 +151,7 @@ def test_task_row_attaches_shapes_and_text_to_their_box() -> None:
     cat, bird = row.annotations
     assert (cat.class_name, cat.xyxy, cat.text, cat.extra) == ("cat", (5.0, 2.0, 9.0, 4.0), "HI",
                                                                {"region_id": "7_0", "review": "moved"})
-    from autolabel.exports.geometry import decode_rle
+    from autolabel.geometry import decode_rle
 
     assert np.array_equal(decode_rle(cat.rle), mask > 0)
     assert (bird.category, bird.xyxy, bird.polygon) == (2, (10.0, 5.0, 20.0, 10.0),

@@ -8,8 +8,8 @@ import pytest
 
 from autolabel import Pipeline
 from autolabel.config import PipelineSpec, parse
-from test_incremental import n_calls, two_model_pipeline
-from test_runner import make_images
+from runs import n_calls, two_model_pipeline
+from runs import make_images
 
 CLASSES = ("thing", "other", "third")
 SAME = {

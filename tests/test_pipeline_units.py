@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from test_cache import _items
-from test_incremental import two_model_pipeline
+from runs import two_model_pipeline
 
 from autolabel import Item, Pipeline
+from autolabel.accounting import Account
 from autolabel.errors import ConfigError, StageError
 from autolabel.models.pool import ModelPool
 from autolabel.records import to_record
@@ -61,11 +62,11 @@ def pipeline_with(tmp_path: Path, answer: object) -> Pipeline:
     (ValueError("bad pixels"), "stage 'second': ValueError: bad pixels"),
 ])
 def test_a_stage_that_answers_wrong_is_named_in_one_line(tmp_path: Path, answer: object, message: str) -> None:
-    pipeline = pipeline_with(tmp_path, answer)
+    pipeline, account = pipeline_with(tmp_path, answer), Account()
     with pytest.raises(StageError) as err:
-        pipeline(_items(tmp_path / "in", 2))
+        pipeline(_items(tmp_path / "in", 2), account=account)
     assert str(err.value) == message and err.value.stage == "second"
-    assert pipeline.calls == {"first": 2}  # the failed stage is not counted as having labeled anything
+    assert account.stage_images == {"first": 2}  # the failed stage is not counted as having labeled anything
 
 
 def test_an_autolabel_error_in_a_stage_is_fatal_and_passes_through_unwrapped(tmp_path: Path) -> None:
@@ -75,15 +76,16 @@ def test_an_autolabel_error_in_a_stage_is_fatal_and_passes_through_unwrapped(tmp
 
 
 def test_each_stage_is_timed_and_counted_by_the_items_it_labeled(tmp_path: Path) -> None:
-    pipeline = Pipeline.from_dict(two_model_pipeline(tmp_path / "calls"))
+    pipeline, account = Pipeline.from_dict(two_model_pipeline(tmp_path / "calls")), Account()
     seen: list[tuple[int, int, int]] = []
-    pipeline(_items(tmp_path / "in", 3), starts=[0, 1, 2], after=lambda j, k, labels: seen.append((j, k, id(labels))))
-    assert pipeline.calls == {"first": 1, "second": 2, "score_threshold": 3}
-    assert set(pipeline.timings) == {"first", "second", "score_threshold"} and all(
-        t > 0 for t in pipeline.timings.values())
+    pipeline(_items(tmp_path / "in", 3), starts=[0, 1, 2], after=lambda j, k, labels: seen.append((j, k, id(labels))),
+             account=account)
+    assert account.stage_images == {"first": 1, "second": 2, "score_threshold": 3}
+    assert set(account.stage_seconds) == {"first", "second", "score_threshold"} and all(
+        t > 0 for t in account.stage_seconds.values())
     assert [(j, k) for j, k, _ in seen] == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
-    pipeline(_items(tmp_path / "in", 1))
-    assert pipeline.calls == {"first": 2, "second": 3, "score_threshold": 4}  # counts add up over batches
+    pipeline(_items(tmp_path / "in", 1), account=account)
+    assert account.stage_images == {"first": 2, "second": 3, "score_threshold": 4}  # counts add up over batches
 
 
 def test_a_pool_is_shared_only_when_it_declares_exactly_these_models(tmp_path: Path) -> None:
@@ -124,12 +126,12 @@ def test_every_bad_stage_is_reported_not_only_the_first(tmp_path: Path) -> None:
 def test_stage_timings_are_the_time_spent_in_each_stage(tmp_path: Path) -> None:
     import time
 
-    pipeline = Pipeline.from_dict(two_model_pipeline(tmp_path / "calls"))
+    pipeline, account = Pipeline.from_dict(two_model_pipeline(tmp_path / "calls")), Account()
     items = _items(tmp_path / "in", 2)
     t0 = time.perf_counter()
-    pipeline(items)
+    pipeline(items, account=account)
     wall = time.perf_counter() - t0
-    assert 0 < sum(pipeline.timings.values()) <= wall
+    assert 0 < sum(account.stage_seconds.values()) <= wall
 
 
 @pytest.mark.parametrize("progress", [False, True])

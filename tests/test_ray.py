@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_incremental import n_calls, two_model_pipeline
-from test_runner import _done_count, coco_by_file, make_images, pipeline_dict
+from runs import n_calls, two_model_pipeline
+from runs import coco_by_file, done_count, make_images, pipeline_dict
 from tiny_models import noise_image, tiny
 
 from autolabel import Pipeline
@@ -166,7 +166,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(clus
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
             pids = _worker_pids()
-            if pids and _done_count(out / "autolabel.db") >= 8:
+            if pids and done_count(out / "autolabel.db") >= 8:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             time.sleep(0.05)
@@ -196,7 +196,7 @@ def _driver_after_commits(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.time() + 90
-    while _done_count(db) < n:
+    while done_count(db) < n:
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "the run made no progress"
         time.sleep(0.05)
@@ -216,7 +216,7 @@ def test_driver_killed_with_kill_9_then_resumed_on_ray_equals_an_uninterrupted_r
     proc.wait(timeout=30)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    committed = _done_count(db)
+    committed = done_count(db)
     assert 4 <= committed < 31
 
     resumed = Pipeline.from_dict(on_ray(data)).run(tmp_path / "in", tmp_path / "out")
@@ -242,7 +242,7 @@ def test_ctrl_c_on_the_driver_commits_stops_the_cluster_work_and_resume_finishes
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "run the same command again to resume" in err and "Traceback" not in err
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run["status"] == "interrupted" and run["counts"]["labeled"] == _done_count(db) < 40
+    assert run["status"] == "interrupted" and run["counts"]["labeled"] == done_count(db) < 40
     deadline = time.time() + 30
     while _worker_pids():  # the dataset's actors end with the driver's run
         assert time.time() < deadline, "the cluster still runs the stopped run's workers"

@@ -14,6 +14,7 @@ import pytest
 from test_runner import make_images, pipeline_dict
 
 from autolabel import Pipeline
+from autolabel.accounting import Account
 from autolabel.config import ExecutorSpec
 from autolabel.errors import AutolabelError, ConfigError, ExitCode
 from autolabel.executors.ray import (LabelWorker, RayExecutor, StoreReader, _decode, _fatal, _import_ray,
@@ -58,13 +59,12 @@ SOURCES = [Source(f"/in/img{i}.png", f"img{i}.png") for i in range(4)]
 
 
 def test_a_batch_is_committed_once_each_image_once(executor: RayExecutor) -> None:
-    pipeline = Pipeline.from_dict(pipeline_dict())
-    commit, clock = Commits(), Counter()
+    commit, account = Commits(), Account()
     committed = bytearray(len(SOURCES))
     cached = json.dumps([["box:abc", {"boxes": {}}]])
     rows = [row(2, cache=cached, stats=stats()), row(0, "failed", sha256="", reason="cannot decode"),
             row(3, "skipped"), row(2, cache=cached)]  # image 2 again (a retried batch): committed once
-    executor._commit(rows, SOURCES, committed, pipeline, commit, clock)
+    executor._commit(rows, SOURCES, committed, commit, account)
     ((results, cache, skipped),) = commit.calls
     assert [(r.path, r.rel_path, r.status) for r in results] == [("/in/img2.png", "img2.png", "done"),
                                                                 ("/in/img0.png", "img0.png", "failed")]
@@ -76,20 +76,20 @@ def test_a_batch_is_committed_once_each_image_once(executor: RayExecutor) -> Non
     assert cache == [(f"{2:064x}", "box:abc", {"boxes": {}})] and skipped == 1
     assert list(committed) == [1, 0, 1, 1]
     # the same rows again (Ray retried the whole batch): nothing new, but still one commit call (an empty batch)
-    executor._commit(rows[:3], SOURCES, committed, pipeline, commit, clock)
+    executor._commit(rows[:3], SOURCES, committed, commit, account)
     assert commit.calls[1] == ([], [], 0)
 
 
 def test_worker_timings_fold_into_the_runs_stage_times_and_per_worker_figures(executor: RayExecutor) -> None:
-    pipeline = Pipeline.from_dict(pipeline_dict())
-    clock: Counter[str] = Counter({"workers: read": 1.0})
+    account = Account()
+    account.clock["workers: read"] = 1.0
     commit = Commits()
-    executor._commit([row(0, stats=stats()), row(1)], SOURCES, bytearray(4), pipeline, commit, clock)
-    executor._commit([row(2, stats=stats("host:2", images=1, ready_at=1002.0))], SOURCES, bytearray(4), pipeline,
-                     commit, clock)
-    executor._commit([row(3, stats=stats())], SOURCES, bytearray(4), pipeline, commit, clock)
-    assert pipeline.timings["box"] == pytest.approx(2.25) and pipeline.calls["box"] == 5
-    assert clock == {"workers: read": 2.5, "workers: decode": 0.75}
+    executor._commit([row(0, stats=stats()), row(1)], SOURCES, bytearray(4), commit, account)
+    executor._commit([row(2, stats=stats("host:2", images=1, ready_at=1002.0))], SOURCES, bytearray(4), commit,
+                     account)
+    executor._commit([row(3, stats=stats())], SOURCES, bytearray(4), commit, account)
+    assert account.stage_seconds["box"] == pytest.approx(2.25) and account.stage_images["box"] == 5
+    assert account.clock == {"workers: read": 2.5, "workers: decode": 0.75}
     assert executor.per_worker == {
         "host:1": Counter(batches=2, images=4, seconds=0.5, cpu_seconds=0.25, ready_after_seconds=0.5),
         "host:2": Counter(batches=1, images=1, seconds=0.25, cpu_seconds=0.125, ready_after_seconds=2.0)}
@@ -107,11 +107,10 @@ def test_worker_timings_fold_into_the_runs_stage_times_and_per_worker_figures(ex
 
 
 def test_a_fatal_row_ends_the_run_with_the_workers_error_before_anything_is_committed(executor: RayExecutor) -> None:
-    pipeline = Pipeline.from_dict(pipeline_dict())
     commit = Commits()
     fatal = json.dumps({"exit_code": int(ExitCode.FATAL), "problems": ["model 'm': cannot load", "(really)"]})
     with pytest.raises(AutolabelError) as err:
-        executor._commit([row(0), row(1, "fatal", stats=fatal)], SOURCES, bytearray(4), pipeline, commit, Counter())
+        executor._commit([row(0), row(1, "fatal", stats=fatal)], SOURCES, bytearray(4), commit, Account())
     assert str(err.value) == "model 'm': cannot load (really)" and err.value.exit_code == ExitCode.FATAL
     assert commit.calls == []
     config = _fatal({"exit_code": int(ConfigError.exit_code), "problems": ["a: bad", "b: worse"]})

@@ -15,7 +15,7 @@ import yaml
 from croniter import croniter
 
 from autolabel.errors import ExitCode
-from test_runner import make_images, pipeline_dict
+from runs import make_images, pipeline_dict
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "how-to" / "scheduled-jobs.md"
 

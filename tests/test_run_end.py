@@ -15,7 +15,7 @@ import yaml
 from autolabel.cli import main
 from autolabel.errors import ExitCode
 from autolabel.exports import coco
-from test_runner import coco_by_file, make_images, pipeline_dict
+from runs import coco_by_file, make_images, pipeline_dict
 
 
 def _run(tmp_path: Path, data: dict) -> int:

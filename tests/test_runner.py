@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -18,35 +17,7 @@ from PIL import Image
 from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import ExitCode
-
-
-def make_images(folder: Path, n: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        name = f"img{i:03d}.png"
-        Image.fromarray(np.full((20 + i % 7, 30 + i % 5, 3), (i * 37) % 256, dtype=np.uint8)).save(folder / name)
-        names.append(name)
-    return names
-
-
-def pipeline_dict(**stage: object) -> dict:
-    return {
-        "ontology": {"thing": "thing"},
-        "batch_size": 4,
-        "stages": [{"type": "plugins:CenterBox", "name": "box", "label": "thing", **stage}],
-        "exports": [{"format": "coco"}],
-    }
-
-
-def coco_by_file(path: Path) -> dict[str, list]:
-    coco = json.loads(path.read_text())
-    names = {im["id"]: im["file_name"] for im in coco["images"]}
-    assert len(names) == len(set(names.values())), "an image appears twice"
-    out: dict[str, list] = {name: [] for name in names.values()}
-    for a in coco["annotations"]:
-        out[names[a["image_id"]]].append((a["category_id"], a["bbox"], a["score"]))
-    return out
+from runs import coco_by_file, done_count, make_images, pipeline_dict
 
 
 def test_one_bad_image_costs_one_image(tmp_path: Path) -> None:
@@ -114,16 +85,6 @@ def test_missing_input_and_output_are_config_errors(tmp_path: Path, capsys: pyte
     assert main(["run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "nope")]) == ExitCode.CONFIG
 
 
-def _done_count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
-
-
 def _start(tmp_path: Path, env: dict[str, str], out: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "autolabel", "run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "in"),
@@ -135,7 +96,7 @@ def _start(tmp_path: Path, env: dict[str, str], out: str) -> subprocess.Popen:
 def _wait_for_done(db: Path, at_least: int, proc: subprocess.Popen, timeout: float = 60) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        n = _done_count(db)
+        n = done_count(db)
         if n >= at_least:
             return n
         assert proc.poll() is None, proc.communicate()
@@ -156,7 +117,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path, subproce
     db = tmp_path / "out" / "autolabel.db"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    committed = _done_count(db)
+    committed = done_count(db)
     assert 5 <= committed < 23
     assert not (tmp_path / "out" / "coco.json").exists()  # no half-written export either
 
@@ -187,7 +148,7 @@ def test_ctrl_c_commits_the_batch_in_flight_and_says_how_to_resume(
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
-    done = _done_count(tmp_path / "out" / "autolabel.db")
+    done = done_count(tmp_path / "out" / "autolabel.db")
     assert done % 4 == 0 and 4 <= done < 24  # whole batches only
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["status"] == "interrupted" and run["counts"]["labeled"] == done

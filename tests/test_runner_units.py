@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_runner import make_images, pipeline_dict
+from runs import make_images, pipeline_dict
 
 from autolabel import Pipeline
 from autolabel.errors import ExitCode, RunStatus

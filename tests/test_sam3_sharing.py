@@ -20,6 +20,7 @@ from real_checkpoints import real
 from tiny_models import noise_image
 
 from autolabel import Pipeline
+from autolabel.accounting import Account
 from autolabel.config import ModelSpec, parse
 from autolabel.models.features import BatchFeatures
 from autolabel.models.pool import ModelPool
@@ -172,9 +173,10 @@ def test_a_tracker_whose_backbone_differs_by_one_number_computes_its_own(
     pipeline = Pipeline(spec(tracker=other_weights.id))
     pipeline.models._loaded.update(sam3=pool.get("sam3"), tracker=other_weights)  # as the pool would load them
     images = [noise_image(w, h, seed=s) for w, h, s in IMAGES.values()]
-    items = pipeline([Item.of(image, name) for image, name in zip(images, IMAGES)])
+    account = Account()
+    items = pipeline([Item.of(image, name) for image, name in zip(images, IMAGES)], account=account)
     assert all(item.labels.detections.data["has_mask"].all() for item in items)
-    assert {name: (c.images, c.passes) for name, c in pipeline.vision.items()} == {"sam3": (3, 3), "tracker": (3, 3)}
+    assert {name: (c.images, c.passes) for name, c in account.vision.items()} == {"sam3": (3, 3), "tracker": (3, 3)}
     assert ran(backbones, pipeline) == {"sam3": 3, "tracker": 3}
 
 

@@ -18,7 +18,7 @@ from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import ExitCode
 from autolabel.schedule import next_fire
-from test_runner import coco_by_file, make_images, pipeline_dict
+from runs import coco_by_file, make_images, pipeline_dict
 
 
 def test_next_fire_follows_the_cron_expression() -> None:

@@ -33,7 +33,7 @@ from autolabel.config import ModelSpec
 from autolabel.exports.labelstudio import task as export_task
 from autolabel.exports.rows import class_ids, image_row
 from autolabel.models.sam import Sam
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from autolabel.serve.interactive import Interactive
 from autolabel.serve.protocol import Prompt
 from autolabel.store import Store

@@ -19,7 +19,7 @@ from lsserver import TOKEN, InstallError, LabelStudioServer, ensure_installed
 from test_serve import Served, keypoint, tiny_pipeline
 from tiny_models import noise_image
 
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -157,3 +157,35 @@ def test_local_paths_and_refusals(tmp_path) -> None:
             assert err.value.status == status and words in err.value.message
     finally:
         fetcher.close()
+
+
+def test_the_backend_labels_on_the_executors_path_and_a_failing_image_costs_only_its_task(tmp_path) -> None:
+    """serve labels a batch as the executors do (executors.labeling.label_batch): a stage that fails on one image
+    is retried image by image, so the error names that task alone; the others' labels were made all the same."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from autolabel import Pipeline
+    from autolabel.intake import sha256
+    from autolabel.serve.backend import Backend
+    from autolabel.serve.protocol import RequestError, Task
+
+    calls = tmp_path / "calls.txt"
+    pipeline = Pipeline.from_dict({"ontology": ["thing"], "batch_size": 4, "stages": [
+        {"type": "plugins:CenterBox", "label": "thing", "fail_on": "bad", "calls_file": str(calls)}]})
+    backend = Backend(pipeline)
+    tasks = [Task(1, "/data/upload/good.png"), Task(2, "/data/upload/bad.png"), Task(3, "/data/upload/fine.png")]
+    fetched = []
+    for shade in (10, 20, 30):
+        buffer = BytesIO()
+        Image.new("RGB", (16, 12), (shade, shade, shade)).save(buffer, format="PNG")
+        fetched.append((buffer.getvalue(), sha256(buffer.getvalue())))
+    todo = {digest: [k] for k, (_, digest) in enumerate(fetched)}
+    with pytest.raises(RequestError) as err:
+        backend._label(todo, tasks, fetched, [None] * 3, None, Access())  # type: ignore[arg-type]
+    assert err.value.status == 500
+    assert err.value.message == "task(s) 2: stage 'plugins:CenterBox': RuntimeError: cannot label bad.png"
+    seen = calls.read_text().splitlines()  # the batch failed, then each image alone: the good ones were labeled
+    assert sorted(seen) == ["label-studio/data/upload/fine.png", "label-studio/data/upload/good.png"]
+    assert backend.stats["model_images"] == 3 and backend.stats["model_batches"] == 1

@@ -18,7 +18,7 @@ from autolabel.errors import ExitCode
 from autolabel.pipeline import Pipeline
 from autolabel.quality.api import evaluate_run
 from autolabel.store import Store
-from autolabel.train.lineage import summary
+from autolabel.models.lineage import summary
 
 PIPELINE = """
 version: 1

@@ -17,7 +17,7 @@ from autolabel.errors import AutolabelError
 from autolabel.exports.labelstudio import PredictionChecker
 from autolabel.exports.labelstudio_video import keyframes, video_labeling_config
 from autolabel.ontology import Ontology
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from tool_venvs import DATUMARO_READ, MOT_SCORES, run
 from video_scene import FRAMES, H, ONTOLOGY, W, render, truth, write_clip
 

@@ -14,7 +14,7 @@ import pytest
 from autolabel.config import parse
 from autolabel.errors import ConfigError, NothingLabeledError
 from autolabel.intake import discover
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from autolabel.store import Store
 from autolabel.video.decode import ClipInfo, Sampler, frames, limit_problem, probe
 from autolabel.video.spec import VideoSpec

@@ -12,7 +12,7 @@ from autolabel.config import PushSpec
 from autolabel.exports.labelstudio_video import video_labeling_config, video_task
 from autolabel.exports.tracks import clip_tracks
 from autolabel.labelstudio.push import push
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from autolabel.store import Store
 from lsserver import TOKEN
 from video_scene import ONTOLOGY, write_clip

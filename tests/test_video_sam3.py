@@ -24,7 +24,7 @@ import supervision as sv
 import torch
 import yaml
 
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from autolabel.records import decode_masks
 from autolabel.store import Store
 from autolabel.video.chunks import Tracks, first_seen, stitch

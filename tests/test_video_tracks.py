@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from autolabel.accounting import Account
 from autolabel.intake import discover
 from autolabel.filters.tracks import TrackClass, TrackLength, TrackScore, TrackTable
 from autolabel.ontology import Ontology
-from autolabel.pipeline import Pipeline
+from autolabel import Pipeline
 from autolabel.stage import StageContext
 from autolabel.store import Store
 from autolabel.video.chunks import Tracks, stitch
@@ -245,7 +245,7 @@ def test_a_stop_request_commits_the_chunk_in_flight_and_the_next_run_resumes(cli
     with Store(tmp_path / "out") as store:
         run_id = store.begin_run(p.spec.hash, p.spec.raw)
         outcomes: list = []
-        assert label_clips(p, store, run_id, source, StopAfter(2), Counter(), outcomes.append) is True
+        assert label_clips(p, store, run_id, source, StopAfter(2), Account(), outcomes.append) is True
         assert [(o.status, o.frames) for o in outcomes] == [("stopped", 14)]  # chunks [0, 8) and [6, 14)
         row = ClipStore(store).clips("running")[0]
         assert (row.next_frame, row.next_track) == (14, 5)  # car, person, ghost (5), ball (9) so far

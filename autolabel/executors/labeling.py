@@ -8,44 +8,45 @@ and produce the same results and the same stage outputs to cache.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from .. import cache
-from ..pipeline import StageError
+from ..errors import StageError
 from ..records import to_record
 from ..stage import Item
 from ..store import ImageResult
 
 if TYPE_CHECKING:
+    from ..accounting import Account
     from ..intake import Decoded
     from ..pipeline import Pipeline
 
 
 def label_batch(
-    pipeline: "Pipeline", batch: list["Decoded"], outputs: cache.Outputs, clock: Counter[str]
-) -> tuple[list[ImageResult], list[cache.Row]]:
+    pipeline: "Pipeline", batch: list["Decoded"], outputs: cache.Outputs, account: "Account"
+) -> tuple[list[ImageResult], list[cache.StageOutput]]:
     """Run the stages over a batch, each image from its last cached model output on (read from ``outputs``).
 
     If the batch raises, retry image by image so one bad image costs one image. Returns the results and the
-    stage outputs to write back. Frees each image's pixels once its labels are out.
+    stage outputs to write back. Frees each image's pixels once its labels are out. The work is counted into
+    ``account`` (the run's, or a Ray worker's batch's).
     """
     t0 = time.perf_counter()
     keys = pipeline.spec.stage_keys
     restored = [cache.restore(outputs, d.sha256 or "", keys) for d in batch]
-    clock["cache lookup"] += time.perf_counter() - t0
+    account.clock["cache lookup"] += time.perf_counter() - t0
 
-    def attempt(group: list[int]) -> tuple[list[Item], list[cache.Row]]:
+    def attempt(group: list[int]) -> tuple[list[Item], list[cache.StageOutput]]:
         shas = [batch[k].sha256 for k in group]
         write_back = cache.WriteBack(keys, shas)
         items = [restored[k].item(batch[k].image, batch[k].source.path) for k in group]
         starts = [restored[k].start for k in group]
         # an image's vision features are computed once per model for the batch, found by its content
-        return pipeline(items, starts, after=write_back, keys=shas), write_back.rows
+        return pipeline(items, starts, after=write_back, keys=shas, account=account), write_back.rows
 
     t0 = time.perf_counter()
     results: list[ImageResult] = []
-    rows: list[cache.Row] = []
+    rows: list[cache.StageOutput] = []
     groups = [list(range(len(batch)))]
     try:
         runs = [attempt(groups[0])]
@@ -60,7 +61,7 @@ def label_batch(
     for group, (items, written) in zip(groups, runs):
         results.extend(done(batch[k], item) for k, item in zip(group, items))
         rows.extend(written)
-    clock["stages"] += time.perf_counter() - t0
+    account.clock["stages"] += time.perf_counter() - t0
     for d in batch:
         d.image = None  # free the pixels now that the labels are out
     return results, rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +11,11 @@ from ..store import ImageResult
 from .labeling import failed, label_batch
 
 if TYPE_CHECKING:
+    from ..accounting import Account
     from ..intake import Source
     from ..pipeline import Pipeline
     from ..store import Store
-    from . import Commit, StopRequest
+    from .contract import Commit, StopRequest
 
 
 class LocalExecutor:
@@ -23,7 +23,7 @@ class LocalExecutor:
 
     def run(
         self, pipeline: "Pipeline", store: "Store", sources: list["Source"], commit: "Commit", stop: "StopRequest",
-        clock: Counter[str],
+        account: "Account",
     ) -> bool:
         config, phash = pipeline.config, pipeline.spec.hash
         loader = partial(load, max_pixels=config.max_image_pixels, max_bytes=config.max_file_bytes,
@@ -33,7 +33,7 @@ class LocalExecutor:
         pending: list[ImageResult] = []  # failures waiting to be committed with the next batch
 
         def flush() -> None:
-            labeled, cache = label_batch(pipeline, batch, store, clock) if batch else ([], [])
+            labeled, cache = label_batch(pipeline, batch, store, account) if batch else ([], [])
             commit(pending + labeled, cache)
             pending.clear()
             batch.clear()
@@ -44,7 +44,7 @@ class LocalExecutor:
         while True:
             t0 = time.perf_counter()
             decoded = next(decoded_iter, None)
-            clock["waiting for decode"] += time.perf_counter() - t0
+            account.clock["waiting for decode"] += time.perf_counter() - t0
             if decoded is None and stop.requested:
                 batch.clear()  # not started: left for the resume
                 flush()

@@ -26,20 +26,19 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ..cache import Prefetched, Row, prefetch
-from ..errors import AutolabelError, ConfigError
+from ..accounting import Account
+from ..cache import Prefetched, StageOutput, prefetch
+from ..errors import AutolabelError, ConfigError, one_line
 from ..intake import Decoded, Source, decode, read, sha256
-from ..models.features import VisionCount
 from ..store import ImageResult, Store
 from .labeling import label_batch
 
 if TYPE_CHECKING:
     from ..config import ExecutorSpec
     from ..pipeline import Pipeline
-    from . import Commit, StopRequest
+    from .contract import Commit, StopRequest
 
 #: input blocks hold at most this many batches (and fewer on small runs, so every worker gets some): small tasks
 #: spread the work and keep memory flat; a block's rows are paths, never pixels
@@ -58,13 +57,13 @@ class RayExecutor:
 
     def run(
         self, pipeline: Pipeline, store: Store, sources: list[Source], commit: Commit, stop: StopRequest,
-        clock: Counter[str],
+        account: Account,
     ) -> bool:
         ray = _import_ray()
         self._t0, self._started = time.perf_counter(), time.time()
         started_here = self._connect(ray)
         try:
-            return self._run(ray, pipeline, store, sources, commit, stop, clock)
+            return self._run(ray, pipeline, store, sources, commit, stop, account)
         finally:
             if started_here:
                 ray.shutdown()
@@ -94,8 +93,8 @@ class RayExecutor:
         except Exception as err:  # noqa: BLE001 — connection problems come in many types; one line for all
             where = self.spec.address or "a local Ray"
             raise AutolabelError(
-                f"executor.address: cannot start or join {where} ({_one_line(err)}); start a cluster with "
-                "`ray start --head` and pass --ray-address auto, or leave the address out for a local Ray"
+                f"executor.address: cannot start or join {where} ({one_line(str(err), limit=500)}); start a cluster "
+                "with `ray start --head` and pass --ray-address auto, or leave the address out for a local Ray"
             ) from None
         self.address = ray.get_runtime_context().gcs_address
         return True
@@ -116,7 +115,7 @@ class RayExecutor:
 
     def _run(
         self, ray: Any, pipeline: Pipeline, store: Store, sources: list[Source], commit: Commit,
-        stop: StopRequest, clock: Counter[str],
+        stop: StopRequest, account: Account,
     ) -> bool:
         if not sources:
             return False
@@ -162,12 +161,12 @@ class RayExecutor:
                     table = next(batches, None)
                 except Exception as err:  # noqa: BLE001 — surfaced as the autolabel error inside, or one line
                     raise _unwrap(err) from None
-                clock["waiting for workers"] += time.perf_counter() - t0
+                account.clock["waiting for workers"] += time.perf_counter() - t0
                 if table is None:
                     return False
                 if self.first_result_s is None:
                     self.first_result_s = time.perf_counter() - self._t0
-                self._commit(table.to_pylist(), sources, committed, pipeline, commit, clock)
+                self._commit(table.to_pylist(), sources, committed, commit, account)
                 if stop.requested:
                     return True
         finally:
@@ -177,17 +176,17 @@ class RayExecutor:
             ray.kill(reader)
 
     def _commit(
-        self, rows: list[dict[str, Any]], sources: list[Source], committed: bytearray, pipeline: Pipeline,
-        commit: Commit, clock: Counter[str],
+        self, rows: list[dict[str, Any]], sources: list[Source], committed: bytearray, commit: Commit,
+        account: Account,
     ) -> None:
         results: list[ImageResult] = []
-        cache: list[Row] = []
+        cache: list[StageOutput] = []
         skipped = 0
         for row in rows:
             if row["status"] == "fatal":
                 raise _fatal(json.loads(row["stats"]))
             if row["stats"]:
-                self._add_stats(json.loads(row["stats"]), pipeline, clock)
+                self._add_stats(json.loads(row["stats"]), account)
             i = row["index"]
             if committed[i]:
                 continue
@@ -204,17 +203,10 @@ class RayExecutor:
             cache.extend((row["sha256"], key, record) for key, record in json.loads(row["cache"]))
         commit(results, cache, skipped=skipped)
 
-    def _add_stats(self, stats: dict[str, Any], pipeline: Pipeline, clock: Counter[str]) -> None:
-        """Fold one worker batch's timings into run.json's stage_seconds, stage_images, vision_passes and per-worker
-        figures."""
-        for name, seconds in stats["stage_seconds"].items():
-            pipeline.timings[name] += seconds
-        for name, n in stats["stage_images"].items():
-            pipeline.calls[name] += n
-        for name, count in stats["vision"].items():  # each model's vision passes, as in a local run
-            pipeline.vision[name] = pipeline.vision.get(name, VisionCount()) + VisionCount(**count)
-        for name, seconds in stats["clock"].items():
-            clock[f"workers: {name}"] += seconds
+    def _add_stats(self, stats: dict[str, Any], account: Account) -> None:
+        """Fold one worker batch's account into the run's (stage_seconds, stage_images, vision_passes, its clock as
+        ``workers: …``) and its figures into per-worker."""
+        account.add(Account.from_json(stats), clock_prefix="workers: ")
         worker = self.per_worker.setdefault(stats["worker"], Counter())
         worker.update(batches=1, images=stats["images"], seconds=stats["seconds"], cpu_seconds=stats["cpu_seconds"])
         worker["ready_after_seconds"] = stats["ready_at"] - self._started  # start of the run → actor ready
@@ -276,8 +268,8 @@ class LabelWorker:
         import ray
 
         t_start, cpu_start = time.perf_counter(), time.process_time()
-        clock: Counter[str] = Counter()
-        timings, calls, vision = dict(self.pipeline.timings), dict(self.pipeline.calls), dict(self.pipeline.vision)
+        account = Account()  # this batch's: sent back with its rows, added to the run's by the driver
+        clock = account.clock
         config = self.pipeline.config
         sources = [Source(os.fsdecode(p), os.fsdecode(r)) for p, r in zip(batch["path"], batch["rel_path"])]
 
@@ -300,7 +292,7 @@ class LabelWorker:
         clock["decode"] += time.perf_counter() - t0
 
         ok = [decoded[k] for k in todo if decoded[k].ok]
-        results, cache = label_batch(self.pipeline, ok, outputs, clock)
+        results, cache = label_batch(self.pipeline, ok, outputs, account)
         by_path = {r.path: r for r in results}
         cache_by_sha: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for sha, key, record in cache:
@@ -326,10 +318,7 @@ class LabelWorker:
         out["stats"][0] = json.dumps({
             "worker": self.name, "images": len(sources), "seconds": time.perf_counter() - t_start,
             "ready_at": self.ready_at, "cpu_seconds": time.process_time() - cpu_start,
-            "clock": dict(clock),
-            "stage_seconds": {n: v - timings.get(n, 0.0) for n, v in self.pipeline.timings.items()},
-            "stage_images": {n: v - calls.get(n, 0) for n, v in self.pipeline.calls.items()},
-            "vision": {n: asdict(v - vision.get(n, VisionCount())) for n, v in self.pipeline.vision.items()},
+            **account.to_json(),  # stage_seconds, stage_images, vision, clock
         })
         return out
 
@@ -376,12 +365,7 @@ def _unwrap(err: BaseException) -> AutolabelError:
         if isinstance(inner, ConfigError):
             return ConfigError(list(inner.problems))
         if isinstance(inner, AutolabelError):
-            found = AutolabelError(_one_line(inner))
+            found = AutolabelError(one_line(str(inner), limit=500))
             found.exit_code = inner.exit_code
             return found
-    return AutolabelError(f"Ray: {type(err).__name__}: {_one_line(err)}")
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text[:500] + ("…" if len(text) > 500 else "")
+    return AutolabelError(f"Ray: {type(err).__name__}: {one_line(str(err), limit=500)}")

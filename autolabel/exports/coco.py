@@ -19,7 +19,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, IO, Any
 
 import numpy as np
 
@@ -27,8 +27,11 @@ from ..ontology import Ontology
 from ..store import Store
 from ..names import JSON_ERRORS
 from ..util import atomic_open
-from .geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_areas, rles_polygons
-from .rows import Annotation, ImageRow, image_rows
+from ..geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_areas, rles_polygons
+from .rows import Annotation, ImageRow, image_rows, selection
+
+if TYPE_CHECKING:
+    from ..config import CocoExport, CocoResultsExport, PipelineSpec
 
 _COMPACT = (",", ":")
 
@@ -254,3 +257,15 @@ _ENCODER = json.JSONEncoder(separators=_COMPACT, ensure_ascii=False, default=_js
 
 def _dumps(entry: Any) -> str:
     return _ENCODER.encode(entry)
+
+
+def export_coco(store: Store, spec: PipelineSpec, export: CocoExport, path: Path) -> list[str]:
+    """``format: coco`` (:class:`autolabel.config.CocoExport`): the COCO file, and the captions file unless off."""
+    captions = captions_path_for(path) if export.captions else None
+    return write_coco(store, spec.ontology, path, segmentation_mode=export.segmentation, captions_path=captions,
+                      **selection(export))
+
+
+def export_coco_results(store: Store, spec: PipelineSpec, export: CocoResultsExport, path: Path) -> list[str]:
+    """``format: coco-results`` (:class:`autolabel.config.CocoResultsExport`)."""
+    return write_coco_results(store, spec.ontology, path, segmentation_mode=export.segmentation, **selection(export))

@@ -12,13 +12,19 @@ task. Each box carries its score as the text attribute ``score``; the track's la
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open, iso_utc
+from .rows import selection
 from .tracks import ClipTracks, Track, clip_names, clip_tracks
+
+if TYPE_CHECKING:
+    from ..config import CvatVideoExport, PipelineSpec
 
 _PALETTE = ["#ff6037", "#33ddff", "#fa3253", "#34d1b7", "#ff007c", "#ddff33", "#24b353", "#b83df5", "#66ff66",
             "#32b7fa"]
@@ -100,3 +106,8 @@ def write_cvat_video(store: Store, ontology: Ontology, path: str | Path, min_sco
             ET.ElementTree(root).write(f, encoding="utf-8", xml_declaration=True)
         written.append(str(target))
     return written
+
+
+def export_cvat_video(store: Store, spec: PipelineSpec, export: CvatVideoExport, path: Path) -> list[str]:
+    """``format: cvat-video`` (:class:`autolabel.config.CvatVideoExport`)."""
+    return write_cvat_video(store, spec.ontology, path, **selection(export))

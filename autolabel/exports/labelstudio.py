@@ -30,7 +30,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -40,8 +40,11 @@ from ..ontology import Ontology
 from ..store import Store
 from ..names import JSON_ERRORS, url_quote
 from ..util import atomic_open
-from .geometry import box_polygon, decode_rle, join_parts, polygons_to_rle, rle_area, rle_polygons
-from .rows import Annotation, ImageRow, image_rows
+from ..geometry import box_polygon, decode_rle, join_parts, polygons_to_rle, rle_area, rle_polygons
+from .rows import Annotation, ImageRow, image_rows, selection
+
+if TYPE_CHECKING:
+    from ..config import LabelStudioExport, PipelineSpec
 
 IMAGE = "image"  # the Image object tag's name and the task data key
 LOCAL_FILES = "/data/local-files/?d="
@@ -328,3 +331,16 @@ def write_labelstudio(
         with atomic_open(config_path) as xml:  # inside: a failed export leaves neither file half-new
             xml.write(config)
     return [str(path), str(config_path)]
+
+
+def model_version_for(spec: PipelineSpec, given: str | None = None) -> str:
+    """The predictions' model_version: as given, else the pipeline's name, else ``autolabel-<pipeline hash>`` (the
+    same for a file export, a push and the ML backend)."""
+    return given or spec.config.name or f"autolabel-{spec.hash}"
+
+
+def export_labelstudio(store: Store, spec: PipelineSpec, export: LabelStudioExport, path: Path) -> list[str]:
+    """``format: labelstudio`` (:class:`autolabel.config.LabelStudioExport`)."""
+    return write_labelstudio(store, spec.ontology, path, image_root=export.image_root,
+                             model_version=model_version_for(spec, export.model_version), score=export.task_score,
+                             masks=export.masks, **selection(export))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -38,8 +38,12 @@ import numpy as np
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open
-from .labelstudio import LOCAL_FILES, PredictionChecker, config_path_for, image_reference
+from .labelstudio import LOCAL_FILES, PredictionChecker, config_path_for, image_reference, model_version_for
+from .rows import selection
 from .tracks import ClipTracks, Track, clip_tracks
+
+if TYPE_CHECKING:
+    from ..config import LabelStudioVideoExport, PipelineSpec
 
 VIDEO = "video"  # the Video object tag's name and the task data key
 
@@ -152,3 +156,11 @@ def write_labelstudio_video(
         with atomic_open(config_path) as xml:
             xml.write(config)
     return [str(path), str(config_path)]
+
+
+def export_labelstudio_video(store: Store, spec: PipelineSpec, export: LabelStudioVideoExport,
+                             path: Path) -> list[str]:
+    """``format: labelstudio-video`` (:class:`autolabel.config.LabelStudioVideoExport`)."""
+    return write_labelstudio_video(store, spec.ontology, path, video_root=export.video_root,
+                                   model_version=model_version_for(spec, export.model_version),
+                                   score=export.task_score, tolerance=export.keyframe_tolerance, **selection(export))

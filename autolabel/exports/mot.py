@@ -13,12 +13,18 @@ frame, then track. py-motmetrics reads ``gt.txt`` with ``motmetrics.io.loadtxt(p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open
+from .rows import selection
 from .tracks import ClipTracks, clip_names, clip_tracks
+
+if TYPE_CHECKING:
+    from ..config import MotExport, PipelineSpec
 
 
 def mot_lines(clip: ClipTracks) -> list[str]:
@@ -51,3 +57,8 @@ def write_mot(store: Store, ontology: Ontology, path: str | Path, min_score: flo
             f.writelines(name + "\n" for name in ontology.classes)
         written += [str(gt / "gt.txt"), str(gt / "labels.txt")]
     return written
+
+
+def export_mot(store: Store, spec: PipelineSpec, export: MotExport, path: Path) -> list[str]:
+    """``format: mot`` (:class:`autolabel.config.MotExport`)."""
+    return write_mot(store, spec.ontology, path, **selection(export))

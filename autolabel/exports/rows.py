@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import AutolabelError
-from ..labels import DROPPED, FLAGGED
+from ..labels import FLAGGED, delivered
 from ..ontology import Ontology
+from ..records import Stored
 from ..store import Store
 
 #: Per-box columns an export handles itself; any other scalar column becomes an attribute (e.g. predicted_iou).
@@ -120,31 +121,26 @@ def image_rows(
         yield image_row(row, ids, min_score=min_score, flagged=flagged)
 
 
-def _unpack(row: Mapping[str, Any]) -> tuple[dict[str, Any], int, int, dict[str, Any], dict[str, list[Any]], Any, int]:
-    """A store row's record, size, boxes, box columns, masks (or None) and box count: every row reader's start."""
-    record = row["labels"] or {}
-    boxes = record.get("boxes") or _NO_BOXES
-    return (record, int(row["width"]), int(row["height"]), boxes, boxes.get("data", {}), boxes.get("mask"),
-            len(boxes["xyxy"]))
+def _unpack(row: Mapping[str, Any]) -> tuple[Stored, int, int]:
+    """A store row's record (read by :class:`autolabel.records.Stored`) and the image's size: every row reader's
+    start."""
+    return Stored.of(row["labels"]), int(row["width"]), int(row["height"])
 
 
 def image_row(
     row: Mapping[str, Any], ids: Mapping[str, int], min_score: float = 0.0, flagged: bool = True
 ) -> ImageRow:
     """One store row (``Store.images()`` item) as an :class:`ImageRow`; pure, so a live push can reuse it."""
-    record, width, height, boxes, data, masks, n = _unpack(row)
-
-    def column(key: str, default: Any) -> list[Any]:
-        return data.get(key) or [default] * n
-
-    names, statuses, reasons = column("class_name", ""), column("status", "kept"), column("reason", "")
-    texts, phrases, stages = column("text", ""), column("phrase", ""), column("stage", "")
-    has_mask = column("has_mask", False) if masks is not None else [False] * n
+    stored, width, height = _unpack(row)
+    data, masks, column = stored.data, stored.masks, stored.column
+    names, statuses, reasons = column("class_name"), column("status"), column("reason")
+    texts, phrases, stages = column("text"), column("phrase"), column("stage")
+    has_mask = column("has_mask") if masks is not None else [False] * len(stored)
     extras = [k for k in data if k not in _OWN_COLUMNS]
     shaped = "polygon" in data or "quad" in data
-    confidences = boxes["confidence"]
+    confidences = stored.confidence
     annotations = []
-    for i, xyxy in _kept(row["rel_path"], boxes["xyxy"], names, statuses, confidences, ids, min_score, flagged,
+    for i, xyxy in _kept(row["rel_path"], stored.xyxy, names, statuses, confidences, ids, min_score, flagged,
                          width, height):
         name, score = names[i], confidences[i]
         annotations.append(
@@ -158,14 +154,11 @@ def image_row(
                 if extras else {},
             )
         )
-    kept_texts = [
-        t for t in record.get("texts", [])
-        if t.get("text") and t.get("status") != DROPPED and (flagged or t.get("status") != FLAGGED)
-    ]
+    kept_texts = [t for t in stored.texts if t.get("text") and delivered(t.get("status"), flagged)]
     return ImageRow(
         id=int(row["id"]), path=row["path"], rel_path=row["rel_path"], sha256=row.get("sha256"),
         width=width, height=height, annotations=annotations, texts=kept_texts,
-        provenance=record.get("provenance", {}),
+        provenance=stored.provenance,
     )
 
 
@@ -184,12 +177,12 @@ def image_shapes(
     row: Mapping[str, Any], ids: Mapping[str, int], min_score: float = 0.0, flagged: bool = True
 ) -> ShapeRow:
     """One store row as a :class:`ShapeRow`: :func:`image_row`'s boxes, only their geometry."""
-    record, width, height, boxes, data, masks, n = _unpack(row)
-    names = data.get("class_name") or [""] * n
-    statuses = data.get("status") or ["kept"] * n
-    has_mask = (data.get("has_mask") or [False] * n) if masks is not None else None
+    stored, width, height = _unpack(row)
+    data, masks = stored.data, stored.masks
+    names, statuses = stored.column("class_name"), stored.column("status")
+    has_mask = stored.column("has_mask") if masks is not None else None
     shaped = "polygon" in data or "quad" in data
-    kept = _kept(row["rel_path"], boxes["xyxy"], names, statuses, boxes["confidence"], ids, min_score, flagged,
+    kept = _kept(row["rel_path"], stored.xyxy, names, statuses, stored.confidence, ids, min_score, flagged,
                  width, height)
     if has_mask is None and not shaped:
         shapes = [Shape(i, ids[names[i]], xyxy, None, None) for i, xyxy in kept]
@@ -199,7 +192,6 @@ def image_shapes(
     return ShapeRow(int(row["id"]), row["path"], row["rel_path"], row.get("sha256"), width, height, shapes)
 
 
-_NO_BOXES: dict[str, Any] = {"xyxy": [], "confidence": [], "data": {}}
 
 
 def _kept(
@@ -219,7 +211,7 @@ def _kept(
             )
         if not name:
             continue  # a phrase kept without a class: no category to give it
-        if status == DROPPED or (status == FLAGGED and not flagged):
+        if not delivered(status, flagged):
             continue
         if score is not None and score < min_score:
             continue
@@ -257,3 +249,9 @@ def _polygon(data: Mapping[str, list[Any]], i: int, width: int, height: int) -> 
     if points is None:
         return None
     return [[_clip(x, width), _clip(y, height)] for x, y in points]
+
+
+def selection(export: Any) -> dict[str, Any]:
+    """What every format's writer is told of the boxes to write, from an export's common keys (``min_score``,
+    ``flagged``: :class:`autolabel.config.ExportSpec`)."""
+    return {"min_score": export.min_score, "flagged": export.flagged == "include"}

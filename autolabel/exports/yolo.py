@@ -8,7 +8,7 @@
 * ``task: detect`` lines are ``class cx cy w h``; ``task: segment`` lines are ``class x1 y1 x2 y2 ...`` (a mask,
   else a polygon or quad, else the box's corners). All normalised to the displayed size and inside [0, 1].
 * A mask in several parts becomes one polygon: the parts joined by zero-width bridges between their closest
-  vertices, the rule of Ultralytics' own converter (see :func:`autolabel.exports.geometry.join_parts`).
+  vertices, the rule of Ultralytics' own converter (see :func:`autolabel.geometry.join_parts`).
 * The split is deterministic: each image goes to a split by a hash of ``seed`` and its content hash (the store's
   sha256), so identical images land in the same split and re-exports never shuffle; a split with a fraction > 0
   that would come out empty gets the nearest image of another split when there are images enough (the rule:
@@ -29,6 +29,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import hashlib
 import io
@@ -43,17 +45,19 @@ import yaml
 from PIL import Image
 
 from ..errors import AutolabelError
-from ..intake import Source, decode, is_url, read
+from ..intake import EXIF_ORIENTATION, Source, decode, displayed_size, is_url, read
 from ..ontology import Ontology
 from ..store import Store
-from .geometry import box_polygon, join_parts, rles_polygons
-from .rows import Annotation, ImageRow, Shape, ShapeRow, require_labeled, shape_rows
+from ..geometry import box_polygon, join_parts, rles_polygons
+from .rows import Annotation, ImageRow, Shape, ShapeRow, require_labeled, selection, shape_rows
 from .splits import SplitPlan, split_of  # noqa: F401 — split_of: part of this module's API
+
+if TYPE_CHECKING:
+    from ..config import PipelineSpec, YoloExport
 
 #: Image suffixes Ultralytics loads (``ultralytics.data.utils.IMG_FORMATS``, minus the exotic ones).
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 MARKER = "# autolabel YOLO export"
-_ORIENTATION = 0x0112
 
 
 def label_text(row: ImageRow | ShapeRow, task: str) -> str:
@@ -237,12 +241,12 @@ def _check_header(
     if header is not None:  # a PNG file: its header read directly, ~10x faster than PIL's open
         (width, height), raw = header
         orientation = _exif_orientation(raw) if raw else 1
-        size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        size = displayed_size((width, height), orientation)
     else:
         try:
             with Image.open(source) as image:
                 orientation = _orientation(image, source)
-                size = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+                size = displayed_size(image.size, orientation)
         except (OSError, ValueError) as err:
             raise AutolabelError(f"{row.rel_path}: cannot read source image {row.path} ({err})") from None
     if size != (row.width, row.height):
@@ -253,7 +257,7 @@ def _check_header(
 def _orientation(image: Image.Image, source: str | io.BytesIO) -> int:
     """EXIF orientation from the header alone (PIL's ``getexif`` decodes a whole PNG to look past its pixels)."""
     if image.format != "PNG":
-        return int(image.getexif().get(_ORIENTATION, 1))
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
     raw = image.info.get("exif") or _png_chunk(source, b"eXIf")
     return _exif_orientation(raw) if raw else 1
 
@@ -261,7 +265,7 @@ def _orientation(image: Image.Image, source: str | io.BytesIO) -> int:
 def _exif_orientation(raw: bytes) -> int:
     exif = Image.Exif()
     exif.load(raw)
-    return int(exif.get(_ORIENTATION, 1))
+    return int(exif.get(EXIF_ORIENTATION, 1))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -366,3 +370,9 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tmp, path)
+
+
+def export_yolo(store: Store, spec: PipelineSpec, export: YoloExport, path: Path) -> list[str]:
+    """``format: yolo`` (:class:`autolabel.config.YoloExport`)."""
+    return write_yolo(store, spec.ontology, path, task=export.task, split=export.split, seed=export.seed,
+                      images=export.images, **selection(export))

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ontology import Ontology
 from ..store import Store
 from ..util import atomic_open
-from .geometry import rle_area
+from ..geometry import rle_area
+from .rows import selection
 from .tracks import ClipTracks, clip_names, clip_tracks
+
+if TYPE_CHECKING:
+    from ..config import YtvisExport, PipelineSpec
 
 
 def ytvis_video(clip: ClipTracks, name: str) -> dict[str, Any]:
@@ -82,3 +86,8 @@ def write_ytvis(store: Store, ontology: Ontology, path: str | Path, min_score: f
                 next_id += 1
         out.write("\n ]}\n")
     return [str(path)]
+
+
+def export_ytvis(store: Store, spec: PipelineSpec, export: YtvisExport, path: Path) -> list[str]:
+    """``format: ytvis`` (:class:`autolabel.config.YtvisExport`)."""
+    return write_ytvis(store, spec.ontology, path, **selection(export))

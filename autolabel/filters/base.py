@@ -13,11 +13,11 @@ from typing import Any, ClassVar, Iterable, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError
-from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
 from ..labels import DROPPED, FLAGGED, KEPT, Labels, Text
 from ..stage import Item, Stage, StageContext, StageParams, check_classes
+from ..validation import format_errors
 
 log = logging.getLogger("autolabel.filters")
 
@@ -43,39 +43,38 @@ class PerClassParams(FilterParams):
     per_class: dict[str, Any] = Field(default_factory=dict)  # class → number, or mapping of key → number
 
 
-def invalid(message: str) -> PydanticCustomError:
-    """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
-    return PydanticCustomError("invalid", message)
+#: the status a decision gives the labels it applies to
+DECIDED: dict[str, str] = {"drop": DROPPED, "flag": FLAGGED}
+
+
+def applies(status: Any, action: Action) -> Any:
+    """Which labels of ``status`` (a string or an array) a decision changes: ``drop`` every one not dropped yet,
+    ``flag`` only those still kept (a flag never hides a drop, and the first flag's reason stays). The one rule.
+
+    >>> applies(np.array(["kept", "flagged", "dropped"], dtype=object), "drop").tolist(), applies("flagged", "flag")
+    ([True, True, False], False)
+    """
+    return status == KEPT if action == "flag" else status != DROPPED
 
 
 def mark(status: np.ndarray, reason: np.ndarray, hit: np.ndarray, code: str, action: Action) -> int:
-    """Record one decision in place on the rows ``hit``; return how many rows changed.
-
-    ``drop`` applies to every row not dropped yet, ``flag`` only to rows still kept (a flag never hides a drop, and
-    the first flag's reason stays).
-    """
-    hit = np.asarray(hit, dtype=bool) & (status != DROPPED)
-    if action == "flag":
-        hit &= status == KEPT
-    status[hit] = DROPPED if action == "drop" else FLAGGED
+    """Record one decision in place on the rows ``hit`` it :func:`applies` to; return how many rows changed."""
+    hit = np.asarray(hit, dtype=bool) & applies(status, action)
+    status[hit] = DECIDED[action]
     reason[hit] = code
     return int(hit.sum())
 
 
 def mark_row(status: np.ndarray, reason: np.ndarray, i: int, code: str, action: Action) -> None:
     """:func:`mark` for one row (text checks decide row by row)."""
-    if status[i] == DROPPED or (action == "flag" and status[i] != KEPT):
-        return
-    status[i] = DROPPED if action == "drop" else FLAGGED
-    reason[i] = code
+    if applies(status[i], action):
+        status[i], reason[i] = DECIDED[action], code
 
 
 def mark_text(text: Text, code: str, action: Action) -> None:
     """:func:`mark` for one image-level text."""
-    if text.status == DROPPED or (action == "flag" and text.status != KEPT):
-        return
-    text.status = DROPPED if action == "drop" else FLAGGED
-    text.reason = code
+    if applies(text.status, action):
+        text.status, text.reason = DECIDED[action], code
 
 
 class Rows:
@@ -172,6 +171,9 @@ class FilterStage(Stage):
     ``class_keys`` names the keys that may differ per class; the first is the one a bare number sets.
     """
 
+    #: every reason code this filter gives (the docs' table, eval's stage naming and the tests read it)
+    reasons: ClassVar[tuple[str, ...]] = ()
+
     class_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: StageParams, context: StageContext):
@@ -212,8 +214,6 @@ def _class_params(params: StageParams, keys: tuple[str, ...], context: StageCont
         try:
             out[name] = type(params).model_validate({**base, **value})
         except ValidationError as err:
-            from ..config import format_errors  # late: config imports the registry, which imports this package
-
             raise ConfigError(format_errors(err, type(params), prefix=f"per_class.{name}")) from None
     return out
 

@@ -5,13 +5,14 @@ Unknown confidences (``nan``) pass every score check: a filter cannot judge what
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from ..stage import StageContext, check_classes
-from .base import BoxFilter, FilterParams, PerClassParams, Rows, invalid
+from ..validation import invalid
+from .base import BoxFilter, FilterParams, PerClassParams, Rows
 
 
 class ScoreThresholdParams(PerClassParams):
@@ -21,6 +22,8 @@ class ScoreThresholdParams(PerClassParams):
 
 class ScoreThreshold(BoxFilter):
     """Drop boxes whose confidence is below the threshold (reason ``low_score``); unknown confidence passes."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('low_score',)
 
     Params = ScoreThresholdParams
     params: ScoreThresholdParams
@@ -39,6 +42,8 @@ class KnownClasses(BoxFilter):
 
     With ``classes``, boxes of other ontology classes are dropped too (``excluded_class``).
     """
+
+    reasons: ClassVar[tuple[str, ...]] = ('unknown_class', 'excluded_class')
 
     Params = KnownClassesParams
     params: KnownClassesParams
@@ -73,6 +78,8 @@ class ConfidentImage(BoxFilter):
     fails with ``no_confident_box``. Boxes of unknown score pass and do not count as confident.
     """
 
+    reasons: ClassVar[tuple[str, ...]] = ('low_score', 'no_confident_box')
+
     Params = ConfidentImageParams
     params: ConfidentImageParams
 
@@ -93,6 +100,8 @@ class MaxPerImage(BoxFilter):
 
     Boxes of unknown score rank last; ties keep the earlier box.
     """
+
+    reasons: ClassVar[tuple[str, ...]] = ('over_cap',)
 
     Params = MaxPerImageParams
     params: MaxPerImageParams

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Action, BoxFilter, FilterParams, PerClassParams, Rows, invalid
+from ..validation import invalid
+from .base import Action, BoxFilter, FilterParams, PerClassParams, Rows
 
 
 class DegenerateBoxesParams(FilterParams):
@@ -22,6 +23,8 @@ class DegenerateBoxes(BoxFilter):
 
     Boxes partly outside are clipped to the image (``clip: true``, the box stays kept) or fail as ``outside_image``.
     """
+
+    reasons: ClassVar[tuple[str, ...]] = ('degenerate', 'outside_image')
 
     Params = DegenerateBoxesParams
     params: DegenerateBoxesParams
@@ -65,6 +68,8 @@ class BoxArea(BoxFilter):
     """Boxes smaller than ``min_pixels`` px² or ``min_area`` of the image (``too_small``), or covering
     ``max_area`` of it or more (``too_large``: near-whole-image boxes, the classic "the whole picture" answer)."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('too_small', 'too_large')
+
     Params = BoxAreaParams
     params: BoxAreaParams
     class_keys = ("min_area", "max_area", "min_pixels")
@@ -94,6 +99,8 @@ class AspectRatio(BoxFilter):
     """Boxes whose width / height lies outside ``[min_ratio, max_ratio]`` (``bad_aspect``); zero-size boxes are
     left to ``degenerate_boxes``. Per class, e.g. ``per_class: {person: {max_ratio: 1.5}}`` for upright people."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('bad_aspect',)
+
     Params = AspectRatioParams
     params: AspectRatioParams
     class_keys = ("max_ratio", "min_ratio")
@@ -117,6 +124,8 @@ class BorderParams(PerClassParams):
 class Border(BoxFilter):
     """Flag boxes touching the image border (``touches_border``): the object is probably cut off, and its box
     is the visible part only. Flagged, not dropped: truncated objects are real; a reviewer decides."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('touches_border',)
 
     Params = BorderParams
     params: BorderParams

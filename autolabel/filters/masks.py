@@ -6,7 +6,7 @@ Rows without a mask (``has_mask`` false) pass every mask check. Scores a segment
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import cv2
 import numpy as np
@@ -57,6 +57,7 @@ class MaskPredictedIou(_ScoreColumn):
 
     Params = PredictedIouParams
     column, code = "predicted_iou", "low_predicted_iou"
+    reasons: ClassVar[tuple[str, ...]] = ("low_predicted_iou",)
 
 
 class StabilityParams(_ScoreColumnParams):
@@ -70,6 +71,7 @@ class MaskStability(_ScoreColumn):
 
     Params = StabilityParams
     column, code = "stability_score", "unstable_mask"
+    reasons: ClassVar[tuple[str, ...]] = ("unstable_mask",)
 
 
 class MaskAreaParams(PerClassParams):
@@ -79,6 +81,8 @@ class MaskAreaParams(PerClassParams):
 
 class MaskArea(FilterStage):
     """Masks covering ``max_area`` of the image or more (``whole_image_mask``)."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('whole_image_mask',)
 
     Params = MaskAreaParams
     params: MaskAreaParams
@@ -165,6 +169,8 @@ class MaskBoxConsistency(FilterStage):
     """Masks whose own bounding box overlaps the row's box (the prompt box, for a segmenter prompted by boxes)
     by less than ``min_iou`` (``mask_box_mismatch``); masks with no pixel at all fail with ``empty_mask``."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('mask_box_mismatch', 'empty_mask')
+
     Params = MaskBoxConsistencyParams
     params: MaskBoxConsistencyParams
     class_keys = ("min_iou",)
@@ -197,6 +203,8 @@ class MaskNmsParams(FilterParams):
 class MaskNms(FilterStage):
     """Mask NMS (``supervision.mask_non_max_suppression``): of masks overlapping more than ``iou`` (mask IoU),
     the best-scoring stays, the others fail with ``mask_nms``. Boxes without masks are not compared."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('mask_nms',)
 
     Params = MaskNmsParams
     params: MaskNmsParams

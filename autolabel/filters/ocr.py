@@ -3,7 +3,7 @@ page-level OCR texts (``Labels.texts`` of kind ``ocr*``). Other rows pass."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 from pydantic import Field
@@ -25,6 +25,8 @@ class OcrQuality(FilterStage):
     """OCR lines whose quad (or box) is smaller than ``min_quad_area`` px² (``small_quad``), whose text is shorter
     than ``min_chars`` (``too_short``) or whose confidence is below ``min_score`` (``low_score``; unknown passes).
     Page-level OCR texts get the length and score checks."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('low_score', 'small_quad', 'too_short')
 
     Params = OcrQualityParams
     params: OcrQualityParams

@@ -7,7 +7,7 @@ IoU. Boxes of unknown score rank last in NMS and are left out of soft-NMS and fu
 from __future__ import annotations
 
 import importlib.util
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import supervision as sv
@@ -16,7 +16,8 @@ from pydantic import Field, model_validator
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels
 from ..stage import Item, StageContext
-from .base import Action, FilterParams, FilterStage, PerClassParams, Rows, invalid, is_ocr, mark
+from ..validation import invalid
+from .base import Action, FilterParams, FilterStage, PerClassParams, Rows, is_ocr, mark
 
 
 def class_ids(class_name: np.ndarray) -> np.ndarray:
@@ -40,6 +41,8 @@ class Nms(FilterStage):
     """Non-maximum suppression (``supervision.box_non_max_suppression``): of boxes overlapping more than ``iou``,
     the best-scoring stays and the others fail with ``nms``. Per class by default; ``class_agnostic: true`` across
     classes; ``per_class`` sets a class's own IoU."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('nms',)
 
     Params = NmsParams
     params: NmsParams
@@ -122,6 +125,8 @@ class SoftNms(FilterStage):
     original is kept in the ``raw_confidence`` column); boxes decayed below ``threshold`` fail with ``soft_nms``
     (or ``low_score`` when they were below it to begin with)."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('soft_nms', 'low_score')
+
     Params = SoftNmsParams
     params: SoftNmsParams
 
@@ -178,6 +183,8 @@ class Wbf(FilterStage):
     scores, a box only one of two models saw has its score halved: agreement raises confidence. Rows with a mask
     and OCR lines are left as they are (masks are not fused: fuse before segmenting).
     """
+
+    reasons: ClassVar[tuple[str, ...]] = ('fused', 'low_agreement')
 
     Params = WbfParams
     params: WbfParams

@@ -10,7 +10,7 @@ an English pipeline with a parser (``python -m spacy download en_core_web_sm``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -74,6 +74,8 @@ class CaptionParse(TextFilter):
     The spaCy pipeline loads when the stage is built, so a missing spaCy or English pipeline is a configuration
     error that ``autolabel validate`` reports before any model runs, not a silent pass after hours of labeling.
     """
+
+    reasons: ClassVar[tuple[str, ...]] = ('too_many_objects', 'low_object_complexity', 'low_action_complexity')
 
     Params = CaptionParseParams
     params: CaptionParseParams

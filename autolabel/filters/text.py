@@ -83,6 +83,8 @@ class TextLength(TextFilter):
     """Texts with fewer than ``min_words`` words or ``min_chars`` characters (``too_short``). Applies to captions
     by default: phrases such as "cat" are short by nature; add ``fields: [text]`` for region descriptions."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('too_short',)
+
     Params = TextLengthParams
     params: TextLengthParams
 
@@ -100,6 +102,8 @@ class RepetitionParams(TextFilterParams):
 class Repetition(TextFilter):
     """Degenerate repetition (``repetition``): some n-gram (n ≤ ``max_ngram`` words) repeated ``min_copies`` times
     back to back, e.g. "a man and a man and a man and a man" or "the the the"."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('repetition',)
 
     Params = RepetitionParams
     params: RepetitionParams
@@ -141,6 +145,8 @@ class PhraseBlacklist(TextFilter):
     """Phrases that name no drawable thing — pronouns ("it", "them"), abstract nouns ("time", "love"), the
     picture itself ("background", "left side") — fail with ``blacklisted``. The whole normalized phrase must match
     an entry; ontology classes and prompts are never blacklisted."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('blacklisted',)
 
     Params = PhraseBlacklistParams
     params: PhraseBlacklistParams

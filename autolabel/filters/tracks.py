@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from ..labels import DROPPED
+from ..records import Stored
 from ..stage import Item, Stage, StageParams
 from .base import FilterParams, mark
 
@@ -52,22 +53,22 @@ class TrackTable:
         parts: dict[str, list[Any]] = {k: [] for k in ("position", "row", "track", "class_name", "confidence",
                                                         "status", "reason")}
         for position, record in frames:
-            boxes = record["boxes"]
-            ids = boxes["data"].get(TRACK)
+            stored = Stored.of(record)
+            ids = stored.data.get(TRACK)
             if not ids:
                 continue
-            data = boxes["data"]
+            names, statuses, reasons = stored.column("class_name"), stored.column("status"), stored.column("reason")
             for i, tid in enumerate(ids):
                 if tid is None:
                     continue
                 parts["position"].append(position)
                 parts["row"].append(i)
                 parts["track"].append(int(tid))
-                parts["class_name"].append(data["class_name"][i])
-                score = boxes["confidence"][i]
+                parts["class_name"].append(names[i])
+                score = stored.confidence[i]
                 parts["confidence"].append(np.nan if score is None else float(score))
-                parts["status"].append(data["status"][i])
-                parts["reason"].append(data["reason"][i])
+                parts["status"].append(statuses[i])
+                parts["reason"].append(reasons[i])
         n = len(parts["track"])
         obj = lambda key: np.array(parts[key] + [None], dtype=object)[:n]  # noqa: E731 — never a 2-D array of str
         return cls(
@@ -111,6 +112,7 @@ class TrackFilter(Stage):
     Params: ClassVar[type[StageParams]] = FilterParams
     params: FilterParams
     over_clip: ClassVar[bool] = True
+    reasons: ClassVar[tuple[str, ...]] = ()  # every reason code it gives (as FilterStage.reasons)
 
     def __call__(self, items: list[Item]) -> list[Item]:
         return items
@@ -143,6 +145,8 @@ class TrackLengthParams(FilterParams):
 class TrackLength(TrackFilter):
     """Drop tracks seen on fewer than ``min_frames`` sampled frames (``short_track``): flickers, not objects."""
 
+    reasons: ClassVar[tuple[str, ...]] = ('short_track',)
+
     Params = TrackLengthParams
     params: TrackLengthParams
 
@@ -156,6 +160,8 @@ class TrackScoreParams(FilterParams):
 
 class TrackScore(TrackFilter):
     """Drop tracks whose mean known score is below ``threshold`` (``low_track_score``); unknown scores pass."""
+
+    reasons: ClassVar[tuple[str, ...]] = ('low_track_score',)
 
     Params = TrackScoreParams
     params: TrackScoreParams

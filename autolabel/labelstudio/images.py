@@ -22,20 +22,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import PurePosixPath
-from typing import Callable, Protocol
+from typing import Callable
 from urllib.parse import quote
 
 from ..errors import AutolabelError
 from ..exports.labelstudio import LOCAL_FILES, image_reference
+from ..intake import Source
 from .client import Connection, Rejected, Uncertain, backoff
 from .state import PushState
 
-
-class Source(Protocol):
-    """What is needed of an image to reach it: its absolute path and its path relative to its input root."""
-
-    path: str
-    rel_path: str
 
 MODES = ("local-files", "upload", "url")
 _ROOT_IN_ERROR = re.compile(r'LOCAL_FILES_DOCUMENT_ROOT="([^"]*)"')

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from ..config import PipelineSpec, PushSpec
 from ..errors import AutolabelError
+from ..exports.labelstudio import DEFAULT_LAYOUT, Layout
 from ..store import Store
 
 
@@ -38,11 +39,20 @@ def _digest(parts: list[Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def input_hash(row: Any, version: str, options: PushSpec, layout: Layout = DEFAULT_LAYOUT) -> str:
+    """The hash of everything an image task's prediction is built from (the project's layout too: its regions
+    follow the config): when it changes, the prediction is replaced."""
+    from ..version import __version__
+
+    return _digest([__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width,
+                    row.height, [tuple(a) for a in row.annotations], row.texts, astuple(layout)])
+
+
 def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str,
               project_config: str | None = None) -> Media:
     """The kind of task this push sends (see the module docstring); with ``project_config`` (an existing project's
     labeling config), image tasks take its regions: one per object, of a kind it has."""
-    from .. import __version__
+    from ..version import __version__
 
     kind = options.media
     if kind == "auto":
@@ -74,7 +84,7 @@ def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str,
                      lambda clip: video_task(clip, model_version=version, score=options.task_score,
                                              tolerance=options.keyframe_tolerance),
                      video_hash)
-    from ..exports.labelstudio import IMAGE, Layout, labeling_config, omitted, task
+    from ..exports.labelstudio import IMAGE, labeling_config, omitted, task
     from ..exports.rows import image_rows
 
     config = project_config or labeling_config(ontology)
@@ -84,8 +94,6 @@ def media_for(store: Store, spec: PipelineSpec, options: PushSpec, version: str,
         return image_rows(store, ontology, min_score=options.min_score, flagged=options.flagged == "include")
 
     def image_hash(row: Any) -> str:
-        from .push import input_hash
-
         return input_hash(row, version, options, layout)
 
     def image_task(row: Any) -> dict[str, Any]:

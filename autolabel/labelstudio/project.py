@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ..errors import AutolabelError, ConfigError
+from ..errors import AutolabelError, ConfigError, one_line
 from ..exports.labelstudio import IMAGE, TAGS, TEXT_AREAS
 from .client import Connection, Rejected, Uncertain, backoff
 
@@ -37,7 +37,7 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
     try:
         have = LabelInterface(existing)
     except Exception as err:  # noqa: BLE001 — the SDK raises its own XML error types
-        return [f"the project's labeling config cannot be parsed ({' '.join(str(err).split())})"]
+        return [f"the project's labeling config cannot be parsed ({one_line(str(err))})"]
     if not any(o.tag == "Image" and o.value == f"${IMAGE}" for o in want.objects):
         return _same_tags(have, want)  # video tasks: every tag their predictions name, as generated
     classes = list(next(c for c in want.controls if c.tag in TAGS.values()).labels)

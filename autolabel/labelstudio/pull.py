@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import AutolabelError, ExitCode
 from ..exports.coco import annotation_entry, categories, image_entry
-from ..exports.geometry import polygons_to_rle
+from ..geometry import polygons_to_rle
 from ..exports.rows import Annotation, ImageRow
 from ..ontology import Ontology
 from ..records import encode_mask
@@ -195,7 +195,7 @@ def _geometry(region: dict[str, Any], attached: list[dict[str, Any]], width: int
         for m in masks:
             mask |= m
         if polygons:
-            from ..exports.geometry import decode_rle as decode_coco
+            from ..geometry import decode_rle as decode_coco
 
             mask |= decode_coco(polygons_to_rle(polygons, height, width))
         rle = encode_mask(mask)

@@ -35,15 +35,15 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import astuple, dataclass, field
-from typing import IO, Any, Iterable, Iterator, NamedTuple
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable, Iterator
 
 from tqdm import tqdm
 
 from ..config import PipelineSpec, PushSpec
-from ..errors import AutolabelError, ExitCode
-from ..exports.labelstudio import DEFAULT_LAYOUT, Layout, PredictionChecker
-from ..exports.rows import ImageRow
+from ..errors import AutolabelError, ExitCode, one_line
+from ..exports.labelstudio import PredictionChecker, model_version_for
+from ..intake import Source
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
 from .images import ImageAccess
@@ -53,13 +53,6 @@ from .state import PushState, Recorded
 
 MAX_ROUNDS = 6
 LIST_FIELDS = "id,data,total_predictions,total_annotations,cancelled_annotations,comment_count,draft_exists"
-
-
-class Source(NamedTuple):
-    """Where an image came from (what :class:`~.images.ImageAccess` needs of a row)."""
-
-    path: str
-    rel_path: str
 
 
 @dataclass(frozen=True)
@@ -204,11 +197,6 @@ class PushSummary:
                 f"(model_version {self.model_version!r}) in {self.seconds:.1f} s")
 
 
-def model_version_for(spec: PipelineSpec, given: str | None = None) -> str:
-    """The predictions' model_version: as given, else the pipeline's name, else ``autolabel-<pipeline hash>``."""
-    return given or spec.config.name or f"autolabel-{spec.hash}"
-
-
 def image_key(row_sha256: str | None, path: str) -> str:
     """The task's ``data.autolabel_key``: the image's content hash (the same picture is one task)."""
     return row_sha256 or "path:" + hashlib.sha256(path.encode()).hexdigest()
@@ -217,19 +205,6 @@ def image_key(row_sha256: str | None, path: str) -> str:
 #: what each kind of left-out text is called in the summary line
 _LEFT_OUT = {"caption": "captions", "ocr": "image texts (OCR)", "review": "review markers",
              "transcription": "per-object texts (OCR)"}
-
-
-def input_hash(row: ImageRow, version: str, options: PushSpec, layout: Layout = DEFAULT_LAYOUT) -> str:
-    """The hash of everything a task's prediction is built from (the project's layout too: its regions follow
-    the config): when it changes, the prediction is replaced."""
-    from .. import __version__
-
-    blob = json.dumps(
-        [__version__, version, options.task_score, options.masks, row.id, row.rel_path, row.width, row.height,
-         [tuple(a) for a in row.annotations], row.texts, astuple(layout)],
-        sort_keys=True, separators=(",", ":"), default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 class _Tasks:
@@ -541,5 +516,5 @@ def push_after_run(store: Store, spec: PipelineSpec, options: PushSpec) -> tuple
     try:
         summary = push(store, spec, options, progress=False)
     except AutolabelError as err:
-        return f"labelstudio push to {options.url} failed: {' '.join(str(err).split())}", False
+        return f"labelstudio push to {options.url} failed: {one_line(str(err))}", False
     return f"labelstudio push {summary.line()}", summary.exit_code == ExitCode.OK

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS ls_tasks (
     key TEXT NOT NULL,               -- data.autolabel_key of the task (the image's content hash)
     image_id INTEGER NOT NULL,       -- images.id in this store
     task_id INTEGER NOT NULL,
-    prediction_hash TEXT NOT NULL,   -- push.input_hash: what the pushed prediction was built from
+    prediction_hash TEXT NOT NULL,   -- media.input_hash: what the pushed prediction was built from
     model_version TEXT NOT NULL,
     pushed REAL NOT NULL,
     PRIMARY KEY (project, key)

@@ -21,11 +21,9 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
     from .concepts import ConceptPrompt, Instances
-    from .florence2 import Answer
-    from .outputs import Boxes, Masks, TextLines
-    from .sam3_video import Masklets
+    from .outputs import Answer, Boxes, Masklets, Masks, TextLines
 
 
 @runtime_checkable
@@ -115,7 +113,7 @@ class Florence2Model(Model, Protocol):
         self, task: str, images: Sequence["Image.Image"], rows: Sequence[tuple[int, str]] | None = None,
         generation: dict[str, Any] | None = None, max_rows: int = 64,
     ) -> list["Answer"]:
-        """One :class:`~.florence2.Answer` per row ``(image index, text input)`` (default: one per image).
+        """One :class:`~.outputs.Answer` per row ``(image index, text input)`` (default: one per image).
 
         ``features`` (the batch's shared image features, :mod:`.features`) is passed only to a model with
         ``vision_features`` whose ``run`` takes it.
@@ -135,7 +133,7 @@ class ConceptTracker(Model, Protocol):
         self, frames: Sequence["Image.Image"], prompts: Sequence[str], threshold: float | None = None,
         new_object_threshold: float | None = None,
     ) -> list["Masklets"]:
-        """One :class:`~.sam3_video.Masklets` per frame (consecutive frames of one clip); ids are this call's."""
+        """One :class:`~.outputs.Masklets` per frame (consecutive frames of one clip); ids are this call's."""
         ...
 
 
@@ -153,7 +151,7 @@ OPTIONAL: dict[str, Any] = {
     "id": None,
     "revision": None,
     "task": None,  # the model's own name for what it does; default: the stage's
-    "lineage": None,  # a trained model's lineage summary (autolabel.train.lineage): recorded in provenance
+    "lineage": None,  # a trained model's lineage summary (autolabel.models.lineage): recorded in provenance
     "default_box_threshold": 0.3,
     "default_text_threshold": None,
     "default_threshold": 0.5,

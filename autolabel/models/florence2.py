@@ -32,38 +32,60 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import ModelLoadError
 from .contract import accepts
 from .features import ImageFeatures
-from .florence2_scores import Located, ScoreMethod, align, geometric_mean, instance_score, locate
+from .florence2_scores import Located, align, locate
 from .hub import CheckpointModel, config_dict, from_pretrained, wrong_type_message
+from .outputs import Answer
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-#: the one table of Florence-2 tasks: stage ``task:`` → (task token, how it is asked and what it gives).
-#: Kinds: ``boxes`` / ``quads`` one answer with shapes per image; ``prompted`` one per (image, prompt);
-#: ``region`` one per box of earlier stages; ``text`` one image-level text per image
-TASK_TABLE: dict[str, tuple[str, str]] = {
-    "proposals": ("<REGION_PROPOSAL>", "boxes"),
-    "od": ("<OD>", "boxes"),
-    "dense_caption": ("<DENSE_REGION_CAPTION>", "boxes"),
-    "grounding": ("<CAPTION_TO_PHRASE_GROUNDING>", "boxes"),
-    "ovd": ("<OPEN_VOCABULARY_DETECTION>", "prompted"),
-    "res": ("<REFERRING_EXPRESSION_SEGMENTATION>", "prompted"),
-    "region_segmentation": ("<REGION_TO_SEGMENTATION>", "region"),
-    "region_category": ("<REGION_TO_CATEGORY>", "region"),
-    "region_description": ("<REGION_TO_DESCRIPTION>", "region"),
-    "region_ocr": ("<REGION_TO_OCR>", "region"),
-    "caption": ("<CAPTION>", "text"),
-    "detailed_caption": ("<DETAILED_CAPTION>", "text"),
-    "more_detailed_caption": ("<MORE_DETAILED_CAPTION>", "text"),
-    "ocr": ("<OCR>", "text"),
-    "ocr_regions": ("<OCR_WITH_REGION>", "quads"),
+@dataclass(frozen=True)
+class Task:
+    """One Florence-2 task as stage ``florence2`` offers it: a row of :data:`TASK_TABLE`."""
+
+    token: str  # the task token the model reads
+    #: how it is asked and what it gives: ``boxes`` / ``quads`` one answer with shapes per image; ``prompted`` one
+    #: per (image, prompt); ``region`` one per box of earlier stages; ``text`` one image-level text per image
+    kind: str
+    #: the stage keys, of those only some tasks take (:data:`TASK_KEYS`), that this task takes
+    takes: frozenset[str] = frozenset()
+    #: its phrases name objects: those that map to no ontology class are dropped by default
+    classed: bool = False
+    #: a region task that writes a text: the column it writes (and ``<column>_score``); one column per task, so that
+    #: region tasks over the same boxes do not take each other's answers (OCR writes ``text``, as the ocr stage does)
+    column: str | None = None
+
+
+#: the stage keys that only some tasks take, in the order they are checked
+TASK_KEYS = ("prompts", "caption_from", "from_stages", "overwrite", "label", "unmapped", "score")
+_SHAPES = frozenset({"score"})  # tasks that give shapes take a scoring method
+_REGION = frozenset({"from_stages", "overwrite"})
+
+#: the one table of Florence-2 tasks: stage ``task:`` → everything the model and the stage know of it
+TASK_TABLE: dict[str, Task] = {
+    "proposals": Task("<REGION_PROPOSAL>", "boxes", _SHAPES | {"label"}),
+    "od": Task("<OD>", "boxes", _SHAPES | {"unmapped"}, classed=True),
+    "dense_caption": Task("<DENSE_REGION_CAPTION>", "boxes", _SHAPES | {"unmapped"}),
+    "ovd": Task("<OPEN_VOCABULARY_DETECTION>", "prompted", _SHAPES | {"prompts", "unmapped"}, classed=True),
+    "res": Task("<REFERRING_EXPRESSION_SEGMENTATION>", "prompted", _SHAPES | {"prompts", "unmapped"}, classed=True),
+    "grounding": Task("<CAPTION_TO_PHRASE_GROUNDING>", "boxes", _SHAPES | {"prompts", "caption_from", "unmapped"},
+                      classed=True),
+    "region_segmentation": Task("<REGION_TO_SEGMENTATION>", "region", _SHAPES | _REGION),
+    "region_category": Task("<REGION_TO_CATEGORY>", "region", _REGION | {"unmapped"}, column="phrase"),
+    "region_description": Task("<REGION_TO_DESCRIPTION>", "region", _REGION, column="description"),
+    "region_ocr": Task("<REGION_TO_OCR>", "region", _REGION, column="text"),
+    "caption": Task("<CAPTION>", "text"),
+    "detailed_caption": Task("<DETAILED_CAPTION>", "text"),
+    "more_detailed_caption": Task("<MORE_DETAILED_CAPTION>", "text"),
+    "ocr": Task("<OCR>", "text"),
+    "ocr_regions": Task("<OCR_WITH_REGION>", "quads", _SHAPES | {"label"}),
 }
 #: stage ``task:`` → Florence-2 task token
-TASKS: dict[str, str] = {task: token for task, (token, _) in TASK_TABLE.items()}
+TASKS: dict[str, str] = {name: task.token for name, task in TASK_TABLE.items()}
 
 #: generation settings unless the model or the stage says otherwise (Microsoft's examples use these)
 GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 1024, "num_beams": 3}
@@ -127,37 +149,6 @@ class Generated:
     finished: bool  # ended with </s>; False when max_new_tokens cut it
 
 
-@dataclass
-class Answer:
-    """One answer parsed: the processor's result and, per instance of it, the tokens that wrote it."""
-
-    task: str  # the task token, e.g. "<OD>"
-    text: str  # the generated text
-    result: Any  # ``processor.post_process_generation(...)[task]``: a dict of lists, or a string
-    instances: list[Located] | None  # one per result instance, same order; None when they could not be aligned
-    logprobs: np.ndarray
-    finished: bool
-
-    def scores(self, method: ScoreMethod = "locations") -> np.ndarray:
-        """One confidence per instance (NaN for all when the tokens could not be aligned with the result)."""
-        if self.instances is None:
-            return np.full(_count(self.result), np.nan, dtype=np.float32)
-        return np.array([instance_score(i, self.logprobs, method) for i in self.instances], dtype=np.float32)
-
-    def text_score(self) -> float:
-        """The answer text's confidence: geometric mean of its text tokens' probabilities (NaN if none)."""
-        if not self.instances:
-            return float("nan")
-        return geometric_mean(self.logprobs, self.instances[0].label)
-
-
-def _count(result: Any) -> int:
-    """How many instances a parsed result holds (1 for text)."""
-    if isinstance(result, dict):
-        return sum(len(result[key]) for key in ("bboxes", "quad_boxes", "polygons") if key in result)
-    return 1
-
-
 class Florence2(CheckpointModel):
     """Model type ``florence2``: ``florence-community/Florence-2-base`` (0.23B), ``-large`` (0.77B), their ``-ft``
     variants, or any folder with a checkpoint in transformers' native Florence-2 format."""
@@ -171,11 +162,12 @@ class Florence2(CheckpointModel):
         import torch  # noqa: F401 — fail here, not mid-run, when torch is missing
         from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
 
-        from ..train import lineage, loading  # what `autolabel train` wrote: an adapter, and the lineage of either
-        from .pool import pick_device, pick_dtype
+        from .hub import pick_device, pick_dtype
+        from .lineage import is_adapter
+        from .trained import attach, load_adapter  # what `autolabel train` wrote: an adapter, and the lineage of either
 
-        if lineage.is_adapter(spec.id):
-            return loading.load_adapter(cls, spec)
+        if is_adapter(spec.id):
+            return load_adapter(cls, spec)
 
         problems = generation_problems(spec.generation)
         if problems:
@@ -210,7 +202,7 @@ class Florence2(CheckpointModel):
         model = model.to(device).eval()
         if spec.compile:
             model.compile()  # in place: generate() calls the compiled forward at every step
-        return loading.attach(cls(model, processor, spec, device, dtype))
+        return attach(cls(model, processor, spec, device, dtype))
 
     # -- prompts
     def region_prompts(self, xyxy: np.ndarray, size: tuple[int, int]) -> list[str]:

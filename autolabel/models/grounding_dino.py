@@ -30,7 +30,7 @@ from .outputs import Boxes, clip_boxes, cxcywh_to_xyxy
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 
 def caption(prompts: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, one_line
 
 if TYPE_CHECKING:
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ def missing_message(spec: "ModelSpec", why: str) -> str:
 def gated_step(spec: "ModelSpec") -> str:
     """For a model type whose hub checkpoints are gated (:data:`~.catalog.GATED`): the step before ``hf download``.
 
-    >>> from autolabel.config import ModelSpec
+    >>> from autolabel.models.spec import ModelSpec
     >>> gated_step(ModelSpec(type="sam3", id="facebook/sam3"))  # doctest: +NORMALIZE_WHITESPACE
     'accept the SAM License on https://huggingface.co/facebook/sam3 (the checkpoint is gated),
      log in with `hf auth login`, then '
@@ -103,7 +103,7 @@ def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
             return cls.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError) as err:  # missing files; a config.json without a model_type
             raise ModelLoadError(
-                f"model folder {source!r} ({spec.type}): {_one_line(err)} (it should hold the files that "
+                f"model folder {source!r} ({spec.type}): {one_line(err)} (it should hold the files that "
                 f"save_pretrained writes: config.json, the weights, the processor's files)"
             ) from None
     if looks_like_path(source):
@@ -124,7 +124,7 @@ def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
     except OSError as err:
         gate = gated_step(spec).removesuffix(", then ")
         raise ModelLoadError(
-            f"model {source!r} ({spec.type}): cannot download: {_one_line(err)} (check the id and revision, "
+            f"model {source!r} ({spec.type}): cannot download: {one_line(err)} (check the id and revision, "
             + (f"{gate}, " if gate else "log in with `hf auth login` for gated models, ")
             + "or set id: to a local folder)"
         ) from None
@@ -166,6 +166,30 @@ def revision_of(obj: Any, spec: "ModelSpec") -> str | None:
     return snapshot_commit(spec) or getattr(config, "_commit_hash", None) or spec.revision
 
 
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` → cuda, then mps, then cpu; anything else is passed through (e.g. ``cuda:1``)."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """``auto`` → float16 on CUDA (bfloat16 where supported), float32 elsewhere."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
 def load_checkpoint(
     spec: "ModelSpec", model_cls: Any, processor_cls: Any, model_types: tuple[str, ...]
 ) -> tuple[Any, Any, str, Any]:
@@ -179,8 +203,6 @@ def load_checkpoint(
     """
     import torch
     from transformers import AutoConfig
-
-    from .pool import pick_device, pick_dtype
 
     config = from_pretrained(AutoConfig, spec)
     if config.model_type not in model_types:
@@ -233,10 +255,6 @@ def wrong_type_message(spec: "ModelSpec", found: str, accepted: tuple[str, ...])
            else f"no built-in model type loads it; point id: at a {spec.type} checkpoint")
     return (f"model {spec.id!r}: the checkpoint is a {found!r} model; model type {spec.type!r} loads {loads} "
             f"checkpoints ({fix})")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 class CheckpointModel:

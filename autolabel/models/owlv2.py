@@ -19,7 +19,7 @@ from .outputs import Boxes, clip_boxes, cxcywh_to_xyxy
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 
 class Owlv2(CheckpointModel):

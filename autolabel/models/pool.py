@@ -4,33 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ModelSpec
 from ..errors import ModelLoadError
 from ..registry import MODEL_GROUP, resolve
+from . import lineage
+from .hub import pick_device, pick_dtype, snapshot_commit
+from .spec import ModelSpec
 
-
-def pick_device(requested: str = "auto") -> str:
-    """``auto`` → cuda, then mps, then cpu; anything else is passed through (e.g. ``cuda:1``)."""
-    if requested != "auto":
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(requested: str, device: str) -> Any:
-    """``auto`` → float16 on CUDA (bfloat16 where supported), float32 elsewhere."""
-    import torch
-
-    if requested != "auto":
-        return getattr(torch, requested)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+__all__ = ["ModelPool", "pick_device", "pick_dtype"]  # the device pickers live in .hub; importable here as before
 
 
 class ModelPool:
@@ -56,9 +36,6 @@ class ModelPool:
         """Id and revision of each declared model: the commit it was (or, not loaded yet, would be) read from when
         known (a hub-cache snapshot), else the requested revision; for a folder ``autolabel train`` wrote, the
         digest of its weights and its lineage."""
-        from ..train import lineage
-        from .hub import snapshot_commit
-
         out = {}
         for name, spec in self.specs.items():
             loaded = self._loaded.get(name)

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, one_line
 from .outputs import TextLines
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 
 class RapidOcr:
@@ -53,7 +53,7 @@ class RapidOcr:
         try:
             engine = RapidOCR(config_path=config_path, **spec.options)
         except Exception as err:  # noqa: BLE001 — RapidOCR raises bare exceptions for bad options and model paths
-            why = f"{type(err).__name__}: {' '.join(str(err).split())}"
+            why = f"{type(err).__name__}: {one_line(str(err))}"
             raise ModelLoadError(f"model {spec.id!r} (rapidocr): {why}") from None
         try:
             wheel = version("rapidocr-onnxruntime")

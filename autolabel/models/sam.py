@@ -27,7 +27,7 @@ from .outputs import Masks
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 #: how many masks are upscaled to full resolution at once (float32 logits of N×H×W)
 UPSCALE_CHUNK = 16

@@ -46,7 +46,7 @@ from .sam import MAX_BOXES_PER_CALL, _Segmenter, _WithImageConfig
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
+    from .spec import ModelSpec
 
 #: the text SAM 3 reads for a prompt of exemplar boxes alone (what ``Sam3Processor`` fills in)
 VISUAL = "visual"

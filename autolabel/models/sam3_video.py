@@ -20,40 +20,19 @@ loop stitches them across chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .catalog import checkpoints_of
 from .hub import CheckpointModel
+from .outputs import Masklets
 from .sam3 import load_sam3
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..config import ModelSpec
-
-
-@dataclass
-class Masklets:
-    """The tracked objects of one frame: ``ids`` (N,) chunk-local object ids, ``scores`` (N,), ``xyxy`` (N, 4) float32
-    pixels (the mask's extent, pixel edges: :func:`boxes_of`), ``masks`` (N, H, W) bool at the frame's size,
-    ``prompts`` (N,) the index of the prompt that found each (-1 for objects started from a box)."""
-
-    ids: np.ndarray
-    scores: np.ndarray
-    xyxy: np.ndarray
-    masks: np.ndarray
-    prompts: np.ndarray
-
-    @classmethod
-    def empty(cls, height: int, width: int) -> "Masklets":
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
-                   np.zeros((0, height, width), bool), np.zeros(0, np.int64))
-
-    def __len__(self) -> int:
-        return len(self.ids)
+    from .spec import ModelSpec
 
 
 def boxes_of(masks: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import DROPPED, FLAGGED
+from ..labels import delivered
+from ..records import Stored
 from ..ontology import Ontology
 from ..store import Store
 from .gt import GroundTruth, GroundTruthError
@@ -102,21 +103,18 @@ class _Collect:
         self.seg: list[Any] = []
 
     def add_record(self, k: int, record: dict[str, Any]) -> None:
-        boxes = record.get("boxes") or {}
-        xyxy = boxes.get("xyxy") or []
-        n = len(xyxy)
+        stored = Stored.of(record)
+        n = len(stored)
         if not n:
             return
-        data = boxes.get("data") or {}
         self.image.append(np.full(n, k, dtype=np.int32))
-        self.xyxy.append(np.asarray(xyxy, dtype=np.float64).reshape(-1, 4))
-        self.score.append(np.array([np.nan if c is None else c for c in boxes["confidence"]], dtype=np.float64))
-        self.cls.append(_shared(data.get("class_name") or [""] * n))
-        self.status.append(_shared(data.get("status") or ["kept"] * n))
-        self.reason.append(_shared(data.get("reason") or [""] * n))
-        self.stage.append(_shared(data.get("stage") or [""] * n))
-        masks = boxes.get("mask")
-        has = data.get("has_mask") or [False] * n
+        self.xyxy.append(np.asarray(stored.xyxy, dtype=np.float64).reshape(-1, 4))
+        self.score.append(stored.scores())
+        self.cls.append(_shared(stored.column("class_name")))
+        self.status.append(_shared(stored.column("status")))
+        self.reason.append(_shared(stored.column("reason")))
+        self.stage.append(_shared(stored.column("stage")))
+        masks, has = stored.masks, stored.column("has_mask")
         self.seg.extend(masks[i] if masks is not None and has[i] else None for i in range(n))
 
     def add_gt(self, k: int, im: Any, gt_to_run: dict[str, str]) -> None:
@@ -155,7 +153,4 @@ def _shared(values: list[Any]) -> list[Any]:
 
 def operating_point(run: Side, flagged: str = "include") -> np.ndarray:
     """Rows the pipeline kept (flagged ones too, unless ``flagged="exclude"``)."""
-    keep = run.status != DROPPED
-    if flagged == "exclude":
-        keep &= run.status != FLAGGED
-    return keep
+    return delivered(run.status, flagged != "exclude")

@@ -12,6 +12,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +27,22 @@ MAX_CURVE_POINTS = 200
 NO_CLASS = "(no class)"  # the confusion label of kept boxes whose phrase named no class
 BINS = 10
 
-#: The built-in filters that give each reason code (to name the stage behind a drop: the store keeps the reason)
-REASON_TYPES: dict[str, tuple[str, ...]] = {
-    "low_score": ("score_threshold", "confident_image", "soft_nms", "ocr_quality"),
-    "unknown_class": ("known_classes",), "excluded_class": ("known_classes",),
-    "no_confident_box": ("confident_image",), "over_cap": ("max_per_image",),
-    "degenerate": ("degenerate_boxes",), "outside_image": ("degenerate_boxes",),
-    "too_small": ("box_area",), "too_large": ("box_area",), "bad_aspect": ("aspect_ratio",),
-    "touches_border": ("border",), "nms": ("nms",), "soft_nms": ("soft_nms",),
-    "fused": ("wbf",), "low_agreement": ("wbf",),
-    "low_predicted_iou": ("mask_predicted_iou",), "unstable_mask": ("mask_stability",),
-    "whole_image_mask": ("mask_area",), "mask_box_mismatch": ("mask_box_consistency",),
-    "empty_mask": ("mask_box_consistency",), "mask_nms": ("mask_nms",),
-    "too_short": ("text_length", "ocr_quality"), "repetition": ("repetition",), "blacklisted": ("phrase_blacklist",),
-    "small_quad": ("ocr_quality",),
-    "too_many_objects": ("caption_parse",), "low_object_complexity": ("caption_parse",),
-    "low_action_complexity": ("caption_parse",),
-}
+@cache
+def reason_types() -> dict[str, tuple[str, ...]]:
+    """Reason code → the built-in filter types that give it, in the registry's order: read from each filter's
+    ``reasons`` (to name the stage behind a drop: the store keeps only the reason).
+
+    >>> reason_types()["low_score"]
+    ('score_threshold', 'confident_image', 'soft_nms', 'ocr_quality')
+    """
+    from ..filters import STAGES
+    from ..registry import import_object
+
+    out: dict[str, tuple[str, ...]] = {}
+    for kind, path in STAGES.items():
+        for code in import_object(path).reasons:
+            out[code] = (*out.get(code, ()), kind)
+    return out
 
 
 def evaluate(paired: Paired, *, iou: float = 0.5, flagged: str = "include", output: str = "", gt_path: str = "",
@@ -314,9 +314,9 @@ def stage_of(reason: str, producer: str, stages: Sequence[tuple[str, str, str]],
     candidates joined with ``|``; ``unmapped_phrase`` comes from the model stage that produced the box."""
     if reason == "unmapped_phrase":
         return producer or "unknown"
-    candidates = [name for name, kind, act in stages if kind in REASON_TYPES.get(reason, ()) and act == action]
+    candidates = [name for name, kind, act in stages if kind in reason_types().get(reason, ()) and act == action]
     if not candidates:  # a user's own filter (type module:Class), or an action we could not tell
-        candidates = [name for name, kind, _ in stages if kind in REASON_TYPES.get(reason, ())] or [
+        candidates = [name for name, kind, _ in stages if kind in reason_types().get(reason, ())] or [
             name for name, kind, _ in stages if ":" in kind]
     return "|".join(candidates) or "unknown"
 

@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import AutolabelError, ExitCode
+from ..errors import AutolabelError, ExitCode, one_line
+from ..intake import EXIF_ORIENTATION, displayed_size
 
 FORMATS = ("coco", "yolo", "voc", "labelstudio")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -116,9 +117,9 @@ def read_coco(path: Path) -> GroundTruth:
             im.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
             im.texts = [_text(a) for a in anns]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GroundTruthError(f"--gt {path}: not a readable COCO JSON file ({_line(err)})") from None
+        raise GroundTruthError(f"--gt {path}: not a readable COCO JSON file ({one_line(err)})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise GroundTruthError(f"--gt {path}: not a COCO instances file ({_line(err)}; expected images, "
+        raise GroundTruthError(f"--gt {path}: not a COCO instances file ({one_line(err)}; expected images, "
                                "annotations with image_id, category_id and bbox, and categories)") from None
     return GroundTruth(str(path), "coco", list(images.values()), list(dict.fromkeys(categories.values())))
 
@@ -143,7 +144,7 @@ def read_yolo(path: Path) -> GroundTruth:
         root = path.parent / str(data.get("path") or ".")
         image_sets = [data[k] for k in ("train", "val", "test") if data.get(k)]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, AttributeError) as err:
-        raise GroundTruthError(f"--gt {path}: not a YOLO data.yaml ({_line(err)})") from None
+        raise GroundTruthError(f"--gt {path}: not a YOLO data.yaml ({one_line(err)})") from None
     images: list[GtImage] = []
     seen: set[Path] = set()
     for entry in image_sets:
@@ -177,7 +178,7 @@ def _yolo_image(data_yaml: Path, file: Path, base: Path, names: dict[int, str]) 
             if cls not in names or len(coords) < 4 or (len(coords) > 4 and len(coords) % 2):
                 raise ValueError(f"class {cls} not in names" if cls not in names else "wrong number of values")
         except ValueError as err:
-            raise GroundTruthError(f"--gt {label}: line {n}: not a YOLO label line ({_line(err)})") from None
+            raise GroundTruthError(f"--gt {label}: line {n}: not a YOLO label line ({one_line(err)})") from None
         if len(coords) == 4:
             cx, cy, w, h = coords
             boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
@@ -194,11 +195,9 @@ def _yolo_image(data_yaml: Path, file: Path, base: Path, names: dict[int, str]) 
 def _image_size(file: Path, where: Path) -> tuple[int, int]:
     try:
         with Image.open(file) as im:
-            width, height = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                width, height = height, width
+            width, height = displayed_size(im.size, im.getexif().get(EXIF_ORIENTATION, 1))
     except (OSError, UnidentifiedImageError) as err:
-        raise GroundTruthError(f"--gt {where}: cannot read image {file} ({_line(err)})") from None
+        raise GroundTruthError(f"--gt {where}: cannot read image {file} ({one_line(err)})") from None
     return width, height
 
 
@@ -222,10 +221,10 @@ def read_voc(root: Path, files: list[Path]) -> GroundTruth:
                 boxes.append([float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
                 names.append(str(obj.findtext("name")).strip())
         except ET.ParseError as err:
-            raise GroundTruthError(f"--gt {xml}: not valid XML ({_line(err)})") from None
+            raise GroundTruthError(f"--gt {xml}: not valid XML ({one_line(err)})") from None
         except (AttributeError, TypeError, ValueError) as err:
             raise GroundTruthError(f"--gt {xml}: not a Pascal VOC annotation (bndbox needs xmin, ymin, xmax, ymax "
-                                   f"numbers; {_line(err)})") from None
+                                   f"numbers; {one_line(err)})") from None
         rel = (xml.parent.relative_to(root) / filename).as_posix() if xml.parent != root else filename
         file = _existing(xml.parent, filename) or _existing(xml.parent.parent / "JPEGImages", filename)
         if not width and file is not None:
@@ -243,7 +242,3 @@ def _existing(folder: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AutolabelError, ConfigError, ExitCode
 from ..names import shown
+from ..records import Stored
 from ..store import DB_NAME, Store
 from ..util import atomic_write_text
 
@@ -87,10 +88,10 @@ def write_previews(data: ReportData, folder: Path, classes: list[str]) -> dict[s
         for k, row in enumerate(sorted(rows, key=lambda r: r["rel_path"])):
             name = f"s{s:02d}-{k:03d}.jpg"
             width, height, problem = write_preview(row, folder / name, classes, focus)
-            record = row["labels"] or {}
-            statuses = (record.get("boxes") or {}).get("data", {}).get("status", [])
+            stored = Stored.of(row["labels"])
+            statuses = stored.column("status")
             texts = [(t.get("kind", "?"), t["status"], t.get("reason", ""), _clip(t.get("text", "")))
-                     for t in record.get("texts", []) if t.get("status", "kept") != "kept"]
+                     for t in stored.texts if t.get("status", "kept") != "kept"]
             written.setdefault(section, []).append(
                 Preview(f"img/{name}", row["rel_path"], width, height, dict(Counter(statuses)), problem, texts))
             names.add(name)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from itertools import chain
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ..records import Stored
 from ..store import Store
 
 #: Score histogram bins over [0, 1] (bin ``BINS - 1`` holds 1.0); bin -1 counts boxes without a score.
@@ -100,21 +102,13 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
     for row in store.images(status="done"):
         data.images_done += 1
         reservoirs["labeled"].offer(row)
-        record = row["labels"] or {}
-        boxes = record.get("boxes") or {"data": {}, "confidence": []}
-        columns = boxes["data"]
-        names = columns.get("class_name", [])
-        statuses = columns.get("status", [])
-        reasons = columns.get("reason", [])
-        data.boxes += len(names)
+        stored = Stored.of(row["labels"])
+        names, statuses = stored.column("class_name"), stored.column("status")
+        data.boxes += len(stored)
         pending[0].extend(names)
         pending[1].extend(statuses)
-        pending[2].extend(boxes["confidence"])
-        decided = [(s, r, c) for c, s, r in zip(names, statuses, reasons) if r]
-        texts = record.get("texts", [])
-        decided += [
-            (t.get("status", "kept"), t["reason"], f"<text:{t.get('kind', '?')}>") for t in texts if t.get("reason")
-        ]
+        pending[2].extend(stored.confidence)
+        decided = [(s, r, c) for c, s, r in chain(stored.box_decisions(), stored.text_decisions()) if r]
         if decided:
             decided = [(s, r if r in known or _admit(known, r) else OTHER, c) for s, r, c in decided]
             data.decisions.update(decided)
@@ -126,7 +120,7 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
                     reservoirs[section].offer(row)
                 else:
                     unsampled[section] += 1
-        data.texts.update((t.get("kind", "?"), t.get("status", "kept")) for t in texts)
+        data.texts.update((t.get("kind", "?"), t.get("status", "kept")) for t in stored.texts)
         if len(pending[0]) >= _FLUSH:
             _tally(data, pending)
     _tally(data, pending)

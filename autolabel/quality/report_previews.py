@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from ..intake import Source, decode, read
 from ..labels import DROPPED, FLAGGED, KEPT
-from ..records import decode_masks
+from ..records import Stored, decode_masks
 from .report_svg import DROPPED_COLOR, FLAGGED_COLOR
 
 #: Longer side of a thumbnail, in pixels.
@@ -49,14 +49,13 @@ def load_thumbnail(row: dict[str, Any], side: int = THUMB_SIDE) -> tuple[Image.I
 
 def detections(record: dict[str, Any], scale: float, size: tuple[int, int], classes: Sequence[str]) -> sv.Detections:
     """A record's boxes (and masks, shrunk) at thumbnail scale, ``class_id`` = the class's index in ``classes``."""
-    boxes = record.get("boxes") or {}
-    xyxy = np.asarray(boxes.get("xyxy") or np.zeros((0, 4)), dtype=np.float32).reshape(-1, 4) * scale
+    stored = Stored.of(record)
+    xyxy = np.asarray(stored.xyxy or np.zeros((0, 4)), dtype=np.float32).reshape(-1, 4) * scale
     n = len(xyxy)
-    columns = boxes.get("data") or {}
     index = {name: i for i, name in enumerate(classes)}
-    names = np.asarray(columns.get("class_name") or [""] * n, dtype=object)
+    names = np.asarray(stored.column("class_name"), dtype=object)
     mask = None
-    rles = boxes.get("mask")
+    rles = stored.masks
     if rles and any(r is not None for r in rles):
         mask = np.zeros((n, size[1], size[0]), dtype=bool)
         for i, rle in enumerate(rles):
@@ -66,13 +65,12 @@ def detections(record: dict[str, Any], scale: float, size: tuple[int, int], clas
     return sv.Detections(
         xyxy=xyxy,
         mask=mask,
-        confidence=np.asarray([np.nan if c is None else c for c in boxes.get("confidence", [None] * n)],
-                              dtype=np.float32),
+        confidence=stored.scores().astype(np.float32),
         class_id=np.asarray([index.get(name or "<no class>", len(classes)) for name in names], dtype=int),
         data={
             "class_name": names,
-            "status": np.asarray(columns.get("status") or [KEPT] * n, dtype=object),
-            "reason": np.asarray(columns.get("reason") or [""] * n, dtype=object),
+            "status": np.asarray(stored.column("status"), dtype=object),
+            "reason": np.asarray(stored.column("reason"), dtype=object),
             "has_mask": np.asarray([r is not None for r in rles] if rles else [False] * n, dtype=bool),
         },
     )

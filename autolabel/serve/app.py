@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..errors import one_line
 from .backend import Backend
 from .protocol import RequestError
 
@@ -85,7 +86,7 @@ def _handler(
             log.warning("%s %s: %d %s", request.method, request.url.path, err.status, err.message)
             return error(err.status, err.message)
         except Exception as err:  # noqa: BLE001 — a bug must not take the server down; one line, no traceback
-            message = " ".join(str(err).split()) or type(err).__name__
+            message = one_line(err)
             log.error("%s %s: 500 %s: %s", request.method, request.url.path, type(err).__name__, message)
             return error(500, f"{type(err).__name__}: {message}")
 

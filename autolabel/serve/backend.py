@@ -19,15 +19,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ..accounting import Account
+from ..cache import Prefetched
 from ..errors import AutolabelError
+from ..executors.labeling import label_batch
 from ..exports.labelstudio import task as ls_task
 from ..exports.rows import class_ids, image_row
-from ..intake import decode, sha256
+from ..intake import Decoded, Source, decode, sha256
 from ..models.pool import ModelPool
-from ..pipeline import StageError
-from ..records import to_record
-from ..stage import Item
-from ..store import ImageResult
 from . import similar
 from .answers import StoreAnswers
 from .images import Access, Fetcher, rel_path
@@ -81,7 +80,7 @@ class Backend:
         cache_size: int = 16,
         fetch_workers: int = 8,
     ):
-        from ..labelstudio.push import model_version_for
+        from ..exports.labelstudio import model_version_for
 
         self.pipeline = pipeline
         self.answers = answers
@@ -241,36 +240,33 @@ class Backend:
         digests = list(todo)
         batches = [digests[i : i + size] for i in range(0, len(digests), size)]
         for b, batch in enumerate(batches, 1):
-            items, refs = [], []
+            decoded, refs = [], []
             for digest in batch:
                 k = todo[digest][0]
                 try:
                     image = decode(fetched[k][0], self.pipeline.config.max_image_pixels)
                 except ValueError as err:
                     raise RequestError(422, f"task {tasks[k].id}: {tasks[k].image}: {err}") from None
-                items.append(Item.of(image, tasks[k].image))
+                source = Source(_store_path(tasks[k].image, access), rel_path(tasks[k].image))
+                decoded.append(Decoded(source, sha256=digest, image=image))
                 refs.append(k)
             t0 = time.perf_counter()
-            with self._model_lock:
-                try:
-                    items, snapshots = self.pipeline.run_batch(items)
-                except StageError as err:
-                    raise RequestError(500, f"task(s) {', '.join(str(tasks[k].id) for k in refs)}: {err}") from None
-                self.count(model_batches=1, model_images=len(items))
-            log.info("predict: batch %d/%d: %d image(s) labeled in %.2f s", b, len(batches), len(items),
+            with self._model_lock:  # the executors' labeling path: a batch, retried image by image if it fails
+                results, cache = label_batch(self.pipeline, decoded, Prefetched(), Account())
+                self.count(model_batches=1, model_images=len(decoded))
+            by_digest = {r.sha256: r for r in results}  # failures come first: not in the batch's order
+            failed = [(k, by_digest[d]) for d, k in zip(batch, refs) if by_digest[d].status != "done"]
+            if failed:
+                raise RequestError(500, f"task(s) {', '.join(str(tasks[k].id) for k, _ in failed)}: "
+                                        f"{failed[0][1].reason}")
+            log.info("predict: batch %d/%d: %d image(s) labeled in %.2f s", b, len(batches), len(decoded),
                      time.perf_counter() - t0)
-            results, cache = [], []
-            for digest, k, item, snaps in zip(batch, refs, items, snapshots):
-                record = to_record(item.labels)
-                row = {"id": tasks[k].id or 0, "path": _store_path(tasks[k].image, access), "sha256": digest,
-                       "rel_path": rel_path(tasks[k].image), "width": item.labels.width,
-                       "height": item.labels.height, "labels": record}
+            for digest, k in zip(batch, refs):
+                result = by_digest[digest]
+                row = {"id": tasks[k].id or 0, "path": result.path, "sha256": digest, "rel_path": result.rel_path,
+                       "width": result.width, "height": result.height, "labels": result.labels}
                 for j in todo[digest]:
                     predictions[j] = self._prediction(dict(row, id=tasks[j].id or 0), config)
-                results.append(ImageResult(path=row["path"], rel_path=row["rel_path"], sha256=digest, status="done",
-                                           width=row["width"], height=row["height"], labels=record))
-                keys = self.pipeline.spec.stage_keys
-                cache.extend((digest, keys[j], rec) for j, rec in snaps)
             if self.answers is not None and self.answers.write_back:
                 self.answers.write(results, self.pipeline.spec.hash, self.pipeline.spec.raw, cache)
                 self.count(written_back=len(results))

@@ -15,9 +15,11 @@ lock with everything else the backend runs. Limits: at most :data:`MAX_EXAMPLES`
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -28,8 +30,24 @@ from .images import rel_path
 from .protocol import Config, RequestError, Task
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from ..pipeline import Pipeline
     from .images import Access
+
+log = logging.getLogger("autolabel.serve")  # the backend's logger (one name: one logger)
+
+
+class Backend(Protocol):
+    """What "find similar" uses of the backend that calls it (:class:`autolabel.serve.backend.Backend`): its
+    pipeline and models, its image fetch, the lock all model work runs under, its counters and prediction shape."""
+
+    pipeline: Pipeline
+    _model_lock: threading.Lock
+
+    def _fetch(self, task: Task, access: Access) -> tuple[bytes, str]: ...
+
+    def count(self, **amounts: int) -> None: ...
+
+    def _prediction(self, row: dict[str, Any], config: Config) -> dict[str, Any]: ...
 
 #: the label that turns a smart rectangle into a "find similar" request
 MARKER = "find similar"
@@ -125,8 +143,6 @@ def answer(backend: "Backend", task: Task, context: dict[str, Any], config: Conf
     row = {"id": task.id or 0, "path": task.image, "sha256": digest, "rel_path": rel_path(task.image),
            "width": image.width, "height": image.height, "labels": to_record(labels)}
     prediction = backend._prediction(row, config)
-    from .backend import log
-
     log.info("find similar: task %s: %d instance(s) of %r in %.2f s", task.id, len(found), label,
              time.perf_counter() - t0)
     return prediction

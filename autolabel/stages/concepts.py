@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from ..validation import invalid
 
 from ..errors import ConfigError
 from ..labels import DROPPED, Labels
@@ -68,7 +68,7 @@ class ExemplarsParams(BaseModel):
     @model_validator(mode="after")
     def _has_source(self) -> "ExemplarsParams":
         if not self.from_stages and self.folder is None:
-            raise PydanticCustomError("invalid", "needs from_stages (earlier stages whose rows are exemplars) or "
+            raise invalid("needs from_stages (earlier stages whose rows are exemplars) or "
                                       "folder (a JSON file per image), or both")
         return self
 

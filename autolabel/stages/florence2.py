@@ -27,26 +27,23 @@ import supervision as sv
 from pydantic import Field
 
 from ..errors import ConfigError
+from ..geometry import polygons_mask
 from ..labels import DROPPED, KEPT, Labels, Text, merge
 from ..models.features import StageFeatures, shared
-from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, Answer, generation_problems
+from ..models.florence2 import MAX_ROWS, TASK_KEYS, TASK_TABLE, TASKS, generation_problems
 from ..models.florence2_scores import SCORE_METHODS, Located, instance_score
-from ..models.outputs import quad_bounds
+from ..models.outputs import Answer, quad_bounds
 from ..models.contract import Florence2Model
 from ..stage import Item, ModelStage, ModelStageParams, StageContext, check_classes
 from .detect import UNMAPPED
 from .segment import fill_masks
 
-#: task → how it is asked and what it gives (from the one table, :data:`~autolabel.models.florence2.TASK_TABLE`)
-TASK_KINDS: dict[str, str] = {task: kind for task, (_, kind) in TASK_TABLE.items()}
-#: where a region task writes its answer: (column, its score column). One column per task, so that region tasks
-#: over the same boxes do not take each other's answers for their own (OCR writes ``text``, as the ocr stage does)
-REGION_COLUMNS = {
-    "region_category": ("phrase", "phrase_score"),
-    "region_description": ("description", "description_score"),
-    "region_ocr": ("text", "text_score"),
-}
-_CLASSED = ("od", "grounding", "ovd", "res")  # tasks whose phrases name objects: unmapped ones dropped by default
+# all derived from the one table of tasks, :data:`~autolabel.models.florence2.TASK_TABLE`:
+#: task → how it is asked and what it gives
+TASK_KINDS: dict[str, str] = {name: task.kind for name, task in TASK_TABLE.items()}
+#: where a region task writes its answer: (column, its score column)
+REGION_COLUMNS = {name: (task.column, f"{task.column}_score") for name, task in TASK_TABLE.items() if task.column}
+_CLASSED = tuple(name for name, task in TASK_TABLE.items() if task.classed)  # unmapped phrases dropped by default
 _LOC = re.compile(r"<loc_\d+>")
 
 Task = Literal[tuple(TASK_TABLE)]  # type: ignore[valid-type]  # the table's task names, in its order
@@ -77,16 +74,8 @@ class Florence2Params(ModelStageParams):
     max_rows: int = Field(default=MAX_ROWS, ge=1, le=4096)
 
 
-#: keys that apply only to some tasks
-_ONLY_FOR = {
-    "prompts": ("ovd", "res", "grounding"),
-    "caption_from": ("grounding",),
-    "from_stages": tuple(t for t, k in TASK_KINDS.items() if k == "region"),
-    "overwrite": tuple(t for t, k in TASK_KINDS.items() if k == "region"),
-    "label": ("proposals", "ocr_regions"),
-    "unmapped": ("od", "dense_caption", "grounding", "ovd", "res", "region_category"),
-    "score": ("proposals", "od", "dense_caption", "grounding", "ocr_regions", "ovd", "res", "region_segmentation"),
-}
+#: keys that apply only to some tasks → those tasks
+_ONLY_FOR = {key: tuple(name for name, task in TASK_TABLE.items() if key in task.takes) for key in TASK_KEYS}
 
 
 class Florence2Stage(ModelStage):
@@ -342,20 +331,6 @@ def polygons_bounds(polygons: list[list[float]]) -> np.ndarray:
     """xyxy bounds of all points of an instance's polygons (flat ``x, y, x, y, ...`` lists)."""
     points = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons if len(p) >= 2])
     return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
-
-
-def polygons_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
-    """The union of an instance's polygons (flat pixel coordinates) as a boolean (H, W) mask (pycocotools).
-
-    Polygons with fewer than 3 points cover nothing (pycocotools would read 4 numbers as a box).
-    """
-    from pycocotools import mask as mask_utils
-
-    flat = [[float(v) for v in p] for p in polygons if len(p) >= 6]
-    if not flat:
-        return np.zeros((height, width), dtype=bool)
-    rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
-    return mask_utils.decode(rle).astype(bool)
 
 
 # -- helpers

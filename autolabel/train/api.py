@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AutolabelError, ExitCode
-from . import checkpoint, lineage
+from ..models import lineage
+from . import checkpoint
 from .data import DataError, Dataset
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def _nothing(dataset: Dataset, what: str) -> str:
 def _versions() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..runner import package_versions
+    from ..version import package_versions
 
     out = package_versions()
     try:

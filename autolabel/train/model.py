@@ -19,14 +19,12 @@
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import AutolabelError, ExitCode
+from ..models.trained import quiet_peft
 
 #: the first transformers with Florence-2's labels shifted once (huggingface/transformers#46897; 4.57.6 has the bug)
 MIN_TRANSFORMERS = "5.17"
@@ -114,15 +112,6 @@ def prepare(model: Any, mode: str, train_vision: bool, lora: LoraSettings) -> An
                         bias="none")
     with quiet_peft():
         return get_peft_model(model, config)
-
-
-@contextmanager
-def quiet_peft() -> Iterator[None]:
-    """peft asks transformers a deprecated question (``is_gradient_checkpointing``) on every load: not the user's
-    concern, so that FutureWarning is silenced around peft's calls."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
 
 
 def trainable_state(model: Any) -> dict[str, Any]:

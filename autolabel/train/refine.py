@@ -128,7 +128,7 @@ def _rounds(pipeline_file: str | Path, base: Any, name: str, settings: Any, gt: 
     from . import checkpoint
     from .api import train_on
     from .data import assign_splits, load
-    from .lineage import LINEAGE_FILE
+    from ..models.lineage import LINEAGE_FILE
 
     state = _state(out)
     spec = base.config.models[name]
@@ -209,9 +209,10 @@ def _run(pipeline_file: str | Path, overrides: list[tuple[str, Any]], sources: A
          progress: bool) -> None:
     """The pipeline over the images into ``output`` (its store resumes what a killed refine left); no push."""
     from ..pipeline import Pipeline
+    from ..runner import run
 
     pipeline = Pipeline.from_yaml(pipeline_file, [*overrides, ("push", None)])
-    pipeline.run(input=sources, output=output, progress=progress)
+    run(pipeline, input=sources, output=output, progress=progress)
 
 
 def _merge_stores(old: Path, new: Path, output: Path, number: int, rule: Rule, iou: float) -> None:
@@ -246,7 +247,7 @@ def _merge_stores(old: Path, new: Path, output: Path, number: int, rule: Rule, i
 def _hash(spec: dict[str, Any], number: int) -> str:
     import hashlib
 
-    from ..cache import canonical_json
+    from ..identity import canonical_json
 
     return hashlib.sha256(canonical_json({"merged": number, "pipeline": spec})).hexdigest()[:16]
 

@@ -14,7 +14,6 @@ load) end it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -24,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import cache
-from ..cache import canonical_json
+from ..identity import digest
 from ..errors import StageError, one_line
 from ..labels import Labels
-from ..records import from_record, to_record
+from ..records import Stored, from_record, to_record
 from ..stage import Item
 from .chunks import TRACK, Chunk, FrameRef, Tracks, chunk_start, chunks, first_seen, stitch, track_ids
 from .decode import file_digest, file_size, frames, limit_problem, probe
@@ -35,6 +34,7 @@ from .spec import VideoSpec, is_video_name
 from .store import ClipStatus, ClipStore, FrameRow
 
 if TYPE_CHECKING:
+    from ..accounting import Account
     from ..config import PipelineSpec
     from ..intake import Source
     from ..pipeline import Pipeline
@@ -51,7 +51,7 @@ def split_sources(sources: Sequence[Source]) -> tuple[list[Source], list[Source]
 
 def plan_hash(spec: PipelineSpec, video: VideoSpec) -> str:
     """What decides a clip's labels: the pipeline's hash and the sampling and chunking (not the limits)."""
-    return hashlib.sha256(canonical_json([spec.hash, video.plan_identity()])).hexdigest()[:16]
+    return digest([spec.hash, video.plan_identity()], 16)
 
 
 @dataclass
@@ -67,11 +67,12 @@ class ClipOutcome:
 
 
 def label_clips(
-    pipeline: Pipeline, store: Store, run_id: int, sources: Sequence[Source], stop: Any, clock: Counter[str],
+    pipeline: Pipeline, store: Store, run_id: int, sources: Sequence[Source], stop: Any, account: Account,
     report: Callable[[ClipOutcome], None],
 ) -> bool:
-    """Label every clip of ``sources`` in this process; ``report`` each outcome. True when stopped early."""
-    labeler = ClipLabeler(pipeline, store, run_id, clock)
+    """Label every clip of ``sources`` in this process, counting the work into the run's ``account``; ``report``
+    each outcome. True when stopped early."""
+    labeler = ClipLabeler(pipeline, store, run_id, account)
     for source in sources:
         outcome = labeler.label(source, stop)
         report(outcome)
@@ -83,8 +84,9 @@ def label_clips(
 class ClipLabeler:
     """Labels clips with one pipeline into one store (see the module docstring)."""
 
-    def __init__(self, pipeline: Pipeline, store: Store, run_id: int, clock: Counter[str]):
-        self.pipeline, self.store, self.run_id, self.clock = pipeline, store, run_id, clock
+    def __init__(self, pipeline: Pipeline, store: Store, run_id: int, account: Account):
+        self.pipeline, self.store, self.run_id, self.account = pipeline, store, run_id, account
+        self.clock = account.clock
         self.video: VideoSpec = pipeline.config.video
         self.clips = ClipStore(store)
         self.plan = plan_hash(pipeline.spec, self.video)
@@ -168,10 +170,10 @@ class ClipLabeler:
             frame.image = None  # done with (the last ``overlap`` frames start the next chunk)
         self.clock["commit"] += time.perf_counter() - t0
 
-    def _run_stages(self, path: str, sha: str, chunk: Chunk) -> tuple[list[Item], list[cache.Row]]:
+    def _run_stages(self, path: str, sha: str, chunk: Chunk) -> tuple[list[Item], list[cache.StageOutput]]:
         """The frame stages over a chunk, each from the chunk's last cached model output on."""
         pipeline, n = self.pipeline, len(chunk.frames)
-        identity = hashlib.sha256(canonical_json(self.video.plan_identity())).hexdigest()[:12]
+        identity = digest(self.video.plan_identity(), 12)
         shas = [f"clip:{sha}:{identity}:{chunk.start}:{f.position}" for f in chunk.frames]
         restored = [cache.restore(self.store, s, self.keys) for s in shas]
         if len({r.start for r in restored}) != 1:
@@ -191,7 +193,8 @@ class ClipLabeler:
                 def after(stage_index: int, k: int, labels: Labels, group: list[int] = group) -> None:
                     write_back(stage_index, group[k], labels)
 
-                out = pipeline([items[k] for k in group], starts=[j] * len(group), after=after, end=j + 1)
+                out = pipeline([items[k] for k in group], starts=[j] * len(group), after=after, end=j + 1,
+                               account=self.account)
                 for k, item in zip(group, out):
                     items[k] = item
         return items, write_back.rows
@@ -221,8 +224,7 @@ class ClipLabeler:
             for stage in filters:
                 s0 = time.perf_counter()
                 stage.apply(table)
-                self.pipeline.timings[stage.name] += time.perf_counter() - s0
-                self.pipeline.calls[stage.name] += 1
+                self.account.stage(stage.name, time.perf_counter() - s0, 1)
         def rewrite(frame: FrameRow) -> dict[str, Any] | None:
             changed = table is not None and table.write(frame.position, frame.labels)
             tally(outcome.decisions, frame.labels)
@@ -250,5 +252,4 @@ def _renumber(labels: Labels, mapping: dict[int, int]) -> None:
 
 def tally(decisions: Counter[tuple[str, str, str]], record: dict[str, Any]) -> None:
     """Count a frame's boxes by (class, status, reason), as the runner counts an image's."""
-    data = record["boxes"]["data"]
-    decisions.update(zip(data["class_name"], data["status"], data["reason"]))
+    decisions.update(Stored.of(record).box_decisions())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from ..validation import invalid
 
 #: file name extensions (lower case) of the clips ``--input`` picks up beside images
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
@@ -46,10 +46,10 @@ class VideoSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "VideoSpec":
         if self.fps is not None and self.every is not None:
-            raise PydanticCustomError("invalid", "give fps or every, not both (fps samples by time, every by count)")
+            raise invalid("give fps or every, not both (fps samples by time, every by count)")
         if self.overlap >= self.chunk:
-            raise PydanticCustomError(
-                "invalid", f"overlap ({self.overlap}) must be smaller than chunk ({self.chunk})"
+            raise invalid(
+                f"overlap ({self.overlap}) must be smaller than chunk ({self.chunk})"
             )
         return self
 

@@ -153,7 +153,7 @@ class ClipStore:
         next_track: int, stage_outputs: Iterable[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         """One chunk's new frames ``(position, index, time, record)``, the clip's progress and the chunk's stage
-        outputs to cache (:class:`autolabel.cache.Row`), in one transaction."""
+        outputs to cache (:class:`autolabel.cache.StageOutput`), in one transaction."""
         rows = [(clip_id, p, i, t, _dumps(r)) for p, i, t, r in frames]
         with self.store.transaction(f"commit {len(rows)} frames") as conn:
             conn.executemany(

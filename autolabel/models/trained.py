@@ -11,12 +11,14 @@ model's speed. Either way the model gets the folder's ``lineage`` (its labels' p
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
 from . import lineage
-from .model import quiet_peft
 
 
 def load_adapter(cls: Any, spec: Any) -> Any:
@@ -59,3 +61,12 @@ def attach(model: Any, folder: str | Path | None = None) -> Any:
         model.lineage = lineage.summary(record)
         model.revision = record.get("weights") or model.revision
     return model
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft asks transformers a deprecated question (``is_gradient_checkpointing``) on every load: not the user's
+    concern, so that FutureWarning is silenced around peft's calls."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield

@@ -1,4 +1,7 @@
-"""Shapes the formats need from what the store keeps: masks (COCO RLE) ⇄ polygons, boxes as polygons.
+"""Shapes from what the store keeps: masks (COCO RLE) ⇄ polygons, polygons rasterized, boxes as polygons.
+
+Shared by the stages (Florence-2's polygons become masks) and the exports (masks become polygons, polygons RLE), so
+a polygon is rasterized one way everywhere (pycocotools).
 
 Conventions (pixels, displayed frame):
 
@@ -137,11 +140,27 @@ def box_polygon(xyxy: Sequence[float]) -> np.ndarray:
     return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
 
 
+def rasterize(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
+    """Polygons (one object; flat ``x, y, x, y, ...`` pixel lists) as pycocotools' compressed RLE of their union.
+    The one rasterizer: every polygon that becomes a mask goes through here."""
+    return mask_utils.merge(mask_utils.frPyObjects([list(p) for p in polygons], height, width))
+
+
 def polygons_to_rle(polygons: Sequence[np.ndarray], height: int, width: int) -> dict[str, Any]:
     """Polygons (one object) rasterised by pycocotools into one compressed RLE with a JSON-safe ``counts``."""
-    flat = [np.asarray(p, dtype=np.float64).ravel().tolist() for p in polygons]
-    rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
+    rle = rasterize([np.asarray(p, dtype=np.float64).ravel().tolist() for p in polygons], height, width)
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def polygons_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """The union of an object's polygons (flat pixel coordinates) as a boolean (H, W) mask.
+
+    Polygons with fewer than :data:`MIN_POINTS` points cover nothing (pycocotools would read 4 numbers as a box).
+    """
+    flat = [[float(v) for v in p] for p in polygons if len(p) >= 2 * MIN_POINTS]
+    if not flat:
+        return np.zeros((height, width), dtype=bool)
+    return mask_utils.decode(rasterize(flat, height, width)).astype(bool)
 
 
 def join_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
