@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from autolabel.serve.images import Access, Fetcher, HostPolicy, rel_path
+from autolabel.serve.images import rel_path
 from autolabel.serve.protocol import (
     Config,
     RequestError,
@@ -84,7 +84,7 @@ def test_smart_keypoints_and_rectangles_become_pixels() -> None:
 @pytest.mark.parametrize("context, words", [
     ({"result": []}, "non-empty list"),
     ({"result": [{"type": "keypointlabels", "from_name": "nope", "value": {"x": 1, "y": 1}}]}, "unknown control"),
-    ({"result": [{"type": "keypointlabels", "from_name": "kp", "value": {"x": "a", "y": 1}}]}, "numeric value.x"),
+    ({"result": [{"type": "keypointlabels", "from_name": "kp", "value": {"x": "a", "y": 1}}]}, "numbers in 0..100"),
     ({"result": [{"type": "choices", "from_name": "kp", "value": {"x": 1, "y": 1}}]}, "no keypoint or rectangle"),
 ])
 def test_bad_contexts_are_400s(context: dict, words: str) -> None:
@@ -124,36 +124,3 @@ def test_references_get_store_names() -> None:
     assert rel_path("/data/local-files/?d=photos/a%20b.jpg") == "photos/a b.jpg"
     assert rel_path("/data/upload/3/x.png") == "upload/3/x.png"
     assert rel_path("https://host/bucket/k/y.jpg?sig=1") == "bucket/k/y.jpg"
-
-
-def test_the_environment_wins_over_the_setup_call() -> None:
-    assert Access.of("http://localhost:8080/", "t1", environ={}) == Access("http://localhost:8080", "t1")
-    env = {"LABEL_STUDIO_URL": "https://ls.example.org/", "LABEL_STUDIO_API_KEY": "t2"}
-    assert Access.of("http://localhost:8080", "t1", environ=env) == Access("https://ls.example.org", "t2")
-
-
-def test_allowed_hosts_check_every_address_a_name_resolves_to() -> None:
-    HostPolicy(None).check("http://10.1.2.3/a.png")  # no list: anything goes
-    policy = HostPolicy(["127.0.0.1", "10.0.0.0/8"])
-    policy.check("http://127.0.0.1:8080/data/upload/1/a.png")
-    policy.check("https://10.20.30.40/a.png")
-    with pytest.raises(RequestError) as err:
-        policy.check("http://127.0.0.2/a.png")
-    assert err.value.status == 403 and "outside --allowed-hosts" in err.value.message
-    with pytest.raises(RequestError, match="cannot resolve"):
-        policy.check("http://no-such-host.invalid/a.png")
-
-
-def test_local_paths_and_refusals(tmp_path) -> None:
-    (tmp_path / "a.png").write_bytes(b"png bytes")
-    fetcher = Fetcher()
-    try:
-        assert fetcher.fetch(str(tmp_path / "a.png"), Access()) == b"png bytes"
-        assert fetcher.fetch(f"file://{tmp_path / 'a.png'}", Access()) == b"png bytes"
-        for ref, status, words in ((str(tmp_path / "b.png"), 404, "cannot read"), ("s3://b/k.png", 400, "pre-signed"),
-                                   ("/data/upload/1/a.png", 400, "LABEL_STUDIO_URL")):
-            with pytest.raises(RequestError) as err:
-                fetcher.fetch(ref, Access())
-            assert err.value.status == status and words in err.value.message
-    finally:
-        fetcher.close()
