@@ -18,9 +18,11 @@ choose. The token never appears in an error message or log line.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterable
+from functools import cache
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpcore
@@ -60,12 +62,10 @@ class Fetcher:
 
     def __init__(self, roots: LocalRoots | None = None, policy: HostPolicy | None = None,
                  backend: PinnedBackend | None = None, io_timeout: float = IO_TIMEOUT):
-        from httpx import create_ssl_context
-
         self.roots = roots or LocalRoots()
         self.policy = policy or HostPolicy()
         self.io_timeout = io_timeout
-        self.pool = httpcore.ConnectionPool(ssl_context=create_ssl_context(), max_connections=64,
+        self.pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), max_connections=64,
                                             keepalive_expiry=30.0,
                                             network_backend=backend or PinnedBackend(self.policy))
         self._bearer: dict[str, tuple[str, float]] = {}  # personal access token → (access token, expiry)
@@ -150,6 +150,14 @@ class Fetcher:
                                         f"(Account & Settings) and set {KEY_ENV}") from None
             self._bearer[token] = (bearer, time.monotonic() + 240.0)
             return f"Bearer {bearer}"
+
+
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's verified TLS context (certifi's roots, or SSL_CERT_FILE / SSL_CERT_DIR), built once per process."""
+    from httpx import create_ssl_context
+
+    return create_ssl_context()
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
