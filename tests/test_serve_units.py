@@ -1,12 +1,22 @@
-"""The pure parts of ``autolabel serve``: request shapes, region renaming, image references, host policy."""
+"""The pure parts of ``autolabel serve``: request shapes, region renaming, image references, Label Studio access,
+limits and budgets, the guard's rules, strict JSON, the threads."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
+from autolabel.errors import ConfigError
+from autolabel.serve.access import Access, Trust, clean_url, redact
+from autolabel.serve.app import parse_json
+from autolabel.serve.guard import basic_auth, bind_warning, host_of, is_loopback
 from autolabel.serve.images import rel_path
+from autolabel.serve.limits import LIMITS, Admission, Budget, Limits, env_name, exceeded, flag
+from autolabel.serve.workers import FIRST, NORMAL, Workers, map_parallel
 from autolabel.serve.protocol import (
     Config,
     RequestError,
@@ -124,3 +134,302 @@ def test_references_get_store_names() -> None:
     assert rel_path("/data/local-files/?d=photos/a%20b.jpg") == "photos/a b.jpg"
     assert rel_path("/data/upload/3/x.png") == "upload/3/x.png"
     assert rel_path("https://host/bucket/k/y.jpg?sig=1") == "bucket/k/y.jpg"
+
+
+# -- smart-tool coordinates and scores ------------------------------------------------------------------------------
+def keypoint_at(x: object, y: object) -> dict:
+    return {"type": "keypointlabels", "from_name": "kp", "value": {"x": x, "y": y, "keypointlabels": ["cat"]}}
+
+
+@pytest.mark.parametrize("x, y", [
+    (float("nan"), 5), (5, float("inf")), ("nan", 5), ("1e400", 5), (1e300, 5), (-0.5, 5), (5, 100.02), (True, None),
+])
+def test_coordinates_that_are_not_percentages_are_400s_not_500s(x: object, y: object) -> None:
+    with pytest.raises(RequestError) as err:
+        parse_prompt({"result": [keypoint_at(x, y)]}, Config(CONFIG), 200, 100)
+    assert err.value.status == 400 and err.value.message == (
+        "context.result[0]: a keypointlabels needs value.x, value.y as numbers in 0..100 (percent of the image)")
+
+
+def test_coordinates_at_the_edges_are_kept_and_a_rounding_hair_over_100_is_clipped() -> None:
+    prompt = parse_prompt({"result": [keypoint_at(0, 100), keypoint_at(100.01, 0)]}, Config(CONFIG), 200, 100)
+    assert prompt.points == [(0.0, 100.0), (200.0, 0.0)]
+    rect = {"type": "rectanglelabels", "from_name": "box2", "value": {"x": 60, "y": 0, "width": 40.005,
+                                                                      "height": 100, "rectanglelabels": ["cat"]}}
+    assert parse_prompt({"result": [rect]}, Config(CONFIG), 200, 100).box == (120.0, 0.0, 200.0, 100.0)
+    for over in ({"width": 40.5}, {"height": -1}, {"x": 101}):
+        with pytest.raises(RequestError, match="value.width, value.height as numbers in 0..100"):
+            parse_prompt({"result": [rect | {"value": rect["value"] | over}]}, Config(CONFIG), 200, 100)
+
+
+@pytest.mark.parametrize("iou, score", [(1.3, 1.0), (-0.2, 0.0), (float("nan"), 0.0), (0.123456789, 0.12346)])
+def test_sams_predicted_iou_is_clipped_into_label_studios_score_range(iou: float, score: float) -> None:
+    region = brush_region(np.ones((4, 6), bool), "cat", iou, Config(CONFIG), "r")
+    assert region["score"] == score
+    prediction = {"model_version": "v", "score": region["score"], "result": [region]}
+    assert Config(CONFIG).interface.validate_prediction(prediction, return_errors=True) == []
+
+
+# -- Label Studio access: where its URL and token may come from -----------------------------------------------------
+def test_urls_in_messages_never_carry_credentials_or_queries() -> None:
+    assert redact("http://u:p@h:1/a?t=1") == "http://***@h:1/a"
+    assert redact("https://h/a.png") == "https://h/a.png"
+    assert clean_url(" https://ls.example.org:8443/prefix/ ", "x") == "https://ls.example.org:8443/prefix"
+    for raw, words in (("https://admin:hunter2@ls.example.org", "credentials in the URL (https://***@ls.example.org)"),
+                       ("ls.example.org:8080", "expected http://HOST:PORT"), ("http://", "expected http://HOST:PORT"),
+                       ("https://h/?token=1", "no query string")):
+        with pytest.raises(ValueError) as err:
+            clean_url(raw, "--label-studio-url")
+        assert str(err.value).startswith("--label-studio-url: ") and words in str(err.value)
+        assert "hunter2" not in str(err.value) and "token=1" not in str(err.value)
+
+
+def test_label_studio_file_urls_keep_a_base_path_and_its_origin() -> None:
+    access = Access("https://h.example/ls", "t")
+    assert access.file_url("/data/upload/1/a%20b.png") == "https://h.example/ls/data/upload/1/a%20b.png"
+    assert access.file_url("/data/local-files/?d=cams/1.jpg") == "https://h.example/ls/data/local-files/?d=cams/1.jpg"
+    assert access.is_file_url("https://H.EXAMPLE:443/ls/data/upload/1/a.png")
+    assert not access.is_file_url("https://h.example/data/upload/1/a.png")  # not under the base path
+    assert not access.is_file_url("http://h.example/ls/data/upload/1/a.png")  # another scheme: another origin
+    assert not access.is_file_url("https://h.example:8443/ls/data/upload/1/a.png")
+    assert not access.is_file_url("https://h.example/ls/api/projects/")
+    assert not access.is_file_url("https://h.example/lsx/data/upload/1/a.png")
+    assert Access("http://h").same_origin("http://h:80/x") and not Access().same_origin("http://h/x")
+    assert Access("http://h:8080").host == "h" and Access().host is None
+
+
+@pytest.mark.parametrize("authenticated, operator, setup, expected", [
+    # no auth, nothing configured: an anonymous setup changes nothing
+    (False, (None, None), ("http://attacker", "theirs"), (None, None)),
+    # the operator's token alone: a setup proves itself by sending that same token, then its URL is used
+    (False, (None, "ours"), ("http://attacker", "theirs"), (None, "ours")),
+    (False, (None, "ours"), ("http://ls:8080/", "ours"), ("http://ls:8080", "ours")),
+    # basic auth on: the caller is Label Studio (or has its password)
+    (True, (None, None), ("http://ls:8080", "its-token"), ("http://ls:8080", "its-token")),
+    (True, (None, None), (None, None), (None, None)),
+    # the operator's values always win
+    (True, ("http://ls.internal", "ours"), ("http://elsewhere", "theirs"), ("http://ls.internal", "ours")),
+    (False, ("http://ls.internal", None), ("http://elsewhere", "theirs"), ("http://ls.internal", None)),
+    (True, ("http://ls.internal", None), ("http://elsewhere", "theirs"), ("http://ls.internal", "theirs")),
+])
+def test_a_setup_call_adds_label_studios_url_and_token_only_when_proven(authenticated, operator, setup,
+                                                                        expected) -> None:
+    trust = Trust(Access(*operator), authenticated)
+    assert trust.from_setup(*setup) == Access(*expected)
+
+
+def test_a_proven_setup_with_credentials_in_its_hostname_is_a_400() -> None:
+    with pytest.raises(RequestError) as err:
+        Trust(Access(), authenticated=True).from_setup("http://u:secret@ls:8080", "t")
+    assert err.value.status == 400 and "secret" not in err.value.message and "credentials" in err.value.message
+
+
+def test_the_operators_settings_come_from_the_flag_or_the_environment() -> None:
+    env = {"LABEL_STUDIO_URL": "http://env-ls:8080/", "LABEL_STUDIO_API_KEY": " key "}
+    assert Trust.from_environment(None, False, env).operator == Access("http://env-ls:8080", "key")
+    assert Trust.from_environment("https://flag-ls", True, env).operator == Access("https://flag-ls", "key")
+    assert Trust.from_environment(None, False, {}).operator == Access()
+    with pytest.raises(ConfigError) as err:
+        Trust.from_environment(None, False, {"LABEL_STUDIO_URL": "http://admin:pw@ls"})
+    assert str(err.value).startswith("LABEL_STUDIO_URL: credentials in the URL") and ":pw@" not in str(err.value)
+    with pytest.raises(ConfigError, match="^--label-studio-url: expected"):
+        Trust.from_environment("ls:8080", False, {})
+
+
+# -- limits ---------------------------------------------------------------------------------------------------------
+def test_limits_come_from_the_flag_then_the_environment_then_the_default() -> None:
+    env = {"AUTOLABEL_SERVE_MAX_TASKS": "50", "AUTOLABEL_SERVE_MAX_BODY_BYTES": "2048",
+           "AUTOLABEL_SERVE_MAX_QUEUED": " "}
+    limits = Limits.resolve({"max_tasks": 7, "max_body_bytes": None}, env)
+    assert (limits.max_tasks, limits.max_body_bytes, limits.max_queued) == (7, 2048, 8)
+    assert Limits.resolve({}, {}) == Limits()
+    assert ("--max-tasks", 7, "tasks in one predict request") in limits.table() and len(limits.table()) == 9
+    with pytest.raises(ConfigError) as err:
+        Limits.resolve({"max_tasks": 0, "max_image_bytes": -1}, {"AUTOLABEL_SERVE_MAX_CONCURRENT": "eight"})
+    assert err.value.problems == [
+        "--max-tasks: expected a positive whole number (tasks in one predict request; got 0)",
+        "--max-image-bytes: expected a positive whole number (bytes of one image; got -1)",
+        "AUTOLABEL_SERVE_MAX_CONCURRENT: expected a positive whole number (requests being read, fetched or answered "
+        "from the store at once; got 'eight')"]
+
+
+def test_every_limit_has_a_flag_a_variable_and_a_4xx() -> None:
+    assert {limit.name for limit in LIMITS} == set(Limits.__dataclass_fields__)
+    for limit in LIMITS:
+        assert 400 <= limit.status < 500 and limit.default > 0
+        err = exceeded(limit.name, "too much", 3)
+        assert err.status == limit.status and err.message == (
+            f"too much: more than the limit of 3 {limit.counts} (raise it with {flag(limit.name)} N or "
+            f"{env_name(limit.name)})")
+
+
+def test_a_budget_counts_bytes_pixels_and_time_across_threads() -> None:
+    now = [100.0]
+    budget = Budget(Limits(max_request_bytes=10, max_request_pixels=100, max_request_seconds=5), clock=lambda: now[0])
+    budget.charge_bytes(6)
+    budget.charge_bytes(4)  # exactly the limit
+    with pytest.raises(RequestError, match="over 11 image bytes fetched: more than the limit of 10") as err:
+        budget.charge_bytes(1)
+    assert err.value.status == 413
+    budget.charge_pixels(100)
+    with pytest.raises(RequestError, match="101 pixels to decode: more than the limit of 100") as err:
+        budget.charge_pixels(1)
+    assert err.value.status == 413
+    assert budget.remaining() == 5.0
+    now[0] = 104.5
+    assert budget.remaining() == 0.5
+    now[0] = 105.0
+    with pytest.raises(RequestError, match="took too long") as err:
+        budget.remaining()
+    assert err.value.status == 408 and "--max-request-seconds" in err.value.message
+    shared = Budget(Limits(max_request_bytes=10**9))
+    workers = [threading.Thread(target=lambda: [shared.charge_bytes(1) for _ in range(5000)]) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert shared.bytes == 20000
+
+
+def test_admission_refuses_at_once_and_a_request_moving_to_the_model_frees_its_place() -> None:
+    admission = Admission(Limits(max_concurrent=2, max_queued=1))
+    first, second = admission.enter(), admission.enter()
+    with pytest.raises(RequestError, match="too many requests at once: more than the limit of 2") as err:
+        admission.enter()
+    assert err.value.status == 429 and "--max-concurrent" in err.value.message
+    first.to_model()
+    first.to_model()  # again: nothing changes
+    assert admission.counts == {"active": 1, "queued": 1}
+    third = admission.enter()  # the place the model-bound request left
+    with pytest.raises(RequestError, match="the model is busy with too many requests") as err:
+        second.to_model()
+    assert err.value.status == 429 and "--max-queued" in err.value.message
+    assert second.phase == "active"  # refused: it keeps its place until it leaves
+    for ticket in (first, second, third, first):
+        ticket.leave()
+    assert admission.counts == {"active": 0, "queued": 0}
+    a, b = admission.enter(), admission.enter()  # every place is free again
+    a.to_model()
+    a.leave()
+    b.to_model()
+    b.leave()
+    b.to_model()  # after leaving: no place taken
+    assert admission.counts == {"active": 0, "queued": 0} and b.phase is None
+
+
+# -- the guard's pure parts -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env, expected", [
+    ({}, None), ({"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw"}, ("ls", "pw")),
+    ({"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": ""}, "BASIC_AUTH_PASS is empty while BASIC_AUTH_USER is set"),
+    ({"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "  "}, "BASIC_AUTH_PASS is empty"),
+    ({"BASIC_AUTH_USER": "ls"}, "BASIC_AUTH_PASS is not set while BASIC_AUTH_USER is set"),
+    ({"BASIC_AUTH_PASS": "pw"}, "BASIC_AUTH_USER is not set while BASIC_AUTH_PASS is set"),
+    ({"BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "pw"}, "BASIC_AUTH_USER is empty while BASIC_AUTH_PASS is set"),
+])
+def test_basic_auth_fails_closed(env: dict, expected) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError) as err:
+            basic_auth(env)
+        assert str(err.value).startswith(expected) and "never turned off by an empty value" in str(err.value)
+    else:
+        assert basic_auth(env) == expected
+
+
+def test_binding_beyond_loopback_needs_auth_or_insecure() -> None:
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "LOCALHOST", "127.0.0.2"):
+        assert is_loopback(host) and bind_warning(host, auth=False, insecure=False) is None
+    for host in ("0.0.0.0", "::", "10.1.2.3"):
+        assert not is_loopback(host)
+        assert bind_warning(host, auth=True, insecure=False) is None
+        with pytest.raises(ConfigError, match=f"--host {host}: serving beyond this machine without authentication"):
+            bind_warning(host, auth=False, insecure=False)
+        warning = bind_warning(host, auth=False, insecure=True)
+        assert warning.startswith(f"WARNING: --insecure: serving on {host} WITHOUT AUTHENTICATION")
+    assert not is_loopback("no-such-host.invalid")
+
+
+def test_host_headers_pass_as_ip_literals_or_known_names() -> None:
+    from autolabel.serve.guard import Guard
+
+    guard = Guard(None, names=["ML.example.org", "0.0.0.0"], auth=None)
+    for header in ("localhost:9090", "LOCALHOST", "ml.example.org", "ml.example.org.:80", "127.0.0.1:9090",
+                   "[::1]:9090", "10.0.0.7", "[fe80::1]"):
+        assert guard.allows_host(header), header
+    for header in ("evil.example:9090", "", "localhost.evil.example", "ml.example.org.evil"):
+        assert not guard.allows_host(header), header
+    assert host_of("a:b:c") == "a:b:c"  # a bare IPv6 literal
+
+
+# -- JSON bodies ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, words", [
+    (b'{"x": NaN}', "NaN is not a JSON number"), (b'{"x": -Infinity}', "-Infinity is not a JSON number"),
+    (b'{"x": 1e999}', "the number 1e999 is out of range"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"x": 1' + b"0" * 5000 + b"}", "not valid JSON (Exceeds the limit"), (b"\xff\xfe{", "not valid JSON"),
+    (b"{not json", "not valid JSON (Expecting property name"),
+])
+def test_json_bodies_are_parsed_strictly_and_refused_in_one_line(raw: bytes, words: str) -> None:
+    with pytest.raises(RequestError) as err:
+        parse_json(raw)
+    assert err.value.status == 400 and words in err.value.message and len(err.value.message) < 300
+
+
+def test_json_numbers_in_range_pass() -> None:
+    assert parse_json(b'{"a": [1.5e308, -2, 0.0], "b": "NaN"}') == {"a": [1.5e308, -2, 0.0], "b": "NaN"}
+    assert parse_json(b"\n") == {}
+
+
+# -- the threads ----------------------------------------------------------------------------------------------------
+def test_workers_run_clicks_before_batches_and_hand_back_results_and_errors() -> None:
+    workers = Workers(1, "t")
+    gate, order = threading.Event(), []
+    blocker = workers.submit(gate.wait)
+    jobs = [workers.submit(order.append, name, priority=p)
+            for name, p in (("batch-1", NORMAL), ("batch-2", NORMAL), ("click", FIRST))]
+    failing = workers.submit(lambda: 1 / 0)
+    gate.set()
+    assert blocker.result(5) is True and [j.result(5) for j in jobs] == [None, None, None]
+    assert order == ["click", "batch-1", "batch-2"]
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    assert all(t.daemon for t in workers.threads)
+    gate.clear()
+    started = threading.Event()
+    running = workers.submit(lambda: (started.set(), gate.wait())[1])
+    assert started.wait(5)
+    pending = workers.submit(order.append, "never")
+    workers.close()
+    assert pending.cancelled() and workers.submit(order.append, "after").cancelled()
+    gate.set()
+    assert running.result(5) is True and order == ["click", "batch-1", "batch-2"]
+    for t in workers.threads:
+        t.join(5)
+        assert not t.is_alive()
+
+
+def test_map_parallel_keeps_order_bounds_threads_and_stops_at_the_first_failure() -> None:
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow_square(x: int) -> int:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        return x * x
+
+    assert map_parallel(slow_square, range(20), 3, "t") == [x * x for x in range(20)]
+    assert peak[0] == 3
+    assert map_parallel(slow_square, [4], 8, "t") == [16] and map_parallel(slow_square, [], 8, "t") == []
+    seen: list[int] = []
+
+    def fail_at_two(x: int) -> int:
+        seen.append(x)
+        if x == 2:
+            raise ValueError("two")
+        time.sleep(0.01)
+        return x
+
+    with pytest.raises(ValueError, match="two"):
+        map_parallel(fail_at_two, range(100), 2, "t")
+    assert len(seen) < 10  # the rest were skipped
