@@ -145,6 +145,7 @@ class Backend:
         from ..exports.labelstudio import labeling_config
 
         Config(labeling_config(self.pipeline.spec.ontology))  # imports the SDK now: Label Studio's setup waits 3 s
+        import label_studio_sdk.converter.brush  # noqa: F401 — its RLE encoder: ~2 s to import, not on a first click
         try:
             for name in self.pipeline.config.models:
                 self.pipeline.models.get(name)
