@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -85,7 +85,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _endpoint(backend: Backend, handler: Handler, status: int = 200) -> Callable[[Request], Any]:
+async def within(work: Awaitable[Any], budget: Budget, stopping: asyncio.Event, what: str) -> Any:
+    """``await work``, or a 408 when the request's time is up, or a 503 once the server is stopping (before the
+    ASGI server's own graceful-shutdown timeout cancels the request: a cancelled request logs a traceback)."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        done, _ = await asyncio.wait({task, stop}, timeout=budget.remaining(), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    if stopping.is_set():
+        raise RequestError(503, "the server is stopping; send the request again in a moment")
+    raise exceeded("max_request_seconds", what, budget.limits.max_request_seconds)
+
+
+def _endpoint(backend: Backend, handler: Handler, stopping: asyncio.Event, status: int = 200
+              ) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> JSONResponse:
         where = f"{request.method} {request.url.path}"
         try:
@@ -96,22 +114,16 @@ def _endpoint(backend: Backend, handler: Handler, status: int = 200) -> Callable
         budget = Budget(backend.limits)
         future = None
         try:
-            try:
-                raw = await asyncio.wait_for(read_body(request, backend.limits.max_body_bytes), budget.remaining())
-            except asyncio.TimeoutError:
-                raise exceeded("max_request_seconds", "the request body took too long to arrive",
-                               backend.limits.max_request_seconds) from None
+            raw = await within(read_body(request, backend.limits.max_body_bytes), budget, stopping,
+                               "the request body took too long to arrive")
 
             def work() -> dict[str, Any]:
                 return handler(parse_json(raw), ticket, budget)
 
             future = backend.requests.submit(work)
             future.add_done_callback(lambda f: ticket.leave())  # also when it never ran (cancelled)
-            try:  # the thread stops itself at the deadline; this side answers then, whatever the thread does
-                answer = await asyncio.wait_for(asyncio.wrap_future(future), budget.remaining())
-            except asyncio.TimeoutError:
-                raise exceeded("max_request_seconds", "the request took too long",
-                               backend.limits.max_request_seconds) from None
+            # the thread stops itself at the deadline; this side answers then, whatever the thread does
+            answer = await within(asyncio.wrap_future(future), budget, stopping, "the request took too long")
             return JSONResponse(answer, status_code=status)
         except RequestError as err:
             log.warning("%s: %d %s", where, err.status, err.message)
@@ -130,7 +142,12 @@ def _endpoint(backend: Backend, handler: Handler, status: int = 200) -> Callable
 def create_app(backend: Backend, load: bool = True, on_failure: Callable[[], None] | None = None,
                public_hosts: tuple[str, ...] = (), auth: tuple[str, str] | None = None) -> Starlette:
     """The app over ``backend``; ``load``: load the models (on the model's thread) at start-up; ``public_hosts``:
-    names clients may reach it by besides ``localhost``; ``auth``: the basic-auth user and password, if any."""
+    names clients may reach it by besides ``localhost``; ``auth``: the basic-auth user and password, if any.
+
+    ``app.state.stopping`` (an :class:`asyncio.Event`): set it when the server begins to stop, and the requests
+    in flight answer 503 at once (:func:`within`).
+    """
+    stopping = asyncio.Event()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -152,9 +169,9 @@ def create_app(backend: Backend, load: bool = True, on_failure: Callable[[], Non
         Route("/", health, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/setup", _endpoint(backend, backend.setup), methods=["POST"]),
-        Route("/predict", _endpoint(backend, backend.predict), methods=["POST"]),
-        Route("/webhook", _endpoint(backend, backend.webhook, status=201), methods=["POST"]),
+        Route("/setup", _endpoint(backend, backend.setup, stopping), methods=["POST"]),
+        Route("/predict", _endpoint(backend, backend.predict, stopping), methods=["POST"]),
+        Route("/webhook", _endpoint(backend, backend.webhook, stopping, status=201), methods=["POST"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -162,5 +179,7 @@ def create_app(backend: Backend, load: bool = True, on_failure: Callable[[], Non
         return error(status, f"{request.method} {request.url.path}: no such route (routes: /health, /setup, "
                              "/predict, /webhook, /metrics)")
 
-    return Starlette(routes=routes, middleware=[Middleware(Guard, names=public_hosts, auth=auth)],
-                     lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, names=public_hosts, auth=auth)],
+                    lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app.state.stopping = stopping
+    return app

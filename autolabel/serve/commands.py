@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import signal
 import socket
 import sys
+from typing import Any
 
 from ..errors import AutolabelError, ConfigError, ExitCode
 from .limits import LIMITS, env_name, flag
@@ -75,9 +77,9 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = Limits.resolve({limit.name: getattr(args, limit.name) for limit in LIMITS})
     LocalRoots(args.local_root)  # each must be a folder: said now, not at the first request
     trust = Trust.from_environment(args.label_studio_url, authenticated=auth is not None)
-    _check_port(args.host, args.port)
     if warning:
         print(f"autolabel: {warning}", file=sys.stderr, flush=True)
+    _check_port(args.host, args.port)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every image URL it fetches
@@ -114,7 +116,7 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(backend, on_failure=stop, public_hosts=names, auth=auth)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=args.shutdown_timeout)
-    server = uvicorn.Server(config)
+    server = _server_class(uvicorn)(config)
     print(f"autolabel: serving {args.pipeline} on http://{args.host}:{args.port} (model_version "
           f"{backend.model_version!r}); loading models…", file=sys.stderr, flush=True)
     log = logging.getLogger("autolabel.serve")
@@ -130,6 +132,19 @@ def run_serve(args: argparse.Namespace) -> int:
     if backend.state == "failed":
         raise AutolabelError(backend.error or "models failed to load")
     return ExitCode.OK
+
+
+def _server_class(uvicorn: Any) -> type:
+    """uvicorn's server, with requests still in flight when the graceful stop runs out answered 503 just before
+    it (``app.state.stopping``): cancelled, they would each leave a traceback in the log."""
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            grace = max(0.0, float(self.config.timeout_graceful_shutdown or 0) - 0.5)
+            asyncio.get_running_loop().call_later(grace, self.config.app.state.stopping.set)
+            await super().shutdown(sockets)
+
+    return Server
 
 
 def _check_port(host: str, port: int) -> None:
