@@ -7,9 +7,11 @@ florence)``), all problems at once, as a :class:`~autolabel.errors.ConfigError`.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -173,6 +175,15 @@ class PushSpec(_Strict):
     flagged: Literal["include", "exclude"] = "include"
     timeout: float = Field(default=60.0, gt=0)  # seconds per request
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        """``user:pass@`` in the URL would be sent instead of the API key, and stored in run.json with the URL."""
+        if "@" in urlsplit(url.strip()).netloc:
+            raise _invalid("credentials in the URL are not used: remove them and put the token in "
+                           "LABEL_STUDIO_API_KEY")
+        return url
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -354,8 +365,14 @@ def format_errors(err: ValidationError, schema: type[BaseModel], prefix: str = "
     return list(dict.fromkeys(lines))  # union types repeat the same complaint
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")
+
+
 def _shown(value: Any) -> str:
-    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list)."""
+    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list; a URL's credentials
+    masked)."""
+    if isinstance(value, str):
+        value = _URL_CREDENTIALS.sub("***@", value)
     return "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
 
 
