@@ -433,3 +433,16 @@ def test_map_parallel_keeps_order_bounds_threads_and_stops_at_the_first_failure(
     with pytest.raises(ValueError, match="two"):
         map_parallel(fail_at_two, range(100), 2, "t")
     assert len(seen) < 10  # the rest were skipped
+
+
+def test_labeling_configs_with_entity_bombs_or_external_entities_are_400s() -> None:
+    lol = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 9))
+    bomb = f'<?xml version="1.0"?><!DOCTYPE v [<!ENTITY l0 "lololololol">{lol}]><View>' \
+           '<Image name="i" value="$image"/><Header value="&l8;"/></View>'
+    xxe = '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY x SYSTEM "file:///etc/passwd">]><View>' \
+          '<Image name="i" value="$image"/><Header value="&x;"/></View>'
+    deep = "<View>" * 300 + '<Image name="i" value="$image"/>' + "</View>" * 300
+    for xml in (bomb, xxe, deep):
+        with pytest.raises(RequestError) as err:
+            Config(xml)
+        assert err.value.status == 400 and err.value.message.startswith("the labeling config cannot be parsed")
