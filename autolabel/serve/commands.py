@@ -120,10 +120,11 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"autolabel: serving {args.pipeline} on http://{args.host}:{args.port} (model_version "
           f"{backend.model_version!r}); loading models…", file=sys.stderr, flush=True)
     log = logging.getLogger("autolabel.serve")
+    label_studio = trust.operator.url or ("from a setup call (basic auth proves it)" if auth else "not set")
     log.info("basic auth: %s; local roots: %s; Label Studio: %s (token: %s); image hosts: %s",
              "on" if auth else "OFF", ", ".join(backend.fetcher.roots.roots) or "none (local paths refused)",
-             trust.operator.url or "from a proven setup call" if auth else trust.operator.url or "not set",
-             "set" if trust.operator.token else "not set", ", ".join(hosts) if hosts else "public addresses only")
+             label_studio, "set" if trust.operator.token else "not set",
+             ", ".join(hosts) if hosts else "public addresses and Label Studio's")
     log.info("limits: %s", "; ".join(f"{name} {value}" for name, value, _ in limits.table()))
     stopped: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal it stopped on: exit 0 instead
