@@ -33,7 +33,7 @@ CONFIG = """<View><Image name="img" value="$image"/>
   <BrushLabels name="seg" toName="img"><Label value="cat"/><Label value="dog"/></BrushLabels>
   <KeyPointLabels name="kp" toName="img" smart="true"><Label value="cat"/></KeyPointLabels></View>"""
 LIMITS = Limits(max_body_bytes=64 * 1024, max_tasks=5, max_prompt_regions=3, max_request_pixels=200_000,
-                max_request_seconds=3, max_concurrent=3, max_queued=2)
+                max_request_seconds=15, max_concurrent=3, max_queued=2)
 
 
 def spec(sleep: float = 0.0, **extra: object) -> dict:
@@ -312,7 +312,7 @@ def test_an_anonymous_setup_cannot_point_the_backend_or_its_token_anywhere(world
         assert r.status_code == 200 and r.json() == {"model_version": "center"}
         assert "not proven to come from Label Studio" in caplog.text
         refusal(client.post("/predict", json=predict(["/data/upload/1/a.png"])), 400, "set LABEL_STUDIO_URL")
-        assert attacker.seen == [] and backend.label_studio_hosts() == []
+        assert attacker.seen == [] and backend.label_studio_origins() == []
     backend.close()
 
 
@@ -331,7 +331,7 @@ def test_a_proven_setup_tells_where_label_studio_is_per_project(world, monkeypat
         assert client.post("/predict", json=predict(["/data/upload/1/a.png"], project="2.2")).status_code == 200
         assert [s.authorization for s in ls.seen] == ["Token t1"]
         assert [s.authorization for s in other_ls.seen] == ["Token t2"]
-        assert backend.label_studio_hosts() == ["127.0.0.1", "127.0.0.1"]
+        assert backend.label_studio_origins() == [("127.0.0.1", ls.port), ("127.0.0.1", other_ls.port)]
         client.post("/setup", json={"project": "3.3", "hostname": ls.url, "access_token": "t3"})
         assert list(backend._setups) == ["2.2", "3.3"]  # the oldest project's setup is forgotten
         refusal(client.post("/setup", json={"schema": "<View/>"}), 400, "no <Image> tag")
@@ -394,3 +394,21 @@ def test_local_root_images_keep_their_own_path_in_write_back(world, tmp_path) ->
         assert list((tmp_path / "wb" / "serve-images" / "cd").iterdir()) == [kept]  # no temporary file left
     finally:
         answers.close({})
+
+
+def test_requests_in_flight_answer_503_once_the_server_is_stopping(world) -> None:
+    client, backend = world["app"](limits=Limits(max_request_seconds=30))
+    answers: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: answers.append(client.post("/predict", json=predict(
+        [world["web"].url + "/slow.png"]))))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while backend.admission.counts["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    client.app.state.stopping.set()
+    thread.join(5)
+    assert time.monotonic() - t0 < 1
+    refusal(answers[0], 503, "the server is stopping; send the request again in a moment")
+    refusal(client.post("/predict", json=predict(["x"])), 503, "the server is stopping")
+    backend.close()

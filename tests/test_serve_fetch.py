@@ -292,11 +292,14 @@ def test_private_addresses_need_allowed_hosts_but_label_studio_is_trusted(server
     ls.routes["/data/upload/1/a.png"] = body(PNG)
     web.routes["/a.png"] = body(PNG)
     access = Access(ls.url.replace("127.0.0.1", "localhost"), "t")
-    fetcher = Fetcher(policy=HostPolicy(None, trusted=lambda: [access.host]))
+    fetcher = Fetcher(policy=HostPolicy(None, trusted=lambda: [access.origin]))
     err = refused(fetcher.fetch, web.url + "/a.png", access, budget())
     assert err.status == 403 and "127.0.0.1 resolves to 127.0.0.1, not a public address" in err.message
     assert "--allowed-hosts" in err.message and web.seen == []
-    assert fetcher.fetch("/data/upload/1/a.png", access, budget())[0] == PNG  # Label Studio's own host
+    assert fetcher.fetch("/data/upload/1/a.png", access, budget())[0] == PNG  # Label Studio's own host and port
+    other_port = f"http://localhost:{web.port}/a.png"  # Label Studio's host name, another port: not trusted
+    err = refused(fetcher.fetch, other_port, access, budget())
+    assert err.status == 403 and "localhost resolves to" in err.message and web.seen == []
     err = refused(Fetcher(policy=HostPolicy(["10.0.0.0/8"])).fetch, web.url + "/a.png", Access(), budget())
     assert err.status == 403 and "outside --allowed-hosts (10.0.0.0/8)" in err.message
 

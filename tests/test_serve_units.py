@@ -195,7 +195,8 @@ def test_label_studio_file_urls_keep_a_base_path_and_its_origin() -> None:
     assert not access.is_file_url("https://h.example/ls/api/projects/")
     assert not access.is_file_url("https://h.example/lsx/data/upload/1/a.png")
     assert Access("http://h").same_origin("http://h:80/x") and not Access().same_origin("http://h/x")
-    assert Access("http://h:8080").host == "h" and Access().host is None
+    assert Access("http://H:8080").origin == ("h", 8080) and Access("https://h").origin == ("h", 443)
+    assert Access().origin is None
 
 
 @pytest.mark.parametrize("authenticated, operator, setup, expected", [

@@ -122,8 +122,9 @@ class Access:
         return True
 
     @property
-    def host(self) -> str | None:
-        return urlsplit(self.url).hostname if self.url else None
+    def origin(self) -> tuple[str, int] | None:
+        """(host, port) of Label Studio, the port filled in from the scheme."""
+        return _origin(self.url)[1:] if self.url else None
 
 
 class Trust:

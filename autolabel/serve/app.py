@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +33,8 @@ from .limits import Budget, Ticket, exceeded
 from .protocol import RequestError
 
 log = logging.getLogger("autolabel.serve")
+#: how often a request waiting for its work looks at the stop flag (seconds)
+POLL = 0.2
 #: a handler: the parsed body, the request's place and budget → the JSON answer
 Handler = Callable[[Any, Ticket, Budget], dict[str, Any]]
 
@@ -85,24 +88,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def within(work: Awaitable[Any], budget: Budget, stopping: asyncio.Event, what: str) -> Any:
-    """``await work``, or a 408 when the request's time is up, or a 503 once the server is stopping (before the
-    ASGI server's own graceful-shutdown timeout cancels the request: a cancelled request logs a traceback)."""
+async def within(work: Awaitable[Any], budget: Budget, stopping: threading.Event, what: str) -> Any:
+    """``await work``, or a 408 when the request's time is up, or a 503 once ``stopping`` is set (the server is
+    stopping: answered before the ASGI server's graceful-shutdown timeout cancels the request, which would log a
+    traceback). ``stopping`` is a thread event, looked at every :data:`POLL` seconds: an asyncio event belongs to
+    one event loop, and a test client runs each request in a loop of its own."""
     task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(stopping.wait())
     try:
-        done, _ = await asyncio.wait({task, stop}, timeout=budget.remaining(), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-    if task in done:
+        while not task.done():
+            if stopping.is_set():
+                raise RequestError(503, "the server is stopping; send the request again in a moment")
+            left = budget.deadline - budget.clock()
+            if left <= 0:
+                raise exceeded("max_request_seconds", what, budget.limits.max_request_seconds)
+            await asyncio.wait({task}, timeout=min(left, POLL))
         return task.result()
-    task.cancel()
-    if stopping.is_set():
-        raise RequestError(503, "the server is stopping; send the request again in a moment")
-    raise exceeded("max_request_seconds", what, budget.limits.max_request_seconds)
+    finally:
+        task.cancel()
 
 
-def _endpoint(backend: Backend, handler: Handler, stopping: asyncio.Event, status: int = 200
+def _endpoint(backend: Backend, handler: Handler, stopping: threading.Event, status: int = 200
               ) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> JSONResponse:
         where = f"{request.method} {request.url.path}"
@@ -144,10 +149,10 @@ def create_app(backend: Backend, load: bool = True, on_failure: Callable[[], Non
     """The app over ``backend``; ``load``: load the models (on the model's thread) at start-up; ``public_hosts``:
     names clients may reach it by besides ``localhost``; ``auth``: the basic-auth user and password, if any.
 
-    ``app.state.stopping`` (an :class:`asyncio.Event`): set it when the server begins to stop, and the requests
+    ``app.state.stopping`` (a :class:`threading.Event`): set it when the server begins to stop, and the requests
     in flight answer 503 at once (:func:`within`).
     """
-    stopping = asyncio.Event()
+    stopping = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -115,7 +115,7 @@ class Backend:
         self.answers = answers
         self.limits = limits or Limits()
         self.trust = trust or Trust(Access(), authenticated=False)
-        self.fetcher = Fetcher(LocalRoots(local_roots or []), HostPolicy(allowed_hosts, self.label_studio_hosts))
+        self.fetcher = Fetcher(LocalRoots(local_roots or []), HostPolicy(allowed_hosts, self.label_studio_origins))
         self.fetch_workers = fetch_workers
         self.model_version = model_version_for(pipeline.spec, model_version)
         self.interactive_model = interactive_model or next(
@@ -199,11 +199,11 @@ class Backend:
         if self.state == "failed":
             raise RequestError(503, f"models failed to load: {self.error}")
 
-    def label_studio_hosts(self) -> list[str]:
-        """The hosts of every Label Studio the backend reads files from (the operator's, proven setups')."""
+    def label_studio_origins(self) -> list[tuple[str, int]]:
+        """(host, port) of every Label Studio the backend reads files from (the operator's, proven setups')."""
         with self._stats_lock:
             accesses = [self.trust.operator, *(access for _, access in self._setups.values())]
-        return [a.host for a in accesses if a.host]
+        return [a.origin for a in accesses if a.origin]
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def setup(self, body: Any, ticket: Ticket | None = None, budget: Budget | None = None) -> dict[str, Any]:

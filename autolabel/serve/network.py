@@ -40,18 +40,20 @@ def resolve(host: str, port: int | None = None) -> list[Address]:
 
 class HostPolicy:
     """Which addresses URLs may reach: ``allowed`` (names, IPs, networks) or, when None, public addresses only;
-    the hosts ``trusted()`` returns (Label Studio's) are reachable whatever they resolve to."""
+    the (host, port) origins ``trusted()`` returns (Label Studio's) are reachable whatever they resolve to — that
+    port only: Label Studio on localhost does not open the machine's other local ports."""
 
-    def __init__(self, allowed: Iterable[str] | None = None, trusted: Callable[[], Iterable[str]] = tuple):
+    def __init__(self, allowed: Iterable[str] | None = None,
+                 trusted: Callable[[], Iterable[tuple[str, int]]] = tuple):
         self.allowed = [a.strip() for a in allowed or [] if a.strip()] or None
         self.trusted = trusted
 
-    def check(self, host: str, addresses: list[Address]) -> None:
+    def check(self, host: str, port: int, addresses: list[Address]) -> None:
         """A 403 naming the first address ``host`` may not reach (``addresses``: what it resolved to)."""
         if not addresses:
             raise RequestError(502, f"{host}: cannot resolve the host name")
         if self.allowed is None:
-            if host.lower().rstrip(".") in {t.lower() for t in self.trusted()}:
+            if (host.lower().rstrip("."), port) in {(h.lower().rstrip("."), p) for h, p in self.trusted()}:
                 return
             inside = [a for a in addresses if not a.is_global]
             if inside:
@@ -84,7 +86,7 @@ class PinnedBackend(httpcore.SyncBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
         addresses = self.resolver(host, port)
-        self.policy.check(host, addresses)
+        self.policy.check(host, port, addresses)
         error: Exception | None = None
         for address in addresses:
             try:
