@@ -25,7 +25,8 @@ from autolabel.serve.access import Access, Trust
 from autolabel.serve.answers import StoreAnswers
 from autolabel.serve.app import create_app
 from autolabel.serve.backend import Backend
-from autolabel.serve.limits import Limits
+from autolabel.serve.limits import Budget, Limits
+from autolabel.serve.protocol import RequestError
 from autolabel.store import ImageResult, Store
 
 CONFIG = """<View><Image name="img" value="$image"/>
@@ -412,3 +413,18 @@ def test_requests_in_flight_answer_503_once_the_server_is_stopping(world) -> Non
     refusal(answers[0], 503, "the server is stopping; send the request again in a moment")
     refusal(client.post("/predict", json=predict(["x"])), 503, "the server is stopping")
     backend.close()
+
+
+def test_building_answers_from_the_store_stops_at_the_deadline(world) -> None:
+    """Answers from the store cost time too (a brush mask's RLE: ~0.1 s): the request's thread checks its deadline
+    before each task (here the clock moves a second per reading: the fifth task is past it)."""
+    backend, root = world["backend"], world["root"]
+    ticks = iter(range(1000))
+    budget = Budget(Limits(max_request_seconds=6), clock=lambda: float(next(ticks)))
+    ticket = backend.admission.enter()
+    try:
+        with pytest.raises(RequestError) as err:
+            backend.predict(predict([str(root / "in" / "known.png")] * 5), ticket, budget)
+    finally:
+        ticket.leave()
+    assert err.value.status == 408 and err.value.message.startswith("the request took too long")

@@ -257,6 +257,7 @@ class Backend:
         predictions: list[dict[str, Any] | None] = [None] * len(tasks)
         todo: dict[str, list[int]] = {}  # content hash → tasks showing it (labeled once)
         for k, (task, image) in enumerate(zip(tasks, fetched)):
+            budget.remaining()  # a prediction from the store costs time too (brush masks: ~0.1 s each)
             row = self.answers.find(image.digest) if self.answers is not None else None
             prediction = self._from_store(row, task, config) if row is not None else None
             if prediction is not None:
@@ -368,6 +369,7 @@ class Backend:
                 row = {"id": tasks[k].id or 0, "path": path, "sha256": digest, "rel_path": rel_path(tasks[k].image),
                        "width": item.labels.width, "height": item.labels.height, "labels": record}
                 for j in todo[digest]:
+                    budget.remaining()
                     predictions[j] = self._prediction(dict(row, id=tasks[j].id or 0), config)
                 results.append(ImageResult(path=path, rel_path=row["rel_path"], sha256=digest, status="done",
                                            width=row["width"], height=row["height"], labels=record))
