@@ -428,3 +428,196 @@ def test_building_answers_from_the_store_stops_at_the_deadline(world) -> None:
     finally:
         ticket.leave()
     assert err.value.status == 408 and err.value.message.startswith("the request took too long")
+
+
+# -- the app's routes, life cycle and log, on an app of their own ---------------------------------------------------
+def test_every_route_answers_what_and_how_it_says(world, caplog) -> None:
+    backend = Backend(Pipeline.from_dict(spec()), limits=LIMITS)
+    with TestClient(create_app(backend), base_url="http://localhost") as client:  # the lifespan loads the models
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = client.get("/health").json()
+        assert client.get("/").json() == health | {"stats": client.get("/").json()["stats"]}
+        assert set(health) == {"status", "model_class", "ready", "model_version", "pipeline", "interactive", "stats"}
+        assert (health["status"], health["model_class"], health["ready"], health["model_version"],
+                health["pipeline"], health["interactive"]) == ("UP", "autolabel", True, "center", "center", None)
+        assert client.get("/metrics").json() == client.get("/health").json()["stats"]
+        assert set(health["stats"]) == {"encoder_calls", "embeddings_cached", "model_loads", "in_flight"}
+        assert client.post("/setup", json={"project": "1.1"}).json() == {"model_version": "center"}
+        r = client.post("/webhook", json={"action": "PROJECT_UPDATED"})
+        assert (r.status_code, r.json()) == (201, {"status": "ok", "action": "PROJECT_UPDATED", "trained": False})
+        assert client.post("/webhook", json=[]).json()["action"] is None
+        refusal(client.get("/predict"), 405, "GET /predict: no such route (routes: /health, /setup, /predict, "
+                                             "/webhook, /metrics)")
+        refusal(client.post("/health", json={}), 405, "POST /health: no such route")
+        refusal(client.get("/nowhere"), 404, "GET /nowhere: no such route")
+        assert client.get("/metrics").json()["setups"] == 1 and client.get("/metrics").json()["webhooks"] == 2
+        assert [t.name for t in backend.requests.threads][:2] == ["autolabel-request-0", "autolabel-request-1"]
+        assert backend.model.threads[0].name == "autolabel-model-0"
+    assert backend.model.submit(print).cancelled()  # the lifespan's end closed the backend
+
+
+def test_a_model_that_cannot_load_fails_health_and_calls_back(tmp_path) -> None:
+    failed = threading.Event()
+    backend = Backend(Pipeline.from_dict(spec(models={"m": {"type": "plugins:BrokenModel", "id": "x"}})),
+                      limits=LIMITS)
+    with TestClient(create_app(backend, on_failure=failed.set), base_url="http://localhost") as client:
+        assert failed.wait(30)
+        r = client.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "FAILED"
+        assert "no file named model.safetensors" in r.json()["error"]
+
+
+def test_refusals_are_json_and_free_their_place(world) -> None:
+    client, backend = world["quick"], world["backend"]
+    r = client.post("/predict", content=b"x" * 70_000, headers={"Content-Type": "application/json"})
+    refusal(r, 413, "--max-body-bytes")
+    assert r.headers["content-type"] == "application/json"
+    r = client.get("/health", headers={"Host": "evil.example"})
+    assert r.headers["content-type"] == "application/json" and int(r.headers["content-length"]) == len(r.content)
+    assert backend.admission.counts == {"active": 0, "queued": 0}
+
+
+def test_a_request_without_a_host_header_is_refused(world) -> None:
+    app = world["quick"].app
+    out: dict = {}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        out.setdefault(message["type"], message)
+
+    scope = {"type": "http", "method": "GET", "path": "/health", "raw_path": b"/health", "query_string": b"",
+             "headers": [], "scheme": "http", "http_version": "1.0", "root_path": "", "asgi": {"version": "3.0"},
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 9090)}
+    asyncio.run(app(scope, receive, send))
+    assert out["http.response.start"]["status"] == 421
+    assert json.loads(out["http.response.body"]["body"])["error"].startswith("Host '' is not a name")
+
+
+def test_the_model_log_says_what_each_batch_did(world, caplog) -> None:
+    client, root = world["quick"], world["root"]
+    noise_image(22, 22, seed=77).save(root / "logged.png")
+    with caplog.at_level(logging.INFO, "autolabel.serve"):
+        assert client.post("/predict", json=predict([str(root / "logged.png")])).status_code == 200
+    assert "predict: batch 1/1: 1 image(s) labeled in" in caplog.text
+    assert "predict: 1 task(s): 0 from the store, 1 labeled by the model in" in caplog.text
+
+
+def test_store_rows_the_ontology_cannot_use_are_labeled_again(world, tmp_path, caplog) -> None:
+    """A row labeled with a class the pipeline no longer has: a warning, and the model labels the image."""
+    noise_image(30, 30, seed=5).save(tmp_path / "x.png")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.png").write_bytes((tmp_path / "x.png").read_bytes())
+    old = spec() | {"ontology": ["cat", "zebra"],
+                    "stages": [{"type": "plugins:CenterBox", "label": "zebra"}]}
+    Pipeline.from_dict(old).run(input=tmp_path / "in", output=tmp_path / "out")
+    backend = Backend(Pipeline.from_dict(spec()), StoreAnswers(tmp_path / "out"), local_roots=[str(tmp_path)],
+                      limits=LIMITS)
+    backend.load()
+    client = TestClient(create_app(backend, load=False), base_url="http://localhost")
+    with caplog.at_level(logging.WARNING, "autolabel.serve"):
+        r = client.post("/predict", json=predict([str(tmp_path / "x.png")]))
+    assert r.status_code == 200 and r.json()["results"][0]["result"][0]["value"]["rectanglelabels"] == ["cat"]
+    assert "task 1: the store's labels cannot be used (" in caplog.text and "labeling it again" in caplog.text
+    assert backend.stats["model_images"] == 1 and backend.stats["from_store"] == 0
+    backend.close()
+
+
+def test_a_setup_with_only_a_token_is_not_used_either(world, caplog) -> None:
+    client, backend = world["app"]()
+    with caplog.at_level(logging.WARNING, "autolabel.serve"):
+        assert client.post("/setup", json={"access_token": "tok"}).status_code == 200
+    assert "not proven to come from Label Studio" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "autolabel.serve"):
+        assert client.post("/setup", json={"project": "9"}).status_code == 200
+    assert "not proven" not in caplog.text
+    backend.close()
+
+
+def test_label_studio_from_a_proven_setup_is_reachable_without_allowed_hosts(world) -> None:
+    png = (world["root"] / "new.png").read_bytes()
+    backend = Backend(Pipeline.from_dict(spec()), trust=Trust(Access(), authenticated=True), limits=LIMITS)
+    backend.load()
+    client = TestClient(create_app(backend, load=False), base_url="http://localhost")
+    with Recorder() as ls, Recorder() as other:
+        ls.routes["/data/upload/1/a.png"] = body(png)
+        other.routes["/a.png"] = body(png)
+        client.post("/setup", json={"project": "1.1", "hostname": ls.url, "access_token": "t"})
+        assert client.post("/predict", json=predict(["/data/upload/1/a.png"])).status_code == 200
+        refusal(client.post("/predict", json=predict([other.url + "/a.png"])), 403, "not a public address")
+        assert other.seen == []
+    backend.close()
+
+
+# -- write-back -----------------------------------------------------------------------------------------------------
+def test_write_back_stores_labels_and_closes_its_run_with_the_servers_counts(world, tmp_path) -> None:
+    root, web = world["root"], world["web"]
+    answers = StoreAnswers(tmp_path / "wb", write_back=True)
+    backend = Backend(Pipeline.from_dict(spec()), answers, allowed_hosts=["127.0.0.1"], local_roots=[str(root)],
+                      limits=LIMITS)
+    backend.load()
+    client = TestClient(create_app(backend, load=False), base_url="http://localhost")
+    local_ref = str(root / "failed.png")  # its content differs from web.png's
+    assert client.post("/predict", json=predict([local_ref, web.url + "/web.png"])).status_code == 200
+    assert client.post("/predict", json=predict([local_ref])).status_code == 200  # now from the store
+    assert (backend.stats["written_back"], backend.stats["from_store"], answers.written) == (2, 1, 2)
+    backend.close()
+    with Store(tmp_path / "wb") as store:
+        rows = {row["rel_path"]: row for row in store.images()}
+        (run,) = store.runs()
+    assert set(rows) == {"failed.png", "web.png"}  # a local image named relative to its --local-root
+    local = rows["failed.png"]
+    assert local["path"] == local_ref and local["status"] == "done" and local["labels"]["boxes"]
+    kept = Path(rows["web.png"]["path"])
+    assert kept.parent.parent == tmp_path / "wb" / "serve-images"
+    assert kept.read_bytes() == (root / "new.png").read_bytes()
+    summary = run["summary"]
+    assert (run["status"], summary["status"], summary["kind"]) == ("ok", "ok", "serve")
+    assert summary["run_id"] == run["id"] and run["pipeline_hash"] == backend.pipeline.spec.hash
+    assert summary["counts"] == {"seen": 2, "labeled": 2, "skipped": 0, "failed": 0}
+    assert 0 <= summary["seconds"] < 60 and summary["serve"]["written_back"] == 2
+    assert summary["serve"]["model_loads"] == {}
+
+
+def test_write_back_without_new_images_leaves_no_run(tmp_path) -> None:
+    answers = StoreAnswers(tmp_path / "wb", write_back=True)
+    answers.write([], "h", {}, [])
+    answers.close({"requests": 1})
+    answers.close({})  # twice: nothing more
+    with Store(tmp_path / "wb") as store:
+        assert store.runs() == []
+
+
+def test_kept_images_share_their_prefix_folder(world, tmp_path) -> None:
+    answers = StoreAnswers(tmp_path / "wb", write_back=True)
+    try:
+        first = answers.image_path("ab" + "0" * 62, b"one", "a.png", None)
+        second = answers.image_path("ab" + "1" * 62, b"two", "b.png", None)
+        assert Path(first).parent == Path(second).parent and Path(second).read_bytes() == b"two"
+    finally:
+        answers.close({})
+
+
+def test_a_store_folder_without_a_store_is_refused_unless_writing_back(tmp_path) -> None:
+    from autolabel.errors import AutolabelError
+
+    with pytest.raises(AutolabelError, match=r"no run store \(autolabel.db\) here; pass the output folder of a run"):
+        StoreAnswers(tmp_path / "none")
+    StoreAnswers(tmp_path / "new", write_back=True).close({})
+    assert (tmp_path / "new" / "autolabel.db").is_file()
+
+
+def test_models_are_counted_as_they_load(world) -> None:
+    from autolabel.serve.backend import CountingPool
+
+    pipeline = Pipeline.from_dict(spec(models={"seg": {"type": "sam", "id": tiny("sam")}}))
+    pipeline.models = CountingPool(pipeline.config.models)
+    backend = Backend(pipeline, limits=LIMITS)
+    backend.load()
+    backend.pipeline.models.get("seg")  # the pool keeps it: not a second load
+    assert backend.health()["stats"]["model_loads"] == {"seg": 1} and backend.interactive_model == "seg"
+    backend.close()

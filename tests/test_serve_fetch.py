@@ -349,3 +349,29 @@ def test_a_fifo_read_runs_on_no_thread_forever(tree) -> None:
 
     threading.Thread(target=call, daemon=True).start()
     assert done.wait(5) and out == [403]
+
+
+def test_an_image_of_exactly_the_cap_passes_over_http(servers) -> None:
+    _, web = servers
+    web.routes["/a.png"] = body(PNG)
+    shared = budget(max_image_bytes=len(PNG), max_request_bytes=len(PNG))
+    assert lenient().fetch(web.url + "/a.png", Access(), shared)[0] == PNG
+    assert shared.bytes == len(PNG)
+
+
+def test_a_token_exchange_answer_is_read_up_to_64_kib(servers) -> None:
+    ls, _ = servers
+    pat = "a.b.c"
+    ls.routes["/data/upload/1/a.png"] = body(PNG)
+    for size, ok in ((65536, True), (65537, False)):
+        pad = "x" * (size - len('{"access": "short", "pad": ""}'))
+        answer = json.dumps({"access": "short", "pad": pad}).encode()
+        assert len(answer) == size
+        ls.routes["/api/token/refresh/"] = body(answer, "application/json")
+        fetcher = lenient()
+        if ok:
+            assert fetcher.fetch("/data/upload/1/a.png", Access(ls.url, pat), budget())[0] == PNG
+            assert ls.seen[-1].authorization == "Bearer short"
+        else:
+            err = refused(fetcher.fetch, "/data/upload/1/a.png", Access(ls.url, pat), budget())
+            assert err.status == 502 and "personal access token was refused" in err.message

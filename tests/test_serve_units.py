@@ -455,3 +455,123 @@ def test_labeling_configs_with_entity_bombs_or_external_entities_are_400s() -> N
         with pytest.raises(RequestError) as err:
             Config(xml)
         assert err.value.status == 400 and err.value.message.startswith("the labeling config cannot be parsed")
+
+
+# -- exact messages and edge cases (each pins what a caller reads, or a branch only an odd input takes) ------------
+@pytest.mark.parametrize("body, status, message", [
+    ([], 400, "the request body must be a JSON object with a 'tasks' list"),
+    ({"tasks": "x"}, 400, "'tasks' must be a non-empty list of tasks ({\"id\": ..., \"data\": {...}})"),
+    ({"tasks": [{"id": 9, "data": "x"}]}, 400, "tasks[0]: a task must be an object with a 'data' object"),
+    ({"tasks": [{"id": 9, "data": {"x": 1}}]}, 400, "task 9: no image reference under data.photo (the labeling "
+                                                   "config's <Image value=\"$photo\">; the task's data keys: x)"),
+    ({"tasks": [{"data": {}}]}, 400, "task 0: no image reference under data.photo (the labeling config's <Image "
+                                     "value=\"$photo\">; the task's data keys: none)"),
+])
+def test_predict_bodies_refused_word_for_word(body, status: int, message: str) -> None:
+    with pytest.raises(RequestError) as err:
+        task_refs(parse_predict(body).tasks, Config(CONFIG))
+    assert (err.value.status, err.value.message) == (status, message)
+
+
+def test_a_predict_body_without_project_or_config_says_none() -> None:
+    request = parse_predict({"tasks": [{"data": {}}], "label_config": "", "params": {"context": "x"}})
+    assert (request.project, request.label_config, request.context) == (None, None, None)
+    assert parse_predict({"tasks": [{}], "project": 7}).project == "7"
+
+
+@pytest.mark.parametrize("xml, message", [
+    ("", "no labeling config in the request (label_config / schema): connect the model from a project's Settings → "
+         "Model, which sends it"),
+    ("<View><Text name='t' value='$t'/></View>", "the labeling config has no <Image> tag: this backend labels "
+                                                 "images; add <Image name=\"image\" value=\"$image\"/>"),
+])
+def test_configs_refused_word_for_word(xml: str, message: str) -> None:
+    with pytest.raises(RequestError) as err:
+        Config(xml)
+    assert (err.value.status, err.value.message) == (400, message)
+
+
+def test_only_relative_references_are_label_studio_files() -> None:
+    from autolabel.serve.access import file_path
+
+    assert file_path("/data/upload/1/a.png?x=1") == "/data/upload/1/a.png?x=1"
+    for ref in ("http:/data/upload/1/a.png", "//evil.example/data/upload/1/a.png", "/data/local-files",
+                "/data/local-files/?x=1"):
+        with pytest.raises(RequestError):
+            file_path(ref)
+    assert file_path("/data/local-files?d=a/b.png") == "/data/local-files?d=a/b.png"
+
+
+def test_a_proven_setups_bad_hostname_is_named_as_such() -> None:
+    with pytest.raises(RequestError) as err:
+        Trust(Access(), authenticated=True).from_setup("ftp://ls", "t")
+    assert err.value.message == "setup: hostname: expected http://HOST:PORT or https://HOST (got 'ftp://ls')"
+
+
+def test_names_resolving_only_to_loopback_are_loopback(monkeypatch) -> None:
+    import ipaddress
+
+    from autolabel.serve import guard
+
+    table = {"box.local": ["127.0.1.1"], "mixed.local": ["127.0.0.1", "10.0.0.2"], "nothing.local": []}
+    monkeypatch.setattr(guard, "resolve", lambda host: [ipaddress.ip_address(a) for a in table[host]])
+    assert is_loopback("box.local") and not is_loopback("mixed.local") and not is_loopback("nothing.local")
+
+
+def test_host_policy_edges(monkeypatch) -> None:
+    import ipaddress
+
+    from autolabel.serve import network
+    from autolabel.serve.network import HostPolicy, resolve
+
+    ip = ipaddress.ip_address
+    trusted = HostPolicy(None, trusted=lambda: [("LS.example.", 8080)])
+    trusted.check("ls.example", 8080, [ip("10.0.0.5")])  # Label Studio's name, any case, a trailing dot
+    with pytest.raises(RequestError, match="not a public address"):
+        trusted.check("ls.example", 8081, [ip("10.0.0.5")])
+    HostPolicy(None).check("images.example", 443, [ip("93.184.216.34")])
+    HostPolicy(["10.1.2.3/8"]).check("x", 80, [ip("10.9.9.9")])  # host bits set: the network still counts
+    HostPolicy(["localhost"]).check("x", 80, [ip("127.0.0.1")])  # a name: its addresses
+    with pytest.raises(RequestError, match="outside --allowed-hosts"):
+        HostPolicy(["localhost"]).check("x", 80, [ip("127.0.0.1"), ip("10.0.0.1")])  # every address must pass
+    answers = [(10, 1, 6, "", ("fe80::1%eth0", 80, 0, 2)), (2, 1, 6, "", ("10.0.0.1", 80)),
+               (10, 1, 6, "", ("::ffff:127.0.0.1", 80, 0, 0)), (2, 1, 6, "", ("10.0.0.1", 80))]
+    monkeypatch.setattr(network.socket, "getaddrinfo", lambda *a, **k: answers)
+    assert [str(a) for a in resolve("h")] == ["10.0.0.1", "127.0.0.1", "fe80::1"]  # v4 first, unique, unscoped
+
+
+def test_the_pinned_backend_connects_to_the_checked_address_with_the_requests_timeout(monkeypatch) -> None:
+    import ipaddress
+
+    import httpcore
+
+    from autolabel.serve.network import HostPolicy, PinnedBackend
+
+    calls = []
+
+    def connect(self, host, port, timeout=None, local_address=None, socket_options=None):
+        calls.append((host, port, timeout))
+        if host == "10.0.0.1":
+            raise httpcore.ConnectError("refused")
+        return "stream"
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
+    backend = PinnedBackend(HostPolicy(["10.0.0.0/8"]), resolver=lambda h, p: [ipaddress.ip_address("10.0.0.1"),
+                                                                              ipaddress.ip_address("10.0.0.2")])
+    assert backend.connect_tcp("images.internal", 8443, timeout=2.5) == "stream"
+    assert calls == [("10.0.0.1", 8443, 2.5), ("10.0.0.2", 8443, 2.5)]  # the first refused: the next address
+    backend = PinnedBackend(HostPolicy(["10.0.0.0/8"]), resolver=lambda h, p: [ipaddress.ip_address("10.0.0.1")])
+    with pytest.raises(httpcore.ConnectError):
+        backend.connect_tcp("images.internal", 8443, timeout=2.5)
+
+
+def test_map_parallel_runs_inline_for_one_and_on_named_daemon_threads_for_more() -> None:
+    def where(_: int) -> tuple[str, bool]:
+        time.sleep(0.01)
+        return threading.current_thread().name, threading.current_thread().daemon
+
+    main = threading.current_thread().name
+    assert map_parallel(where, [1], 4, "f") == [(main, False)]
+    assert map_parallel(where, [1, 2], 1, "f") == [(main, False)] * 2
+    out = map_parallel(where, [1, 2], 2, "fetch")
+    assert sorted(out) == [("fetch-0", True), ("fetch-1", True)]

@@ -361,14 +361,15 @@ class Backend:
             results, cache = [], []
             for digest, k, item, snaps in zip(batch, refs, items, snapshots):
                 record = to_record(item.labels)
+                local = fetched[k].local
+                name = self.fetcher.roots.relative(local) if local else rel_path(tasks[k].image)
                 path = tasks[k].image
                 if self.answers is not None and self.answers.write_back:
-                    path = self.answers.image_path(digest, fetched[k].data or b"", rel_path(tasks[k].image),
-                                                   fetched[k].local)
-                fetched[k] = Fetched(None, digest, fetched[k].local)
-                row = {"id": tasks[k].id or 0, "path": path, "sha256": digest, "rel_path": rel_path(tasks[k].image),
+                    path = self.answers.image_path(digest, fetched[k].data or b"", name, local)
+                fetched[k] = Fetched(None, digest, local)
+                row = {"path": path, "sha256": digest, "rel_path": name,
                        "width": item.labels.width, "height": item.labels.height, "labels": record}
-                for j in todo[digest]:
+                for j in todo[digest]:  # each task showing this content: its own id in the regions
                     budget.remaining()
                     predictions[j] = self._prediction(dict(row, id=tasks[j].id or 0), config)
                 results.append(ImageResult(path=path, rel_path=row["rel_path"], sha256=digest, status="done",

@@ -126,13 +126,21 @@ def run_serve(args: argparse.Namespace) -> int:
              label_studio, "set" if trust.operator.token else "not set",
              ", ".join(hosts) if hosts else "public addresses and Label Studio's")
     log.info("limits: %s", "; ".join(f"{name} {value}" for name, value, _ in limits.table()))
-    stopped: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal it stopped on: exit 0 instead
-        signal.signal(sig, lambda signum, frame: stopped.append(signum))
-    server.run()
+    # uvicorn re-raises the signal it stopped on once it has restored the handlers it found: let it find ones that
+    # ignore it (exit 0, not a KeyboardInterrupt), then put the caller's back
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if backend.state == "failed":
         raise AutolabelError(backend.error or "models failed to load")
     return ExitCode.OK
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal handler that does nothing (see :func:`run_serve`)."""
 
 
 def _server_class(uvicorn: Any) -> type:

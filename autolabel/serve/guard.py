@@ -89,7 +89,7 @@ class Guard:
     def __init__(self, app: ASGIApp, names: Iterable[str], auth: tuple[str, str] | None):
         self.app = app
         self.names = {host_of(n) for n in (*LOOPBACK_NAMES, *names) if n}
-        self.expected = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else None
+        self.expected = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()) if auth else None
 
     def allows_host(self, header: str) -> bool:
         host = host_of(header)
@@ -110,7 +110,7 @@ class Guard:
             problem = (421, f"Host {host_of(host)!r} is not a name this backend answers to (a guard against DNS "
                             f"rebinding): start it with --public-host {host_of(host) or 'NAME'} if Label Studio "
                             "reaches it by that name", {})
-        elif self.expected is not None and not self._authorized(headers.get(b"authorization", "")):
+        elif self.expected is not None and not _authorized(headers.get(b"authorization", ""), self.expected):
             problem = (401, "authentication required: set the model's Basic Authentication user and password in "
                             "Label Studio", {"WWW-Authenticate": 'Basic realm="autolabel"'})
         elif scope["method"] == "POST" and \
@@ -126,6 +126,9 @@ class Guard:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _authorized(self, header: str) -> bool:
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "basic" and hmac.compare_digest(given.strip().encode(), (self.expected or "").encode())
+
+
+def _authorized(header: str, expected: bytes) -> bool:
+    """Whether an ``Authorization`` header is basic auth with the expected credentials (constant-time compare)."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "basic" and hmac.compare_digest(given.strip().encode(), expected)

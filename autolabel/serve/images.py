@@ -142,7 +142,7 @@ class Fetcher:
                         {"refresh": token}).encode(), headers=[(b"Content-Type", b"application/json")],
                         extensions=self._timeouts(budget)) as response:
                     if response.status != 200:
-                        raise ValueError(response.status)
+                        raise ValueError
                     body = b"".join(_capped(response.iter_stream(), 65536))
                 bearer = str(json.loads(body)["access"])
             except (*_NETWORK_ERRORS, KeyError, TypeError, ValueError):

@@ -58,7 +58,20 @@ class LocalRoots:
 
     def contains(self, path: str) -> bool:
         """Whether the resolved ``path`` is a root or lies below one."""
-        return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
+        return any(self.contains_in(path, root) for root in self.roots)
+
+    @staticmethod
+    def contains_in(path: str, root: str) -> bool:
+        return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+    def relative(self, path: str) -> str:
+        """A resolved path under a root, relative to that root (the store's ``rel_path``, as a run records it).
+
+        >>> LocalRoots(["/"]).relative("/srv/img/cams/1.jpg")
+        'srv/img/cams/1.jpg'
+        """
+        root = next(r for r in self.roots if self.contains_in(path, r))
+        return os.path.relpath(path, root)
 
     def read(self, ref: str, cap: int, charge: Callable[[int], None] = lambda n: None) -> tuple[bytes, str]:
         """The bytes of the local image ``ref`` and its resolved path; a 4xx when it may not or cannot be read.

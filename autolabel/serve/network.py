@@ -87,13 +87,10 @@ class PinnedBackend(httpcore.SyncBackend):
                     socket_options: Any = None) -> httpcore.NetworkStream:
         addresses = self.resolver(host, port)
         self.policy.check(host, port, addresses)
-        error: Exception | None = None
+        errors: list[Exception] = []
         for address in addresses:
             try:
-                stream = super().connect_tcp(str(address), port, timeout, local_address, socket_options)
+                return super().connect_tcp(str(address), port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
-                error = err
-                continue
-            return stream
-        assert error is not None
-        raise error
+                errors.append(err)
+        raise errors[-1]
