@@ -494,7 +494,9 @@ def test_a_request_without_a_host_header_is_refused(world) -> None:
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 9090)}
     asyncio.run(app(scope, receive, send))
     assert out["http.response.start"]["status"] == 421
-    assert json.loads(out["http.response.body"]["body"])["error"].startswith("Host '' is not a name")
+    assert json.loads(out["http.response.body"]["body"])["error"] == (
+        "Host '' is not a name this backend answers to (a guard against DNS rebinding): start it with --public-host "
+        "NAME if Label Studio reaches it by that name")
 
 
 def test_the_model_log_says_what_each_batch_did(world, caplog) -> None:

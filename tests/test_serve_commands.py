@@ -173,8 +173,8 @@ def test_serve_in_process_until_sigint(pipeline, tmp_path, monkeypatch, capsys, 
     helper.start()
     with caplog.at_level(logging.INFO, "autolabel.serve"):
         code = main(["serve", pipeline, "--port", str(port), "--local-root", str(tmp_path), "--allowed-hosts",
-                     "127.0.0.1", "--model-version", "v9", "--public-host", "ml.example", "--shutdown-timeout", "1",
-                     "--output", str(tmp_path / "out"), "--write-back"])
+                     "127.0.0.1,10.0.0.0/8", "--model-version", "v9", "--public-host", "ml.example",
+                     "--shutdown-timeout", "1", "--output", str(tmp_path / "out"), "--write-back"])
     helper.join(10)
     assert code == 0 and signal.getsignal(signal.SIGINT) is before
     assert seen["anonymous"] == 401 and seen["public_host"] == 200
@@ -183,7 +183,7 @@ def test_serve_in_process_until_sigint(pipeline, tmp_path, monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert f"autolabel: serving {pipeline} on http://127.0.0.1:{port} (model_version 'v9'); loading models…" in err
     assert (f"basic auth: on; local roots: {tmp_path}; Label Studio: from a setup call (basic auth proves it) "
-            "(token: not set); image hosts: 127.0.0.1") in caplog.text
+            "(token: not set); image hosts: 127.0.0.1, 10.0.0.0/8") in caplog.text
     assert "limits: --max-body-bytes 16777216; --max-tasks 3; --max-prompt-regions 64;" in caplog.text
     with Store(tmp_path / "out") as store:  # --output and --write-back reached the backend
         (row,) = store.images()  # the local image and the web one have the same content: one row
@@ -191,10 +191,14 @@ def test_serve_in_process_until_sigint(pipeline, tmp_path, monkeypatch, capsys, 
         assert store.runs()[0]["status"] == "ok"
 
 
-def test_a_model_that_cannot_load_ends_the_command_with_exit_1(tmp_path, capsys, monkeypatch) -> None:
+def test_a_model_that_cannot_load_ends_the_command_with_exit_1(pipeline, tmp_path, capsys, caplog) -> None:
     path = tmp_path / "broken.json"
     path.write_text(json.dumps({"name": "b", "ontology": ["cat"], "models": {"m": {"type": "plugins:BrokenModel",
                                                                                    "id": "x"}},
                                 "stages": [{"type": "plugins:CenterBox", "label": "cat"}]}))
-    assert main(["serve", str(path), "--port", str(free_port())]) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("autolabel: error: ")
+    with caplog.at_level(logging.INFO, "autolabel.serve"):
+        assert main(["serve", str(path), "--port", str(free_port())]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "autolabel: error: model 'm' (x): cannot load: OSError: no file named model.safetensors in x")
+    assert ("basic auth: OFF; local roots: none (local paths refused); Label Studio: not set (token: not set); "
+            "image hosts: public addresses and Label Studio's") in caplog.text

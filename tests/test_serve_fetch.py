@@ -331,8 +331,17 @@ def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
 
 
 def test_cloud_references_say_to_use_presigned_urls() -> None:
-    err = refused(lenient().fetch, "s3://bucket/key.png", Access(), budget())
-    assert err.status == 400 and "pre-signed" in err.message
+    for scheme in ("s3", "gs", "azure-blob", "gcs"):
+        err = refused(lenient().fetch, f"{scheme}://bucket/key.png", Access(), budget())
+        assert (err.status, err.message) == (400, f"{scheme}://bucket/key.png: cloud storage references cannot be "
+                                                  "read here: turn on 'Use pre-signed URLs' in the project's storage "
+                                                  "settings")
+
+
+def test_https_urls_are_fetched_over_tls(servers) -> None:
+    _, web = servers  # plain HTTP on the port: the TLS handshake fails, so the fetch did try TLS there
+    err = refused(lenient().fetch, f"https://127.0.0.1:{web.port}/a.png", Access(), budget())
+    assert err.status == 502 and err.message.startswith(f"https://127.0.0.1:{web.port}/a.png: cannot fetch the image")
 
 
 def test_a_fifo_read_runs_on_no_thread_forever(tree) -> None:

@@ -19,6 +19,7 @@ from autolabel.serve.limits import LIMITS, Admission, Budget, Limits, env_name, 
 from autolabel.serve.workers import FIRST, NORMAL, Workers, map_parallel
 from autolabel.serve.protocol import (
     Config,
+    Prompt,
     RequestError,
     adapt_regions,
     brush_label,
@@ -575,3 +576,44 @@ def test_map_parallel_runs_inline_for_one_and_on_named_daemon_threads_for_more()
     assert map_parallel(where, [1, 2], 1, "f") == [(main, False)] * 2
     out = map_parallel(where, [1, 2], 2, "fetch")
     assert sorted(out) == [("fetch-0", True), ("fetch-1", True)]
+
+
+def test_smart_tool_refusals_word_for_word() -> None:
+    config = Config(CONFIG)
+    cases = [
+        ({"result": [{"type": "keypointlabels", "from_name": "nope", "value": {"x": 1, "y": 1}}]},
+         "context.result[0]: unknown control name 'nope' (the labeling config has: bbox, poly, seg, kp, box2, "
+         "transcription)"),
+        ({"result": [{"type": "choices", "from_name": "kp", "value": {}}]},
+         "context.result holds no keypoint or rectangle: use a smart KeyPointLabels or RectangleLabels tool "
+         "(smart=\"true\")"),
+        ({"result": ["x"]}, "context.result[0]: a region must be an object with a 'value' object"),
+        ({"result": "x"}, "context.result must be a non-empty list of smart-tool regions"),
+    ]
+    for context, message in cases:
+        with pytest.raises(RequestError) as err:
+            parse_prompt(context, config, 10, 10)
+        assert (err.value.status, err.value.message) == (400, message)
+    bare = Config('<View><Image name="i" value="$image"/></View>')
+    with pytest.raises(RequestError) as err:
+        parse_prompt({"result": [{"type": "keypointlabels", "from_name": "kp", "value": {}}]}, bare, 10, 10)
+    assert err.value.message.endswith("(the labeling config has: none)")
+
+
+def test_a_brush_with_one_label_takes_it_without_a_choice() -> None:
+    one = Config('<View><Image name="i" value="$image"/><BrushLabels name="m" toName="i"><Label value="cat"/>'
+                 '</BrushLabels></View>')
+    assert brush_label(Prompt(points=[(1.0, 1.0)], point_labels=[1]), one) == "cat"
+    with pytest.raises(RequestError) as err:
+        brush_label(Prompt(points=[(1.0, 1.0)], point_labels=[1]), Config(CONFIG))  # two labels: no guess
+    assert err.value.message == ("label None of the smart tool is not a label of <BrushLabels name=\"seg\"> (its "
+                                 "labels: cat, dog): give both controls the same labels")
+
+
+def test_a_brush_region_has_exactly_label_studios_keys() -> None:
+    region = brush_region(np.zeros((2, 3), bool), "dog", 0.5, Config(CONFIG), "7_sam")
+    assert set(region) == {"id", "from_name", "to_name", "type", "original_width", "original_height",
+                           "image_rotation", "value", "score"}
+    assert (region["id"], region["from_name"], region["to_name"], region["type"], region["image_rotation"]) == (
+        "7_sam", "seg", "img", "brushlabels", 0)
+    assert set(region["value"]) == {"format", "rle", "brushlabels"} and region["value"]["brushlabels"] == ["dog"]
