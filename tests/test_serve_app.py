@@ -582,6 +582,8 @@ def test_write_back_stores_labels_and_closes_its_run_with_the_servers_counts(wor
     assert summary["run_id"] == run["id"] and run["pipeline_hash"] == backend.pipeline.spec.hash
     assert summary["counts"] == {"seen": 2, "labeled": 2, "skipped": 0, "failed": 0}
     assert 0 <= summary["seconds"] < 60 and summary["serve"]["written_back"] == 2
+    with Store(tmp_path / "wb") as store:  # committed under the pipeline's hash: a later run skips them
+        assert store.is_done(local["path"], local["sha256"], backend.pipeline.spec.hash)
     assert summary["serve"]["model_loads"] == {}
 
 
@@ -623,3 +625,47 @@ def test_models_are_counted_as_they_load(world) -> None:
     backend.pipeline.models.get("seg")  # the pool keeps it: not a second load
     assert backend.health()["stats"]["model_loads"] == {"seg": 1} and backend.interactive_model == "seg"
     backend.close()
+
+
+def test_masks_become_brush_regions_or_polygons_as_the_config_asks(world, caplog) -> None:
+    """A pipeline that makes masks: a project with BrushLabels gets them as brushes, one with PolygonLabels as
+    polygons, one with neither gets the boxes alone."""
+    seg = {"models": {"seg": {"type": "sam", "id": tiny("sam")}},
+           "stages": [{"type": "plugins:CenterBox", "label": "cat"}, {"type": "segment", "model": "seg"}]}
+    client, backend = world["app"](extra=seg)
+    ref = str(world["root"] / "new.png")
+    polygons = CONFIG.replace("BrushLabels", "PolygonLabels")
+    boxes = '<View><Image name="img" value="$image"/><RectangleLabels name="bbox" toName="img">' \
+            '<Label value="cat"/></RectangleLabels></View>'
+    kinds = {}
+    for name, config in (("brush", CONFIG), ("polygon", polygons), ("boxes", boxes)):
+        r = client.post("/predict", json=predict([ref]) | {"label_config": config})
+        assert r.status_code == 200, r.text
+        kinds[name] = sorted({x["type"] for x in r.json()["results"][0]["result"]})
+    assert kinds == {"brush": ["brushlabels", "rectanglelabels"], "polygon": ["polygonlabels", "rectanglelabels"],
+                     "boxes": ["rectanglelabels"]}
+    point = {"type": "keypointlabels", "from_name": "kp", "value": {"x": 50, "y": 50, "keypointlabels": ["cat"]}}
+    with caplog.at_level(logging.INFO, "autolabel.serve"):
+        assert client.post("/predict", json=predict([ref], {"result": [point]})).status_code == 200
+    assert "smart tool: task 1: mask of " in caplog.text and " px in " in caplog.text
+    backend.close()
+
+
+def test_store_connections_are_one_per_thread_and_a_broken_store_is_named(tmp_path) -> None:
+    import sqlite3
+
+    Store(tmp_path).close()
+    answers = StoreAnswers(tmp_path)
+    assert answers._conn() is answers._conn()
+    other: list = []
+    thread = threading.Thread(target=lambda: other.append(answers._conn()))
+    thread.start()
+    thread.join()
+    assert other[0] is not answers._conn()
+    with sqlite3.connect(tmp_path / "autolabel.db") as conn:
+        conn.execute("DROP TABLE images")
+    from autolabel.errors import AutolabelError
+
+    with pytest.raises(AutolabelError) as err:
+        answers.find("0" * 64)
+    assert str(err.value) == f"{tmp_path / 'autolabel.db'}: cannot read the run store (no such table: images)"

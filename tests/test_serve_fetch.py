@@ -311,7 +311,7 @@ def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
     web.routes["/a.png"] = body(PNG)
     lookups: list[str] = []
 
-    def rebinding(host: str, port: int):
+    def rebinding(host: str):
         import ipaddress
 
         lookups.append(host)
@@ -384,3 +384,22 @@ def test_a_token_exchange_answer_is_read_up_to_64_kib(servers) -> None:
         else:
             err = refused(fetcher.fetch, "/data/upload/1/a.png", Access(ls.url, pat), budget())
             assert err.status == 502 and "personal access token was refused" in err.message
+
+
+def test_exact_words_for_label_studios_other_urls_and_too_big_images(servers) -> None:
+    ls, web = servers
+    web.routes["/a.png"] = body(PNG)
+    err = refused(lenient().fetch, ls.url + "/api/projects/", Access(ls.url, "t"), budget())
+    assert err.message == (f"{ls.url}/api/projects/: a Label Studio URL that is not one of its files (/data/upload/, "
+                           "/data/local-files/): not fetched")
+    err = refused(lenient().fetch, web.url + "/a.png?sig=s3cr3t", Access(), budget(max_image_bytes=100))
+    assert err.message == (f"{web.url}/a.png: larger than 100 bytes: more than the limit of 100 bytes of one image "
+                           "(raise it with --max-image-bytes N or AUTOLABEL_SERVE_MAX_IMAGE_BYTES)")
+
+
+def test_the_token_exchange_is_a_json_post(servers) -> None:
+    ls, _ = servers
+    ls.routes |= {"/api/token/refresh/": body(b'{"access": "b"}', "application/json"),
+                  "/data/upload/1/a.png": body(PNG)}
+    lenient().fetch("/data/upload/1/a.png", Access(ls.url, "x.y.z"), budget())
+    assert ls.seen[0].headers["content-type"] == "application/json"

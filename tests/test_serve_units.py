@@ -557,11 +557,11 @@ def test_the_pinned_backend_connects_to_the_checked_address_with_the_requests_ti
         return "stream"
 
     monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
-    backend = PinnedBackend(HostPolicy(["10.0.0.0/8"]), resolver=lambda h, p: [ipaddress.ip_address("10.0.0.1"),
-                                                                              ipaddress.ip_address("10.0.0.2")])
+    backend = PinnedBackend(HostPolicy(["10.0.0.0/8"]), resolver=lambda h: [ipaddress.ip_address("10.0.0.1"),
+                                                                           ipaddress.ip_address("10.0.0.2")])
     assert backend.connect_tcp("images.internal", 8443, timeout=2.5) == "stream"
     assert calls == [("10.0.0.1", 8443, 2.5), ("10.0.0.2", 8443, 2.5)]  # the first refused: the next address
-    backend = PinnedBackend(HostPolicy(["10.0.0.0/8"]), resolver=lambda h, p: [ipaddress.ip_address("10.0.0.1")])
+    backend = PinnedBackend(HostPolicy(["10.0.0.0/8"]), resolver=lambda h: [ipaddress.ip_address("10.0.0.1")])
     with pytest.raises(httpcore.ConnectError):
         backend.connect_tcp("images.internal", 8443, timeout=2.5)
 
@@ -617,3 +617,24 @@ def test_a_brush_region_has_exactly_label_studios_keys() -> None:
     assert (region["id"], region["from_name"], region["to_name"], region["type"], region["image_rotation"]) == (
         "7_sam", "seg", "img", "brushlabels", 0)
     assert set(region["value"]) == {"format", "rle", "brushlabels"} and region["value"]["brushlabels"] == ["dog"]
+
+
+def test_more_exact_refusals_and_redactions() -> None:
+    from autolabel.serve.access import file_path
+    from autolabel.serve.network import HostPolicy
+
+    assert redact("https://bot:p@ss@ls.example/a") == "https://***@ls.example/a"  # an @ in the password too
+    with pytest.raises(RequestError) as err:
+        file_path("/data/avatars/a.png")
+    assert err.value.message == ("/data/avatars/a.png: not a Label Studio file reference: only /data/upload/... and "
+                                 "/data/local-files/?d=... are read through Label Studio (no '..' or '//')")
+    no_brush = Config('<View><Image name="i" value="$image"/><KeyPointLabels name="k" toName="i" smart="true">'
+                      '<Label value="cat"/></KeyPointLabels></View>')
+    with pytest.raises(RequestError) as err:
+        brush_label(Prompt(points=[(1.0, 1.0)], point_labels=[1], label="cat"), no_brush)
+    assert err.value.message == ("label 'cat' of the smart tool is not a label of <BrushLabels name=\"BrushLabels\"> "
+                                 "(its labels: none): give both controls the same labels")
+    import ipaddress
+
+    HostPolicy(None, trusted=lambda: [("ls.example", 8080)]).check("ls.example.", 8080, [ipaddress.ip_address(
+        "10.0.0.5")])  # a fully qualified name (trailing dot) is the same host

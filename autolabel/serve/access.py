@@ -111,7 +111,7 @@ class Access:
         """Whether ``url`` is one of this Label Studio's files (its origin, its base path, a file prefix)."""
         if not self.same_origin(url):
             return False
-        base = urlsplit(self.url or "").path.rstrip("/")
+        base = urlsplit(self.url or "").path  # clean_url: no trailing "/"
         parts = urlsplit(url)
         if base and not parts.path.startswith(base + "/"):
             return False

@@ -19,6 +19,7 @@ import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -107,41 +108,52 @@ async def within(work: Awaitable[Any], budget: Budget, stopping: threading.Event
         task.cancel()
 
 
-def _endpoint(backend: Backend, handler: Handler, stopping: threading.Event, status: int = 200
-              ) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> JSONResponse:
-        where = f"{request.method} {request.url.path}"
-        try:
-            ticket = backend.admission.enter()
-        except RequestError as err:
-            log.warning("%s: %d %s", where, err.status, err.message)
-            return error(err.status, err.message)
-        budget = Budget(backend.limits)
-        future = None
-        try:
-            raw = await within(read_body(request, backend.limits.max_body_bytes), budget, stopping,
-                               "the request body took too long to arrive")
+async def answer(request: Request, backend: Backend, handler: Handler, stopping: threading.Event,
+                 status: int = 200) -> JSONResponse:
+    """One POST: a place (or a 429), the body within its limit and time, the handler on a request thread, the
+    answer — or a one-line JSON error. The place is given back by the thread's end (or here, if none started)."""
+    where = f"{request.method} {request.url.path}"
+    try:
+        ticket = backend.admission.enter()
+    except RequestError as err:
+        log.warning("%s: %d %s", where, err.status, err.message)
+        return error(err.status, err.message)
+    budget = Budget(backend.limits)
+    future = None
+    try:
+        raw = await within(read_body(request, backend.limits.max_body_bytes), budget, stopping,
+                           "the request body took too long to arrive")
+        future = backend.requests.submit(lambda: handler(parse_json(raw), ticket, budget))
+        future.add_done_callback(lambda f: ticket.leave())  # also when it never ran (cancelled)
+        # the thread stops itself at the deadline; this side answers then, whatever the thread does
+        result = await within(asyncio.wrap_future(future), budget, stopping, "the request took too long")
+        return JSONResponse(result, status_code=status)
+    except RequestError as err:
+        log.warning("%s: %d %s", where, err.status, err.message)
+        return error(err.status, err.message)
+    except Exception as err:  # noqa: BLE001 — a bug must not take the server down; one line, no traceback
+        message = " ".join(str(err).split()) or type(err).__name__
+        log.error("%s: 500 %s: %s", where, type(err).__name__, message)
+        return error(500, f"{type(err).__name__}: {message}")
+    finally:
+        if future is None:
+            ticket.leave()
 
-            def work() -> dict[str, Any]:
-                return handler(parse_json(raw), ticket, budget)
 
-            future = backend.requests.submit(work)
-            future.add_done_callback(lambda f: ticket.leave())  # also when it never ran (cancelled)
-            # the thread stops itself at the deadline; this side answers then, whatever the thread does
-            answer = await within(asyncio.wrap_future(future), budget, stopping, "the request took too long")
-            return JSONResponse(answer, status_code=status)
-        except RequestError as err:
-            log.warning("%s: %d %s", where, err.status, err.message)
-            return error(err.status, err.message)
-        except Exception as err:  # noqa: BLE001 — a bug must not take the server down; one line, no traceback
-            message = " ".join(str(err).split()) or type(err).__name__
-            log.error("%s: 500 %s: %s", where, type(err).__name__, message)
-            return error(500, f"{type(err).__name__}: {message}")
-        finally:
-            if future is None:
-                ticket.leave()
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    """404 and 405 as one-line JSON naming the routes."""
+    return error(exc.status_code, f"{request.method} {request.url.path}: no such route (routes: "  # type: ignore[attr-defined]
+                                  "/health, /setup, /predict, /webhook, /metrics)")
 
-    return endpoint
+
+async def health(request: Request, backend: Backend) -> JSONResponse:
+    """200 with the backend's health once it is ready, 503 before (loading) or after a failed load."""
+    body = backend.health()
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+async def metrics(request: Request, backend: Backend) -> JSONResponse:
+    return JSONResponse(backend.health()["stats"])
 
 
 def create_app(backend: Backend, load: bool = True, on_failure: Callable[[], None] | None = None,
@@ -163,27 +175,17 @@ def create_app(backend: Backend, load: bool = True, on_failure: Callable[[], Non
         finally:
             backend.close()
 
-    async def health(request: Request) -> JSONResponse:
-        body = backend.health()
-        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+    def post(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable[JSONResponse]]:
+        return partial(answer, backend=backend, handler=handler, stopping=stopping, status=status)
 
-    async def metrics(request: Request) -> JSONResponse:
-        return JSONResponse(backend.health()["stats"])
-
-    routes = [
-        Route("/", health, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/setup", _endpoint(backend, backend.setup, stopping), methods=["POST"]),
-        Route("/predict", _endpoint(backend, backend.predict, stopping), methods=["POST"]),
-        Route("/webhook", _endpoint(backend, backend.webhook, stopping, status=201), methods=["POST"]),
+    routes = [  # partials of module-level coroutines: Starlette awaits them (a lambda it would run in a thread)
+        Route("/", partial(health, backend=backend), methods=["GET"]),
+        Route("/health", partial(health, backend=backend), methods=["GET"]),
+        Route("/metrics", partial(metrics, backend=backend), methods=["GET"]),
+        Route("/setup", post(backend.setup), methods=["POST"]),
+        Route("/predict", post(backend.predict), methods=["POST"]),
+        Route("/webhook", post(backend.webhook, status=201), methods=["POST"]),
     ]
-
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        status = getattr(exc, "status_code", 404)
-        return error(status, f"{request.method} {request.url.path}: no such route (routes: /health, /setup, "
-                             "/predict, /webhook, /metrics)")
-
     app = Starlette(routes=routes, middleware=[Middleware(Guard, names=public_hosts, auth=auth)],
                     lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.stopping = stopping

@@ -367,7 +367,7 @@ class Backend:
                 if self.answers is not None and self.answers.write_back:
                     path = self.answers.image_path(digest, fetched[k].data or b"", name, local)
                 fetched[k] = Fetched(None, digest, local)
-                row = {"path": path, "sha256": digest, "rel_path": name,
+                row = {"path": path, "rel_path": name,
                        "width": item.labels.width, "height": item.labels.height, "labels": record}
                 for j in todo[digest]:  # each task showing this content: its own id in the regions
                     budget.remaining()

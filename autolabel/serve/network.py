@@ -23,10 +23,10 @@ from .protocol import RequestError
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def resolve(host: str, port: int | None = None) -> list[Address]:
+def resolve(host: str) -> list[Address]:
     """Every address ``host`` resolves to (IPv4-mapped IPv6 as IPv4), sorted; empty when it does not resolve."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
         return []
     out = set()
@@ -80,12 +80,12 @@ class HostPolicy:
 class PinnedBackend(httpcore.SyncBackend):
     """httpcore's network backend, connecting only to addresses the policy accepted in the same lookup."""
 
-    def __init__(self, policy: HostPolicy, resolver: Callable[[str, int], list[Address]] = resolve):
+    def __init__(self, policy: HostPolicy, resolver: Callable[[str], list[Address]] = resolve):
         self.policy, self.resolver = policy, resolver
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
-        addresses = self.resolver(host, port)
+        addresses = self.resolver(host)
         self.policy.check(host, port, addresses)
         errors: list[Exception] = []
         for address in addresses:
