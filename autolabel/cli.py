@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
-from .errors import AutolabelError, ConfigError, ExitCode
+from .errors import AutolabelError, ConfigError, ExitCode, ExportError, one_line
+from .names import shown
+
+#: failing images listed at the end of a run (all of them are in run.json)
+FAILURES_SHOWN = 5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("output_dir", help="the output folder of a run")
     export.add_argument("--pipeline", help="pipeline file (default: the one recorded by the last run)")
-    export.add_argument("--format", default="coco", choices=["coco", "coco-results", "yolo", "labelstudio"])
+    export.add_argument("--format", default="coco", choices=["coco", "coco-results", "yolo", "labelstudio", "mot",
+                                                             "cvat-video", "labelstudio-video", "ytvis"])
     export.add_argument("--path", help="file or folder to write, relative to OUTPUT_DIR (default: per format)")
     export.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
     export.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
@@ -90,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--model-version", help="predictions' model_version (default: pipeline name or hash)")
     ls.add_argument("--task-score", choices=["min", "mean"], help="task score from box confidences (default min)")
     ls.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
+    lsv = export.add_argument_group("labelstudio-video (also --model-version, --task-score)")
+    lsv.add_argument("--video-root", help="prefix of video references (default /data/local-files/?d=)")
+    lsv.add_argument("--keyframe-tolerance", type=float, metavar="PIXELS",
+                     help="how far interpolation between keyframes may miss a box (default 1)")
+
+    recover = sub.add_parser(
+        "recover", help="replace a damaged run store by a new one holding what it still gives",
+        description="Copy every row SQLite can still read from OUTPUT_DIR/autolabel.db into a new store (ids kept), "
+        "move the damaged file aside as autolabel.db.damaged-TIME, and say what could not be read; the next run "
+        "labels the images the store lost.",
+    )
+    recover.add_argument("output_dir", help="the output folder of a run")
 
     runs = sub.add_parser("runs", help="list the runs recorded in an output folder")
     runs.add_argument("output_dir", help="the output folder of a run")
@@ -118,22 +136,71 @@ def _parser() -> argparse.ArgumentParser:
     from .serve.commands import add_serve_parser
 
     add_serve_parser(sub)  # autolabel serve: a Label Studio ML backend (autolabel.serve)
+    from .train.commands import add_parsers as add_train_parsers
+
+    add_train_parsers(sub)  # autolabel train / refine: fine-tune Florence-2 on reviewed labels (autolabel.train)
     sub.add_parser("version", help="print versions")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: its exit code; every failure is one line on stderr (``AUTOLABEL_TRACEBACK=1``: let an
+    unexpected one raise, traceback and all)."""
     args = _parser().parse_args(argv)
     try:
         return int(_dispatch(args))
     except AutolabelError as err:
+        print_failures(err.failures, None)
         problems = err.problems if isinstance(err, ConfigError) else [str(err)]
         for problem in problems:
-            print(f"autolabel: error: {problem}", file=sys.stderr)
+            print(f"autolabel: error: {shown(problem)}", file=sys.stderr)
         return int(err.exit_code)
     except KeyboardInterrupt:
         print("autolabel: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # `autolabel runs | head`: the reader has what it wanted
+        _quiet_stdout()
+        return int(ExitCode.OK)
+    except Exception as err:
+        if os.environ.get("AUTOLABEL_TRACEBACK"):
+            raise
+        print(f"autolabel: error: {unexpected(err, getattr(args, 'command', None))}", file=sys.stderr)
+        return int(ExitCode.FATAL)
+
+
+def unexpected(err: BaseException, command: str | None) -> str:
+    """The one line for a failure no code path expected: what it was, and where its traceback went."""
+    import tempfile
+    import traceback
+
+    what = f"{type(err).__name__}: {one_line(err)}"
+    if isinstance(err, OSError) and err.errno is not None:  # the system refused: that is the user's news
+        return f"{command or 'autolabel'}: {what}"
+    try:
+        fd, path = tempfile.mkstemp(prefix="autolabel-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write("".join(traceback.format_exception(err)))
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "run again with AUTOLABEL_TRACEBACK=1 to see the traceback"
+    return f"unexpected {what} (a bug in autolabel: please report it; {where})"
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that Python's exit flush does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def print_failures(failures: list[dict[str, str]], output: Path | None, total: int | None = None) -> None:
+    """The first few failing images of a run with their reasons, and where the full list is."""
+    for failure in failures[:FAILURES_SHOWN]:
+        print(f"autolabel: failed: {shown(failure['path'])}: {shown(failure['reason'])}", file=sys.stderr)
+    more = (total if total is not None else len(failures)) - FAILURES_SHOWN
+    if more > 0:
+        where = f" (every failure is in {output / 'run.json'})" if output is not None else ""
+        print(f"autolabel: ... and {more} more failed{where}", file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -169,6 +236,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .serve.commands import run_serve
 
         return run_serve(args)
+    if args.command == "recover":
+        from .recover import recover
+
+        salvage = recover(args.output_dir)
+        print(f"autolabel: {salvage.line(Path(args.output_dir) / 'autolabel.db')}", file=sys.stderr)
+        return ExitCode.OK
+    if args.command in ("train", "refine"):
+        from .train.commands import run as run_training
+
+        return run_training(args)
 
     from .overrides import collect_overrides
     from .pipeline import Pipeline
@@ -199,15 +276,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         f"of {c['seen']} seen; details in {summary.output / 'run.json'}",
         file=sys.stderr,
     )
+    print_failures(summary.failures, summary.output, c["failed"])
     for path in summary.exports:
         print(f"autolabel: wrote {path}", file=sys.stderr)
+    for line in summary.warnings:
+        print(f"autolabel: warning: {line}", file=sys.stderr)
     if summary.status == "interrupted":
-        print("autolabel: interrupted; run the same command again to resume where it stopped", file=sys.stderr)
+        kept = c["labeled"] + c["failed"]
+        print(f"autolabel: interrupted; the {kept} results committed before the stop are kept in the store: run the "
+              "same command again to resume where it stopped", file=sys.stderr)
     return summary.exit_code
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .exports import write_export
+    from .exports import DEFAULT_PATHS, write_export
     from .pipeline import Pipeline
     from .store import DB_NAME, Store
 
@@ -223,14 +305,27 @@ def _export(args: argparse.Namespace) -> int:
             if last is None:
                 raise AutolabelError(f"{output}: the store records no run; pass --pipeline FILE")
             pipeline = Pipeline.from_dict(last)
-        paths = write_export(store, pipeline.spec, spec, output)
+        target = output / (spec.path or DEFAULT_PATHS[spec.format])
+        try:
+            paths = write_export(store, pipeline.spec, spec, output)
+        except OSError as err:  # a full disk, a folder in the file's place, a read-only folder
+            readonly = store.readonly and not spec.path
+            hint = ("the run's folder is read-only: write elsewhere with --path /SOMEWHERE/FILE" if readonly else
+                    "free space or remove what is in the way, then export again")
+            why = err.strerror or one_line(err)  # not the temp file's name: the target is what the user named
+            raise ExportError(f"export {spec.format} to {target} failed: {why}; no file was left half-written and "
+                              f"the store is unchanged: {hint}") from None
+        bad = store.bad_rows_line()
     for path in paths:
         print(f"autolabel: wrote {path}", file=sys.stderr)
+    if bad is not None:
+        print(f"autolabel: warning: {bad}", file=sys.stderr)
+        return ExitCode.PARTIAL
     return ExitCode.OK
 
 
 _EXPORT_FLAGS = ("path", "min_score", "flagged", "segmentation", "captions", "task", "split", "seed", "images",
-                 "image_root", "model_version", "task_score", "masks")
+                 "image_root", "model_version", "task_score", "masks", "video_root", "keyframe_tolerance")
 
 
 def _export_spec(args: argparse.Namespace):  # noqa: ANN202 — ExportSpec

@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from . import bounded_yaml
 from .cache import canonical_json, stage_keys
-from .errors import ConfigError, one_line
+from .errors import ConfigError
+from .intake import MAX_FILE_BYTES
 from .ontology import Ontology
 from .overrides import apply_overrides
 from .registry import BUILTIN_MODELS, MODEL_GROUP, STAGE_GROUP, UnknownType, check, resolve
 from .stage import ModelStageParams, StageParams, by_contract
+from .video.spec import VideoSpec
 
 
 class _Strict(BaseModel):
@@ -42,8 +44,18 @@ class ModelSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)  # model-type specific
 
     def identity(self) -> dict[str, Any]:
-        """What of a model decides its outputs: everything but where and how fast it runs (device, compile)."""
-        return self.model_dump(exclude={"device", "compile"})
+        """What of a model decides its outputs: everything but where and how fast it runs (device, compile).
+
+        A folder ``autolabel train`` wrote adds the digest of its weights: training into the same folder again
+        relabels, instead of serving the old model's labels from the cache.
+        """
+        from .train.lineage import weights_digest
+
+        out = self.model_dump(exclude={"device", "compile"})
+        digest = weights_digest(self.id)
+        if digest:
+            out["weights"] = digest
+        return out
 
 
 _SPLITS = ("train", "val", "test")
@@ -58,7 +70,7 @@ class ExportSpec(_Strict):
     ``ExportSpec(format="yolo", task="segment")`` builds the format's own model.
     """
 
-    format: Literal["coco", "coco-results", "yolo", "labelstudio"]
+    format: Literal["coco", "coco-results", "yolo", "labelstudio", "mot", "cvat-video", "labelstudio-video", "ytvis"]
     path: str | None = None  # relative to the output folder; default per format
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)  # boxes scored below are left out (unknown scores pass)
     flagged: Literal["include", "exclude"] = "include"  # boxes a quality check flagged for review
@@ -137,13 +149,45 @@ class LabelStudioExport(ExportSpec):
     masks: Literal["brush", "polygon", "none"] = "brush"
 
 
+class MotExport(ExportSpec):
+    """``format: mot`` — clips' tracks as MOT 1.1 sequences (``<clip>/gt/gt.txt``, ``gt/labels.txt``)."""
+
+    format: Literal["mot"]
+
+
+class CvatVideoExport(ExportSpec):
+    """``format: cvat-video`` — clips' tracks as CVAT for video 1.1 XML (``<clip>/annotations.xml``)."""
+
+    format: Literal["cvat-video"]
+
+
+class LabelStudioVideoExport(ExportSpec):
+    """``format: labelstudio-video`` — one Label Studio video task per clip (``videorectangle`` tracks)."""
+
+    format: Literal["labelstudio-video"]
+    video_root: str = "/data/local-files/?d="  # prefix of video references: local-files, URL or s3://bucket/prefix
+    model_version: str | None = None  # default: the pipeline's name, else autolabel-<hash>
+    task_score: Literal["min", "mean"] = "min"
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # pixels interpolation may miss a box by
+
+
+class YtvisExport(ExportSpec):
+    """``format: ytvis`` — clips' tracks as YouTube-VIS style JSON with per-frame RLE masks."""
+
+    format: Literal["ytvis"]
+
+
 #: export format → its model (one table: the formats, their options and defaults)
 EXPORT_FORMATS: dict[str, type[ExportSpec]] = {
     "coco": CocoExport, "coco-results": CocoResultsExport, "yolo": YoloExport, "labelstudio": LabelStudioExport,
+    "mot": MotExport, "cvat-video": CvatVideoExport, "labelstudio-video": LabelStudioVideoExport,
+    "ytvis": YtvisExport,
 }
 #: an export of any format, told apart by ``format``: what ``exports:`` holds
 Export = Annotated[
-    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport, Field(discriminator="format")
+    CocoExport | CocoResultsExport | YoloExport | LabelStudioExport | MotExport | CvatVideoExport
+    | LabelStudioVideoExport | YtvisExport,
+    Field(discriminator="format"),
 ]
 EXPORT_ADAPTER: TypeAdapter[ExportSpec] = TypeAdapter(Export)
 
@@ -175,6 +219,8 @@ class PushSpec(_Strict):
     flagged: Literal["include", "exclude"] = "include"
     timeout: float = Field(default=60.0, gt=0)  # seconds per request
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
+    media: Literal["auto", "images", "videos"] = "auto"  # a project holds one kind; auto: what the store holds
+    keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # videos: pixels interpolation may miss a box by
 
     @field_validator("url")
     @classmethod
@@ -212,12 +258,17 @@ class PipelineConfig(_Strict):
     batch_size: int = Field(default=8, ge=1, le=4096)
     decode_workers: int = Field(default=4, ge=1, le=64)
     max_image_pixels: int = Field(default=89_478_485, ge=1)  # Pillow's decompression-bomb threshold
+    max_file_bytes: int = Field(default=MAX_FILE_BYTES, ge=1)  # larger input files are refused unread
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     ontology: dict[str, str | list[str] | None] | list[str] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(min_length=1)
     exports: list[Export] = Field(default_factory=list)
     push: PushSpec | None = None  # Label Studio push after each run
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    #: compute each image's vision features once per model and batch, shared by every stage of that model (False:
+    #: each stage computes its own, as before: the same labels, slower). Not part of the pipeline hash
+    share_vision_features: bool = True
+    video: VideoSpec = Field(default_factory=VideoSpec)  # clips: sampling, chunks, limits (autolabel.video)
 
     @field_validator("ontology")
     @classmethod
@@ -261,18 +312,10 @@ class PipelineSpec:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML pipeline file into a dict, with one-line errors for missing files and syntax errors."""
+    """Read a YAML pipeline file into a dict, with one-line errors for a missing, oversized or non-regular file,
+    syntax errors and aliases that expand past the limit (:mod:`autolabel.bounded_yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such pipeline file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {err.problem or err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: invalid YAML: {one_line(err)}") from None
+    data = bounded_yaml.loads(bounded_yaml.read_text(path, "pipeline file"), str(path))
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of keys (models, ontology, stages, ...), got {type(data).__name__}"
@@ -412,6 +455,8 @@ def _accepted_keys(schema: type[BaseModel], parent: list[Any]) -> list[str]:
         schema = PushSpec
     elif schema is PipelineConfig and parent == ["executor"]:
         schema = ExecutorSpec
+    elif schema is PipelineConfig and parent == ["video"]:
+        schema = VideoSpec
     elif parent:
         return []
     return list(schema.model_fields) if schema is not None else []

@@ -10,7 +10,7 @@ from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of the ``autolabel`` command (documented in the README)."""
+    """Process exit codes of the ``autolabel`` command (documented in docs/reference/exit-codes.md)."""
 
     OK = 0  #: every input labeled (or already done)
     FATAL = 1  #: the run could not go on (a model failed to load, the store is unusable, a bug)
@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     PARTIAL = 3  #: the run finished but some inputs were unreadable or failed; see run.json
     LOCKED = 4  #: another run holds this output folder
     EXPORT = 5  #: the labels are committed, but an export (or run.json) could not be written; see run.json
+    NOTHING_LABELED = 6  #: the input holds no images, or every one failed: nothing was labeled or exported
     INTERRUPTED = 130  #: stopped by Ctrl-C / SIGTERM after committing the batch in flight
 
 
@@ -25,6 +26,7 @@ class AutolabelError(Exception):
     """An error the user can fix, reported as one line without a traceback."""
 
     exit_code = ExitCode.FATAL
+    failures: list[dict[str, str]] = []  #: images that failed before it (path, reason): the first few are printed
 
 
 class ConfigError(AutolabelError):
@@ -39,6 +41,12 @@ class ConfigError(AutolabelError):
 
 class ModelLoadError(AutolabelError):
     """A model's weights or code could not be loaded: fatal for the run, not per image."""
+
+
+class NothingLabeledError(AutolabelError):
+    """The run labeled nothing: no image in the input, or every one failed (the first reasons are printed)."""
+
+    exit_code = ExitCode.NOTHING_LABELED
 
 
 class ExportError(AutolabelError):

@@ -70,6 +70,25 @@ class RunLock:
         self.release()
 
 
+def holder(folder: str | Path) -> dict[str, Any] | None:
+    """What the process holding ``folder``'s lock wrote about itself (``{}`` if nothing), or None when no process
+    holds it. Takes nothing: a shared, non-blocking ``flock`` on a read-only handle, released at once (so it works
+    in a read-only folder too)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None  # no lock file: no run ever held this folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops the shared lock, if it was taken
+    return None
+
+
 def _read(fd: int) -> dict[str, Any]:
     try:
         raw = os.pread(fd, 4096, 0)

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import bounded_yaml
 from .errors import ConfigError
 
 #: ``"key=value"`` as typed after ``--set``, or ``(key, value)`` already parsed (what a ``--set-file`` holds)
@@ -26,9 +25,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set stages.1.threshold=0.3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({_first_line(err)})") from None
+        value = bounded_yaml.loads(raw, "") if raw.strip() else ""
+    except ConfigError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({str(err).removeprefix(': ')})") from None
     return _split_key(key, text), value
 
 
@@ -45,12 +44,10 @@ def load_set_file(path: str | Path) -> list[tuple[str, Any]]:
     >>> # stages.score_threshold.per_class.person: 0.42
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--set-file {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--set-file {path}: invalid YAML ({_first_line(err)})") from None
+        data = bounded_yaml.loads(bounded_yaml.read_text(path, "file"), str(path))
+    except ConfigError as err:
+        raise ConfigError(f"--set-file {err}") from None
     if data is None:
         return []
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -122,7 +119,3 @@ def _item_name(item: Any) -> str | None:
         return None
     name = item.get("name") or item.get("type")
     return str(name) if name is not None else None
-
-
-def _first_line(err: Exception) -> str:
-    return " ".join(str(err).split())

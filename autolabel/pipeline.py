@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from .cache import WriteBack
 from .config import PipelineSpec, load_file, parse
 from .errors import ConfigError, StageError  # StageError: still importable from here, for plugins
+from .models.contract import accepts
+from .models.features import BatchFeatures, VisionCount
 from .models.pool import ModelPool
 from .stage import Item, Stage, StageContext, stage_ref_problems
 
@@ -45,7 +47,10 @@ class Pipeline:
         self.models = models if same else ModelPool(spec.config.models)
         self.timings: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)  # images each stage processed
+        self.vision: dict[str, VisionCount] = {}  # per model: its vision passes (run.json's vision_passes)
         self.stages = self._build_stages()
+        #: stages that take the batch's shared image features (a plugin stage's ``__call__`` may not)
+        self._shares = [accepts(stage.__call__, "features") for stage in self.stages]
 
     def _build_stages(self) -> list[Stage]:
         """Construct every stage (cheap: models load on first use); a stage's ConfigError gets its key path.
@@ -63,6 +68,7 @@ class Pipeline:
                 problems.extend(f"stages[{i}].{p}" for p in err.problems)
                 continue
             problems.extend(f"stages[{i}].{p}" for p in stage_ref_problems(params, names[:i]))
+        problems.extend(_clip_stage_problems(stages))
         if problems:
             raise ConfigError(problems)
         return stages
@@ -98,37 +104,53 @@ class Pipeline:
         return len(self.stages)
 
     def __call__(
-        self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None
+        self, items: list[Item], starts: list[int] | None = None, after: AfterStage | None = None,
+        keys: Sequence[str | None] | None = None,
+        end: int | None = None,
     ) -> list[Item]:
         """Run every stage over one batch, in order; time each stage; name the stage in any error.
 
         ``starts[k]``: the first stage item ``k`` goes through (its earlier ones restored from the cache, see
         :mod:`autolabel.cache`). ``after(j, k, labels)`` is called once stage ``j`` has labeled item ``k``.
+        ``keys[k]``: what identifies item ``k``'s image (its content's sha256; default: its place in the batch):
+        each model's vision features of an image are computed once for the batch and shared by its stages
+        (:mod:`autolabel.models.features`), then dropped when this call returns.
+        ``end``: stop before that stage (a clip's chunks run its stages one at a time: :mod:`autolabel.video.loop`).
         """
         items = list(items)
         starts = starts or [0] * len(items)
-        for j, stage in enumerate(self.stages):
-            todo = [k for k, start in enumerate(starts) if start <= j]
-            if not todo:
-                continue
-            batch = [items[k] for k in todo]
-            t0 = time.perf_counter()
-            try:
-                out = stage(batch)
-            except Exception as err:
-                if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
-                    raise
-                raise StageError(stage.name, err) from err
-            if not isinstance(out, list) or len(out) != len(batch):
-                got = len(out) if isinstance(out, list) else type(out).__name__
-                raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(batch)}"))
-            self.timings[stage.name] += time.perf_counter() - t0
-            self.calls[stage.name] += len(batch)
-            for k, item in zip(todo, out):
-                items[k] = item
-                if after is not None:
-                    after(j, k, item.labels)
+        features = BatchFeatures([key or f"#{k}" for k, key in enumerate(keys or [None] * len(items))],
+                                 share=self.config.share_vision_features)
+        try:
+            for j, stage in enumerate(self.stages[:end]):
+                todo = [k for k, start in enumerate(starts) if start <= j]
+                if todo:
+                    shared = {"features": features.for_stage(todo)} if self._shares[j] else {}
+                    for k, item in zip(todo, self._run_stage(stage, [items[k] for k in todo], shared)):
+                        items[k] = item
+                        if after is not None:
+                            after(j, k, item.labels)
+        finally:
+            features.clear()  # a failed try's traceback would otherwise keep them
+            for name, count in features.counts().items():  # every try's passes are work done
+                self.vision[name] = self.vision.get(name, VisionCount()) + count
         return items
+
+    def _run_stage(self, stage: Stage, batch: list[Item], shared: dict[str, Any]) -> list[Item]:
+        """One stage over its items, timed and counted; any error names the stage."""
+        t0 = time.perf_counter()
+        try:
+            out = stage(batch, **shared)
+        except Exception as err:
+            if getattr(err, "exit_code", None) is not None:  # AutolabelError: fatal, not per image
+                raise
+            raise StageError(stage.name, err) from err
+        if not isinstance(out, list) or len(out) != len(batch):
+            got = len(out) if isinstance(out, list) else type(out).__name__
+            raise StageError(stage.name, RuntimeError(f"returned {got} items for {len(batch)}"))
+        self.timings[stage.name] += time.perf_counter() - t0
+        self.calls[stage.name] += len(batch)
+        return out
 
     def run_batch(
         self, items: list[Item], starts: list[int] | None = None
@@ -151,3 +173,18 @@ class Pipeline:
         from .runner import run
 
         return run(self, input=input, output=output, progress=progress)
+
+
+def _clip_stage_problems(stages: list[Stage]) -> list[str]:
+    """Track filters decide once all of a clip's frames are labeled, so they come after every frame stage.
+
+    >>> class Track(Stage):
+    ...     over_clip = True
+    >>> _clip_stage_problems([Track("t", None, None), Stage("s", None, None)])
+    ["stages[1]: stage 's' comes after the track filter 't'; track filters decide over whole clips, so they come last"]
+    """
+    first = next((i for i, s in enumerate(stages) if s.over_clip), None)
+    if first is None:
+        return []
+    return [f"stages[{i}]: stage {s.name!r} comes after the track filter {stages[first].name!r}; track filters "
+            "decide over whole clips, so they come last" for i, s in enumerate(stages) if i > first and not s.over_clip]

@@ -46,20 +46,49 @@ def known_types(group: str) -> list[str]:
 
 
 def resolve(group: str, name: str) -> Any:
-    """The class registered as ``name`` in ``group`` (built-in, entry point, or ``package.module:Class``)."""
+    """The class registered as ``name`` in ``group`` (built-in, entry point, or ``package.module:Class``).
+
+    Whatever a path or an entry point names must be what the group holds (a :class:`~autolabel.stage.Stage`
+    subclass; a class with ``load(spec)``): ``type: "os:system"`` is refused in one line, never called.
+    """
     builtin = BUILTIN_STAGES if group == STAGE_GROUP else BUILTIN_MODELS
     kind = "stage" if group == STAGE_GROUP else "model"
     if name in builtin:
         return _import(builtin[name])
     if name in _entry_points(group):
-        return _entry_points(group)[name].load()
+        try:
+            obj = _entry_points(group)[name].load()
+        except Exception as err:  # noqa: BLE001 — a plugin's import may fail any way: one line, whatever it is
+            raise UnknownType(f"cannot load {kind} type {name!r} ({type(err).__name__}: {err})",
+                              known_types(group)) from None
+        return _checked(group, name, obj)
     if ":" in name:
         try:
-            return _import(name)
+            obj = _import(name)
         except (ImportError, AttributeError) as err:
             raise UnknownType(f"cannot import {kind} type {name!r} ({err})", known_types(group)) from None
+        except Exception as err:  # noqa: BLE001 — a module that raises as it is imported, or an empty name
+            raise UnknownType(f"cannot import {kind} type {name!r} ({type(err).__name__}: {err})",
+                              known_types(group)) from None
+        return _checked(group, name, obj)
     known = known_types(group)
     raise UnknownType(f"unknown {kind} type {name!r} (known: {', '.join(known)}; or 'package.module:Class')", known)
+
+
+def _checked(group: str, name: str, obj: Any) -> Any:
+    """``obj`` when it is what ``group`` holds; else UnknownType saying what a type must be."""
+    from .stage import Stage
+
+    if group == STAGE_GROUP:
+        ok, must = isinstance(obj, type) and issubclass(obj, Stage), "a subclass of autolabel.Stage"
+    else:
+        ok, must = isinstance(obj, type) and callable(getattr(obj, "load", None)), "a class with load(spec)"
+    if ok:
+        return obj
+    kind = "stage" if group == STAGE_GROUP else "model"
+    what = f"the class {obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+    raise UnknownType(f"{name!r} is {what}, not a {kind} type: a {kind} type is a built-in name or "
+                      f"'package.module:Class' naming {must}", known_types(group))
 
 
 def check(group: str, name: str) -> None:

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 from tqdm import tqdm
 
 from . import __version__
-from .errors import AutolabelError, ConfigError, ExitCode, ExportError, RunStatus, one_line
-from .intake import discover
+from .errors import AutolabelError, ConfigError, ExitCode, ExportError, NothingLabeledError, RunStatus, one_line
+from .history import NEVER_ENDED, write_record
+from .intake import IMAGE_EXTENSIONS, discover
 from .lock import RunLock
+from .names import shown
 from .store import ImageResult, Store
 from .util import atomic_write_text, iso_utc
 
@@ -50,6 +52,7 @@ class RunSummary:
     output: Path
     exports: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one line each: what the exports left out, and why
 
 
 class _StopFlag:
@@ -97,15 +100,49 @@ def run(
     if output is None:
         raise ConfigError("output: none given (pass --output DIR or set output: in the pipeline file)")
     output = Path(output)
+    check_output(output)
     sources = discover(input)
-    with RunLock(output, "run") as lock:
+    if not sources:
+        inputs = [input] if isinstance(input, (str, Path)) else list(input)
+        kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise NothingLabeledError(f"input {', '.join(shown(str(i)) for i in inputs)}: no images found (an image is a "
+                                  f"file named {kinds}, in any case); nothing was labeled")
+    try:
+        lock = RunLock(output, "run").acquire()
+    except OSError as err:
+        raise AutolabelError(f"output {output}: cannot take the run lock ({one_line(err)})") from None
+    try:
         return _locked_run(pipeline, sources, output, progress, lock)
+    finally:
+        lock.release()
+
+
+def check_output(output: Path) -> None:
+    """The output folder must be a folder that can be written (or be creatable): one line otherwise."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output}: a file, not a folder; pass a folder (it is created when missing)")
+    existing = output
+    while not existing.exists():
+        if existing.is_symlink():  # a dangling link: mkdir would fail
+            raise ConfigError(f"output {output}: {existing} is a link to nothing; pass a folder")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output {output}: lies below the file {existing}; pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "the folder" if existing == output else f"{existing}, where it would be created,"
+        raise AutolabelError(f"output {output}: {what} cannot be written (read-only); pass a writable folder "
+                             f"(an existing run's folder stays readable: `autolabel export {output} --path ELSEWHERE`)")
 
 
 def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: bool, lock: RunLock) -> RunSummary:
-    store = Store(output)
-    started = time.time()
-    run_id = store.begin_run(pipeline.spec.hash, pipeline.spec.raw)
+    store = Store(output, check=True)
+    try:
+        store.end_stale_runs(NEVER_ENDED)  # we hold the lock: a run still "running" is one that was killed
+        started = time.time()
+        run_id = store.begin_run(pipeline.spec.hash, pipeline.spec.raw)
+    except BaseException:
+        store.close()
+        raise
     counts: Counter[str] = Counter(seen=0, labeled=0, skipped=0, failed=0)
     failures: list[dict[str, str]] = []
     clock: Counter[str] = Counter()
@@ -114,17 +151,27 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
     status, error = RunStatus.FAILED, None
     exports: list[str] = []
     export_failures: list[str] = []
+    warnings: list[str] = []
     try:
         with _StopFlag() as stop:
             interrupted = _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, stop, progress,
                                 executor_info)
         status = RunStatus.INTERRUPTED if interrupted else (RunStatus.PARTIAL if counts["failed"] else RunStatus.OK)
-        if status is not RunStatus.INTERRUPTED:
+        if status is not RunStatus.INTERRUPTED and counts["failed"] and not counts["labeled"] + counts["skipped"]:
+            status = RunStatus.FAILED  # every input failed: no export (there is nothing new to write)
+            error = NothingLabeledError(
+                f"all {counts['failed']} inputs failed; nothing was labeled or exported ({_first_failure(failures)}; "
+                f"every reason is in {output / 'run.json'})")
+            error.failures = failures  # printed before the error line
+        elif status is not RunStatus.INTERRUPTED:
             status = _deliver(pipeline, store, output, status, exports, export_failures)
             if export_failures:
                 more = f" (and {len(export_failures) - 1} more: see run.json)" if len(export_failures) > 1 else ""
                 error = ExportError(f"{export_failures[0]}{more}; the labels are kept in the store: fix the cause, "
                                     f"then run `autolabel export {output}` or run again (nothing is relabeled)")
+            if store.bad_rows:
+                warnings.append(store.bad_rows_line() or "")
+                status = RunStatus.PARTIAL if status is RunStatus.OK else status
     except KeyboardInterrupt:
         status = RunStatus.INTERRUPTED
     except Exception as err:
@@ -138,12 +185,18 @@ def _locked_run(pipeline: "Pipeline", sources: list, output: Path, progress: boo
         summary["export_failures"] = export_failures
         summary["executor"] = executor_info
         summary["lock_taken_over_from"] = lock.previous  # a killed run's stale lock, if there was one
+        summary["bad_rows"] = [{"id": i, "rel_path": name, "problem": why} for i, (name, why) in store.bad_rows.items()]
         late = _record_end(store, output, run_id, status, summary)
         if late is not None and error is None:  # the first failure is the one reported
             raise late
-    if isinstance(error, ExportError):
+    if isinstance(error, (ExportError, NothingLabeledError)):
         raise error
-    return RunSummary(run_id, status, EXIT_CODES[status], dict(counts), failures, output, exports, summary)
+    return RunSummary(run_id, status, EXIT_CODES[status], dict(counts), failures, output, exports, summary, warnings)
+
+
+def _first_failure(failures: list[dict[str, str]]) -> str:
+    first = failures[0] if failures else {"path": "?", "reason": "?"}
+    return f"the first: {shown(first['path'])}: {shown(first['reason'])}"
 
 
 def _record_end(
@@ -162,7 +215,7 @@ def _record_end(
         store.close()
     text = json.dumps(summary, indent=2, default=str) + "\n"
     try:
-        atomic_write_text(output / "runs" / f"run-{run_id:05d}.json", text)  # each run keeps its own
+        write_record(output, run_id, text)  # each run keeps its own, never overwritten
         atomic_write_text(output / "run.json", text)  # the latest, where people and alerting look
     except OSError as err:
         problem = problem or ExportError(f"{output / 'run.json'}: cannot write the run summary ({one_line(err)})")
@@ -235,8 +288,25 @@ def _loop(pipeline, store, run_id, sources, counts, failures, clock, decisions, 
                 tally_decisions(decisions, r.labels)
         bar.update(len(results) + skipped)
 
+    def clip_done(outcome: ClipOutcome) -> None:
+        """A clip counts as one input (labeled, skipped or failed); the frames it labeled are counted beside."""
+        if outcome.status != "stopped":
+            counts["seen"] += 1
+            counts[outcome.status] += 1
+            bar.update(1)
+        counts["frames"] += outcome.frames
+        if outcome.status == "failed" and len(failures) < MAX_FAILURES_LISTED:
+            failures.append({"path": outcome.path, "reason": outcome.reason})
+        decisions.update(outcome.decisions)
+
+    from .video.loop import ClipOutcome, label_clips, split_sources
+
+    images, clips = split_sources(sources)
     try:
-        return executor.run(pipeline, store, sources, commit, stop, clock)
+        stopped = executor.run(pipeline, store, images, commit, stop, clock) if images or not clips else False
+        if clips and not stopped:  # clips are labeled in this process, whatever the executor (docs/video.md)
+            stopped = label_clips(pipeline, store, run_id, clips, stop, clock, clip_done)
+        return stopped
     finally:
         bar.close()
         executor_info.update(executor.describe())
@@ -279,6 +349,7 @@ def _summary(pipeline, run_id, status, started, counts, failures, clock, sources
         "failures_listed": len(failures),
         "stage_seconds": {k: round(v, 4) for k, v in pipeline.timings.items()},
         "stage_images": dict(pipeline.calls),  # images each stage processed (cached model outputs not counted)
+        "vision_passes": {name: count.summary() for name, count in sorted(pipeline.vision.items())},
         "loop_seconds": {k: round(v, 4) for k, v in clock.items()},
         "pipeline": {"name": pipeline.config.name, "file": pipeline.source, "hash": pipeline.spec.hash},
         "exports": exports,

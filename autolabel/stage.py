@@ -26,6 +26,7 @@ class Item:
     image: Image.Image
     labels: Labels
     key: str = ""  # where it came from (a path), for messages
+    frame: Any = None  # a video frame's place in its clip (autolabel.video.loop.FrameRef); None for an image
 
     @classmethod
     def of(cls, image: Image.Image, key: str = "") -> "Item":
@@ -65,6 +66,12 @@ class Stage:
     Params: ClassVar[type[StageParams]] = StageParams
     #: model types (``models.<name>.type``) this stage can run; empty for stages without a model
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: True: called with a whole chunk of a clip's consecutive frames at once (a tracker), never split in batches;
+    #: an image comes alone, as a clip of one frame
+    temporal: ClassVar[bool] = False
+    #: True: decides over whole tracks once a clip's frames are all labeled (autolabel.filters.tracks); such
+    #: stages come after every other stage, and leave images as they are
+    over_clip: ClassVar[bool] = False
 
     def __init__(self, name: str, params: StageParams, context: StageContext):
         self.name = name
@@ -138,17 +145,20 @@ class ModelStage(Stage):
             )
 
     def provenance(self, model: Any, task: str, **fields: Any) -> dict[str, Any]:
-        """What labels record of the model that made them: id, revision, type and task, then the stage's fields.
+        """What labels record of the model that made them: id, revision, type and task (and, for a model trained
+        by ``autolabel train``, its lineage), then the stage's fields.
 
         ``task``: what the stage asked, unless the model names its own ``task``.
         """
         from .models.contract import declared
 
+        lineage = declared(model, "lineage")  # a model `autolabel train` made: its base, data, round
         return {
             "model": declared(model, "id"),
             "revision": declared(model, "revision"),
             "model_type": self.model_type,
             "task": declared(model, "task") or task,
+            **({"lineage": lineage} if lineage else {}),
             **fields,
         }
 
@@ -164,7 +174,9 @@ def stage_ref_problems(params: StageParams, earlier: list[str]) -> list[str]:
     """
     problems = []
     for key in params.stage_refs:
-        value = getattr(params, key)
+        value: Any = params
+        for part in key.split("."):  # a dotted key names a field of a nested mapping (exemplars.from_stages)
+            value = getattr(value, part, None)
         names = [value] if isinstance(value, str) else list(value or ())
         problems += [f"{key}: {name!r} is not an earlier stage (earlier stages: {', '.join(earlier) or 'none'})"
                      for name in names if name not in earlier]

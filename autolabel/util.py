@@ -15,14 +15,18 @@ os.umask(_UMASK)  # ... and put it back
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Write to a temp file beside ``path`` and rename it over ``path`` on success: never a half-written file."""
+def atomic_open(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8", errors: str | None = None
+) -> Iterator[IO]:
+    """Write to a temp file beside ``path`` and rename it over ``path`` on success: never a half-written file.
+    ``errors``: of the text encoding (JSON writers pass :data:`autolabel.names.JSON_ERRORS`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the finished file gets what open() would give it
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding=encoding if text else None, errors=errors if text else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

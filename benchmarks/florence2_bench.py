@@ -52,22 +52,41 @@ def build_tokenizer(base_vocab: int = 50265) -> Any:
     return tok
 
 
-def build_base_size(image_size: int = 768) -> tuple[Any, Any]:
-    """A random Florence-2 of the base checkpoint's dimensions, and its processor."""
+#: the real checkpoints' dimensions (vision: DaViT embed dims / heads / groups; text: BART width, layers, heads,
+#: FFN), and a tiny one for smoke runs
+SIZES: dict[str, dict[str, Any]] = {
+    "base": {"vision": {"embed_dim": [128, 256, 512, 1024], "num_heads": [4, 8, 16, 32],
+                        "num_groups": [4, 8, 16, 32], "depths": [1, 1, 9, 1], "projection_dim": 768},
+             "text": {"d_model": 768, "layers": 6, "heads": 12, "ffn": 3072}, "vocab": 50265, "image_size": 768},
+    "large": {"vision": {"embed_dim": [256, 512, 1024, 2048], "num_heads": [8, 16, 32, 64],
+                         "num_groups": [8, 16, 32, 64], "depths": [1, 1, 9, 1], "projection_dim": 1024},
+              "text": {"d_model": 1024, "layers": 12, "heads": 16, "ffn": 4096}, "vocab": 50265, "image_size": 768},
+    "tiny": {"vision": {"embed_dim": [8, 8, 8, 16], "num_heads": [1, 1, 1, 2], "num_groups": [1, 1, 1, 2],
+                        "depths": [1, 1, 1, 1], "projection_dim": 32, "window_size": 2, "mlp_ratio": 1.0},
+             "text": {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64}, "vocab": 300, "image_size": 64},
+}
+
+
+def build_model(size: str = "base", seed: int = 0) -> tuple[Any, Any]:
+    """A random Florence-2 of a real checkpoint's dimensions (``base``: 231M parameters, ``large``: 0.77B; or
+    ``tiny``), and its processor. The same ``seed`` gives the same weights in any process."""
     import torch
     from transformers import (BartConfig, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration,
                               Florence2Processor, Florence2VisionConfig)
 
-    tok = build_tokenizer()
-    vision = Florence2VisionConfig(projection_dim=768, drop_path_rate=0.0)  # the defaults are Florence-2-base's
+    dims = SIZES[size]
+    image_size, t = dims["image_size"], dims["text"]
+    tok = build_tokenizer(dims["vocab"])
+    vision = Florence2VisionConfig(drop_path_rate=0.0, **dims["vision"])
     text = BartConfig(
-        vocab_size=len(tok), d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-        decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024,
+        vocab_size=len(tok), d_model=t["d_model"], encoder_layers=t["layers"], decoder_layers=t["layers"],
+        encoder_attention_heads=t["heads"], decoder_attention_heads=t["heads"], encoder_ffn_dim=t["ffn"],
+        decoder_ffn_dim=t["ffn"], max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=tok.eos_token_id,
     )
     config = Florence2Config(text_config=text, vision_config=vision, image_token_id=tok.image_token_id)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = Florence2ForConditionalGeneration(config).eval()
     image_processor = CLIPImageProcessor(
         do_resize=True, size={"height": image_size, "width": image_size}, do_center_crop=False,
@@ -79,6 +98,12 @@ def build_base_size(image_size: int = 768) -> tuple[Any, Any]:
                             "description_with_polygons", "polygons", "bboxes", "description_with_bboxes_or_polygons")}
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tok, post_processor_config=post)
     return model, processor
+
+
+def build_base_size(image_size: int = 768) -> tuple[Any, Any]:
+    """A random Florence-2 of the base checkpoint's dimensions, and its processor."""
+    assert image_size == SIZES["base"]["image_size"], "the base size is 768x768"
+    return build_model("base")
 
 
 def make_images(folder: Path, n: int) -> list[Path]:

@@ -2,7 +2,8 @@
 
 No chromedriver, no websocket library, no port: Chromium reads JSON commands on fd 3 and answers on fd 4, each
 message ending with a NUL byte. ``find_chromium`` installs Debian's ``chromium`` with apt-get when it is missing
-and the tests run as root (a fresh CI machine); elsewhere the browser tests are skipped with the reason.
+and the tests run as root (a fresh CI machine), saying so on the terminal; elsewhere, or when
+``AUTOLABEL_TEST_NO_INSTALL=1`` asks that nothing be installed, the browser tests are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,17 +23,52 @@ from typing import Any
 
 import pytest
 
+NO_INSTALL = "AUTOLABEL_TEST_NO_INSTALL"  # set to 1: install nothing; the browser tests skip when Chromium is missing
+NAMES = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio"]
 
 
+def announce(line: str) -> None:
+    """Tell the person running the tests (conftest.py routes this past pytest's output capture)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def no_install() -> bool:
+    return os.environ.get(NO_INSTALL, "").strip() not in ("", "0")
+
+
+def installed() -> str | None:
+    """The Chromium executable on PATH, if there is one."""
+    return next((found for found in map(shutil.which, NAMES) if found), None)
+
+
+def can_install() -> bool:
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def install_note() -> str:
+    """One line for the test session's header: where the browser tests' Chromium comes from."""
+    found = installed()
+    if found:
+        return f"Chromium: {found}"
+    if no_install():
+        return f"Chromium: missing; {NO_INSTALL} is set, so the browser tests skip"
+    if can_install():
+        return "Chromium: missing; installed with apt-get on first use (Debian's chromium, ~0.4 GB, once)"
+    return "Chromium: missing and not root, so the browser tests skip (apt-get install -y chromium runs them)"
+
+
 def find_chromium() -> str:
     """The Chromium executable; installed from Debian's archive when absent and we may (root + apt-get)."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
+    found = installed()
+    if found:
+        return found
+    if no_install():
+        pytest.skip(f"no Chromium, and {NO_INSTALL} is set (unset it to install Debian's chromium with apt-get)")
+    if can_install():
+        announce("autolabel tests: installing Debian's chromium with apt-get (~0.4 GB, once; "
+                 f"{NO_INSTALL}=1 skips the browser tests instead)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True, timeout=900)
         subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env, capture_output=True, timeout=1800)

@@ -3,8 +3,10 @@ Django, pandas and numpy versions of its own), started on 127.0.0.1 with a known
 restartable, and a small fault-injecting HTTP proxy to put in front of it.
 
 The install is cached across runs in ``$AUTOLABEL_TEST_CACHE`` (default ``~/.cache/autolabel-tests``) under
-``label-studio-<version>`` (~1 GB; 1.5–6 minutes the first time, depending on the machine and the index). A
-failed install raises :class:`InstallError` — the live tests then fail with its message; they never skip.
+``label-studio-<version>`` (~1 GB; 1.5–6 minutes the first time, depending on the machine and the index); a line on
+the terminal says when it starts and ends. A failed install raises :class:`InstallError` — the live tests then fail
+with its message; they never skip, unless ``AUTOLABEL_TEST_NO_INSTALL=1`` asks that nothing be installed: then the
+tests that need a server not installed yet are skipped, with that reason.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ LS_VERSION = "1.23.2"
 USERNAME = "reviewer@example.com"
 PASSWORD = "autolabel-test-pass"
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"  # legacy token of USERNAME (fixed: set before first start)
+NO_INSTALL = "AUTOLABEL_TEST_NO_INSTALL"  # set to 1: install nothing; tests needing an install not made yet skip
+
+
+def announce(line: str) -> None:
+    """Tell the person running the tests (conftest.py routes this past pytest's output capture)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def no_install() -> bool:
+    return os.environ.get(NO_INSTALL, "").strip() not in ("", "0")
 
 
 class InstallError(RuntimeError):
@@ -37,6 +49,22 @@ class InstallError(RuntimeError):
 def cache_dir() -> Path:
     base = os.environ.get("AUTOLABEL_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "autolabel-tests")
     return Path(base) / f"label-studio-{LS_VERSION}"
+
+
+def installed(venv: Path | None = None) -> bool:
+    """Whether a complete install is in the cache already (nothing would be installed)."""
+    venv = venv or cache_dir()
+    return (venv / ".autolabel-installed").is_file() and (venv / "bin" / "label-studio").exists()
+
+
+def install_note() -> str:
+    """One line for the test session's header: where Label Studio comes from."""
+    if installed():
+        return f"Label Studio {LS_VERSION}: installed in {cache_dir()}"
+    if no_install():
+        return f"Label Studio {LS_VERSION}: not installed; {NO_INSTALL} is set, so the tests that need it skip"
+    return (f"Label Studio {LS_VERSION}: installed with pip on first use into {cache_dir()} (~1 GB, a few minutes, "
+            f"once; AUTOLABEL_TEST_CACHE moves it)")
 
 
 def ensure_installed(venv: Path | None = None, timeout: float = 1800.0) -> Path:
@@ -53,9 +81,16 @@ def ensure_installed(venv: Path | None = None, timeout: float = 1800.0) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file() and exe.exists():
             return exe
+        if no_install():
+            import pytest
+
+            pytest.skip(f"needs a Label Studio server, which is not installed in {venv}, and {NO_INSTALL} is set "
+                        f"(unset it to install label-studio=={LS_VERSION} there, ~1 GB, once)")
         if venv.exists():
             shutil.rmtree(venv)
         started = time.monotonic()
+        announce(f"autolabel tests: installing label-studio=={LS_VERSION} into {venv} (~1 GB, a few minutes, once; "
+                 f"{NO_INSTALL}=1 skips the tests that need it instead)")
         steps = [[sys.executable, "-m", "venv", str(venv)],
                  [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
                   f"label-studio=={LS_VERSION}"]]
@@ -73,6 +108,7 @@ def ensure_installed(venv: Path | None = None, timeout: float = 1800.0) -> Path:
                     f"{done.returncode}): {tail} — the live Label Studio tests need the package index (PyPI)"
                 )
         marker.write_text(f"label-studio=={LS_VERSION} installed in {time.monotonic() - started:.0f} s\n")
+        announce(f"autolabel tests: label-studio=={LS_VERSION} installed in {time.monotonic() - started:.0f} s")
         return exe
 
 

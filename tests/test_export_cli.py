@@ -96,5 +96,5 @@ def test_pipeline_file_errors_name_the_export_key() -> None:
         "exports[0].segmentation: option of format coco / coco-results, not yolo (yolo takes: task, split, seed, "
         "images) (got 'rle')",
         "exports[1].bogus: unknown key (known: format, path, min_score, flagged, segmentation, captions, task, split, "
-        "seed, images, image_root, model_version, task_score, masks)",
+        "seed, images, image_root, model_version, task_score, masks, video_root, keyframe_tolerance)",
     ]

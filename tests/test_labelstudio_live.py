@@ -26,37 +26,14 @@ from autolabel.labelstudio.push import push
 from autolabel.labelstudio.pull import pull
 from autolabel.pipeline import Pipeline
 from autolabel.store import Store
-from lsserver import TOKEN, FaultProxy, InstallError, LabelStudioServer, ensure_installed
+from lsserver import TOKEN, FaultProxy, LabelStudioServer
 from plugins import export_pipeline, make_export_images
 
 pytestmark = pytest.mark.slow
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def ls(tmp_path_factory: pytest.TempPathFactory):
-    """A Label Studio server for the whole session (installed on first use), stopped at the end."""
-    t0 = time.monotonic()
-    failure = exe = None
-    try:
-        exe = ensure_installed()
-    except InstallError as err:
-        failure = str(err)
-    if failure or exe is None:  # fail (never skip) when the server cannot be installed
-        pytest.fail(failure or "label-studio was not installed", pytrace=False)
-    installed = time.monotonic() - t0
-    server = LabelStudioServer(exe, tmp_path_factory.mktemp("label-studio"))
-    server.start()
-    print(f"\nlabel-studio: install/cache check {installed:.1f} s, first start {server.starts[0]:.1f} s")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def sdk(ls: LabelStudioServer):
-    from label_studio_sdk import LabelStudio
-
-    return LabelStudio(base_url=ls.url, api_key=TOKEN)
+# ls and sdk (one Label Studio server for the whole session, shared with the video tests): tests/conftest.py
 
 
 @pytest.fixture

@@ -178,7 +178,7 @@ def test_push_key_of_a_pipeline_file_is_validated_with_key_paths() -> None:
     assert err.value.problems == [
         "push.images: input should be 'local-files', 'upload' or 'url' (got 'ftp')",
         "push.batch: unknown key (known: url, project, images, image_root, document_root, batch_size, "
-        "model_version, task_score, masks, min_score, flagged, timeout, retry_for)",
+        "model_version, task_score, masks, min_score, flagged, timeout, retry_for, media, keyframe_tolerance)",
     ]
 
 

@@ -1,4 +1,5 @@
-"""README's Layout section lists every module and subpackage of autolabel/, and nothing that is not there."""
+"""The Layout section of docs/architecture.md lists every module and subpackage of autolabel/, and nothing that is
+not there."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "architecture.md"
 BEING_ADDED = "*(being added)*"  # a subpackage another branch adds: listed before it lands, checked once it has
 
 
-def layout_entries(readme: str) -> dict[str, str]:
+def layout_entries(page: str) -> dict[str, str]:
     """``autolabel/...`` path → its line's text, for each bullet of the Layout section."""
-    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    section = page.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     entries = {}
     for line in section.splitlines():
         match = re.match(r"\s*\* `(autolabel/[^`]*)` — (.+)$", line)
@@ -35,24 +37,25 @@ def tree_entries(package: Path) -> set[str]:
 
 
 def test_the_layout_section_matches_the_tree() -> None:
-    listed = layout_entries((ROOT / "README.md").read_text(encoding="utf-8"))
+    listed = layout_entries(PAGE.read_text(encoding="utf-8"))
     tree = tree_entries(ROOT / "autolabel")
     coming = {path for path, text in listed.items() if text.startswith(BEING_ADDED)}
     unlisted = sorted(tree - set(listed))
     missing = sorted(set(listed) - tree - coming)
     landed = sorted(coming & tree)
-    assert not unlisted, f"README Layout does not list: {unlisted} (add a line: its one job)"
-    assert not missing, f"README Layout lists what is not in the tree: {missing}"
-    assert not landed, f"README Layout marks as being added what has landed: {landed} (list its modules instead)"
+    assert not unlisted, f"docs/architecture.md Layout does not list: {unlisted} (add a line: its one job)"
+    assert not missing, f"docs/architecture.md Layout lists what is not in the tree: {missing}"
+    assert not landed, (f"docs/architecture.md Layout marks as being added what has landed: {landed} "
+                        "(list its modules instead)")
 
 
 def test_every_entry_says_its_job() -> None:
-    for path, text in layout_entries((ROOT / "README.md").read_text(encoding="utf-8")).items():
+    for path, text in layout_entries(PAGE.read_text(encoding="utf-8")).items():
         assert len(text.strip()) >= 8, f"{path}: say what it holds"
 
 
 def test_the_layout_shows_the_flow() -> None:
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    section = PAGE.read_text(encoding="utf-8").split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     flow = ["source", "decode", "stages", "store", "exports / push / eval / report"]
     line = next(ln for ln in section.splitlines() if ln.startswith("source"))
     positions = [line.find(step) for step in flow]

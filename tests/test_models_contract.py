@@ -9,7 +9,8 @@ import pytest
 
 from autolabel import Pipeline
 from autolabel.errors import ConfigError
-from autolabel.models.contract import Detector, Florence2Model, OcrModel, Segmenter, methods, missing_methods
+from autolabel.models.contract import (BoxTracker, ConceptModel, ConceptTracker, Detector, Florence2Model, OcrModel,
+                                       Segmenter, methods, missing_methods)
 from autolabel.registry import MODEL_GROUP, STAGE_GROUP, resolve
 from autolabel.stage import Item, ModelStage
 from autolabel.stages import STAGES
@@ -114,8 +115,10 @@ def test_every_builtin_model_implements_what_its_stages_call():
         protocols[stage_type] = cls.model_protocol
         for model_type in cls.model_types:
             assert missing_methods(resolve(MODEL_GROUP, model_type), cls.model_protocol) == [], model_type
-    assert protocols == {"detect": Detector, "segment": Segmenter, "ocr": OcrModel, "florence2": Florence2Model}
+    assert protocols == {"detect": Detector, "segment": Segmenter, "ocr": OcrModel, "florence2": Florence2Model,
+                         "concepts": ConceptModel, "track": ConceptTracker, "track_boxes": BoxTracker}
     assert methods(Segmenter) == ["load", "segment"]
+    assert methods(ConceptModel) == ["load", "segment_concepts"]
 
 
 @pytest.mark.parametrize(("stages", "problems"), [

@@ -1,7 +1,8 @@
 """The ready pipelines of pipelines/ for detectors, segmenters and OCR validate without loading any model.
 
 Each is also run end to end: ocr.yaml for real (tests/test_models_ocr.py), grounding-sam2.yaml with tiny
-checkpoints swapped in by ``--set`` (tests/test_models_segment.py), owlv2.yaml here.
+checkpoints swapped in by ``--set`` (tests/test_models_segment.py), owlv2.yaml here, sam3.yaml by hub id from a
+cache holding a tiny facebook/sam3 (tests/test_sam3_pipeline.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ SUMMARIES = {
     "ocr.yaml": "ok (1 models, 1 stages: ocr; 1 classes; 1 exports)",
     "grounding-sam2.yaml": "ok (2 models, 2 stages: boxes, masks; 3 classes; 1 exports)",
     "owlv2.yaml": "ok (1 models, 1 stages: boxes; 3 classes; 1 exports)",
+    "sam3.yaml": "ok (1 models, 6 stages: concepts, score, review, mask_area, mask_cleanup, mask_nms; 4 classes; "
+                 "3 exports)",
 }
 
 
@@ -34,7 +37,7 @@ def test_pipelines_validate_without_importing_torch_or_transformers(subprocess_e
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[:-1] == [f"{PIPELINES / name}: {summary}" for name, summary in SUMMARIES.items()]
-    assert lines[-1] == "[0, 0, 0] []"
+    assert lines[-1] == "[0, 0, 0, 0] []"
 
 
 def test_shipped_owlv2_pipeline_runs_with_a_tiny_checkpoint(tmp_path):

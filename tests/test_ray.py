@@ -112,6 +112,8 @@ def test_shipped_pipeline_on_ray_equals_local_then_labels_only_new_images(cluste
     assert executor["type"] == "ray" and executor["workers"] == 2 and executor["address"] == cluster
     assert sum(w["images"] for w in executor["per_worker"].values()) == 7
     assert run["stage_images"] == {"boxes": 6, "masks": 6}  # counted in the workers, reported by the driver
+    vision = run["vision_passes"]["segmenter"]  # so are the vision passes: one per image (Grounding DINO: not shared)
+    assert (vision["images"], vision["passes"], vision["requests"], vision["per_image"]) == (6, 6, 6, 1.0)
     assert json.loads((tmp_path / "local" / "run.json").read_text())["executor"] == {"type": "local"}
 
     noise_image(64, 48, seed=10).save(tmp_path / "in" / "new.png")
@@ -309,3 +311,17 @@ def test_the_executor_is_not_part_of_the_pipeline_hash_and_its_keys_are_checked(
         "executor.gpus_per_worker: input should be greater than or equal to 0 (got -1)",
         "executor.worker: unknown key (known: type, address, workers, cpus_per_worker, gpus_per_worker)",
     ]
+
+
+@pytest.mark.slow
+def test_a_name_that_is_not_utf8_is_labeled_on_ray_as_locally(cluster, tmp_path) -> None:
+    """Arrow strings must be UTF-8; a file name need not be (issue 20): the executor carries names as bytes."""
+    make_images(tmp_path / "in", 3)
+    latin1 = os.path.join(os.fsencode(tmp_path / "in"), b"caf\xe9.png")
+    with open(latin1, "wb") as f:
+        f.write((tmp_path / "in" / "img001.png").read_bytes())
+    ray = Pipeline.from_dict(on_ray(pipeline_dict())).run(tmp_path / "in", tmp_path / "ray")
+    local = Pipeline.from_dict(pipeline_dict()).run(tmp_path / "in", tmp_path / "local")
+    assert ray.counts == local.counts == {"seen": 4, "labeled": 4, "skipped": 0, "failed": 0}
+    assert coco_by_file(tmp_path / "ray" / "coco.json") == coco_by_file(tmp_path / "local" / "coco.json")
+    assert os.fsdecode(b"caf\xe9.png") in coco_by_file(tmp_path / "ray" / "coco.json")

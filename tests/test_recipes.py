@@ -1,4 +1,5 @@
-"""The README's scheduling recipes (cron, systemd, Kubernetes): their schedules parse and their commands run."""
+"""The scheduling recipes of docs/how-to/scheduled-jobs.md (cron, systemd, Kubernetes): their schedules parse and their
+commands run."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from croniter import croniter
 from autolabel.errors import ExitCode
 from test_runner import make_images, pipeline_dict
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "how-to" / "scheduled-jobs.md"
 
 
 def recipe(name: str) -> str:
-    match = re.search(rf"<!-- recipe: {name} -->\n```\w+\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README has no {name} recipe"
+    match = re.search(rf"<!-- docs: recipe: {name} -->\n```\w+\n(.*?)```", PAGE.read_text(), re.S)
+    assert match, f"{PAGE.name} has no {name} recipe"
     return match.group(1)
 
 

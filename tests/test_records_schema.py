@@ -55,28 +55,27 @@ def test_a_store_with_a_newer_record_version_is_refused(tmp_path: Path) -> None:
         Store(tmp_path)
 
 
-def _readme_blocks(kind: str) -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n### The stored record\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"```{kind}\n(.*?)```", section, flags=re.S)
+def _doc_blocks(kind: str) -> list[str]:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "record.md").read_text(encoding="utf-8")
+    return re.findall(rf"```{kind}\n(.*?)```", page, flags=re.S)
 
 
-def test_the_readme_record_is_one_the_reader_reads_and_the_writer_writes_back() -> None:
+def test_the_documented_record_is_one_the_reader_reads_and_the_writer_writes_back() -> None:
     import json
 
-    (block,) = _readme_blocks("json")
+    (block,) = _doc_blocks("json")
     record = json.loads(block)
     labels = records.from_record(record)
     assert (labels.width, labels.height, len(labels.detections)) == (640, 480, 1)
     assert records.to_record(labels) == record
 
 
-def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_documented_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(tmp_path / "runs" / "ocr")
     run = store.begin_run("h", {})
     store.commit([ImageResult(path="/in/a.png", rel_path="a.png", sha256="s", status="done", width=48, height=32,
                               labels=_rich_record())], run, "h")
     store.close()
     monkeypatch.chdir(tmp_path)
-    (block,) = _readme_blocks("python")
-    exec(compile(block, "README.md", "exec"), {})  # its own asserts check the round trip
+    (block,) = _doc_blocks("python")
+    exec(compile(block, "docs/reference/record.md", "exec"), {})  # its own asserts check the round trip

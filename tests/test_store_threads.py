@@ -12,6 +12,7 @@ from typing import Callable
 import pytest
 
 from autolabel.store import ImageResult, Store
+from test_store_queries import RECORD
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
@@ -20,7 +21,7 @@ def _store(tmp_path: Path, n: int = 3) -> Store:
     store = Store(tmp_path)
     run = store.begin_run("h", {})
     rows = [ImageResult(path=f"/in/{i}.png", rel_path=f"{i}.png", sha256=f"s{i}", status="done", width=1, height=1,
-                        labels={"width": 1, "height": 1}) for i in range(n)]
+                        labels=RECORD) for i in range(n)]
     store.commit(rows, run, "h")
     return store
 

@@ -36,9 +36,12 @@ def label_batch(
     clock["cache lookup"] += time.perf_counter() - t0
 
     def attempt(group: list[int]) -> tuple[list[Item], list[cache.Row]]:
-        write_back = cache.WriteBack(keys, [batch[k].sha256 for k in group])
+        shas = [batch[k].sha256 for k in group]
+        write_back = cache.WriteBack(keys, shas)
         items = [restored[k].item(batch[k].image, batch[k].source.path) for k in group]
-        return pipeline(items, [restored[k].start for k in group], after=write_back), write_back.rows
+        starts = [restored[k].start for k in group]
+        # an image's vision features are computed once per model for the batch, found by its content
+        return pipeline(items, starts, after=write_back, keys=shas), write_back.rows
 
     t0 = time.perf_counter()
     results: list[ImageResult] = []

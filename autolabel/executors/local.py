@@ -26,7 +26,7 @@ class LocalExecutor:
         clock: Counter[str],
     ) -> bool:
         config, phash = pipeline.config, pipeline.spec.hash
-        loader = partial(load, max_pixels=config.max_image_pixels,
+        loader = partial(load, max_pixels=config.max_image_pixels, max_bytes=config.max_file_bytes,
                          known=lambda s, sha: store.is_done(s.path, sha, phash))
         ahead = config.batch_size * 2 + config.decode_workers
         batch: list[Decoded] = []
@@ -38,11 +38,17 @@ class LocalExecutor:
             pending.clear()
             batch.clear()
 
-        decoded_iter = prefetch(loader, sources, workers=config.decode_workers, ahead=ahead)
+        # a stop is seen while decoding is awaited too: a read that never returns does not hold the run up
+        decoded_iter = prefetch(loader, sources, workers=config.decode_workers, ahead=ahead,
+                                stop=lambda: stop.requested)
         while True:
             t0 = time.perf_counter()
             decoded = next(decoded_iter, None)
             clock["waiting for decode"] += time.perf_counter() - t0
+            if decoded is None and stop.requested:
+                batch.clear()  # not started: left for the resume
+                flush()
+                return True
             if decoded is None:
                 break
             if decoded.skipped:

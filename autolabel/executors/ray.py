@@ -26,11 +26,13 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..cache import Prefetched, Row, prefetch
 from ..errors import AutolabelError, ConfigError
 from ..intake import Decoded, Source, decode, read, sha256
+from ..models.features import VisionCount
 from ..store import ImageResult, Store
 from .labeling import label_batch
 
@@ -136,7 +138,9 @@ class RayExecutor:
         spread = len(sources) // (config.batch_size * self.spec.workers * 4)  # at least ~4 blocks per worker
         batches_per_block = max(1, min(MAX_BATCHES_PER_BLOCK, spread))
         per_block = config.batch_size * batches_per_block
-        rows = [{"index": i, "path": s.path, "rel_path": s.rel_path} for i, s in enumerate(sources)]
+        # names as bytes: Arrow strings must be UTF-8, a file name need not be (autolabel.names)
+        rows = [{"index": i, "path": os.fsencode(s.path), "rel_path": os.fsencode(s.rel_path)}
+                for i, s in enumerate(sources)]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // per_block)))
         del rows
         labeled = dataset.map_batches(
@@ -201,11 +205,14 @@ class RayExecutor:
         commit(results, cache, skipped=skipped)
 
     def _add_stats(self, stats: dict[str, Any], pipeline: Pipeline, clock: Counter[str]) -> None:
-        """Fold one worker batch's timings into run.json's stage_seconds, stage_images and per-worker figures."""
+        """Fold one worker batch's timings into run.json's stage_seconds, stage_images, vision_passes and per-worker
+        figures."""
         for name, seconds in stats["stage_seconds"].items():
             pipeline.timings[name] += seconds
         for name, n in stats["stage_images"].items():
             pipeline.calls[name] += n
+        for name, count in stats["vision"].items():  # each model's vision passes, as in a local run
+            pipeline.vision[name] = pipeline.vision.get(name, VisionCount()) + VisionCount(**count)
         for name, seconds in stats["clock"].items():
             clock[f"workers: {name}"] += seconds
         worker = self.per_worker.setdefault(stats["worker"], Counter())
@@ -270,12 +277,12 @@ class LabelWorker:
 
         t_start, cpu_start = time.perf_counter(), time.process_time()
         clock: Counter[str] = Counter()
-        timings, calls = dict(self.pipeline.timings), dict(self.pipeline.calls)
+        timings, calls, vision = dict(self.pipeline.timings), dict(self.pipeline.calls), dict(self.pipeline.vision)
         config = self.pipeline.config
-        sources = [Source(str(p), str(r)) for p, r in zip(batch["path"], batch["rel_path"])]
+        sources = [Source(os.fsdecode(p), os.fsdecode(r)) for p, r in zip(batch["path"], batch["rel_path"])]
 
         t0 = time.perf_counter()
-        blobs = list(self.threads.map(_read_and_hash, sources))  # (bytes, sha256, reason)
+        blobs = list(self.threads.map(_read_and_hash, sources, [config.max_file_bytes] * len(sources)))
         clock["read"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         keys = self.pipeline.spec.stage_keys
@@ -322,6 +329,7 @@ class LabelWorker:
             "clock": dict(clock),
             "stage_seconds": {n: v - timings.get(n, 0.0) for n, v in self.pipeline.timings.items()},
             "stage_images": {n: v - calls.get(n, 0) for n, v in self.pipeline.calls.items()},
+            "vision": {n: asdict(v - vision.get(n, VisionCount())) for n, v in self.pipeline.vision.items()},
         })
         return out
 
@@ -335,8 +343,9 @@ def _fatal(report: dict[str, Any]) -> AutolabelError:
     return err
 
 
-def _read_and_hash(source: Source) -> tuple[bytes | None, str | None, str | None]:
-    data, reason = read(source)
+def _read_and_hash(source: Source, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
+    """(bytes, sha256, reason) of one source."""
+    data, reason = read(source, max_bytes)
     return data, (sha256(data) if data is not None else None), reason
 
 

@@ -2,6 +2,8 @@
 
 Formats: ``coco`` (+ ``captions.json``), ``coco-results`` (for ``COCO.loadRes``), ``yolo`` (a dataset folder),
 ``labelstudio`` (tasks JSON + labeling-config XML). Options: see :class:`autolabel.config.ExportSpec`.
+Clips' tracks (:mod:`autolabel.video`): ``mot`` (MOT 1.1 sequences), ``cvat-video`` (CVAT for video 1.1 XML),
+``labelstudio-video`` (video tasks + config), ``ytvis`` (YouTube-VIS JSON with RLE masks).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ DEFAULT_PATHS = {
     "coco-results": "coco_results.json",
     "yolo": "yolo",
     "labelstudio": "labelstudio_tasks.json",
+    "mot": "mot",
+    "cvat-video": "cvat_video",
+    "labelstudio-video": "labelstudio_video_tasks.json",
+    "ytvis": "ytvis.json",
 }
 
 
@@ -46,5 +52,19 @@ def write_export(store: Store, spec: PipelineSpec, export: ExportSpec, output: P
         return write_labelstudio(store, ontology, path, image_root=export.option("image_root"),
                                  model_version=version, score=export.option("task_score"),
                                  masks=export.option("masks"), **common)
+    if export.format in ("mot", "cvat-video", "ytvis"):
+        from .cvat_video import write_cvat_video
+        from .mot import write_mot
+        from .ytvis import write_ytvis
+
+        writer = {"mot": write_mot, "cvat-video": write_cvat_video, "ytvis": write_ytvis}[export.format]
+        return writer(store, ontology, path, **common)
+    if export.format == "labelstudio-video":
+        from .labelstudio_video import write_labelstudio_video
+
+        version = export.option("model_version") or spec.config.name or f"autolabel-{spec.hash}"
+        return write_labelstudio_video(store, ontology, path, video_root=export.option("video_root"),
+                                       model_version=version, score=export.option("task_score"),
+                                       tolerance=export.option("keyframe_tolerance"), **common)
     raise ValueError(f"unknown export format {export.format!r}")  # unreachable: ExportSpec validates it
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..ontology import Ontology
 from ..store import Store
+from ..names import JSON_ERRORS
 from ..util import atomic_open
 from .geometry import box_polygon, polygons_to_rle, rle_area, rle_polygons, rles_areas, rles_polygons
 from .rows import Annotation, ImageRow, image_rows
@@ -159,7 +160,8 @@ def write_coco(
         categories(ontology), separators=_COMPACT
     )
     written = [str(path)]
-    with atomic_open(path) as out, _maybe_atomic(captions_path) as cap_out, \
+    # captions outermost: renamed into place only once coco.json was (a full disk leaves neither new file)
+    with _maybe_atomic(captions_path) as cap_out, atomic_open(path, errors=JSON_ERRORS) as out, \
             tempfile.TemporaryFile("w+", encoding="utf-8") as anns, \
             tempfile.TemporaryFile("w+", encoding="utf-8") as caps:
         out.write(header + ',\n"images":[')
@@ -195,7 +197,7 @@ def write_coco_results(
     segmentation_mode: str = "polygon",
 ) -> list[str]:
     """Write the detections-only results list (``COCO.loadRes``) in one pass."""
-    with atomic_open(path) as out:
+    with atomic_open(path, errors=JSON_ERRORS) as out:
         out.write("[")
         first = True
         for row in image_rows(store, ontology, min_score=min_score, flagged=flagged):
@@ -229,7 +231,7 @@ class _Nothing:
 
 
 def _maybe_atomic(path: str | Path | None) -> Any:
-    return atomic_open(path) if path is not None else _Nothing()
+    return atomic_open(path, errors=JSON_ERRORS) if path is not None else _Nothing()
 
 
 def _flat(points: np.ndarray) -> list[float]:

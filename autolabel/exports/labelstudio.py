@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -35,6 +34,7 @@ import numpy as np
 from ..errors import AutolabelError
 from ..ontology import Ontology
 from ..store import Store
+from ..names import JSON_ERRORS, url_quote
 from ..util import atomic_open
 from .geometry import decode_rle, rle_area, rle_polygons
 from .rows import Annotation, ImageRow, image_rows
@@ -82,7 +82,7 @@ def image_reference(rel_path: str, image_root: str) -> str:
     's3://bucket/pre/a b/c.jpg'
     """
     root = image_root if image_root.endswith(("/", "=")) else image_root + "/"
-    return root + (rel_path if root.startswith(_CLOUD) else quote(rel_path, safe="/"))
+    return root + (rel_path if root.startswith(_CLOUD) else url_quote(rel_path))
 
 
 def task_score(annotations: list[Annotation], how: str = "min") -> float | None:
@@ -198,7 +198,7 @@ def write_labelstudio(
     config = labeling_config(ontology)
     checker = PredictionChecker(config)
     config_path = config_path_for(path)
-    with atomic_open(path) as out:
+    with atomic_open(path, errors=JSON_ERRORS) as out:
         out.write("[")
         for n, row in enumerate(image_rows(store, ontology, min_score=min_score, flagged=flagged)):
             item = task(row, image_root=image_root, model_version=model_version, score=score, masks=masks)

@@ -96,8 +96,12 @@ class ShapeRow(NamedTuple):
 def require_labeled(store: Store) -> None:
     """Fail with one line when the store holds no labeled image (nothing to export)."""
     if store.count("done") == 0:
-        failed = store.count("failed")
-        why = f"all {failed} images failed (see run.json)" if failed else "run a pipeline into this folder first"
+        from ..video.store import ClipStatus, ClipStore
+
+        failed, clips = store.count("failed"), ClipStore(store).count(ClipStatus.DONE)
+        why = (f"all {failed} images failed (see run.json)" if failed
+               else f"it holds {clips} labeled clips: export them with --format mot, cvat-video, labelstudio-video or "
+                    "ytvis" if clips else "run a pipeline into this folder first")
         raise AutolabelError(f"{store.path}: no labeled images in the store; nothing to export ({why})")
 
 

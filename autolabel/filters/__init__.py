@@ -33,4 +33,8 @@ STAGES: dict[str, str] = {
     "caption_parse": "autolabel.filters.parse:CaptionParse",
     # OCR
     "ocr_quality": "autolabel.filters.ocr:OcrQuality",
+    # tracks of a clip (after its last chunk; autolabel.filters.tracks)
+    "track_length": "autolabel.filters.tracks:TrackLength",
+    "track_score": "autolabel.filters.tracks:TrackScore",
+    "track_class": "autolabel.filters.tracks:TrackClass",
 }

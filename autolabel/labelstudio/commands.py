@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import AutolabelError, ConfigError, ExitCode
 
 _PUSH_FLAGS = ("images", "image_root", "document_root", "batch_size", "model_version", "task_score", "masks",
-               "min_score", "flagged", "timeout", "retry_for")
+               "min_score", "flagged", "timeout", "retry_for", "media", "keyframe_tolerance")
 
 
 def _server(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,10 @@ def add_push_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", choices=["brush", "polygon", "none"], help="masks as regions (default brush)")
     p.add_argument("--min-score", type=float, help="leave out boxes scored below this (default 0)")
     p.add_argument("--flagged", choices=["include", "exclude"], help="boxes flagged for review (default include)")
+    p.add_argument("--media", choices=["auto", "images", "videos"],
+                   help="what the tasks are: images, or one video task per clip (default auto: what the store holds)")
+    p.add_argument("--keyframe-tolerance", type=float, metavar="PIXELS",
+                   help="videos: how far interpolation between keyframes may miss a box (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

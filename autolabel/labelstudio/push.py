@@ -40,11 +40,12 @@ from tqdm import tqdm
 
 from ..config import PipelineSpec, PushSpec
 from ..errors import AutolabelError, ExitCode
-from ..exports.labelstudio import PredictionChecker, labeling_config, task
-from ..exports.rows import ImageRow, image_rows
+from ..exports.labelstudio import PredictionChecker
+from ..exports.rows import ImageRow
 from ..store import Store
 from .client import Connection, Rejected, Uncertain, Unreachable, api_key_from_env
 from .images import ImageAccess
+from .media import Media, media_for
 from .project import resolve_project, set_model_version
 from .state import PushState, Recorded
 
@@ -164,6 +165,7 @@ class PushSummary:
     annotated_kept: int = 0
     annotated_duplicates: int = 0
     same_content: int = 0  # store images whose content another image has (one task for both)
+    media: str = "images"  # what the tasks are: images or videos (clips)
     failed: dict[str, str] = field(default_factory=dict)  # rel_path -> why it is not in the project
     error: str | None = None  # why the push stopped early (the server stopped answering)
     rounds: int = 0
@@ -191,7 +193,7 @@ class PushSummary:
         if self.failed:
             parts.append(f"{len(self.failed)} NOT pushed")
         status = "partial" if self.failed or self.error else "ok"
-        return (f"{status}: {', '.join(parts)} of {self.images} images; "
+        return (f"{status}: {', '.join(parts)} of {self.images} {'clips' if self.media == 'videos' else 'images'}; "
                 f"{self.project_url}{' (new project)' if self.project_created else ''} "
                 f"(model_version {self.model_version!r}) in {self.seconds:.1f} s")
 
@@ -221,16 +223,15 @@ def input_hash(row: ImageRow, version: str, options: PushSpec) -> str:
 class _Tasks:
     """The tasks to write, built on demand and spooled to an anonymous temp file (memory flat in the images)."""
 
-    def __init__(self, store: Store, spec: PipelineSpec, options: PushSpec, version: str, config: str):
-        self.store, self.spec, self.options, self.version, self.config = store, spec, options, version, config
+    def __init__(self, media: Media):
+        self.media, self.config = media, media.config
         self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 — lives as long as the object
         self._where: dict[str, tuple[int, int]] = {}
         self._checker: PredictionChecker | None = None
         self.index: dict[int, str] = {}  # image id -> key, of the images wanted
 
-    def rows(self) -> Iterator[ImageRow]:
-        return image_rows(self.store, self.spec.ontology, min_score=self.options.min_score,
-                          flagged=self.options.flagged == "include")
+    def rows(self) -> Iterator[Any]:
+        return self.media.rows()
 
     def fill(self, keys: Iterable[str]) -> None:
         """Build, validate and spool the tasks of ``keys`` not built yet (one pass over the store)."""
@@ -241,9 +242,9 @@ class _Tasks:
         for row in self.rows():
             key = self.index.get(row.id)
             if key in missing:
-                item = task(row, model_version=self.version, score=self.options.task_score, masks=self.options.masks)
+                item = self.media.task(row)
                 self._checker.check(item)
-                item["data"].update(autolabel_key=key, width=row.width, height=row.height)
+                item["data"].update(autolabel_key=key)
                 self._put(key, item)
 
     def get(self, key: str) -> dict[str, Any]:
@@ -273,14 +274,15 @@ def push(
     t0 = time.monotonic()
     conn = connection or Connection(options.url, api_key or api_key_from_env(), timeout=options.timeout,
                                     retry_for=options.retry_for)
-    config = labeling_config(spec.ontology)
-    project, created = resolve_project(conn, str(options.project), config)
     version = model_version_for(spec, options.model_version)
+    media = media_for(store, spec, options, version)
+    project, created = resolve_project(conn, str(options.project), media.config)
     summary = PushSummary(conn.url, int(project.id), str(project.title), created, version)
+    summary.media = media.name
     state = PushState(store, project, conn.url)
     access = ImageAccess(conn, project.id, options.images, state, options.image_root, options.document_root)
 
-    spool = _Tasks(store, spec, options, version, config)
+    spool = _Tasks(media)
     clock = time.monotonic()
 
     def lap(phase: str) -> None:
@@ -290,7 +292,7 @@ def push(
         clock = now
 
     try:
-        wanted = _index(spool, options, version, summary)
+        wanted = _index(spool, summary)
         summary.images = len(wanted) + summary.same_content
         lap("index")
         with _bar(progress, len(wanted), "uploading") if options.images == "upload" else _nobar() as bar:
@@ -313,15 +315,15 @@ def push(
     return summary
 
 
-def _index(tasks: _Tasks, options: PushSpec, version: str, summary: PushSummary) -> dict[str, Wanted]:
-    """Every labeled image the store has, by key (one task per content: repeats are counted, not pushed)."""
+def _index(tasks: _Tasks, summary: PushSummary) -> dict[str, Wanted]:
+    """Every labeled image (or clip) the store has, by key (one task per content: repeats are counted, not pushed)."""
     wanted: dict[str, Wanted] = {}
     for row in tasks.rows():
         key = image_key(row.sha256, row.path)
         if key in wanted:
             summary.same_content += 1
             continue
-        wanted[key] = Wanted(key, row.id, Source(row.path, row.rel_path), input_hash(row, version, options))
+        wanted[key] = Wanted(key, row.id, Source(row.path, row.rel_path), tasks.media.input_hash(row))
         tasks.index[row.id] = key
     return wanted
 
@@ -335,7 +337,7 @@ def _rounds(conn: Connection, project_id: int, wanted: dict[str, Wanted], state:
     for round_no in range(1, MAX_ROUNDS + 2):
         summary.rounds = round_no
         try:
-            todo = plan(pending, list_tasks(conn, project_id), state.recorded())
+            todo = plan(pending, list_tasks(conn, project_id, spool.media.data_key), state.recorded())
         except Unreachable as err:
             _give_up(summary, pending, needed - confirmed, str(err))
             return
@@ -371,8 +373,9 @@ def _give_up(summary: PushSummary, pending: dict[str, Wanted], unconfirmed: set[
                            for key in unconfirmed if key in pending})
 
 
-def list_tasks(conn: Connection, project_id: int) -> list[Remote]:
-    """Every task of the project that carries an ``autolabel_key``, with its prediction and annotation counts."""
+def list_tasks(conn: Connection, project_id: int, data_key: str = "image") -> list[Remote]:
+    """Every task of the project that carries an ``autolabel_key``, with its prediction and annotation counts
+    (``data_key``: where a task holds its media reference, ``image`` or ``video``)."""
     out = []
     for t in conn.pages("list tasks", "api/tasks", "tasks", project=project_id, fields="task_only",
                         include=LIST_FIELDS):
@@ -383,7 +386,7 @@ def list_tasks(conn: Connection, project_id: int) -> list[Remote]:
             touched = bool(annotations or t.get("cancelled_annotations") or t.get("comment_count")
                            or t.get("draft_exists"))
             out.append(Remote(int(t["id"]), str(key), int(t.get("total_predictions") or 0), annotations,
-                              data.get("image"), touched))
+                              data.get(data_key), touched))
     return out
 
 
@@ -405,7 +408,7 @@ class _Apply:
             if todo.remove:
                 self.summary.removed_duplicates += self._delete_untouched(todo.remove, "delete duplicate tasks")
             for key, task_id in todo.retarget:
-                data = self.spool.get(key)["data"] | {"image": self.wanted[key].image}
+                data = self.spool.get(key)["data"] | {self.spool.media.data_key: self.wanted[key].image}
                 self.conn.call(f"fix image reference of task {task_id}", sdk.tasks.update, str(task_id), data=data)
                 self.summary.retargeted += 1
             for batch in _batches(todo.repredict, self.batch_size):
@@ -464,7 +467,7 @@ class _Apply:
         tasks = []
         for key in keys:
             item = self.spool.get(key)
-            item["data"]["image"] = self.wanted[key].image
+            item["data"][self.spool.media.data_key] = self.wanted[key].image
             tasks.append(item)
         try:
             response = self.conn.call(f"import {len(keys)} tasks", self.conn.sdk.projects.import_tasks,

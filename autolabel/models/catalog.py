@@ -6,6 +6,10 @@ MODELS: dict[str, str] = {
     "owlv2": "autolabel.models.owlv2:Owlv2",
     "sam": "autolabel.models.sam:Sam",
     "sam2": "autolabel.models.sam:Sam2",
+    "sam3": "autolabel.models.sam3:Sam3",  # concepts: a noun phrase or exemplar boxes → every instance
+    "sam3_tracker": "autolabel.models.sam3:Sam3Tracker",  # boxes / points → masks, from the same checkpoint
+    "sam3_video": "autolabel.models.sam3_video:Sam3Video",  # text concepts tracked through a clip (stage track)
+    "sam3_tracker_video": "autolabel.models.sam3_video:Sam3TrackerVideo",  # boxes through a clip (track_boxes)
     "rapidocr": "autolabel.models.rapidocr:RapidOcr",
 }
 
@@ -18,7 +22,20 @@ CHECKPOINT_TYPES: dict[str, str] = {
     "sam": "sam",
     "sam2": "sam2",
     "sam2_video": "sam2",  # every transformers-format SAM 2 / 2.1 checkpoint on the hub: its image model is loaded
+    "sam3": "sam3",
+    "sam3_video": "sam3",  # facebook/sam3 itself: its image detector is loaded (sam3_tracker loads its tracker)
+    "sam3_tracker": "sam3_tracker",
 }
+
+#: model types whose checkpoint loads from another type's checkpoint too: ``sam3_tracker`` reads ``sam3_video``
+#: (facebook/sam3 holds the detector and the tracker; the wrong-type message names ``sam3`` for it)
+SHARED_CHECKPOINTS: dict[str, tuple[str, ...]] = {
+    "sam3_tracker": ("sam3_video",), "sam3_video": ("sam3_video",), "sam3_tracker_video": ("sam3_video",),
+}
+
+#: model types whose hub checkpoints are gated: a missing one's message says to accept the licence first
+GATED: dict[str, str] = {"sam3": "SAM License", "sam3_tracker": "SAM License", "sam3_video": "SAM License",
+                         "sam3_tracker_video": "SAM License"}
 
 
 def checkpoints_of(model_type: str) -> tuple[str, ...]:
@@ -27,4 +44,5 @@ def checkpoints_of(model_type: str) -> tuple[str, ...]:
     >>> checkpoints_of("grounding_dino")
     ('grounding-dino', 'mm-grounding-dino')
     """
-    return tuple(checkpoint for checkpoint, loader in CHECKPOINT_TYPES.items() if loader == model_type)
+    own = tuple(checkpoint for checkpoint, loader in CHECKPOINT_TYPES.items() if loader == model_type)
+    return own + tuple(c for c in SHARED_CHECKPOINTS.get(model_type, ()) if c not in own)

@@ -1,10 +1,11 @@
 """What a model type offers the stages that run it: one declared interface per kind of model.
 
 A model type is any class with ``load(spec)``; the stage that runs it calls the methods of one of these protocols
-(``Detect`` a :class:`Detector`, ``Segment`` a :class:`Segmenter`, ``Ocr`` an :class:`OcrModel`, ``Florence2Stage``
-a :class:`Florence2Model`). A plugin implements them by shape, no base class needed. When a pipeline is built,
-each model stage checks that its model's class has every method it will call (:func:`missing_methods`), so a
-model without one is a one-line configuration error, not an ``AttributeError`` halfway through a run.
+(``Detect`` a :class:`Detector`, ``Segment`` a :class:`Segmenter`, ``Concepts`` a :class:`ConceptModel`, ``Ocr``
+an :class:`OcrModel`, ``Florence2Stage`` a :class:`Florence2Model`). A plugin implements them by shape, no base
+class needed. When a pipeline is built, each model stage checks that its model's class has every method it will
+call (:func:`missing_methods`), so a model without one is a one-line configuration error, not an
+``AttributeError`` halfway through a run.
 
 Attributes are read through :func:`declared`: ``id`` and ``revision`` are recorded in each run's provenance; the
 others are optional, with the defaults in :data:`OPTIONAL`.
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ..config import ModelSpec
+    from .concepts import ConceptPrompt, Instances
     from .florence2 import Answer
     from .outputs import Boxes, Masks, TextLines
+    from .sam3_video import Masklets
 
 
 @runtime_checkable
@@ -64,8 +67,27 @@ class Segmenter(Model, Protocol):
     ) -> list["Masks"]:
         """One :class:`~.outputs.Masks` per image, in the order of its ``boxes`` ((N, 4) xyxy pixels).
 
-        ``max_boxes_per_call`` is passed only to a ``segment`` that takes it (it bounds memory, not results).
+        ``max_boxes_per_call`` is passed only to a ``segment`` that takes it (it bounds memory, not results);
+        ``features`` (the batch's shared image embeddings, :mod:`.features`) only to a model with
+        ``vision_features`` whose ``segment`` takes it.
         """
+        ...
+
+
+@runtime_checkable
+class ConceptModel(Model, Protocol):
+    """Promptable concept segmentation (stage ``concepts``): every instance of a noun phrase and/or example boxes."""
+
+    default_threshold: ClassVar[float]  # optional (0.5): the score floor when the stage sets none
+    max_prompt_tokens: ClassVar[int | None]  # optional (None): the longest prompt, in tokens, the model reads
+
+    def segment_concepts(
+        self, images: Sequence["Image.Image"], prompts: Sequence[Sequence["ConceptPrompt"]],
+        threshold: float | None = None, mask_threshold: float = 0.5, max_instances: int | None = None,
+        rows_per_call: int = 8,
+    ) -> list["Instances"]:
+        """One :class:`~.concepts.Instances` per image (pixels of that image); ``prompts[i]`` are image ``i``'s and
+        each instance's ``prompts`` value indexes them."""
         ...
 
 
@@ -93,11 +115,36 @@ class Florence2Model(Model, Protocol):
         self, task: str, images: Sequence["Image.Image"], rows: Sequence[tuple[int, str]] | None = None,
         generation: dict[str, Any] | None = None, max_rows: int = 64,
     ) -> list["Answer"]:
-        """One :class:`~.florence2.Answer` per row ``(image index, text input)`` (default: one per image)."""
+        """One :class:`~.florence2.Answer` per row ``(image index, text input)`` (default: one per image).
+
+        ``features`` (the batch's shared image features, :mod:`.features`) is passed only to a model with
+        ``vision_features`` whose ``run`` takes it.
+        """
         ...
 
     def region_prompts(self, xyxy: "np.ndarray", size: tuple[int, int]) -> list[str]:
         """Boxes ((N, 4) pixels of an image of ``size`` = (W, H)) as the location tokens region tasks read."""
+        ...
+
+
+@runtime_checkable
+class ConceptTracker(Model, Protocol):
+    """Concepts tracked through a clip (stage ``track``): every prompt's objects on each frame, with object ids."""
+
+    def track_concepts(
+        self, frames: Sequence["Image.Image"], prompts: Sequence[str], threshold: float | None = None,
+        new_object_threshold: float | None = None,
+    ) -> list["Masklets"]:
+        """One :class:`~.sam3_video.Masklets` per frame (consecutive frames of one clip); ids are this call's."""
+        ...
+
+
+@runtime_checkable
+class BoxTracker(Model, Protocol):
+    """Boxes propagated through a clip (stage ``track_boxes``): a session stepped frame by frame."""
+
+    def box_tracking(self, frames: Sequence["Image.Image"]) -> Any:
+        """A session with ``step(frame, new) -> Masklets`` (see :class:`~.sam3_video.BoxTracking`)."""
         ...
 
 
@@ -106,8 +153,11 @@ OPTIONAL: dict[str, Any] = {
     "id": None,
     "revision": None,
     "task": None,  # the model's own name for what it does; default: the stage's
+    "lineage": None,  # a trained model's lineage summary (autolabel.train.lineage): recorded in provenance
     "default_box_threshold": 0.3,
     "default_text_threshold": None,
+    "default_threshold": 0.5,
+    "max_prompt_tokens": None,
 }
 
 

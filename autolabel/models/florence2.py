@@ -6,7 +6,8 @@ quantized ``<loc_K>`` tokens, which its processor parses. This adapter adds what
 * **Batches.** Many images per ``generate``; tasks asked once per (image, prompt) — open-vocabulary detection over
   every prompt, a region task over every box — run the vision tower once per *image* and the text encoder and
   decoder once per row (``encoder_outputs`` handed to ``generate``, built the way the model's own forward builds
-  them), in chunks of ``max_rows`` rows.
+  them), in chunks of ``max_rows`` rows. In a pipeline the image features are shared by every Florence-2 stage of
+  a batch (:mod:`.features`): seven tasks about an image cost one vision pass.
 * **Token probabilities, cheaply.** A logits processor keeps each step's top few log-probabilities (renormalized
   over what the other processors left), enough to find the chosen token's probability after greedy *and* beam
   search (a beam's next token is among its top ``2 × num_beams``); ``beam_indices`` say which beam each kept token
@@ -29,6 +30,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ModelLoadError
+from .contract import accepts
+from .features import ImageFeatures
 from .florence2_scores import Located, ScoreMethod, align, geometric_mean, instance_score, locate
 from .hub import CheckpointModel, config_dict, from_pretrained, wrong_type_message
 
@@ -168,7 +171,11 @@ class Florence2(CheckpointModel):
         import torch  # noqa: F401 — fail here, not mid-run, when torch is missing
         from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
 
+        from ..train import lineage, loading  # what `autolabel train` wrote: an adapter, and the lineage of either
         from .pool import pick_device, pick_dtype
+
+        if lineage.is_adapter(spec.id):
+            return loading.load_adapter(cls, spec)
 
         problems = generation_problems(spec.generation)
         if problems:
@@ -203,7 +210,7 @@ class Florence2(CheckpointModel):
         model = model.to(device).eval()
         if spec.compile:
             model.compile()  # in place: generate() calls the compiled forward at every step
-        return cls(model, processor, spec, device, dtype)
+        return loading.attach(cls(model, processor, spec, device, dtype))
 
     # -- prompts
     def region_prompts(self, xyxy: np.ndarray, size: tuple[int, int]) -> list[str]:
@@ -242,15 +249,19 @@ class Florence2(CheckpointModel):
         rows: Sequence[tuple[int, str]] | None = None,
         generation: dict[str, Any] | None = None,
         max_rows: int = MAX_ROWS,
+        features: ImageFeatures | None = None,
     ) -> list[Answer]:
         """Ask ``task`` (a task token) once per row ``(image index, text input)``; default: once per image.
 
         Each answer is parsed in the frame of its image (``image.size``): coordinates are pixels of that image.
+        ``features``: the batch's image features (shared with the other stages of a pipeline); default: computed here.
         """
         rows = [(i, "") for i in range(len(images))] if rows is None else list(rows)
         if not rows:
             return []
-        generated = self.generate(images, [i for i, _ in rows], [task + text for _, text in rows], generation, max_rows)
+        shared = {"features": features} if features is not None and accepts(self.generate, "features") else {}
+        generated = self.generate(images, [i for i, _ in rows], [task + text for _, text in rows], generation,
+                                  max_rows, **shared)
         return [self.answer(task, g, images[i].size) for g, (i, _) in zip(generated, rows)]
 
     def generate(
@@ -260,27 +271,37 @@ class Florence2(CheckpointModel):
         prompts: Sequence[str],
         generation: dict[str, Any] | None = None,
         max_rows: int = MAX_ROWS,
+        features: ImageFeatures | None = None,
     ) -> list[Generated]:
-        """An answer per row: prompt ``prompts[r]`` about ``images[image_index[r]]``, ``max_rows`` rows at a time."""
+        """An answer per row: prompt ``prompts[r]`` about ``images[image_index[r]]``, ``max_rows`` rows at a time.
+
+        The vision tower runs once per image not in ``features`` yet (``max_rows`` images at a time), never per row,
+        decoding step or beam: ``generate`` gets the encoder's output, which beam search only expands.
+        """
         import torch
 
         settings = self.settings(generation)
         used = sorted(set(image_index))
-        slot = {image: k for k, image in enumerate(used)}
-        with torch.inference_mode():
-            features = torch.cat([
-                self.image_features([images[i] for i in used[start : start + max_rows]])
-                for start in range(0, len(used), max_rows)
-            ])
+        source = features if features is not None else ImageFeatures.direct(self.vision_features)
+        per_image = dict(zip(used, source.get(images, used, chunk=max_rows)))
         ids = self.encoder_ids(prompts)
         out: list[Generated] = []
         for start in range(0, len(prompts), max_rows):
             chunk = range(start, min(start + max_rows, len(prompts)))
-            rows_features = features[[slot[image_index[r]] for r in chunk]]
+            rows_features = torch.stack([per_image[image_index[r]] for r in chunk])
             out.extend(self._generate_rows([ids[r] for r in chunk], rows_features, settings))
         return out
 
+    def vision_features(self, images: Sequence["Image.Image"]) -> list[Any]:
+        """Per image, what the vision tower and its projection make of it: a (tokens, width) tensor on the model's
+        device (577 × 768 for Florence-2-base at 768²). What :mod:`.features` shares between stages."""
+        import torch
+
+        with torch.inference_mode():
+            return list(self.image_features(images).unbind(0))
+
     def image_features(self, images: Sequence["Image.Image"]) -> Any:
+        """The images' features as one (images, tokens, width) tensor: the model's ``get_image_features``."""
         pixels = self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
         return self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
 

@@ -63,10 +63,29 @@ def missing_message(spec: "ModelSpec", why: str) -> str:
     rev = f" --revision {spec.revision}" if spec.revision else ""
     return (
         f"model {spec.id!r} ({spec.type}) is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}: "
-        f"on a machine with network run `hf download {spec.id}{rev}` (older clients: `huggingface-cli download "
-        f"{spec.id}{rev}`) and copy that cache here (or set HF_HOME), or set the model's id: to a local folder "
-        f"holding the checkpoint"
+        f"on a machine with network {gated_step(spec)}run `hf download {spec.id}{rev}` (older clients: "
+        f"`huggingface-cli download {spec.id}{rev}`) and copy that cache here (or set HF_HOME), or set the model's "
+        f"id: to a local folder holding the checkpoint"
     )
+
+
+def gated_step(spec: "ModelSpec") -> str:
+    """For a model type whose hub checkpoints are gated (:data:`~.catalog.GATED`): the step before ``hf download``.
+
+    >>> from autolabel.config import ModelSpec
+    >>> gated_step(ModelSpec(type="sam3", id="facebook/sam3"))  # doctest: +NORMALIZE_WHITESPACE
+    'accept the SAM License on https://huggingface.co/facebook/sam3 (the checkpoint is gated),
+     log in with `hf auth login`, then '
+    """
+    from huggingface_hub import constants
+
+    from .catalog import GATED
+
+    licence = GATED.get(spec.type)
+    if not licence:
+        return ""
+    return (f"accept the {licence} on {constants.ENDPOINT.rstrip('/')}/{spec.id} (the checkpoint is gated), log in "
+            f"with `hf auth login`, then ")
 
 
 def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
@@ -103,9 +122,11 @@ def from_pretrained(cls: type[T] | Any, spec: "ModelSpec", **kwargs: Any) -> T:
     try:
         return cls.from_pretrained(source, revision=spec.revision, **kwargs)
     except OSError as err:
+        gate = gated_step(spec).removesuffix(", then ")
         raise ModelLoadError(
             f"model {source!r} ({spec.type}): cannot download: {_one_line(err)} (check the id and revision, "
-            f"log in with `hf auth login` for gated models, or set id: to a local folder)"
+            + (f"{gate}, " if gate else "log in with `hf auth login` for gated models, ")
+            + "or set id: to a local folder)"
         ) from None
 
 

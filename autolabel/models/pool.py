@@ -54,7 +54,9 @@ class ModelPool:
 
     def versions(self) -> dict[str, dict[str, Any]]:
         """Id and revision of each declared model: the commit it was (or, not loaded yet, would be) read from when
-        known (a hub-cache snapshot), else the requested revision."""
+        known (a hub-cache snapshot), else the requested revision; for a folder ``autolabel train`` wrote, the
+        digest of its weights and its lineage."""
+        from ..train import lineage
         from .hub import snapshot_commit
 
         out = {}
@@ -62,4 +64,9 @@ class ModelPool:
             loaded = self._loaded.get(name)
             revision = getattr(loaded, "revision", None) if loaded is not None else snapshot_commit(spec)
             out[name] = {"type": spec.type, "id": spec.id, "revision": revision or spec.revision}
+            found = lineage.folder_of(spec.id)  # a folder `autolabel train` wrote: what it was trained from
+            record = lineage.read(found) if found is not None else None
+            if record:
+                out[name]["revision"] = record.get("weights") or out[name]["revision"]
+                out[name]["lineage"] = lineage.summary(record)
         return out

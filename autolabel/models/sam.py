@@ -1,6 +1,7 @@
 """SAM and SAM2 through transformers: masks for boxes, the image embedding computed once.
 
-Per batch, the vision encoder runs once over every image that has boxes; then, per image, the prompt encoder and
+Per batch, the vision encoder runs once over every image that has boxes (once for every ``segment`` stage of a
+pipeline's batch: the embeddings are shared, see :mod:`.features`); then, per image, the prompt encoder and
 mask decoder run over its boxes, ``max_boxes_per_call`` at a time: a crowded image (hundreds of proposals) would
 otherwise hold every box's decoder activations at once, and memory would grow with the box count. The decoder's
 low-resolution logits are upscaled to the image's size (in chunks, to bound memory on large images) and
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .catalog import checkpoints_of
+from .features import ImageFeatures
 from .hub import CheckpointModel, load_checkpoint
 from .outputs import Masks
 
@@ -50,15 +52,16 @@ class _Segmenter(CheckpointModel):
 
     checkpoint_types: tuple[str, ...] = ()
     model_class = ""
+    processor_class = "AutoProcessor"  # a video checkpoint's AutoProcessor may not be the image model's
     task = "box_to_mask"
 
     @classmethod
     def load(cls, spec: "ModelSpec") -> "_Segmenter":
         import transformers
-        from transformers import AutoProcessor
 
         model_cls = _WithImageConfig(getattr(transformers, cls.model_class), cls.image_config)
-        model, processor, device, dtype = load_checkpoint(spec, model_cls, AutoProcessor, cls.checkpoint_types)
+        processor_cls = getattr(transformers, cls.processor_class)
+        model, processor, device, dtype = load_checkpoint(spec, model_cls, processor_cls, cls.checkpoint_types)
         return cls(model, processor, spec, device, dtype)
 
     def segment(
@@ -67,12 +70,15 @@ class _Segmenter(CheckpointModel):
         boxes: Sequence[np.ndarray],
         multimask: bool = False,
         max_boxes_per_call: int = MAX_BOXES_PER_CALL,
+        features: ImageFeatures | None = None,
     ) -> list[Masks]:
         """One :class:`Masks` per image, masks in the order of its ``boxes`` ((N, 4) xyxy pixels; N may be 0).
 
         ``multimask``: let the decoder propose three masks per box and keep the one with the highest predicted IoU
         (SAM's answer to ambiguous prompts); otherwise one mask per box. ``max_boxes_per_call``: boxes decoded per
         call; each box is decoded on its own, so the masks do not depend on it, only the peak memory does.
+        ``features``: the batch's image embeddings (shared with the other stages of a pipeline); default: computed
+        here, in one encoder call over the images that have boxes.
         """
         import torch
 
@@ -82,16 +88,13 @@ class _Segmenter(CheckpointModel):
         todo = [i for i, b in enumerate(boxes) if len(b)]
         if not todo:
             return results
-        batch = self.processor(images=[images[i] for i in todo], return_tensors="pt")
-        pixels = batch["pixel_values"].to(self.device, dtype=self.dtype)
+        source = features if features is not None else ImageFeatures.direct(self.vision_features)
+        embedded = source.get(images, todo)  # once per image, for all its boxes (and, shared, for every stage)
         with torch.inference_mode():
-            embeddings = self.model.get_image_embeddings(pixels)  # once per image, for all its boxes
-            for j, i in enumerate(todo):
+            for i, (embedding, resized) in zip(todo, embedded):
                 image = images[i]
-                resized = self._resized_size(batch, j)
                 scale = np.array([resized[1] / image.width, resized[0] / image.height] * 2, dtype=np.float32)
                 prompts = np.asarray(boxes[i], np.float32).reshape(-1, 4) * scale
-                embedding = self._embedding(embeddings, j)
                 parts = [
                     self._decode(embedding, prompts[start : start + max_boxes_per_call], multimask, image, resized)
                     for start in range(0, len(prompts), max_boxes_per_call)
@@ -102,6 +105,17 @@ class _Segmenter(CheckpointModel):
                     stability_score=np.concatenate([p[2] for p in parts]).astype(np.float32),
                 )
         return results
+
+    def vision_features(self, images: Sequence["Image.Image"]) -> list[tuple[Any, tuple[int, int]]]:
+        """Per image, its embedding (SAM: a (1, C, h, w) tensor; SAM2: one per feature level) and the model's input
+        frame (height, width) before padding: one encoder call for all. What :mod:`.features` shares."""
+        import torch
+
+        batch = self.processor(images=list(images), return_tensors="pt")
+        pixels = batch["pixel_values"].to(self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            embeddings = self.model.get_image_embeddings(pixels)
+        return [(self._embedding(embeddings, j), self._resized_size(batch, j)) for j in range(len(images))]
 
     def _decode(
         self, embedding: Any, prompts: np.ndarray, multimask: bool, image: "Image.Image", resized: tuple[int, int]

@@ -41,10 +41,13 @@ class GtImage:
     segmentations: list[Any] = field(default_factory=list)
     crowd: np.ndarray | None = None  # (N,) bool: COCO iscrowd (ignored regions)
     file: Path | None = None  # the image file, when it exists (for matching by content hash)
+    texts: list[str] = field(default_factory=list)  # per box: its text (an OCR line), "" when none
 
     def __post_init__(self) -> None:
         if not self.segmentations:
             self.segmentations = [None] * len(self.classes)
+        if not self.texts:
+            self.texts = [""] * len(self.classes)
         if self.crowd is None:
             self.crowd = np.zeros(len(self.classes), dtype=bool)
 
@@ -111,12 +114,20 @@ def read_coco(path: Path) -> GroundTruth:
             im.classes = [categories[int(a["category_id"])] for a in anns]
             im.segmentations = [a.get("segmentation") or None for a in anns]
             im.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+            im.texts = [_text(a) for a in anns]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise GroundTruthError(f"--gt {path}: not a readable COCO JSON file ({_line(err)})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise GroundTruthError(f"--gt {path}: not a COCO instances file ({_line(err)}; expected images, "
                                "annotations with image_id, category_id and bbox, and categories)") from None
     return GroundTruth(str(path), "coco", list(images.values()), list(dict.fromkeys(categories.values())))
+
+
+def _text(annotation: dict[str, Any]) -> str:
+    """An annotation's text (an OCR line): ``attributes.text`` as autolabel's exports and pull write it, or ``text``."""
+    attributes = annotation.get("attributes")
+    text = attributes.get("text") if isinstance(attributes, dict) else None
+    return str(text if text is not None else annotation.get("text") or "")
 
 
 # -- YOLO ------------------------------------------------------------------------------------------------------

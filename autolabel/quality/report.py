@@ -3,7 +3,8 @@
 One pass over the store (:mod:`.report_data`), annotated thumbnails of a bounded sample per section
 (:mod:`.report_previews`), hand-written SVG charts (:mod:`.report_svg`) and one HTML page (:mod:`.report_html`)
 in ``OUTPUT_DIR/report/``: ``index.html`` and ``img/``. Nothing is fetched, so it opens offline from ``file://``.
-When ``OUTPUT_DIR/eval.json`` exists (``autolabel eval``), PR curves, per-class AP and reliability are added.
+When ``OUTPUT_DIR/eval.json`` exists (``autolabel eval``), PR curves, per-class AP and reliability are added; when
+``OUTPUT_DIR/calibration.json`` does (``autolabel calibrate``), the per-class thresholds and the score they apply to.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AutolabelError, ConfigError, ExitCode
+from ..names import shown
 from ..store import DB_NAME, Store
 from ..util import atomic_write_text
 
@@ -40,16 +42,21 @@ def build_report(output: str | Path, out: str | Path | None = None, samples: int
     if not (output / DB_NAME).is_file():
         raise AutolabelError(f"{output}: no run store ({DB_NAME}) here; pass the output folder of a run")
     evaluation = load_eval(output / EVAL_NAME)
+    from .report_calibration import CALIBRATION_NAME, load
+
+    calibration = load(output / CALIBRATION_NAME)
     with Store(output) as store:
         if store.count() == 0:
             raise AutolabelError(f"{output / DB_NAME}: the store holds no images ({len(store.runs())} runs recorded);"
                                  " nothing to report: run `autolabel run` on some images first")
         data = collect(store, samples=samples, seed=seed)
+        pipeline = store.last_pipeline() if calibration is not None else None
     classes = list(data.class_counts())
     previews = write_previews(data, target / "img", classes)
-    html = page(f"autolabel report: {output.resolve().name}", data, previews, evaluation, classes)
+    html = page(f"autolabel report: {output.resolve().name}", data, previews, evaluation, classes,
+                calibration=(calibration, pipeline) if calibration is not None else None)
     index = target / "index.html"
-    atomic_write_text(index, html)
+    atomic_write_text(index, shown(html))  # a name that is not UTF-8 shows its odd bytes as \xNN
     return index
 
 

@@ -49,8 +49,8 @@ class Preview:
 
 
 def page(title: str, data: ReportData, previews: dict[str, list[Preview]], evaluation: dict[str, Any] | None,
-         classes: Sequence[str]) -> str:
-    """The whole ``index.html``."""
+         classes: Sequence[str], calibration: tuple[dict[str, Any], dict[str, Any] | None] | None = None) -> str:
+    """The whole ``index.html`` (``calibration``: calibration.json and the run's pipeline, when there is one)."""
     sections = [
         ("summary", "Run summary", summary(data)),
         ("history", "History", history(data.runs)),
@@ -65,6 +65,10 @@ def page(title: str, data: ReportData, previews: dict[str, list[Preview]], evalu
     if evaluation is not None:
         html = stale_warning(evaluation, data.runs) + eval_section(evaluation, classes)
         sections.append(("eval", "Evaluation against ground truth", html))
+    if calibration is not None:
+        from .report_calibration import section
+
+        sections.append(("calibration", "Calibrated thresholds", section(*calibration, fmt=fmt, table=table)))
     nav = " ".join(f'<a href="#{key}">{escape(name)}</a>' for key, name, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{escape(name)}</h2>{html}</section>' for key, name, html in sections)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")

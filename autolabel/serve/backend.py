@@ -35,6 +35,7 @@ from ..pipeline import StageError
 from ..records import to_record
 from ..stage import Item
 from ..store import ImageResult
+from . import similar
 from .access import Access, Trust
 from .answers import StoreAnswers
 from .images import Fetcher, rel_path
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("autolabel.serve")
 R = TypeVar("R")
 
-SEGMENTER_TYPES = ("sam", "sam2")
+SEGMENTER_TYPES = ("sam", "sam2", "sam3_tracker")
 #: projects whose setup (config, Label Studio access) is remembered, most recent first
 MAX_SETUPS = 256
 
@@ -251,6 +252,8 @@ class Backend:
         config = Config(request.label_config or schema or "")
         tasks = task_refs(request.tasks, config)
         if request.context is not None and request.context.get("result"):
+            if similar.requested(request.context):  # a "find similar" rectangle: SAM 3 exemplars (serve/similar.py)
+                return {"results": [similar.answer(self, tasks[0], request.context, config, access, ticket, budget)]}
             return {"results": [self._interactive(tasks[0], request.context, config, access, ticket, budget)]}
         t0 = time.perf_counter()
         fetched = self._fetch_all(tasks, access, budget)
@@ -393,8 +396,8 @@ class Backend:
                      budget: Budget) -> dict[str, Any]:
         interactive = self.interactive
         if interactive is None:
-            raise RequestError(400, "smart tools need a SAM or SAM 2 model: declare one (type: sam / sam2) in the "
-                                    "pipeline's models, or pass --interactive-model NAME")
+            raise RequestError(400, "smart tools need a SAM, SAM 2 or SAM 3 tracker model: declare one (type: sam / "
+                                    "sam2 / sam3_tracker) in the pipeline's models, or pass --interactive-model NAME")
         regions = context.get("result")
         if isinstance(regions, list) and len(regions) > self.limits.max_prompt_regions:
             raise exceeded("max_prompt_regions", f"{len(regions)} smart-tool regions", self.limits.max_prompt_regions)

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..labels import DROPPED, KEPT, Labels, Text, merge
+from ..models.features import StageFeatures, shared
 from ..models.florence2 import MAX_ROWS, TASK_TABLE, TASKS, Answer, generation_problems
 from ..models.florence2_scores import SCORE_METHODS, Located, instance_score
 from ..models.outputs import quad_bounds
@@ -136,14 +137,16 @@ class Florence2Stage(ModelStage):
             raise ConfigError(problems)
 
     # -- running
-    def __call__(self, items: list[Item]) -> list[Item]:
+    def __call__(self, items: list[Item], features: StageFeatures | None = None) -> list[Item]:
+        """``features``: the batch's image features, shared with the pipeline's other stages of this model."""
         kind = TASK_KINDS[self.params.task]
         if kind == "region":
-            return self._regions(items)
+            return self._regions(items, features)
         model: Florence2Model = self.model
         images = [item.image for item in items]
         rows, prompt = self._rows(items)
-        answers = model.run(self.token, images, rows, self.params.generation, self.params.max_rows)
+        answers = model.run(self.token, images, rows, self.params.generation, self.params.max_rows,
+                            **shared(features, self.params.model, model, model.run))
         per_image: list[list[tuple[str, Answer]]] = [[] for _ in items]
         for (i, text), answer in zip(rows, answers):
             per_image[i].append((text, answer))
@@ -258,7 +261,7 @@ class Florence2Stage(ModelStage):
         pick &= (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
         return np.flatnonzero(pick)
 
-    def _regions(self, items: list[Item]) -> list[Item]:
+    def _regions(self, items: list[Item], features: StageFeatures | None) -> list[Item]:
         task = self.params.task
         picked = [self.region_rows(item.labels) for item in items]
         if not any(len(r) for r in picked):
@@ -272,7 +275,8 @@ class Florence2Stage(ModelStage):
             for prompt in model.region_prompts(item.labels.detections.xyxy[rs], item.image.size)
         ]
         images = [item.image for item in items]
-        answers = iter(model.run(self.token, images, rows, self.params.generation, self.params.max_rows))
+        answers = iter(model.run(self.token, images, rows, self.params.generation, self.params.max_rows,
+                                 **shared(features, self.params.model, model, model.run)))
         provenance = self._provenance(model, self._region_prompt())
         for item, rs in zip(items, picked):
             labels = item.labels

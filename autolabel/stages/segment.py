@@ -1,11 +1,12 @@
-"""Stage ``segment``: SAM / SAM2 masks for the boxes earlier stages found.
+"""Stage ``segment``: SAM / SAM2 / SAM 3 tracker masks for the boxes earlier stages found.
 
 A mask belongs to its box, so the masks fill the prompting rows (``detections.mask``, ``has_mask``) instead of
 adding rows: class, phrase, box and detector score stay what the detector said, and the segmenter's own quality
 estimates join the row as ``predicted_iou`` and ``stability_score`` (for the mask checks), with ``mask_stage``
 naming this stage. Rows that were dropped are not segmented; rows that already have a mask keep it unless
-``overwrite: true``. Each image's embedding is computed once; its boxes are decoded ``max_boxes_per_call`` at a
-time, so a crowded image costs time, not unbounded memory.
+``overwrite: true``. Each image's embedding is computed once (per batch, for every ``segment`` stage of the same
+model, and, for ``sam3_tracker``, for a ``concepts`` stage of the same SAM 3 checkpoint: one backbone pass for both);
+its boxes are decoded ``max_boxes_per_call`` at a time, so a crowded image costs time, not unbounded memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import Field
 
 from ..labels import DROPPED, Labels
 from ..models.contract import Segmenter, accepts
+from ..models.features import StageFeatures, shared
 from ..models.sam import MAX_BOXES_PER_CALL
 from ..stage import Item, ModelStage, ModelStageParams
 
@@ -36,7 +38,7 @@ class Segment(ModelStage):
 
     Params = SegmentParams
     params: SegmentParams
-    model_types = ("sam", "sam2")
+    model_types = ("sam", "sam2", "sam3_tracker")
     model_protocol = Segmenter
 
     def rows(self, labels: Labels) -> np.ndarray:
@@ -49,13 +51,15 @@ class Segment(ModelStage):
             pick &= ~data["has_mask"].astype(bool)
         return np.flatnonzero(pick)
 
-    def __call__(self, items: list[Item]) -> list[Item]:
+    def __call__(self, items: list[Item], features: StageFeatures | None = None) -> list[Item]:
+        """``features``: the batch's image embeddings, shared with the pipeline's other stages of this model."""
         model: Segmenter = self.model
         rows = [self.rows(item.labels) for item in items]
         boxes = [item.labels.detections.xyxy[r] for item, r in zip(items, rows)]
         options = {"multimask": self.params.multimask}
         if accepts(model.segment, "max_boxes_per_call"):  # plugin segmenters written before the key exist
             options["max_boxes_per_call"] = self.params.max_boxes_per_call
+        options |= shared(features, self.params.model, model, model.segment)
         found = model.segment([item.image for item in items], boxes, **options)
         provenance = self.provenance(model, "box_to_mask", from_stages=self.params.from_stages,
                                      multimask=self.params.multimask, score="predicted_iou")
