@@ -399,7 +399,7 @@ def test_insecure_binds_beyond_loopback_only_with_a_loud_warning(site) -> None:
 def test_the_security_docs_name_every_limit_flag_and_variable() -> None:
     from autolabel.serve.limits import LIMITS, env_name, flag
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "serve-security.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "serve-security.md").read_text()
     for limit in LIMITS:
         assert flag(limit.name) in text and env_name(limit.name) in text and f"{limit.default:,}" in text, limit.name
 

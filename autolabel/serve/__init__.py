@@ -1,5 +1,6 @@
 """``autolabel serve``: a Label Studio ML backend that answers from the run store first and the pipeline second,
-and turns smart-tool clicks into SAM masks with a cached image embedding — safe to expose (docs/serve-security.md).
+and turns smart-tool clicks into SAM masks with a cached image embedding — safe to expose
+(docs/reference/serve-security.md).
 
 * requests: :mod:`.protocol` — request and prediction shapes (pure), :mod:`.guard` — who may call (Host, basic
   auth, content type, binding), :mod:`.limits` — every limit, the per-request budget and admission, :mod:`.app` —

@@ -22,7 +22,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "already labeled in --output (same content) are answered from the run store; others run through the "
         "pipeline. Smart keypoints / rectangles get a SAM mask. Basic auth: BASIC_AUTH_USER / BASIC_AUTH_PASS "
         "(required beyond loopback); Label Studio files: LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (or a setup call "
-        "that passed basic auth). Threat model and every limit: docs/serve-security.md.",
+        "that passed basic auth). Threat model and every limit: docs/reference/serve-security.md.",
     )
     p.add_argument("pipeline", help="pipeline file (YAML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -3,7 +3,7 @@ the ones a request spends as it goes (bytes fetched, pixels decoded, wall time).
 
 Each limit has a default, a flag and an environment variable (the flag wins over the variable); a request that
 crosses one is refused with its 4xx and a one-line message naming the flag that raises it. The table is the
-single source: the CLI's flags, the docs page (docs/serve-security.md) and the messages are all read from it.
+single source: the CLI's flags, the docs page (docs/reference/serve-security.md) and the messages are all read from it.
 
 Worst-case memory of the server is about ``(max_concurrent + max_queued) × max_request_bytes`` of fetched image
 bytes, plus one pipeline batch of decoded pixels, plus ``max_concurrent`` request bodies being parsed.

@@ -126,7 +126,8 @@ def answer(backend: "Backend", task: Task, context: dict[str, Any], config: Conf
             data={"class_name": np.full(len(found), label, dtype=object),
                   "query_score": found.query_scores, "presence_score": found.presence_scores},
         ), stage="find_similar")
-    row = {"id": task.id or 0, "path": task.image, "sha256": digest, "rel_path": backend.fetcher.roots.relative(fetched.local) if fetched.local else rel_path(task.image),
+    stored_as = backend.fetcher.roots.relative(fetched.local) if fetched.local else rel_path(task.image)
+    row = {"id": task.id or 0, "path": task.image, "sha256": digest, "rel_path": stored_as,
            "width": image.width, "height": image.height, "labels": to_record(labels)}
     prediction = backend._prediction(row, config)
     from .backend import log
