@@ -367,7 +367,7 @@ def test_a_click_gets_a_mask_with_the_score_clipped_to_0_1(clicks, world) -> Non
 def test_without_a_sam_model_smart_tools_are_a_400(world) -> None:
     point = {"type": "keypointlabels", "from_name": "kp", "value": {"x": 5, "y": 5}}
     refusal(world["quick"].post("/predict", json=predict([str(world["root"] / "new.png")], {"result": [point]})), 400,
-            "smart tools need a SAM or SAM 2 model")
+            "smart tools need a SAM, SAM 2 or SAM 3 tracker model")
 
 
 def test_health_reports_loading_and_failure(world) -> None:
