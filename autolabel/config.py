@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -235,6 +236,15 @@ class PushSpec(_Strict):
     retry_for: float = Field(default=120.0, ge=0)  # seconds to keep retrying a failing server
     media: Literal["auto", "images", "videos"] = "auto"  # a project holds one kind; auto: what the store holds
     keyframe_tolerance: float = Field(default=1.0, ge=0.0)  # videos: pixels interpolation may miss a box by
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        """``user:pass@`` in the URL would be sent instead of the API key, and stored in run.json with the URL."""
+        if "@" in urlsplit(url.strip()).netloc:
+            raise _invalid("credentials in the URL are not used: remove them and put the token in "
+                           "LABEL_STUDIO_API_KEY")
+        return url
 
 
 class ExecutorSpec(_Strict):

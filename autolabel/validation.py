@@ -6,6 +6,8 @@ words its errors here, so a problem reads the same wherever it is found.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -37,8 +39,18 @@ def key_path(prefix: str, loc: list[Any]) -> str:
     return out or "<top>"
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")
+
+
 def shown(value: Any) -> str:
-    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list)."""
+    """`` (got 'x')`` for a value worth repeating in a message (not a whole mapping or list; a URL's credentials
+    masked).
+
+    >>> shown("http://user:secret@ls:8080"), shown({"a": 1})
+    (" (got 'http://***@ls:8080')", '')
+    """
+    if isinstance(value, str):
+        value = _URL_CREDENTIALS.sub("***@", value)
     return "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
 
 

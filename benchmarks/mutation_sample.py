@@ -141,11 +141,12 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="run the sample's survivors again (after new tests)")
     args = parser.parse_args()
 
-    if not list(Path("mutants").glob("autolabel/*.py.meta")) and not args.report_only:
+    if not list(Path("mutants").rglob("*.py.meta")) and not args.report_only:
         # mutmut generates its mutants and its test map only inside `run`: a small first run (the first mutant of
-        # each function of the pipeline module, a few seconds each) does both before anything can be drawn
+        # each function of the first module asked for, a few seconds each) does both before anything can be drawn.
+        # (A pattern that matches no mutant would make mutmut run every one.)
         Path("mutants").mkdir(exist_ok=True)
-        mutmut("run", "--max-children", args.max_children, "autolabel.pipeline.*__mutmut_1")
+        mutmut("run", "--max-children", args.max_children, f"{args.modules[0]}.*__mutmut_1")
     results = verdicts()
     wanted = {"not checked", SURVIVED} if args.rerun else {"not checked"}
     for _ in range(3):  # mutmut regenerates the mutants of an edited module when it runs: then draw again

@@ -75,9 +75,14 @@ def test_label_studio_retrieves_predictions_from_the_backend_and_asks_it_for_mas
     tasks = {t.id: t for t in sdk.tasks.list(project=project.id)}
     assert len(tasks) == 2 and all(t.data["image"].startswith("/data/upload/") for t in tasks.values())
 
-    served = Served([str(pipeline), "--output", str(tmp_path / "out")], tmp_path / "serve.log")
+    # basic auth on both sides: Label Studio's setup call then proves where it comes from, and the backend reads
+    # /data/upload/ files with the URL and token it sent (no LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY here)
+    secrets = {"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "ml-backend-pass"}
+    served = Served([str(pipeline), "--output", str(tmp_path / "out")], tmp_path / "serve.log", extra_env=secrets)
+    auth = (secrets["BASIC_AUTH_USER"], secrets["BASIC_AUTH_PASS"])
     try:
-        backend = sdk.ml.create(project=project.id, url=served.url, title="autolabel", is_interactive=True)
+        backend = sdk.ml.create(project=project.id, url=served.url, title="autolabel", is_interactive=True,
+                                auth_method="BASIC_AUTH", basic_auth_user=auth[0], basic_auth_pass=auth[1])
         backend = sdk.ml.get(backend.id)
         assert backend.state == "CO" and backend.model_version == "serve-test"  # health + setup answered
         # the project selects the backend by its title; annotators then see the backend's model_version
@@ -99,7 +104,7 @@ def test_label_studio_retrieves_predictions_from_the_backend_and_asks_it_for_mas
             labeled = [r for r in p.result if r["type"].endswith("labels")]
             assert labeled and len({r["id"] for r in labeled}) == len(labeled)  # one region per object
             assert {r["from_name"] for r in labeled} <= {"bbox", "seg"}  # the project's names
-        stats = httpx.get(served.url + "/health").json()["stats"]
+        stats = httpx.get(served.url + "/health", auth=auth).json()["stats"]
         assert (stats["from_store"], stats["model_images"]) == (1, 1)  # one task answered from the store
 
         # a smart keypoint through Label Studio's interactive-annotating endpoint → a brush mask
@@ -111,7 +116,7 @@ def test_label_studio_retrieves_predictions_from_the_backend_and_asks_it_for_mas
         assert r.status_code == 200, r.text
         (region,) = r.json()["data"]["result"]
         assert (region["type"], region["from_name"], region["value"]["brushlabels"]) == ("brushlabels", "seg", ["cat"])
-        assert httpx.get(served.url + "/health").json()["stats"]["encoder_calls"] == 1
+        assert httpx.get(served.url + "/health", auth=auth).json()["stats"]["encoder_calls"] == 1
         assert TOKEN not in served.log_text()
     finally:
         assert served.stop() == 0

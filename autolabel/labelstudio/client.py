@@ -65,10 +65,19 @@ def api_key_from_env(environ: dict[str, str] | None = None) -> str:
 
 
 def normalize_url(url: str) -> str:
-    """``http://host:8080/`` → ``http://host:8080``; a URL without a scheme is an error, not a guess."""
+    """``http://host:8080/`` → ``http://host:8080``; a URL without a scheme is an error, not a guess, and so are
+    credentials in it (httpx would send them instead of the API key; they would be printed and stored with the
+    URL): the message masks them."""
+    import re
+    from urllib.parse import urlsplit
+
     url = url.strip().rstrip("/")
+    shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@\s]*@", lambda m: (m.group(1) or "") + "***@", url)
     if not url.startswith(("http://", "https://")):
-        raise AutolabelError(f"--url: expected http://HOST:PORT or https://HOST (got {url!r})")
+        raise AutolabelError(f"--url: expected http://HOST:PORT or https://HOST (got {shown!r})")
+    if "@" in urlsplit(url).netloc:
+        raise AutolabelError(f"--url: credentials in the URL ({shown}) are not used: remove them and put the token "
+                             "in LABEL_STUDIO_API_KEY")
     return url
 
 

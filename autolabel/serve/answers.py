@@ -5,12 +5,16 @@ Lookups use a connection per request thread (SQLite in WAL mode: reads never wai
 ``sha256`` that is added to the store once (``CREATE INDEX IF NOT EXISTS``: invisible to everything else).
 Write-back goes through :class:`autolabel.store.Store` itself, on a writer thread of its own (a SQLite
 connection belongs to its thread), as one run of kind ``serve`` that stays open while the server runs and is
-closed with its counts at shutdown.
+closed with its counts at shutdown. An image that came over HTTP (or through Label Studio) is kept as a file in
+the output folder (``serve-images/``, named by its content hash): the store's path of every image must be a file
+the exports can read again — a URL behind a token or gone tomorrow is not.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
@@ -21,6 +25,9 @@ from typing import Any
 from ..errors import AutolabelError
 from ..store import DB_NAME, ImageResult, Store
 
+#: where write-back keeps the images that are not local files, under the output folder
+IMAGES_DIR = "serve-images"
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 _COLUMNS = ("id", "path", "rel_path", "sha256", "width", "height", "status", "reason", "labels")
 
 
@@ -70,6 +77,20 @@ class StoreAnswers:
         item = dict(zip(_COLUMNS, row))
         item["labels"] = json.loads(item["labels"]) if item["labels"] else None
         return item
+
+    def image_path(self, digest: str, data: bytes, rel_path: str, local: str | None) -> str:
+        """The path the store records for an image: the local file it was read from, else a copy of its bytes
+        kept under ``serve-images/`` (written once per content, atomically)."""
+        if local is not None:
+            return local
+        suffix = _SUFFIX.search(rel_path)
+        path = self.folder / IMAGES_DIR / digest[:2] / (digest + (suffix.group(0).lower() if suffix else ""))
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return str(path)
 
     def _open(self) -> None:
         self._store = Store(self.folder)

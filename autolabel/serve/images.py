@@ -1,50 +1,44 @@
-"""The bytes behind a task's image reference, fetched the ways Label Studio references images.
+"""The bytes behind a task's image reference, fetched the ways Label Studio references images, within the request's
+budget (:class:`~.limits.Budget`: bytes, time) and the per-image cap.
 
-* ``/data/local-files/?d=…`` and ``/data/upload/…``: through the Label Studio server, with its URL and token (from
-  the setup call, or ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``, which win when set);
-* ``http(s)://…``: fetched directly; the token is sent only to the Label Studio server itself, never elsewhere;
-* anything else: a local path (or ``file://``) on the backend's machine.
+* ``/data/upload/…`` and ``/data/local-files/?d=…``: through Label Studio, with its URL and token
+  (:mod:`.access`: the operator's, or a proven setup call's);
+* ``http(s)://…``: fetched directly, redirects followed by hand (at most :data:`MAX_REDIRECTS`), every hop
+  checked by the host policy on the address actually connected to (:mod:`.network`). The token is sent on a hop
+  only while the whole chain has stayed on Label Studio's files; a URL of Label Studio's that is not one of its
+  files is refused, with or without the token;
+* ``/abs/path`` and ``file:///abs/path``: under the operator's ``--local-root`` folders only (:mod:`.localfiles`).
 
-With ``allowed_hosts`` set, every URL — the Label Studio server's included, and every redirect hop — must resolve
-only to addresses of those hosts (names, IPs or CIDR networks), so a task cannot make the backend fetch from
-inside a network it should not reach. The token never appears in an error message.
+Every read is bounded: a chunk loop with a hard cap on bytes, and a timeout no longer than what is left of the
+request's time (a source trickling a byte at a time ends at the deadline). Proxy variables and ``.netrc`` are
+ignored (``trust_env`` off): a fetch never goes anywhere the policy did not check, with credentials it did not
+choose. The token never appears in an error message or log line.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import socket
+import json
+import ssl
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urljoin, urlparse
+from collections.abc import Iterable
+from functools import cache
+from urllib.parse import unquote, urljoin, urlsplit
 
-import httpx
+import httpcore
 
+from .access import KEY_ENV, Access, redact
+from .limits import Budget, exceeded
+from .localfiles import LocalRoots
+from .network import HostPolicy, PinnedBackend
 from .protocol import RequestError
 
-#: an image larger than this is refused before it is read whole
-MAX_BYTES = 256 * 1024 * 1024
 MAX_REDIRECTS = 5
-URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
-
-
-@dataclass(frozen=True)
-class Access:
-    """Where Label Studio is and the token to read its files with (either may be unknown)."""
-
-    url: str | None = None
-    token: str | None = None
-
-    @classmethod
-    def of(cls, url: str | None, token: str | None, environ: dict[str, str] | None = None) -> Access:
-        """``url`` / ``token`` (from a setup call), with the environment's values taking precedence."""
-        env = os.environ if environ is None else environ
-        url = (env.get(URL_ENV) or url or "").strip().rstrip("/") or None
-        token = (env.get(KEY_ENV) or token or "").strip() or None
-        return cls(url, token)
+#: one network operation (connect, one read) never waits longer than this, whatever time the request has left
+IO_TIMEOUT = 30.0
+_REDIRECTS = (301, 302, 303, 307, 308)
+_NETWORK_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
+                   httpcore.UnsupportedProtocol, httpcore.ProxyError)
 
 
 def rel_path(ref: str) -> str:
@@ -53,7 +47,7 @@ def rel_path(ref: str) -> str:
     >>> rel_path("/data/local-files/?d=photos/a%20b.jpg"), rel_path("/data/upload/3/x.png")
     ('photos/a b.jpg', 'upload/3/x.png')
     """
-    parsed = urlparse(ref)
+    parsed = urlsplit(ref)
     if parsed.path.rstrip("/").endswith("/data/local-files"):
         for part in parsed.query.split("&"):
             if part.startswith("d="):
@@ -63,107 +57,79 @@ def rel_path(ref: str) -> str:
     return unquote(parsed.path.lstrip("/")) or ref
 
 
-class HostPolicy:
-    """Which hosts URLs may resolve to: ``None`` allows all; else names, IP addresses or networks."""
-
-    def __init__(self, allowed: list[str] | None):
-        self.allowed = [a.strip() for a in allowed or [] if a.strip()] or None
-
-    def check(self, url: str) -> None:
-        if self.allowed is None:
-            return
-        host = urlparse(url).hostname
-        if not host:
-            raise RequestError(400, f"{_safe(url)}: no host in the URL")
-        mine = _addresses(host)
-        if not mine:
-            raise RequestError(502, f"{host}: cannot resolve the host name")
-        networks = []
-        for entry in self.allowed:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                networks.extend(ipaddress.ip_network(a) for a in _addresses(entry))
-        outside = [a for a in mine if not any(a in n for n in networks)]
-        if outside:
-            raise RequestError(403, f"{host} resolves to {outside[0]}, outside --allowed-hosts "
-                                    f"({', '.join(self.allowed)}); add the host there if it is trusted")
-
-
-def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError):
-        return []
-    return sorted({ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}, key=str)
-
-
-def _safe(url: str) -> str:
-    """A URL for messages: without query string (tokens and signatures live there)."""
-    parsed = urlparse(url)
-    return parsed._replace(query="", fragment="").geturl() if parsed.query else url
-
-
 class Fetcher:
-    """Fetches image bytes; one pooled HTTP client shared by the request threads."""
+    """Fetches image bytes; one connection pool shared by the request threads."""
 
-    def __init__(self, allowed_hosts: list[str] | None = None, timeout: float = 30.0):
-        self.policy = HostPolicy(allowed_hosts)
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False)
+    def __init__(self, roots: LocalRoots | None = None, policy: HostPolicy | None = None,
+                 backend: PinnedBackend | None = None, io_timeout: float = IO_TIMEOUT):
+        self.roots = roots or LocalRoots()
+        self.policy = policy or HostPolicy()
+        self.io_timeout = io_timeout
+        self.pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), max_connections=64,
+                                            keepalive_expiry=30.0,
+                                            network_backend=backend or PinnedBackend(self.policy))
         self._bearer: dict[str, tuple[str, float]] = {}  # personal access token → (access token, expiry)
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.client.close()
+        self.pool.close()
 
-    def fetch(self, ref: str, access: Access) -> bytes:
-        """The bytes of ``ref`` or a RequestError (4xx: the reference or setup is wrong; 502: the source failed)."""
+    def fetch(self, ref: str, access: Access, budget: Budget) -> tuple[bytes, str | None]:
+        """The bytes of ``ref`` and, for a local file, its resolved path; a RequestError otherwise (4xx: the
+        reference, the setup or a limit; 502: the source failed)."""
+        budget.remaining()
+        cap = budget.limits.max_image_bytes
         if ref.startswith("/data/"):
-            if not access.url:
-                raise RequestError(400, f"{_safe(ref)}: a Label Studio file, but the backend does not know Label "
-                                        f"Studio's URL: connect it from the project (setup sends it) or set {URL_ENV}")
-            return self._http(access.url + ref, access)
+            return self._http(access.file_url(ref), access, budget, on_label_studio=True), None
         if ref.startswith(("http://", "https://")):
-            return self._http(ref, access)
+            return self._http(ref, access, budget, on_label_studio=access.is_file_url(ref)), None
         if ref.startswith(("s3://", "gs://", "azure-blob://", "gcs://")):
-            raise RequestError(400, f"{_safe(ref)}: cloud storage references cannot be read here: turn on "
+            raise RequestError(400, f"{redact(ref)}: cloud storage references cannot be read here: turn on "
                                     "'Use pre-signed URLs' in the project's storage settings")
-        path = Path(unquote(ref[len("file://"):]) if ref.startswith("file://") else ref)
-        try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
-                raise RequestError(413, f"{ref}: {size} bytes is larger than {MAX_BYTES} bytes")
-            return path.read_bytes()
-        except OSError as err:
-            raise RequestError(404, f"{ref}: cannot read the image ({err.strerror or err})") from None
+        if ref.startswith(("file://", "/")):
+            return self.roots.read(ref, cap, budget.charge_bytes)
+        raise RequestError(400, f"{redact(ref)}: not an image reference this backend reads (an http(s) URL, a Label "
+                                "Studio /data/ file, or an absolute local path under --local-root)")
 
-    def _http(self, url: str, access: Access) -> bytes:
+    def _http(self, url: str, access: Access, budget: Budget, on_label_studio: bool) -> bytes:
+        """GET ``url``, following redirects by hand; ``on_label_studio``: the chain starts at one of Label
+        Studio's files (the token may be sent while it stays on them)."""
         for _ in range(MAX_REDIRECTS + 1):
-            self.policy.check(url)
-            ours = bool(access.url and access.token and _same_origin(url, access.url))
-            headers = {"Authorization": self._authorization(access)} if ours else {}
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise RequestError(400, f"{redact(url)}: only http(s) URLs are fetched")
+            if access.same_origin(url) and not access.is_file_url(url):
+                raise RequestError(403, f"{redact(url)}: a Label Studio URL that is not one of its files "
+                                        "(/data/upload/, /data/local-files/): not fetched")
+            on_label_studio = on_label_studio and access.is_file_url(url)
+            headers = [(b"Authorization", self._authorization(access, budget).encode())] \
+                if on_label_studio and access.token else []
             try:
-                with self.client.stream("GET", url, headers=headers) as response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
+                with self.pool.stream("GET", url, headers=headers, extensions=self._timeouts(budget)) as response:
+                    if response.status in _REDIRECTS:
+                        location = _header(response.headers, b"location")
+                        if not location:
+                            raise RequestError(502, f"{redact(url)}: a redirect without a Location")
+                        url = urljoin(url, location)
                         continue
-                    if response.status_code != 200:
-                        hint = " (the token was refused: reconnect the model or check LABEL_STUDIO_API_KEY)" \
-                            if response.status_code in (401, 403) and ours else ""
-                        raise RequestError(502, f"{_safe(url)}: answered {response.status_code}{hint}")
-                    chunks, total = [], 0
-                    for chunk in response.iter_bytes():
-                        total += len(chunk)
-                        if total > MAX_BYTES:
-                            raise RequestError(413, f"{_safe(url)}: larger than {MAX_BYTES} bytes")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-            except httpx.HTTPError as err:
-                raise RequestError(502, f"{_safe(url)}: cannot fetch the image ({type(err).__name__})") from None
-        raise RequestError(502, f"{_safe(url)}: more than {MAX_REDIRECTS} redirects")
+                    if response.status != 200:
+                        hint = "" if response.status not in (401, 403) or not on_label_studio else \
+                            " (the token was refused: check LABEL_STUDIO_API_KEY)" if headers else \
+                            f" (no token: set {KEY_ENV} where the backend runs)"
+                        raise RequestError(502, f"{redact(url)}: answered {response.status}{hint}")
+                    return _read(response.iter_stream(), url, budget)
+            except _NETWORK_ERRORS as err:
+                budget.remaining()  # a timeout at the deadline is the request's time running out: a 408
+                raise RequestError(502, f"{redact(url)}: cannot fetch the image ({type(err).__name__})") from None
+        raise RequestError(502, f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
 
-    def _authorization(self, access: Access) -> str:
-        """``Token <key>`` for a legacy token; a personal access token (a JWT) is exchanged for a Bearer token."""
+    def _timeouts(self, budget: Budget) -> dict[str, dict[str, float]]:
+        timeout = min(self.io_timeout, budget.remaining())
+        return {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+
+    def _authorization(self, access: Access, budget: Budget) -> str:
+        """``Token <key>`` for a legacy token; a personal access token (a JWT) is exchanged for a Bearer token at
+        Label Studio's own ``/api/token/refresh/`` (and cached for 4 minutes)."""
         token = access.token or ""
         if token.count(".") != 2:
             return f"Token {token}"
@@ -171,19 +137,51 @@ class Fetcher:
             cached = self._bearer.get(token)
             if cached and cached[1] > time.monotonic():
                 return f"Bearer {cached[0]}"
-            refresh = access.url + "/api/token/refresh/"
-            self.policy.check(refresh)
             try:
-                response = self.client.post(refresh, json={"refresh": token})
-                response.raise_for_status()
-                bearer = response.json()["access"]
-            except (httpx.HTTPError, KeyError, ValueError):
+                with self.pool.stream("POST", f"{access.url}/api/token/refresh/", content=json.dumps(
+                        {"refresh": token}).encode(), headers=[(b"Content-Type", b"application/json")],
+                        extensions=self._timeouts(budget)) as response:
+                    if response.status != 200:
+                        raise ValueError
+                    body = b"".join(_capped(response.iter_stream(), 65536))
+                bearer = str(json.loads(body)["access"])
+            except (*_NETWORK_ERRORS, KeyError, TypeError, ValueError):
                 raise RequestError(502, f"{access.url}: the personal access token was refused; create a new one "
                                         f"(Account & Settings) and set {KEY_ENV}") from None
             self._bearer[token] = (bearer, time.monotonic() + 240.0)
             return f"Bearer {bearer}"
 
 
-def _same_origin(url: str, base: str) -> bool:
-    a, b = urlparse(url), urlparse(base)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's verified TLS context (certifi's roots, or SSL_CERT_FILE / SSL_CERT_DIR), built once per process."""
+    from httpx import create_ssl_context
+
+    return create_ssl_context()
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in headers if k.lower() == name), None)
+
+
+def _capped(chunks: Iterable[bytes], cap: int) -> Iterable[bytes]:
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > cap:
+            raise ValueError(f"over {cap} bytes")
+        yield chunk
+
+
+def _read(chunks: Iterable[bytes], url: str, budget: Budget) -> bytes:
+    """The body, chunk by chunk: the per-image cap, the request's byte budget and its deadline checked on each."""
+    cap = budget.limits.max_image_bytes
+    out, total = [], 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > cap:
+            raise exceeded("max_image_bytes", f"{redact(url)}: larger than {cap} bytes", cap)
+        budget.charge_bytes(len(chunk))
+        budget.remaining()
+        out.append(chunk)
+    return b"".join(out)

@@ -28,6 +28,21 @@ class Embedded:
     resized: tuple[int, int]  # the model's input frame (height, width) before padding
 
 
+def model_prompt(entry: Embedded, prompt: Prompt) -> dict[str, np.ndarray]:
+    """The prompt in the model's input frame: points and box scaled from the image's pixels by the resize the
+    processor applied (SAM: longest side to its size, aspect kept; SAM 2: both sides to its square), as the
+    processor's own ``input_points`` / ``input_boxes`` handling does (tests/test_serve_units.py checks it)."""
+    (height, width), (rh, rw) = entry.size, entry.resized
+    scale = np.array([rw / width, rh / height], dtype=np.float32)
+    out: dict[str, np.ndarray] = {}
+    if prompt.points:
+        out["input_points"] = np.asarray(prompt.points, np.float32) * scale
+        out["input_labels"] = np.asarray(prompt.point_labels, np.int64)
+    if prompt.box is not None:
+        out["input_boxes"] = np.asarray(prompt.box, np.float32) * np.concatenate([scale, scale])
+    return out
+
+
 class Interactive:
     """Masks for clicks and boxes with a per-image embedding cache of ``cache_size`` images."""
 
@@ -73,17 +88,11 @@ class Interactive:
         import torch
 
         entry = self.embed(key, image)
-        (height, width), (rh, rw) = entry.size, entry.resized
-        scale = np.array([rw / width, rh / height], dtype=np.float32)
         device, dtype = self.segmenter.device, self.segmenter.dtype
         kwargs: dict[str, Any] = {}
-        if prompt.points:
-            points = np.asarray(prompt.points, np.float32) * scale
-            kwargs["input_points"] = torch.as_tensor(points, device=device, dtype=dtype)[None, None]
-            kwargs["input_labels"] = torch.as_tensor(prompt.point_labels, device=device, dtype=torch.long)[None, None]
-        if prompt.box is not None:
-            box = np.asarray(prompt.box, np.float32) * np.concatenate([scale, scale])
-            kwargs["input_boxes"] = torch.as_tensor(box, device=device, dtype=dtype)[None, None]
+        for name, array in model_prompt(entry, prompt).items():
+            kind = torch.long if name == "input_labels" else dtype
+            kwargs[name] = torch.as_tensor(array, device=device, dtype=kind)[None, None]
         multimask = len(prompt.points) == 1 and prompt.box is None
         embedding = entry.embedding
         with torch.inference_mode():

@@ -16,11 +16,14 @@ renamed here to the project's controls (:func:`adapt_regions`): a project labels
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 #: the export's control names → the control tag they stand for in any project's config
 OUR_CONTROLS = {"label": "RectangleLabels", "polygon": "PolygonLabels", "mask": "BrushLabels"}
+#: how far past 100 % a smart-tool coordinate may be (Label Studio's float rounding); it is clipped to 100
+_ROUNDING = 0.01
 #: per-region and image-level text areas of the export, matched by name (they carry no labels)
 OUR_TEXTS = ("transcription", "review", "caption", "ocr")
 
@@ -152,24 +155,35 @@ def parse_prompt(context: dict[str, Any], config: Config, width: int, height: in
             raise RequestError(400, f"context.result[{i}]: unknown control name {name!r} (the labeling config has: "
                                     f"{', '.join(config.controls) or 'none'})")
         try:
-            x, y = float(value["x"]) * width / 100.0, float(value["y"]) * height / 100.0
             if kind in ("keypointlabels", "keypoint"):
-                points.append((x, y))
+                points.append((_percent(value, "x") * width / 100.0, _percent(value, "y") * height / 100.0))
                 labels.append(0 if region.get("is_positive") is False else 1)
             elif kind in ("rectanglelabels", "rectangle"):
-                w, h = float(value["width"]) * width / 100.0, float(value["height"]) * height / 100.0
-                box = (x, y, x + w, y + h)
+                x0, y0 = _percent(value, "x"), _percent(value, "y")
+                x1, y1 = _percent(value, "width", x0), _percent(value, "height", y0)
+                box = (x0 * width / 100.0, y0 * height / 100.0, x1 * width / 100.0, y1 * height / 100.0)
             else:
                 continue
         except (KeyError, TypeError, ValueError):
-            raise RequestError(400, f"context.result[{i}]: a {kind} needs numeric value.x, value.y"
-                                    + (", value.width, value.height" if "rect" in str(kind) else "")) from None
+            raise RequestError(400, f"context.result[{i}]: a {kind} needs value.x, value.y"
+                                    + (", value.width, value.height" if "rect" in str(kind) else "")
+                                    + " as numbers in 0..100 (percent of the image)") from None
         chosen = value.get(kind) if isinstance(value.get(kind), list) else None
         label = chosen[0] if chosen else label
     if not points and box is None:
         raise RequestError(400, "context.result holds no keypoint or rectangle: use a smart KeyPointLabels or "
                                 "RectangleLabels tool (smart=\"true\")")
     return Prompt(points=points, point_labels=labels, box=box, label=label)
+
+
+def _percent(value: dict[str, Any], key: str, start: float = 0.0) -> float:
+    """``start + value[key]`` (a position, or a position plus a size), a percentage of the image: the value is
+    finite and not negative, the sum at most 100 (a hair over — Label Studio's rounding — is clipped); else
+    ValueError."""
+    number = float(value[key])
+    if not (math.isfinite(number) and number >= 0.0 and start + number <= 100.0 + _ROUNDING):
+        raise ValueError(key)
+    return min(start + number, 100.0)
 
 
 def adapt_regions(result: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
@@ -205,7 +219,11 @@ def adapt_regions(result: list[dict[str, Any]], config: Config) -> list[dict[str
 
 
 def brush_region(mask: Any, label: str, score: float, config: Config, region_id: str) -> dict[str, Any]:
-    """A SAM mask ((H, W) bool) as a ``brushlabels`` region of the config's BrushLabels control, Label Studio RLE."""
+    """A SAM mask ((H, W) bool) as a ``brushlabels`` region of the config's BrushLabels control, Label Studio RLE.
+
+    The score is SAM's predicted IoU, clipped to 0..1 (Label Studio's range): the IoU head is a regression that
+    can overshoot either end.
+    """
     import numpy as np
     from label_studio_sdk.converter.brush import mask2rle
 
@@ -218,7 +236,7 @@ def brush_region(mask: Any, label: str, score: float, config: Config, region_id:
         "id": region_id, "from_name": control.name, "to_name": config.image, "type": "brushlabels",
         "original_width": int(width), "original_height": int(height), "image_rotation": 0,
         "value": {"format": "rle", "rle": mask2rle(mask.astype(np.uint8) * 255), "brushlabels": [label]},
-        "score": round(float(score), 5),
+        "score": round(min(max(float(score), 0.0), 1.0), 5) if math.isfinite(float(score)) else 0.0,
     }
 
 

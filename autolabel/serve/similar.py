@@ -4,50 +4,62 @@ CVAT's and X-AnyLabeling's "click one, get all", on SAM 3. In the project's labe
 ``RectangleLabels`` control on the image has a label named ``find similar`` (any case; ``find_similar`` too) beside
 the classes, with ``smart="true"`` and ``choice="multiple"``. The reviewer draws a box around one object and picks
 *find similar* and the object's class; Label Studio sends it as a smart-tool context, and the answer is one region
-per instance SAM 3 finds with that box as its only (positive) exemplar — boxes and masks on the project's own
-controls, labelled with the chosen class. Several *find similar* rectangles in one request are several examples
+per instance SAM 3 finds with that box as its only (positive) exemplar — its mask where the project's config has
+a brush or polygon control, else its box (docs/reference/labelstudio-regions.md), labelled with the chosen
+class. Several *find similar* rectangles in one request are several examples
 of the same concept. Without a class beside the marker, a control whose only other label is one class uses it.
 
 The SAM 3 model is the pipeline's first ``type: sam3`` model; the threshold, mask threshold and instance cap are
 those of the pipeline's first ``concepts`` stage on it (else the model's defaults). Requests share the one model
-lock with everything else the backend runs. Limits: at most :data:`MAX_EXAMPLES` rectangles per request.
+queue with everything else the backend runs (smart tools first). Limits: at most :data:`MAX_EXAMPLES` rectangles
+per request, and the request limits of every smart tool (bytes, pixels, time).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..intake import decode
 from ..labels import Labels
 from ..records import to_record
 from .images import rel_path
 from .protocol import Config, RequestError, Task
+from .workers import FIRST
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from ..pipeline import Pipeline
-    from .images import Access
+    from .access import Access
+    from .images import Fetcher
+    from .limits import Budget, Ticket
 
 log = logging.getLogger("autolabel.serve")  # the backend's logger (one name: one logger)
 
 
 class Backend(Protocol):
     """What "find similar" uses of the backend that calls it (:class:`autolabel.serve.backend.Backend`): its
-    pipeline and models, its image fetch, the lock all model work runs under, its counters and prediction shape."""
+    pipeline and models, its image fetch and decode (charged to the request's budget), the model's queue, its
+    counters and prediction shape."""
 
     pipeline: Pipeline
-    _model_lock: threading.Lock
+    fetcher: Fetcher
 
-    def _fetch(self, task: Task, access: Access) -> tuple[bytes, str]: ...
+    def _fetch(self, task: Task, access: Access, budget: Budget) -> Any: ...  # data, digest, local path
+
+    def _decode(self, task: Task, data: bytes, budget: Budget) -> Image.Image: ...
+
+    def _on_model(self, fn: Callable[..., Any], *args: Any, budget: Budget, priority: int) -> Any: ...
 
     def count(self, **amounts: int) -> None: ...
 
     def _prediction(self, row: dict[str, Any], config: Config) -> dict[str, Any]: ...
+
 
 #: the label that turns a smart rectangle into a "find similar" request
 MARKER = "find similar"
@@ -106,27 +118,29 @@ def examples(context: dict[str, Any], config: Config, width: int, height: int) -
     return np.stack(boxes), classes[0]
 
 
-def answer(backend: "Backend", task: Task, context: dict[str, Any], config: Config, access: "Access") -> dict[str, Any]:
+def answer(backend: "Backend", task: Task, context: dict[str, Any], config: Config, access: "Access",
+           ticket: "Ticket", budget: "Budget") -> dict[str, Any]:
     """One prediction for ``task``: every instance similar to the *find similar* rectangles, as the project's
-    regions (the Label Studio export's builder, renamed to the project's controls and validated)."""
+    regions (the Label Studio export's builder, renamed to the project's controls and validated). The request's
+    limits hold as for any smart tool: its fetch and decode are charged to ``budget``, the model call waits in the
+    model's queue no longer than the request's time."""
     from ..models.concepts import ConceptPrompt
 
     name, model = _model(backend)
     ontology = backend.pipeline.spec.ontology
-    data, digest = backend._fetch(task, access)
-    try:
-        image = decode(data, backend.pipeline.config.max_image_pixels)
-    except ValueError as err:
-        raise RequestError(422, f"task {task.id}: {task.image}: {err}") from None
+    fetched = backend._fetch(task, access, budget)
+    image = backend._decode(task, fetched.data or b"", budget)
+    digest = fetched.digest
     boxes, label = examples(context, config, image.width, image.height)
     if label not in ontology.prompts:
         raise RequestError(400, f"find similar: class {label!r} is not one of the pipeline's ontology "
                                 f"({', '.join(ontology.classes) or 'empty'})")
     options = _options(backend, name, model)
     t0 = time.perf_counter()
-    with backend._model_lock:
-        (found,) = model.segment_concepts([image], [[ConceptPrompt(None, boxes, np.ones(len(boxes), bool))]],
-                                          **options)
+    prompts = [[ConceptPrompt(None, boxes, np.ones(len(boxes), bool))]]
+    ticket.to_model()
+    (found,) = backend._on_model(lambda: model.segment_concepts([image], prompts, **options), budget=budget,
+                                 priority=FIRST)
     backend.count(similar=1)
     labels = Labels(width=image.width, height=image.height)
     if len(found):
@@ -140,7 +154,8 @@ def answer(backend: "Backend", task: Task, context: dict[str, Any], config: Conf
             data={"class_name": np.full(len(found), label, dtype=object),
                   "query_score": found.query_scores, "presence_score": found.presence_scores},
         ), stage="find_similar")
-    row = {"id": task.id or 0, "path": task.image, "sha256": digest, "rel_path": rel_path(task.image),
+    stored_as = backend.fetcher.roots.relative(fetched.local) if fetched.local else rel_path(task.image)
+    row = {"id": task.id or 0, "path": task.image, "sha256": digest, "rel_path": stored_as,
            "width": image.width, "height": image.height, "labels": to_record(labels)}
     prediction = backend._prediction(row, config)
     log.info("find similar: task %s: %d instance(s) of %r in %.2f s", task.id, len(found), label,
