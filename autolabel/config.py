@@ -242,7 +242,7 @@ class PushSpec(_Strict):
     def _no_credentials(cls, url: str) -> str:
         """``user:pass@`` in the URL would be sent instead of the API key, and stored in run.json with the URL."""
         if "@" in urlsplit(url.strip()).netloc:
-            raise _invalid("credentials in the URL are not used: remove them and put the token in "
+            raise invalid("credentials in the URL are not used: remove them and put the token in "
                            "LABEL_STUDIO_API_KEY")
         return url
 
