@@ -53,15 +53,7 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
         problems.append(f'no <RectangleLabels>, <PolygonLabels> or <BrushLabels> with toName="{image}" (add one with '
                         f"the ontology's classes as labels: {', '.join(classes)})")
     for control in used:
-        where = f"control {control.name!r}"
-        labels = list(getattr(control, "labels", []) or [])
-        missing = [label for label in classes if label not in labels]
-        extra = [label for label in labels if label not in classes]
-        if missing:
-            problems.append(f"{where}: missing label(s) {', '.join(missing)} (the ontology's classes)")
-        if extra:
-            problems.append(f"{where}: label(s) {', '.join(extra)} are not in the ontology "
-                            f"(known: {', '.join(classes)})")
+        problems += _label_problems(f"control {control.name!r}", list(getattr(control, "labels", []) or []), classes)
     controls = {c.name: c for c in have.controls}
     for name, per_region in TEXT_AREAS.items():
         got = controls.get(name)
@@ -103,15 +95,18 @@ def _same_tags(have: Any, want: Any) -> list[str]:
             continue
         if list(got.to_name) != list(control.to_name):
             problems.append(f"{where}: toName is {','.join(got.to_name)!r}, expected {','.join(control.to_name)!r}")
-        labels, wanted = list(getattr(got, "labels", []) or []), list(getattr(control, "labels", []) or [])
-        missing = [label for label in wanted if label not in labels]
-        extra = [label for label in labels if label not in wanted]
-        if missing:
-            problems.append(f"{where}: missing label(s) {', '.join(missing)} (the ontology's classes)")
-        if extra:
-            problems.append(f"{where}: label(s) {', '.join(extra)} are not in the ontology "
-                            f"(known: {', '.join(wanted)})")
+        problems += _label_problems(where, list(getattr(got, "labels", []) or []),
+                                    list(getattr(control, "labels", []) or []))
     return problems
+
+
+def _label_problems(where: str, labels: list[str], classes: list[str]) -> list[str]:
+    """A labels control's problems: the ontology's classes it lacks, and labels that are none of them."""
+    missing = [label for label in classes if label not in labels]
+    extra = [label for label in labels if label not in classes]
+    return ([f"{where}: missing label(s) {', '.join(missing)} (the ontology's classes)"] if missing else []) + (
+        [f"{where}: label(s) {', '.join(extra)} are not in the ontology (known: {', '.join(classes)})"]
+        if extra else [])
 
 
 def find_project(conn: Connection, name_or_id: str) -> Any | None:
