@@ -26,7 +26,7 @@ from autolabel import Pipeline
 from autolabel.store import Store
 
 pytestmark = pytest.mark.slow  # real (tiny) models, two runs each
-PIPELINES = Path(__file__).parents[1] / "pipelines"
+PIPELINES = Path(__file__).parents[2] / "pipelines"
 #: one answer for every Florence-2 task: a class, a box, and (read as OCR) a quad
 ANSWER = "person<loc_100><loc_200><loc_300><loc_400><loc_300><loc_600><loc_100><loc_600>"
 

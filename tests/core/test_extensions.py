@@ -13,7 +13,7 @@ from autolabel.config import EXPORT_FORMATS, EXPORT_MODELS, ExportSpec
 from autolabel.filters import STAGES as FILTERS
 from autolabel.registry import import_object
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 

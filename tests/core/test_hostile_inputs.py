@@ -1,9 +1,9 @@
 """What a user's folder can hold, met without a crash, a hang or a lost label (issue 20): names that are not UTF-8,
 special files, oversized files, link loops, the same file reached twice.
 
-In-process runs over tiny pipelines (tests/plugins.py's CenterBox): the point is the intake and the store, not a
+In-process runs over tiny pipelines (tests/support/plugins.py's CenterBox): the point is the intake and the store, not a
 model. The process-level behaviour (signals while a read hangs, exit codes, no traceback) is in
-tests/test_hostile_cli.py.
+tests/core/test_hostile_cli.py.
 """
 
 from __future__ import annotations

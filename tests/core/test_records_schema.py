@@ -56,7 +56,7 @@ def test_a_store_with_a_newer_record_version_is_refused(tmp_path: Path) -> None:
 
 
 def _doc_blocks(kind: str) -> list[str]:
-    page = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "record.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "record.md").read_text(encoding="utf-8")
     return re.findall(rf"```{kind}\n(.*?)```", page, flags=re.S)
 
 

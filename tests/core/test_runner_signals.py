@@ -1,6 +1,6 @@
 """SIGTERM and Ctrl-C inside this process: where the run stops, what it says, and that it leaves no handler behind.
 
-tests/test_kill_points.py checks the same stops through the ``autolabel`` command in a subprocess (exit code, no
+tests/core/test_kill_points.py checks the same stops through the ``autolabel`` command in a subprocess (exit code, no
 traceback); here the run is called in-process, which is fast and lets the test see the signal handlers themselves.
 """
 

@@ -28,7 +28,8 @@ from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import ExitCode
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
+SUPPORT = TESTS / "support"  # plugins: the test stages the workers import
 PIPELINES = TESTS.parent / "pipelines"
 WORKER_TITLE = b"MapBatches(LabelWorker)"  # in the process title Ray gives the executor's actors
 
@@ -39,7 +40,7 @@ def cluster() -> str:
     import ray
 
     previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent), previous or ""]).rstrip(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), str(TESTS.parent), previous or ""]).rstrip(os.pathsep)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address

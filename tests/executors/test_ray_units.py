@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_runner import make_images, pipeline_dict
+from runs import make_images, pipeline_dict
 
 from autolabel import Pipeline
 from autolabel.accounting import Account

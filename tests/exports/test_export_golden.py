@@ -2,9 +2,9 @@
 and compared byte for byte with the files under tests/golden/exports/expected.
 
 The inputs are committed (tests/golden/exports/inputs), so content hashes — and so the YOLO split — are fixed.
-After an intended change of an export, regenerate with ``AUTOLABEL_UPDATE_GOLDEN=1 pytest tests/test_export_golden.py``
-and review the diff: that run rewrites the files and skips the comparison (it never passes by comparing the
-files with themselves).
+After an intended change of an export, regenerate with ``AUTOLABEL_UPDATE_GOLDEN=1 pytest
+tests/exports/test_export_golden.py`` and review the diff: that run rewrites the files and skips the comparison (it
+never passes by comparing the files with themselves).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from plugins import export_pipeline
 
 from autolabel import Pipeline
 
-GOLDEN = Path(__file__).parent / "golden" / "exports"
+GOLDEN = Path(__file__).parents[1] / "golden" / "exports"
 EXPORTS = [
     {"format": "coco"},
     {"format": "coco", "path": "coco_rle.json", "segmentation": "rle", "captions": False},

@@ -65,7 +65,8 @@ with Store(out) as store:
 def peak(out: Path, **options: object) -> int:
     """The export's peak traced memory, measured in a fresh process (nothing else allocating beside it)."""
     assert parse(export_pipeline()).ontology.classes == EXPORT_ONTOLOGY
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    support = Path(__file__).parents[1] / "support"  # plugins, imported by the measured process
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(support), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", _PEAK, str(out), json.dumps(options)], capture_output=True,
                           text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr

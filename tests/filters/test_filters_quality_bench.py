@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "pipelines" / "quality-fld5b.yaml"
 IMAGES, SEED = 300, 0
 

@@ -1,6 +1,6 @@
 """Push and pull against a real Label Studio server (installed from the package index, started here).
 
-The first run installs label-studio into a cached virtualenv (see tests/lsserver.py): minutes, ~1 GB. If that
+The first run installs label-studio into a cached virtualenv (see tests/support/lsserver.py): minutes, ~1 GB. If that
 fails these tests fail with the reason; they do not skip.
 """
 

@@ -298,7 +298,7 @@ def test_the_plugin_authors_page_runs_as_written(capsys: pytest.CaptureFixture[s
 
     from autolabel.config import parse
 
-    page = (Path(__file__).parents[1] / "docs" / "vision-sharing.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "vision-sharing.md").read_text()
     blocks = re.findall(r"^```(\w+)\n(.*?)^```$", page, flags=re.M | re.S)
     assert [lang for lang, _ in blocks] == ["json", "yaml", "json", "yaml", "bash", "python", "python"]
     namespace: dict[str, Any] = {"__name__": "vision_sharing_page"}
@@ -319,7 +319,7 @@ def test_the_plugin_authors_page_runs_as_written(capsys: pytest.CaptureFixture[s
 
             words = shlex.split(text)
             assert words[0] == "autolabel"
-            root = Path(__file__).parents[1]
+            root = Path(__file__).parents[2]
             assert main([str(root / w) if w.startswith("pipelines/") else w for w in words[1:]]) == 0
             assert ": ok (2 models, 20 stages" in capsys.readouterr().out
     first, second, counts = capsys.readouterr().out.splitlines()

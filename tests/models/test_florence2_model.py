@@ -1,6 +1,6 @@
 """The Florence-2 model adapter: batched generation, token probabilities, parsing — on tiny scripted checkpoints.
 
-Each checkpoint (tests/tiny_florence.py) answers a known text whatever it is asked, each token with a known
+Each checkpoint (tests/support/tiny_florence.py) answers a known text whatever it is asked, each token with a known
 probability; so boxes are checked to the pixel and confidences to the digit.
 """
 

@@ -16,7 +16,7 @@ from autolabel.models.pool import ModelPool
 from autolabel.models.sam import Sam2
 from tiny_models import tiny
 
-PIPELINES = Path(__file__).parents[1] / "pipelines"
+PIPELINES = Path(__file__).parents[2] / "pipelines"
 
 
 def test_a_hub_model_missing_offline_names_the_model_and_both_fixes():

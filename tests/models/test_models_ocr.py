@@ -20,7 +20,7 @@ from autolabel.ontology import Ontology
 from autolabel.stage import Item, StageContext
 from autolabel.stages.ocr import Ocr, char_weighted_mean, page_text, quad_boxes, reading_order
 
-PIPELINE = Path(__file__).parents[1] / "pipelines" / "ocr.yaml"
+PIPELINE = Path(__file__).parents[2] / "pipelines" / "ocr.yaml"
 LINES = [((40, 30), "HELLO WORLD"), ((40, 130), "autolabel 2024")]
 
 

@@ -1,8 +1,8 @@
 """The ready pipelines of pipelines/ for detectors, segmenters and OCR validate without loading any model.
 
-Each is also run end to end: ocr.yaml for real (tests/test_models_ocr.py), grounding-sam2.yaml with tiny
-checkpoints swapped in by ``--set`` (tests/test_models_segment.py), owlv2.yaml here, sam3.yaml by hub id from a
-cache holding a tiny facebook/sam3 (tests/test_sam3_pipeline.py).
+Each is also run end to end: ocr.yaml for real (tests/models/test_models_ocr.py), grounding-sam2.yaml with tiny
+checkpoints swapped in by ``--set`` (tests/models/test_models_segment.py), owlv2.yaml here, sam3.yaml by hub id from a
+cache holding a tiny facebook/sam3 (tests/models/test_sam3_pipeline.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from autolabel import Pipeline
 from tiny_models import noise_image, tiny
 
-PIPELINES = Path(__file__).parents[1] / "pipelines"
+PIPELINES = Path(__file__).parents[2] / "pipelines"
 
 
 SUMMARIES = {

@@ -298,7 +298,7 @@ def test_shipped_grounding_sam2_pipeline_runs_with_tiny_checkpoints(tmp_path, mo
     sizes = write_inputs(tmp_path / "in")
     embeds = count(monkeypatch, Sam2Model, "get_image_embeddings")
     decodes = count(monkeypatch, Sam2Model, "forward")
-    pipeline = Pipeline.from_yaml(Path(__file__).parents[1] / "pipelines" / "grounding-sam2.yaml", [
+    pipeline = Pipeline.from_yaml(Path(__file__).parents[2] / "pipelines" / "grounding-sam2.yaml", [
         f"models.detector.id={tiny('grounding_dino')}", f"models.segmenter.id={tiny('sam2')}",
         "stages.0.box_threshold=0.0", "stages.0.text_threshold=0.0", "batch_size=2",
     ])

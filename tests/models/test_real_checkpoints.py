@@ -1,7 +1,7 @@
 """Checkpoints built from the hub's real files (tokenizers, processors, model types; tiny random weights), loaded the
 way a user's download is: from a folder, and by hub id from the Hugging Face cache with ``HF_HUB_OFFLINE=1``.
 
-See tests/real_checkpoints.py for how they are built and tests/fixtures/checkpoints/ for the files.
+See tests/support/real_checkpoints.py for how they are built and tests/fixtures/checkpoints/ for the files.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from autolabel.models.sam import Sam, Sam2
 from autolabel.registry import MODEL_GROUP, resolve
 from autolabel.store import Store
 
-PIPELINES = Path(__file__).parents[1] / "pipelines"
+PIPELINES = Path(__file__).parents[2] / "pipelines"
 COMMITS = {kind: f"{i:x}" * 40 for i, kind in enumerate(CHECKPOINTS, start=1)}  # one fake commit per checkpoint
 
 
@@ -55,7 +55,7 @@ def hub(tmp_path, monkeypatch):
 # -- model types
 def _docs() -> str:
     """README.md and every page of docs/, as one text."""
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     return "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").rglob("*.md"))])
 
 

@@ -1,6 +1,6 @@
 """SAM 3 model types on a checkpoint built from facebook/sam3's real files (tiny, sharpened weights: see
-tests/real_checkpoints.py): loading as a user's download is loaded, and answers checked against transformers' own
-path — one full forward per (image, prompt), then ``post_process_instance_segmentation`` — and against pairing
+tests/support/real_checkpoints.py): loading as a user's download is loaded, and answers checked against transformers'
+own path — one full forward per (image, prompt), then ``post_process_instance_segmentation`` — and against pairing
 errors (which image, which prompt, which neighbours, any batch and call size).
 
 The tiny checkpoint's answers depend on the image and the prompt (asserted before each pairing check: equal

@@ -20,7 +20,7 @@ from autolabel.errors import ExitCode
 from autolabel.records import from_record
 from autolabel.store import Store
 
-PIPELINE = Path(__file__).parents[1] / "pipelines" / "sam3.yaml"
+PIPELINE = Path(__file__).parents[2] / "pipelines" / "sam3.yaml"
 COMMIT = "3c879f39826c281e95690f02c7821c4de09afae7"
 #: the tiny checkpoint's scores are lower than the real model's: candidates from 0.2, the operating point 0.55
 OVERRIDES = ["stages.concepts.threshold=0.2", "stages.concepts.max_instances=6", "stages.score.threshold=0.55"]

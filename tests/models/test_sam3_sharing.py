@@ -1,9 +1,9 @@
 """SAM 3's detector (``concepts``) and tracker (``segment`` with ``sam3_tracker``) from one checkpoint: one backbone
 pass per image for both, counted where transformers runs the backbone, and labels exactly as without sharing.
 
-The tracker's vision encoder is the detector's backbone and its own neck (tests/test_sam3_model.py checks the weights
-come from those tensors of the file): only the backbone's output is shared; each model's neck is checked here against
-transformers' own methods, tensor for tensor. Weights that differ by one number never share.
+The tracker's vision encoder is the detector's backbone and its own neck (tests/models/test_sam3_model.py checks the
+weights come from those tensors of the file): only the backbone's output is shared; each model's neck is checked here
+against transformers' own methods, tensor for tensor. Weights that differ by one number never share.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Beam search made visible: a scripted Florence-2 (tests/scripted_florence.py) whose decoding *trees* make greedy
-decoding and beam search disagree, differently in each row of one batch.
+"""Beam search made visible: a scripted Florence-2 (tests/support/scripted_florence.py) whose decoding *trees* make
+greedy decoding and beam search disagree, differently in each row of one batch.
 
 * ``a.png`` (OD and caption): the most probable first token leads on to improbable tokens, another first token to
   probable ones: greedy answers one thing, beam search another.

@@ -1,4 +1,4 @@
-"""The scripted tiny Florence-2 fixture (tests/tiny_florence.py) really does what it promises."""
+"""The scripted tiny Florence-2 fixture (tests/support/tiny_florence.py) really does what it promises."""
 
 from __future__ import annotations
 

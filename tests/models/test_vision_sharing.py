@@ -1,8 +1,8 @@
 """One image, one vision pass: a multi-stage pipeline of real (tiny) models runs each image through each model's
 vision tower once per batch, says so in run.json, and labels exactly as it does with sharing off.
 
-The Florence-2 model is scripted (tests/scripted_florence.py): its answer depends on the image and the prompt, so
-features handed to the wrong image, or stale ones, change the labels. The towers are counted where they run
+The Florence-2 model is scripted (tests/support/scripted_florence.py): its answer depends on the image and the prompt,
+so features handed to the wrong image, or stale ones, change the labels. The towers are counted where they run
 (transformers' ``get_image_features`` / ``get_image_embeddings``), not by the cache that claims to save them.
 """
 

@@ -1,5 +1,5 @@
-"""Every code block of README.md, CONTRIBUTING.md and docs/ runs or is checked (tests/docblocks.py says how), and
-the README keeps its promises: short, the install and test commands CI runs, links that lead somewhere."""
+"""Every code block of README.md, CONTRIBUTING.md and docs/ runs or is checked (tests/support/docblocks.py says how),
+and the README keeps its promises: short, the install and test commands CI runs, links that lead somewhere."""
 
 from __future__ import annotations
 

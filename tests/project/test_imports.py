@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Modules that are an extra's own home: they import it at the top, and `autolabel serve` checks for it first
 #: (one line naming the extra). Every other module must import with every extra missing.
 EXTRA_HOMES = {"autolabel.serve.app": "serve"}

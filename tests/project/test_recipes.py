@@ -17,7 +17,7 @@ from croniter import croniter
 from autolabel.errors import ExitCode
 from runs import make_images, pipeline_dict
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "how-to" / "scheduled-jobs.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "scheduled-jobs.md"
 
 
 def recipe(name: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 3 * 1024 * 1024  # any tracked file
 FIXTURE_MAX_BYTES = 64 * 1024  # an allowed binary fixture
 #: The binary files allowed, each a small image the docs or the golden tests use. Add new ones here, explicitly.

@@ -1,6 +1,6 @@
 """``autolabel serve`` with SAM 3: a reviewer's rectangle labelled "find similar" gets every similar instance in the
 image (SAM 3, that rectangle as its exemplar), and smart clicks get SAM 3's tracker's mask — over HTTP, a real
-server subprocess, the request bodies Label Studio sends (see tests/test_serve.py).
+server subprocess, the request bodies Label Studio sends (see tests/serve/test_serve.py).
 """
 
 from __future__ import annotations

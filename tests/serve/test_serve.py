@@ -38,7 +38,7 @@ from autolabel.serve.interactive import Interactive
 from autolabel.serve.protocol import Prompt
 from autolabel.store import Store
 
-TESTS = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 pytestmark = pytest.mark.slow  # every test here talks to a server subprocess
 
 #: a project's own labeling config: control names unlike the export's, a smart keypoint tool for SAM clicks
@@ -70,7 +70,7 @@ def tiny_pipeline(folder: Path) -> Path:
 
 def env() -> dict[str, str]:
     out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join([str(TESTS), out.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), out.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     for key in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
         out.pop(key, None)
     return out

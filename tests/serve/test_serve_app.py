@@ -1,7 +1,8 @@
 """``autolabel serve``'s app in-process (the ASGI app over a real :class:`Backend`, model-free test stages, a tiny SAM):
 the guard, the streamed body limit, the limits of a predict request, admission and deadlines, answers from the
 store keyed by content and status and never waiting on the model, and setup's trust rules, end to end through the
-routes. The subprocess tests (tests/test_serve_security.py) attack a real server; these run where mutmut sees them.
+routes. The subprocess tests (tests/serve/test_serve_security.py) attack a real server; these run where mutmut sees
+them.
 """
 
 from __future__ import annotations

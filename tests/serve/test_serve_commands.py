@@ -1,5 +1,5 @@
 """``autolabel serve``'s command line in-process: its defaults, and every setting refused before anything binds
-(the subprocess versions are in tests/test_serve_security.py; these run where mutmut sees them)."""
+(the subprocess versions are in tests/serve/test_serve_security.py; these run where mutmut sees them)."""
 
 from __future__ import annotations
 
@@ -98,12 +98,12 @@ def test_insecure_prints_its_warning_first(pipeline, capsys) -> None:
         f"autolabel: error: --port: 0.0.0.0:{port} is in use; pass another --port (or --host)"]
 
 
-GOLDEN_HELP = Path(__file__).resolve().parent / "golden" / "serve_help.txt"
+GOLDEN_HELP = Path(__file__).resolve().parents[1] / "golden" / "serve_help.txt"
 
 
 def test_the_help_text_is_the_reviewed_one(monkeypatch, capsys) -> None:
     """``autolabel serve --help`` word for word (at 120 columns): its text is what operators read about auth, roots,
-    hosts and limits. After an intended change: ``AUTOLABEL_UPDATE_GOLDEN=1 pytest tests/test_serve_commands.py``,
+    hosts and limits. After an intended change: ``AUTOLABEL_UPDATE_GOLDEN=1 pytest tests/serve/test_serve_commands.py``,
     then review ``git diff tests/golden``."""
     monkeypatch.setenv("COLUMNS", "120")
     with pytest.raises(SystemExit) as done:

@@ -1,6 +1,6 @@
 """``autolabel serve`` connected to a real Label Studio server (installed and started as in
-tests/test_labelstudio_live.py): the model is connected to a project through the API, Label Studio is asked to
-retrieve predictions for its tasks (the Data Manager action), and the predictions are read back from Label Studio.
+tests/labelstudio/test_labelstudio_live.py): the model is connected to a project through the API, Label Studio is asked
+to retrieve predictions for its tasks (the Data Manager action), and the predictions are read back from Label Studio.
 The smart tool goes through Label Studio's own interactive-annotating endpoint.
 
 Label Studio refuses ML backends on local addresses unless ``ML_BLOCK_LOCAL_IP=false``: its server here is started

@@ -3,7 +3,7 @@ crossing them is cheap: each is refused with its 4xx and a one-line JSON error n
 memory stays bounded while it happens (RSS sampled from /proc), and recording HTTP servers — an attacker's, a
 stand-in for Label Studio — show that no byte or token reaches the wrong place.
 
-The servers run a model-free pipeline (tests/plugins.py's CenterBox, one second per batch: "the model is busy"
+The servers run a model-free pipeline (tests/support/plugins.py's CenterBox, one second per batch: "the model is busy"
 is cheap to arrange) over a run store with one labeled image.
 """
 
@@ -399,7 +399,7 @@ def test_insecure_binds_beyond_loopback_only_with_a_loud_warning(site) -> None:
 def test_the_security_docs_name_every_limit_flag_and_variable() -> None:
     from autolabel.serve.limits import LIMITS, env_name, flag
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "serve-security.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "serve-security.md").read_text()
     for limit in LIMITS:
         assert flag(limit.name) in text and env_name(limit.name) in text and f"{limit.default:,}" in text, limit.name
 

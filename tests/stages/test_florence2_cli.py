@@ -22,7 +22,7 @@ from autolabel.cli import main
 from autolabel.errors import ExitCode
 from autolabel.store import Store
 
-PIPELINES = Path(__file__).parents[1] / "pipelines"
+PIPELINES = Path(__file__).parents[2] / "pipelines"
 ANSWER = "a man<loc_100><loc_200><loc_300><loc_400>"
 LOC_PROBS = [0.9, 0.8, 0.7, 0.6]
 

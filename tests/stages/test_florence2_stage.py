@@ -1,6 +1,6 @@
 """The ``florence2`` stage, task by task, on tiny scripted checkpoints: exact boxes, classes, masks, texts, scores.
 
-A tiny checkpoint answers the same text whatever it is asked (tests/tiny_florence.py), each token with a known
+A tiny checkpoint answers the same text whatever it is asked (tests/support/tiny_florence.py), each token with a known
 probability, so each test picks an answer that parses for its task and checks the labels to the pixel.
 """
 

@@ -2,7 +2,7 @@
 stages' rows or a file per image, and every outside input's limit refused in one line, nothing done lost.
 
 Expected rows come from the model's own :meth:`Sam3.segment_concepts` (itself checked against transformers in
-tests/test_sam3_model.py) for the prompts the stage should have asked: the checks here are about what the stage
+tests/models/test_sam3_model.py) for the prompts the stage should have asked: the checks here are about what the stage
 asks and how it writes the answers down.
 """
 
@@ -61,7 +61,7 @@ def concepts(**keys) -> dict:
 
 
 def center_box(label: str = "cat") -> dict:
-    """A box over the middle half of each image, of class ``label`` (tests/plugins.py)."""
+    """A box over the middle half of each image, of class ``label`` (tests/support/plugins.py)."""
     return {"name": "center", "type": "plugins:CenterBox", "label": label}
 
 

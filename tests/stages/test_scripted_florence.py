@@ -1,4 +1,4 @@
-"""Florence-2 end to end with a model whose answer depends on its input (tests/scripted_florence.py): each image
+"""Florence-2 end to end with a model whose answer depends on its input (tests/support/scripted_florence.py): each image
 gets its own detections, each region box its own category, each open-vocabulary prompt its own box, each answer
 its own token probability. So a batch row given another image's features, a region answer paired with the wrong
 box, a prompt swapped, or a score taken from another row shows — and an image's labels must not depend on the

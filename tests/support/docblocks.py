@@ -1,4 +1,4 @@
-"""The code blocks of README.md and docs/, found and checked: the harness behind tests/test_docs.py.
+"""The code blocks of README.md and docs/, found and checked: the harness behind tests/project/test_docs.py.
 
 Every fenced block of a page is checked by its language, in the order of the page, inside a sandbox folder of its
 own that holds copies of ``pipelines/`` and ``examples/`` and ``photos/`` (the example images), so relative paths
@@ -27,7 +27,7 @@ A mark says what is special about a block: an HTML comment on the line right abo
 * ``set-file: PATH`` — YAML of ``--set`` overrides, validated against the pipeline file PATH.
 * ``parse-only: WHY`` — YAML that is not a pipeline (a Kubernetes manifest): parsed only.
 * ``exit: N`` — the block's commands must exit with N instead of 0.
-* ``recipe: NAME`` — a scheduling recipe; tests/test_recipes.py runs its command.
+* ``recipe: NAME`` — a scheduling recipe; tests/project/test_recipes.py runs its command.
 
 A page mark, on a line of its own anywhere in the page: ``<!-- docs: after PAGE -->`` starts the page's sandbox
 as PAGE's sandbox ended (e.g. with the run store the README's quickstart made), so pages that read a run need not
@@ -55,7 +55,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[^\n`]*$")
 MARK = re.compile(r"^[ \t]*<!--\s*docs:\s*(?P<marks>.*?)\s*-->[ \t]*$")
 PAGE_AFTER = re.compile(r"^<!--\s*docs:\s*after\s+(?P<page>\S+)\s*-->$", re.M)
@@ -244,7 +244,8 @@ class Sandbox:
             shutil.copytree(ROOT / "examples" / "images", root / "photos")
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
+        support = ROOT / "tests" / "support"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(support), env.get("PYTHONPATH")]))
         return cls(root, tiny, env)
 
     # -- running commands -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "checkpoints"
 EXPECTED = FIXTURES / "expected"
 
 #: kind → (hub id, fixture folder)
@@ -34,7 +34,7 @@ CHECKPOINTS = {
 }
 #: files a fixture folder shares with another instead of a second copy: SAM 3's tokenizer is CLIP's BPE, the same
 #: vocab.json (as a dict) and merges.txt (byte for byte) as OWLv2's; the hub's tokenizer.json (3.6 MB) is not
-#: vendored: :func:`build` writes it from them, byte for byte the same (sha256 in tests/test_sam3_model.py)
+#: vendored: :func:`build` writes it from them, byte for byte the same (sha256 in tests/models/test_sam3_model.py)
 SHARED = {"sam3": {"vocab.json": "owlv2", "merges.txt": "owlv2"}}
 
 

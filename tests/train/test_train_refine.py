@@ -2,8 +2,8 @@
 and after per class, the stop rule, the rounds done kept (a second call does not redo them), and each merged label's
 round and provenance.
 
-The model is a scripted one (tests/tiny_florence.py, with the real checkpoint's tokenizer and processor): it answers
-every image with one dog box, so that both rounds label something; one epoch at a tiny learning rate leaves that
+The model is a scripted one (tests/support/tiny_florence.py, with the real checkpoint's tokenizer and processor): it
+answers every image with one dog box, so that both rounds label something; one epoch at a tiny learning rate leaves that
 answer as it is, so round 1 finds what round 0 found (fused, made in round 0, confirmed in round 1) and does not
 improve validation AP: the loop stops after it."""
 

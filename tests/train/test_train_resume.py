@@ -20,7 +20,7 @@ from autolabel.errors import ExitCode
 from autolabel.train import checkpoint
 from autolabel.train.api import train
 
-TESTS = Path(__file__).parent
+SUPPORT = Path(__file__).parents[1] / "support"
 #: 8 images, 2 held out; batches of 2: 3 optimizer steps per epoch, 6 in all; a checkpoint every 2 steps and at each
 #: epoch's end
 OPTIONS = {"mode": "full", "lr": 1e-3, "epochs": 2, "batch_size": 2, "val_fraction": 0.25, "save_steps": 2,
@@ -57,8 +57,8 @@ def weights(folder: Path) -> dict:
 def test_kill_9_mid_epoch_then_resume_takes_the_same_steps_to_the_same_weights(setup, uninterrupted, subprocess_env):
     out = setup["tmp"] / "killed"
     options = {"model": setup["model"], "gt": setup["gt"], "output": str(out), "images": setup["images"], **OPTIONS}
-    done = subprocess.run([sys.executable, str(TESTS / "train_kill.py"), "5", json.dumps(options)], env=subprocess_env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(SUPPORT / "train_kill.py"), "5", json.dumps(options)],
+                          env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     saved = checkpoint.load(out)  # the last complete checkpoint: step 4, in epoch 2, epoch 1 kept whole
     assert saved.state["loop"]["step"] == 4 and saved.state["loop"]["epoch"] == 1 and saved.state["loop"]["group"] == 1

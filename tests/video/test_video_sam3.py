@@ -1,5 +1,5 @@
-"""SAM 3's video stages on a tiny checkpoint built from the real files (tests/tiny_sam3_video.py), loaded the way
-users load ``facebook/sam3``: each chunk's rows are what transformers' documented video API gives for that chunk's
+"""SAM 3's video stages on a tiny checkpoint built from the real files (tests/support/tiny_sam3_video.py), loaded the
+way users load ``facebook/sam3``: each chunk's rows are what transformers' documented video API gives for that chunk's
 frames, with ids stitched by the documented rule; box seeding follows its rule; kill -9 mid-clip then resume gives
 the same store.
 
