@@ -1,8 +1,9 @@
 """The Layout section of docs/architecture.md lists every module and subpackage of autolabel/, and nothing that is
-not there."""
+not there; tests/ mirrors the package as its Tests section says."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -69,3 +70,95 @@ def test_the_check_sees_an_unlisted_module(tmp_path: Path) -> None:
         (package / name).write_text("")
     assert tree_entries(package) == {"autolabel/__init__.py", "autolabel/a.py", "autolabel/sub/",
                                      "autolabel/sub/__init__.py", "autolabel/sub/b.py"}
+
+
+# -- tests/ mirrors the package (docs/architecture.md, "Tests")
+TEST_FOLDERS_BESIDE_THE_SUBPACKAGES = {"core", "project"}  # top-level modules; the project itself
+NOT_TESTS = {"support", "fixtures", "golden"}  # helpers, vendored files, expected outputs
+
+
+def files_of_tests(tests: Path) -> list[Path]:
+    return sorted(p for p in tests.rglob("test_*.py") if "__pycache__" not in p.parts)
+
+
+def misplaced(tests: Path, package: Path) -> list[str]:
+    """Each test file outside a folder named for a subpackage of ``package`` (or core/, project/), one line each."""
+    folders = {p.parent.name for p in package.glob("*/__init__.py")} | TEST_FOLDERS_BESIDE_THE_SUBPACKAGES
+    out = []
+    for path in files_of_tests(tests):
+        rel = path.relative_to(tests)
+        if len(rel.parts) != 2 or rel.parts[0] not in folders:
+            out.append(f"tests/{rel.as_posix()}: move it into the folder of the part it tests: tests/"
+                       f"{{{','.join(sorted(folders))}}}/ (docs/architecture.md, Tests)")
+    return out
+
+
+def same_names(tests: Path) -> list[str]:
+    """Test file names found in two folders (pytest's default import mode imports each name once)."""
+    seen: dict[str, Path] = {}
+    out = []
+    for path in files_of_tests(tests):
+        if path.name in seen:
+            out.append(f"{path.relative_to(tests.parent)} and {seen[path.name].relative_to(tests.parent)}: "
+                       "rename one (a test file name must be unique under tests/)")
+        seen.setdefault(path.name, path)
+    return out
+
+
+def imports_across_folders(tests: Path) -> list[str]:
+    """Imports of a test file by a module outside its folder: the shared part belongs in tests/support/."""
+    where = {path.stem: path.parent for path in files_of_tests(tests)}
+    out = []
+    for path in sorted(tests.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in where and where[top] != path.parent:
+                    out.append(f"{path.relative_to(tests.parent)} imports {top} "
+                               f"({where[top].relative_to(tests.parent)}): move what they share to tests/support/")
+    return out
+
+
+def test_every_test_file_sits_in_the_folder_of_what_it_tests() -> None:
+    tests = ROOT / "tests"
+    problems = misplaced(tests, ROOT / "autolabel") + same_names(tests) + imports_across_folders(tests)
+    assert not problems, "\n".join(problems)
+    assert len(files_of_tests(tests)) > 100  # the check looked where the tests are
+
+
+def test_the_tests_section_names_every_folder_of_tests() -> None:
+    section = PAGE.read_text(encoding="utf-8").split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    folders = sorted(p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert {"core", "project", "support"} <= set(folders)
+    unnamed = [f for f in folders if f"`{f}/`" not in section and f"`tests/{f}/`" not in section]
+    assert not unnamed, f"docs/architecture.md's Tests section does not name: {unnamed}"
+
+
+def test_the_checks_see_a_test_out_of_place_a_name_twice_and_an_import_across(tmp_path: Path) -> None:
+    package, tests = tmp_path / "autolabel", tmp_path / "tests"
+    for name in ("autolabel/__init__.py", "autolabel/sub/__init__.py", "tests/sub/test_a.py", "tests/core/test_b.py",
+                 "tests/support/tool.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert misplaced(tests, package) == same_names(tests) == imports_across_folders(tests) == []
+
+    (tests / "test_flat.py").write_text("")
+    (tests / "other").mkdir()
+    (tests / "other" / "test_c.py").write_text("")
+    (tests / "support" / "test_helper.py").write_text("")
+    assert [line.split(":")[0] for line in misplaced(tests, package)] == [
+        "tests/other/test_c.py", "tests/support/test_helper.py", "tests/test_flat.py"]
+
+    (tests / "core" / "test_a.py").write_text("")
+    assert same_names(tests) == ["tests/sub/test_a.py and tests/core/test_a.py: rename one (a test file name must be "
+                                 "unique under tests/)"]
+    (tests / "core" / "test_a.py").unlink()
+
+    (tests / "sub" / "test_d.py").write_text("import os\nfrom test_a import thing\n")  # the same folder: allowed
+    (tests / "support" / "tool.py").write_text("def f():\n    import test_b.x\n")  # any depth, any kind of import
+    assert [line.split(" (")[0] for line in imports_across_folders(tests)] == [
+        "tests/support/tool.py imports test_b"]
