@@ -4,7 +4,7 @@
 
 Labels ``--images`` small PNGs with the export tests' stages (CenterBox + RichLabels: per image four boxes, one
 with a brush mask, one with a polygon, an OCR text, a flagged marker, a caption — "box and mask predictions"), then
-on one server started here (tests/lsserver.py; installed on first use):
+on one server started here (tests/support/lsserver.py; installed on first use):
 
 1. ``push`` into a new project (batches of 500): tasks created with their predictions;
 2. ``push`` again with nothing changed (the reconcile cost: listing the project);
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

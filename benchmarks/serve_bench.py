@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MACHINE = "2-core Intel Xeon VM, 24 GB, CPU only, shared with parallel work"

@@ -21,9 +21,9 @@ best run. Random weights find random objects: the tracker's cost grows with the 
 thresholds are set (``--threshold``) for a handful of objects per frame, and the count is printed.
 
 **memory** — peak RSS of a whole ``autolabel run`` (a fresh process per clip length) over a generated clip of
-``--frames`` frames through the ``track`` stage on the tiny video checkpoint of the tests (tests/tiny_sam3_video.py:
-real files, small widths, 224 px), default chunks of 32 frames with 4 of overlap: decoding streams, chunks are
-committed and let go, so the peak must not grow with the clip's length.
+``--frames`` frames through the ``track`` stage on the tiny video checkpoint of the tests
+(tests/support/tiny_sam3_video.py: real files, small widths, 224 px), default chunks of 32 frames with 4 of overlap:
+decoding streams, chunks are committed and let go, so the peak must not grow with the clip's length.
 
 Prints markdown (paste into BENCHMARKS.md with the machine it ran on); ``--json`` writes the figures (for a GPU
 suite). ``run(argv)`` returns them to a caller in the same process.
@@ -187,7 +187,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
 def memory(args: argparse.Namespace) -> dict[str, Any]:
     """Peak RSS of ``autolabel run`` over clips of each length, each in a fresh process."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
     from tiny_sam3_video import build as build_tiny
     from video_scene import write_clip
 
@@ -204,7 +204,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
                            {"type": "track_length", "min_frames": 3}],
                 "video": {"chunk": args.chunk, "overlap": args.overlap},
                 "exports": [{"format": "mot"}]}))
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests" / "support")]))
             code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                     "r = subprocess.run(sys.argv[1:]); "
                     "print(r.returncode, time.perf_counter() - t, "

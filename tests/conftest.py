@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+SUPPORT = TESTS / "support"  # the helper modules: fixtures' builders, servers, test stages
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))  # so pipelines can name test stages as `plugins:CenterBox`
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))  # so pipelines can name test stages as `plugins:CenterBox`
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -80,8 +81,8 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 @pytest.fixture(scope="session")
 def ls(tmp_path_factory: pytest.TempPathFactory):
-    """A real Label Studio server for the whole session (installed on first use: tests/lsserver.py), stopped at the
-    end; shared by every live test file. Fails (never skips) when it cannot be installed."""
+    """A real Label Studio server for the whole session (installed on first use: tests/support/lsserver.py), stopped at
+    the end; shared by every live test file. Fails (never skips) when it cannot be installed."""
     import time
 
     from lsserver import InstallError, LabelStudioServer, ensure_installed
@@ -115,7 +116,7 @@ def sdk(ls):
 def subprocess_env() -> dict[str, str]:
     """Environment for running the `autolabel` command in a subprocess with the test stages importable."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 

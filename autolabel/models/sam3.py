@@ -22,7 +22,7 @@ types is the ViT's output alone (:class:`Backbone`), what a pipeline's batch sha
 (:mod:`.features`: equal :meth:`~_Sam3Vision.vision_family` and :meth:`~_Sam3Vision.vision_weights`, a digest of the
 backbone's tensors), and each model runs its own neck over it on every call (4 % of a backbone pass at the real
 size on a CPU). The neck code mirrors transformers' ``Sam3VisionModel.forward`` and
-``Sam3TrackerModel.get_image_features`` / ``get_image_embeddings``; tests/test_sam3_sharing.py checks it against
+``Sam3TrackerModel.get_image_features`` / ``get_image_embeddings``; tests/models/test_sam3_sharing.py checks it against
 them, tensor for tensor.
 """
 

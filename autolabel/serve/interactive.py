@@ -31,7 +31,7 @@ class Embedded:
 def model_prompt(entry: Embedded, prompt: Prompt) -> dict[str, np.ndarray]:
     """The prompt in the model's input frame: points and box scaled from the image's pixels by the resize the
     processor applied (SAM: longest side to its size, aspect kept; SAM 2: both sides to its square), as the
-    processor's own ``input_points`` / ``input_boxes`` handling does (tests/test_serve_units.py checks it)."""
+    processor's own ``input_points`` / ``input_boxes`` handling does (tests/serve/test_serve_units.py checks it)."""
     (height, width), (rh, rw) = entry.size, entry.resized
     scale = np.array([rw / width, rh / height], dtype=np.float32)
     out: dict[str, np.ndarray] = {}
