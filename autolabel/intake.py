@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import io
+import logging
 import os
 import queue
 import stat
@@ -37,6 +38,7 @@ from .video.spec import is_video_name
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
 _GLOB_CHARS = set("*?[")
+log = logging.getLogger(__name__)
 #: the default of the pipeline file's ``max_file_bytes``: an uncompressed 8-bit RGB bitmap at Pillow's pixel limit
 #: (89,478,485 pixels, about 256 MiB) fits with room to spare
 MAX_FILE_BYTES = 512 * 2**20
@@ -178,8 +180,10 @@ def walk(root: str, depth: int | None = None) -> list[str]:
             try:
                 with os.scandir(folder) as it:
                     entries = sorted(it, key=lambda e: e.name)
-            except OSError:
-                continue  # unreadable: what it holds cannot be found (os.walk's choice too)
+            except OSError as err:  # what it holds cannot be found: said, and the walk goes on (os.walk skips it)
+                log.warning("autolabel: warning: %s: cannot read this folder (%s): its files are not labeled; fix its "
+                            "permissions and run again (what is labeled is kept)", folder, err.strerror or err)
+                continue
             below = []
             for entry in entries:
                 if entry.is_symlink():

@@ -202,3 +202,29 @@ def test_local_globs_and_folders_keep_images_only_and_follow_linked_folders(tmp_
     os.symlink(tmp_path / "elsewhere", tmp_path / "in" / "linked")
     assert [s.rel_path for s in discover(str(tmp_path / "in" / "*"))] == ["a.png"]
     assert [s.rel_path for s in discover(tmp_path / "in")] == ["a.png", "linked/b.png"]
+
+
+def test_an_unreadable_folder_is_said_by_name_and_the_rest_is_still_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sub-folder the run cannot list (its permissions; the tests run as root, which reads everything, so the
+    refusal is the kernel's answer played by a stand-in for os.scandir): one warning naming it, the others found."""
+    import autolabel.intake as intake
+
+    for name in ("a/1.png", "locked/2.png", "z/3.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    real = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(intake.os, "scandir", scandir)
+    with caplog.at_level("WARNING", "autolabel.intake"):
+        found = [s.rel_path for s in discover(tmp_path)]
+    assert found == ["a/1.png", "z/3.png"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"autolabel: warning: {tmp_path / 'locked'}: cannot read this folder (Permission denied): its files are not "
+        "labeled; fix its permissions and run again (what is labeled is kept)"]
