@@ -42,6 +42,7 @@ def test_the_defaults_serve_this_machine_only_and_read_nothing_local(pipeline) -
     args = _parser().parse_args(["serve", pipeline, "--max-tasks", "5", "--local-root", "/a", "--local-root", "/b",
                                  "--public-host", "ml"])
     assert (args.max_tasks, args.local_root, args.public_host) == (5, ["/a", "/b"], ["ml"])
+    assert _parser().parse_args(["serve", pipeline, "--embedding-cache", "4"]).embedding_cache == 4  # a number
 
 
 def run(pipeline: str, *args: str) -> int:
@@ -71,6 +72,21 @@ def test_bad_settings_exit_2_with_one_line(pipeline, monkeypatch, capsys, args, 
         monkeypatch.setenv(key, value)
     assert run(pipeline, *args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"autolabel: error: {line}"]
+
+
+def test_httpx_never_logs_the_image_urls_it_fetches(pipeline, capsys) -> None:
+    """httpx logs every request's URL at INFO (a pre-signed URL is a credential): the command quiets it alone, and
+    leaves the other loggers to --log-level. (An unknown --interactive-model ends the command after logging is set.)"""
+    quiet, root = logging.getLogger("httpx"), logging.getLogger()
+    saved = quiet.level, root.level
+    quiet.setLevel(logging.NOTSET)
+    try:
+        assert run(pipeline, "--interactive-model", "sam") == 2
+        assert (quiet.level, root.level) == (logging.WARNING, saved[1])
+    finally:
+        quiet.setLevel(saved[0])
+        root.setLevel(saved[1])
+    assert "unknown model 'sam'" in capsys.readouterr().err
 
 
 def test_port_out_of_range_and_taken(pipeline, capsys) -> None:
