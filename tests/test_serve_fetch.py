@@ -286,6 +286,32 @@ def test_a_source_that_sends_nothing_ends_at_the_deadline_too(servers) -> None:
     assert len(web.seen) == 1  # a request past its deadline does not start a fetch
 
 
+def test_waiting_for_a_connection_of_a_full_pool_ends_at_the_io_timeout(servers) -> None:
+    """Every wait of a fetch is bounded, the wait for a free connection too: with the pool full (one connection
+    here, 64 in the server, each held by a trickling source), the next fetch gives up after ``io_timeout``, not when
+    a connection comes free."""
+    import httpcore
+
+    _, web = servers
+    web.routes |= {"/slow.png": trickle(every=0.05), "/a.png": body(PNG)}
+    policy = HostPolicy(["127.0.0.1"])
+    fetcher = Fetcher(policy=policy, io_timeout=0.5)
+    fetcher.pool.close()
+    fetcher.pool = httpcore.ConnectionPool(max_connections=1, network_backend=PinnedBackend(policy))
+    holder = threading.Thread(target=lambda: refused(fetcher.fetch, web.url + "/slow.png", Access(),
+                                                     budget(max_request_seconds=2)))
+    holder.start()
+    deadline = time.monotonic() + 5
+    while not web.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    err = refused(fetcher.fetch, web.url + "/a.png", Access(), budget(max_request_seconds=30))
+    waited = time.monotonic() - t0
+    holder.join(10)
+    assert (err.status, err.message) == (502, f"{web.url}/a.png: cannot fetch the image (PoolTimeout)")
+    assert 0.4 < waited < 2.5 and [s.path for s in web.seen] == ["/slow.png"]
+
+
 # -- the host policy, on the address connected to -------------------------------------------------------------------
 def test_private_addresses_need_allowed_hosts_but_label_studio_is_trusted(servers) -> None:
     ls, web = servers
