@@ -135,6 +135,36 @@ def test_references_get_store_names() -> None:
     assert rel_path("/data/local-files/?d=photos/a%20b.jpg") == "photos/a b.jpg"
     assert rel_path("/data/upload/3/x.png") == "upload/3/x.png"
     assert rel_path("https://host/bucket/k/y.jpg?sig=1") == "bucket/k/y.jpg"
+    assert rel_path("https://host/X-ray.png") == "X-ray.png"  # only the leading slash goes
+
+
+def test_a_local_reference_is_an_absolute_path_without_a_nul_byte() -> None:
+    from autolabel.serve.localfiles import local_path
+
+    for ref in ("photos/a.png", "/srv/a\x00.png", "file:///srv/a%00.png"):
+        with pytest.raises(RequestError) as err:
+            local_path(ref)
+        assert (err.value.status, err.value.message) == (400, f"{ref}: a local image must be an absolute path "
+                                                              "(/path/to/image.jpg or file:///path/to/image.jpg)")
+    assert local_path("file:///srv/a%20b.png") == "/srv/a b.png"
+
+
+def test_a_prediction_label_studio_would_reject_is_a_500_saying_so() -> None:
+    """The last check before an answer leaves: Label Studio stores a prediction that does not fit its config
+    silently (and shows nothing), so a mismatch — a bug of ours — is a 500 naming the first problem."""
+    config = Config(CONFIG)
+
+    def prediction(label: str) -> dict:
+        return {"model_version": "v", "score": 0.5, "result": [{
+            "from_name": "bbox", "to_name": "img", "type": "rectanglelabels",
+            "value": {"x": 1, "y": 1, "width": 2, "height": 2, "rectanglelabels": [label]}}]}
+
+    config.validate(prediction("cat"))
+    with pytest.raises(RequestError) as err:
+        config.validate(prediction("dog"))  # bbox has no "dog"
+    assert err.value.status == 500
+    assert err.value.message.startswith("the prediction does not match the labeling config: Region 0: ")
+    assert err.value.message.endswith(" (1 problem(s)); please report this") and "\n" not in err.value.message
 
 
 # -- smart-tool coordinates and scores ------------------------------------------------------------------------------
