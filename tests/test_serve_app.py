@@ -282,13 +282,16 @@ def test_a_request_over_its_time_is_a_408_and_its_place_is_freed(world) -> None:
     backend.close()
 
 
-def test_a_full_server_answers_429_at_once(world) -> None:
+def test_a_full_server_answers_429_at_once(world, caplog) -> None:
     client, backend = world["quick"], world["backend"]
     tickets = [backend.admission.enter() for _ in range(3)]
     try:
         t0 = time.monotonic()
-        refusal(client.post("/predict", json=predict(["x"])), 429, "too many requests at once: more than the limit of "
-                                                                   "3 requests being read, fetched or answered")
+        with caplog.at_level(logging.WARNING, "autolabel.serve"):
+            message = refusal(client.post("/predict", json=predict(["x"])), 429,
+                              "too many requests at once: more than the limit of 3 requests being read, fetched or "
+                              "answered")
+        assert f"POST /predict: 429 {message}" in caplog.text  # the log names the route
         assert time.monotonic() - t0 < 1
         assert client.get("/health").json()["stats"]["in_flight"] == {"active": 3, "queued": 0}
     finally:
@@ -623,6 +626,7 @@ def test_write_back_stores_labels_and_closes_its_run_with_the_servers_counts(wor
     assert 0 <= summary["seconds"] < 60 and summary["serve"]["written_back"] == 2
     with Store(tmp_path / "wb") as store:  # committed under the pipeline's hash: a later run skips them
         assert store.is_done(local["path"], local["sha256"], backend.pipeline.spec.hash)
+        assert store.last_pipeline() == json.loads(json.dumps(backend.pipeline.spec.raw, default=str))  # and spec
     assert summary["serve"]["model_loads"] == {}
 
 
@@ -698,13 +702,17 @@ def test_a_store_folder_without_a_store_is_refused_unless_writing_back(tmp_path)
     assert (tmp_path / "new" / "autolabel.db").is_file()
 
 
-def test_models_are_counted_as_they_load(world) -> None:
+def test_models_are_counted_as_they_load(world, caplog) -> None:
+    import re
+
     from autolabel.serve.backend import CountingPool
 
     pipeline = Pipeline.from_dict(spec(models={"seg": {"type": "sam", "id": tiny("sam")}}))
     pipeline.models = CountingPool(pipeline.config.models)
     backend = Backend(pipeline, limits=LIMITS)
-    backend.load()
+    with caplog.at_level(logging.INFO, "autolabel.serve"):
+        backend.load()
+    assert re.search(r"models ready in \d+\.\d s: seg$", caplog.text, re.MULTILINE), caplog.text
     backend.pipeline.models.get("seg")  # the pool keeps it: not a second load
     assert backend.health()["stats"]["model_loads"] == {"seg": 1} and backend.interactive_model == "seg"
     backend.close()
