@@ -117,7 +117,8 @@ def test_basic_auth_guards_every_route_in_constant_time(world) -> None:
     client, _ = world["app"](app={"auth": ("label-studio", "pw:with:colons")})
     for method, path in (("GET", "/health"), ("GET", "/metrics"), ("POST", "/predict"), ("GET", "/nowhere")):
         r = client.request(method, path, json={})
-        refusal(r, 401, "authentication required")
+        assert refusal(r, 401, "authentication required") == ("authentication required: set the model's Basic "
+                                                               "Authentication user and password in Label Studio")
         assert r.headers["www-authenticate"] == 'Basic realm="autolabel"'
     for auth in (("label-studio", "wrong"), ("x", "pw:with:colons"), ("label-studio", "pw")):
         assert client.get("/health", auth=auth).status_code == 401
@@ -230,6 +231,44 @@ def test_a_failing_stage_is_a_one_line_500_and_the_server_keeps_serving(world) -
     assert client.post("/predict", json=predict([str(root / "new.png")])).status_code == 200
 
 
+def test_a_bug_in_a_handler_is_a_one_line_500_logged_once_and_the_server_keeps_serving(caplog) -> None:
+    """The last resort of :func:`answer`: an exception no handler meant (here a KeyError standing for a bug) is a 500
+    naming its type, one ERROR line in the log with the route, no traceback; the next request is served."""
+    backend = Backend(Pipeline.from_dict(spec()), limits=LIMITS)
+    backend.webhook = lambda body, ticket, budget: {}["action"]
+    with TestClient(create_app(backend, load=False), base_url="http://localhost") as client:
+        with caplog.at_level(logging.INFO, "autolabel.serve"):
+            assert refusal(client.post("/webhook", json={}), 500, "") == "KeyError: 'action'"
+        assert client.post("/setup", json={}).status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in errors] == ["POST /webhook: 500 KeyError: 'action'"] and not errors[0].exc_info
+
+
+def test_a_requests_fetches_run_on_threads_named_for_them(world) -> None:
+    """A thread dump of a busy server (py-spy, faulthandler) tells a stuck fetch from the rest by its name."""
+    client, web = world["quick"], world["web"]
+    gate, names = threading.Event(), []
+    png = (world["root"] / "new.png").read_bytes()
+
+    def held(h) -> None:  # answers once the test has looked at the threads
+        names.append(threading.current_thread().name)
+        gate.wait(10)
+        body(png)(h)
+
+    web.routes |= {"/held-1.png": held, "/held-2.png": held}
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(client.post("/predict", json=predict(
+        [web.url + "/held-1.png", web.url + "/held-2.png"])).status_code))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(names) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fetching = sorted(t.name for t in threading.enumerate() if t.name.startswith("autolabel-fetch"))
+    gate.set()
+    thread.join(10)
+    assert fetching == ["autolabel-fetch-0", "autolabel-fetch-1"] and answers == [200]
+
+
 def test_a_request_over_its_time_is_a_408_and_its_place_is_freed(world) -> None:
     client, backend = world["app"](limits=Limits(max_request_seconds=1))
     t0 = time.monotonic()
@@ -244,13 +283,16 @@ def test_a_request_over_its_time_is_a_408_and_its_place_is_freed(world) -> None:
     backend.close()
 
 
-def test_a_full_server_answers_429_at_once(world) -> None:
+def test_a_full_server_answers_429_at_once(world, caplog) -> None:
     client, backend = world["quick"], world["backend"]
     tickets = [backend.admission.enter() for _ in range(3)]
     try:
         t0 = time.monotonic()
-        refusal(client.post("/predict", json=predict(["x"])), 429, "too many requests at once: more than the limit of "
-                                                                   "3 requests being read, fetched or answered")
+        with caplog.at_level(logging.WARNING, "autolabel.serve"):
+            message = refusal(client.post("/predict", json=predict(["x"])), 429,
+                              "too many requests at once: more than the limit of 3 requests being read, fetched or "
+                              "answered")
+        assert f"POST /predict: 429 {message}" in caplog.text  # the log names the route
         assert time.monotonic() - t0 < 1
         assert client.get("/health").json()["stats"]["in_flight"] == {"active": 3, "queued": 0}
     finally:
@@ -585,6 +627,7 @@ def test_write_back_stores_labels_and_closes_its_run_with_the_servers_counts(wor
     assert 0 <= summary["seconds"] < 60 and summary["serve"]["written_back"] == 2
     with Store(tmp_path / "wb") as store:  # committed under the pipeline's hash: a later run skips them
         assert store.is_done(local["path"], local["sha256"], backend.pipeline.spec.hash)
+        assert store.last_pipeline() == json.loads(json.dumps(backend.pipeline.spec.raw, default=str))  # and spec
     assert summary["serve"]["model_loads"] == {}
 
 
@@ -595,6 +638,50 @@ def test_write_back_without_new_images_leaves_no_run(tmp_path) -> None:
     answers.close({})  # twice: nothing more
     with Store(tmp_path / "wb") as store:
         assert store.runs() == []
+
+
+def test_write_back_from_many_request_threads_goes_through_one_store_thread(tmp_path) -> None:
+    """Request threads write at once; the store's connection belongs to the one thread that opened it, so every
+    commit runs there (a second writer thread would be refused by SQLite), and it is named for a thread dump."""
+    answers = StoreAnswers(tmp_path / "wb", write_back=True)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("autolabel-store")] == ["autolabel-store_0"]
+    start, failed = threading.Barrier(8), []
+
+    def write(n: int) -> None:
+        start.wait()
+        for k in range(3):
+            try:
+                answers.write([ImageResult(f"/i/{n}-{k}.png", f"{n}-{k}.png", f"{n:02x}{k:02x}" * 16, "done",
+                                           labels={})], "h", {}, [])
+            except Exception as err:  # noqa: BLE001 — collected, asserted below
+                failed.append(err)
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(30)
+    answers.close({})
+    assert failed == [] and answers.written == 24
+    with Store(tmp_path / "wb") as store:
+        assert store.count("done") == 24 and store.runs()[0]["summary"]["counts"]["labeled"] == 24
+
+
+def test_write_backs_run_lasts_from_its_first_write_to_the_close_in_milliseconds(tmp_path, monkeypatch) -> None:
+    """The serve run's ``seconds`` are a run summary's (run.json's: rounded to the millisecond), counted from the
+    first image written, not from the start of the server."""
+    from types import SimpleNamespace
+
+    from autolabel.serve import answers as answers_module
+
+    answers = StoreAnswers(tmp_path / "wb", write_back=True)
+    clock = iter([1000.0, 1000.12345])
+    monkeypatch.setattr(answers_module, "time", SimpleNamespace(time=lambda: next(clock)))
+    answers.write([ImageResult("/i/a.png", "a.png", "ab" * 32, "done", labels={})], "h", {}, [])
+    answers.close({"requests": 1})
+    with Store(tmp_path / "wb") as store:
+        (run,) = store.runs()
+    assert run["summary"]["seconds"] == 0.123 and run["summary"]["serve"] == {"requests": 1}
 
 
 def test_kept_images_share_their_prefix_folder(world, tmp_path) -> None:
@@ -616,13 +703,17 @@ def test_a_store_folder_without_a_store_is_refused_unless_writing_back(tmp_path)
     assert (tmp_path / "new" / "autolabel.db").is_file()
 
 
-def test_models_are_counted_as_they_load(world) -> None:
+def test_models_are_counted_as_they_load(world, caplog) -> None:
+    import re
+
     from autolabel.serve.backend import CountingPool
 
     pipeline = Pipeline.from_dict(spec(models={"seg": {"type": "sam", "id": tiny("sam")}}))
     pipeline.models = CountingPool(pipeline.config.models)
     backend = Backend(pipeline, limits=LIMITS)
-    backend.load()
+    with caplog.at_level(logging.INFO, "autolabel.serve"):
+        backend.load()
+    assert re.search(r"models ready in \d+\.\d s: seg$", caplog.text, re.MULTILINE), caplog.text
     backend.pipeline.models.get("seg")  # the pool keeps it: not a second load
     assert backend.health()["stats"]["model_loads"] == {"seg": 1} and backend.interactive_model == "seg"
     backend.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -42,6 +43,21 @@ def test_the_defaults_serve_this_machine_only_and_read_nothing_local(pipeline) -
     args = _parser().parse_args(["serve", pipeline, "--max-tasks", "5", "--local-root", "/a", "--local-root", "/b",
                                  "--public-host", "ml"])
     assert (args.max_tasks, args.local_root, args.public_host) == (5, ["/a", "/b"], ["ml"])
+    assert _parser().parse_args(["serve", pipeline, "--embedding-cache", "4"]).embedding_cache == 4  # a number
+
+
+def listening(port: int) -> set[str]:
+    """The local addresses sockets of this machine listen on at ``port`` (Linux: /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        path = Path("/proc/net") / table
+        for line in path.read_text().splitlines()[1:] if path.is_file() else []:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hexport = local.rpartition(":")
+            raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(str(ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))))
+    return found
 
 
 def run(pipeline: str, *args: str) -> int:
@@ -71,6 +87,21 @@ def test_bad_settings_exit_2_with_one_line(pipeline, monkeypatch, capsys, args, 
         monkeypatch.setenv(key, value)
     assert run(pipeline, *args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"autolabel: error: {line}"]
+
+
+def test_httpx_never_logs_the_image_urls_it_fetches(pipeline, capsys) -> None:
+    """httpx logs every request's URL at INFO (a pre-signed URL is a credential): the command quiets it alone, and
+    leaves the other loggers to --log-level. (An unknown --interactive-model ends the command after logging is set.)"""
+    quiet, root = logging.getLogger("httpx"), logging.getLogger()
+    saved = quiet.level, root.level
+    quiet.setLevel(logging.NOTSET)
+    try:
+        assert run(pipeline, "--interactive-model", "sam") == 2
+        assert (quiet.level, root.level) == (logging.WARNING, saved[1])
+    finally:
+        quiet.setLevel(saved[0])
+        root.setLevel(saved[1])
+    assert "unknown model 'sam'" in capsys.readouterr().err
 
 
 def test_port_out_of_range_and_taken(pipeline, capsys) -> None:
@@ -145,6 +176,7 @@ def test_serve_in_process_until_sigint(pipeline, tmp_path, monkeypatch, capsys, 
                     except httpx.HTTPError:
                         pass
                     time.sleep(0.1)
+                seen["listening"] = listening(port)
                 seen["anonymous"] = httpx.get(url + "/health", timeout=5).status_code
                 seen["health"] = httpx.get(url + "/health", auth=auth, timeout=5).json()
                 seen["public_host"] = httpx.get(url + "/health", auth=auth, timeout=5,
@@ -177,6 +209,7 @@ def test_serve_in_process_until_sigint(pipeline, tmp_path, monkeypatch, capsys, 
                      "--shutdown-timeout", "1", "--output", str(tmp_path / "out"), "--write-back"])
     helper.join(10)
     assert code == 0 and signal.getsignal(signal.SIGINT) is before
+    assert seen["listening"] == {"127.0.0.1"}  # --host's address only, not every interface
     assert seen["anonymous"] == 401 and seen["public_host"] == 200
     assert seen["health"]["model_version"] == "v9" and seen["health"]["status"] == "UP"
     assert seen["predict"] == (200, [1, 1]) and seen["too_many"] == 413 and seen["in_flight"] == 503

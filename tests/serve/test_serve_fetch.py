@@ -107,6 +107,8 @@ def test_relative_paths_and_other_hosts_file_urls_are_400s(tree) -> None:
                        ("ftp://host/a.png", "not an image reference")):
         err = refused(fetcher.fetch, ref, Access(), budget())
         assert err.status == 400 and words in err.message, ref
+    assert err.message == ("ftp://host/a.png: not an image reference this backend reads (an http(s) URL, a Label "
+                           "Studio /data/ file, or an absolute local path under --local-root)")
 
 
 def test_a_path_swapped_after_the_check_cannot_escape(tree, monkeypatch) -> None:
@@ -286,6 +288,58 @@ def test_a_source_that_sends_nothing_ends_at_the_deadline_too(servers) -> None:
     assert len(web.seen) == 1  # a request past its deadline does not start a fetch
 
 
+def test_waiting_for_a_connection_of_a_full_pool_ends_at_the_io_timeout(servers) -> None:
+    """Every wait of a fetch is bounded, the wait for a free connection too: with the pool full (one connection
+    here, 64 in the server, each held by a trickling source), the next fetch gives up after ``io_timeout``, not when
+    a connection comes free."""
+    import httpcore
+
+    _, web = servers
+    web.routes |= {"/slow.png": trickle(every=0.05), "/a.png": body(PNG)}
+    policy = HostPolicy(["127.0.0.1"])
+    fetcher = Fetcher(policy=policy, io_timeout=0.5)
+    fetcher.pool.close()
+    fetcher.pool = httpcore.ConnectionPool(max_connections=1, network_backend=PinnedBackend(policy))
+    holder = threading.Thread(target=lambda: refused(fetcher.fetch, web.url + "/slow.png", Access(),
+                                                     budget(max_request_seconds=2)))
+    holder.start()
+    deadline = time.monotonic() + 5
+    while not web.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    err = refused(fetcher.fetch, web.url + "/a.png", Access(), budget(max_request_seconds=30))
+    waited = time.monotonic() - t0
+    holder.join(10)
+    assert (err.status, err.message) == (502, f"{web.url}/a.png: cannot fetch the image (PoolTimeout)")
+    assert 0.4 < waited < 2.5 and [s.path for s in web.seen] == ["/slow.png"]
+
+
+def test_the_pool_keeps_more_connections_open_at_once_than_httpcores_default(servers) -> None:
+    """A request fetches on up to 8 threads, and several requests run at once: 12 fetches held open together all
+    get a connection (httpcore's default pool has 10; the fetcher's 64), none waits for another to end."""
+    _, web = servers
+    gate = threading.Event()
+
+    def held(h) -> None:
+        gate.wait(10)
+        body(PNG)(h)
+
+    web.routes |= {f"/held-{i}.png": held for i in range(12)}
+    fetcher, got = lenient(), []
+    threads = [threading.Thread(target=lambda i=i: got.append(fetcher.fetch(f"{web.url}/held-{i}.png", Access(),
+                                                                            budget())[0])) for i in range(12)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 3
+    while len(web.seen) < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    open_at_once = len(web.seen)
+    gate.set()
+    for t in threads:
+        t.join(15)
+    assert open_at_once == 12 and got == [PNG] * 12
+
+
 # -- the host policy, on the address connected to -------------------------------------------------------------------
 def test_private_addresses_need_allowed_hosts_but_label_studio_is_trusted(servers) -> None:
     ls, web = servers
@@ -302,6 +356,10 @@ def test_private_addresses_need_allowed_hosts_but_label_studio_is_trusted(server
     assert err.status == 403 and "localhost resolves to" in err.message and web.seen == []
     err = refused(Fetcher(policy=HostPolicy(["10.0.0.0/8"])).fetch, web.url + "/a.png", Access(), budget())
     assert err.status == 403 and "outside --allowed-hosts (10.0.0.0/8)" in err.message
+    err = refused(Fetcher(policy=HostPolicy(["10.0.0.0/8", "images.internal"])).fetch, web.url + "/a.png", Access(),
+                  budget())
+    assert err.message == ("127.0.0.1 resolves to 127.0.0.1, outside --allowed-hosts (10.0.0.0/8, images.internal); "
+                           "add the host there if it is trusted")
 
 
 def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to(servers) -> None:

@@ -135,6 +135,36 @@ def test_references_get_store_names() -> None:
     assert rel_path("/data/local-files/?d=photos/a%20b.jpg") == "photos/a b.jpg"
     assert rel_path("/data/upload/3/x.png") == "upload/3/x.png"
     assert rel_path("https://host/bucket/k/y.jpg?sig=1") == "bucket/k/y.jpg"
+    assert rel_path("https://host/X-ray.png") == "X-ray.png"  # only the leading slash goes
+
+
+def test_a_local_reference_is_an_absolute_path_without_a_nul_byte() -> None:
+    from autolabel.serve.localfiles import local_path
+
+    for ref in ("photos/a.png", "/srv/a\x00.png", "file:///srv/a%00.png"):
+        with pytest.raises(RequestError) as err:
+            local_path(ref)
+        assert (err.value.status, err.value.message) == (400, f"{ref}: a local image must be an absolute path "
+                                                              "(/path/to/image.jpg or file:///path/to/image.jpg)")
+    assert local_path("file:///srv/a%20b.png") == "/srv/a b.png"
+
+
+def test_a_prediction_label_studio_would_reject_is_a_500_saying_so() -> None:
+    """The last check before an answer leaves: Label Studio stores a prediction that does not fit its config
+    silently (and shows nothing), so a mismatch — a bug of ours — is a 500 naming the first problem."""
+    config = Config(CONFIG)
+
+    def prediction(label: str) -> dict:
+        return {"model_version": "v", "score": 0.5, "result": [{
+            "from_name": "bbox", "to_name": "img", "type": "rectanglelabels",
+            "value": {"x": 1, "y": 1, "width": 2, "height": 2, "rectanglelabels": [label]}}]}
+
+    config.validate(prediction("cat"))
+    with pytest.raises(RequestError) as err:
+        config.validate(prediction("dog"))  # bbox has no "dog"
+    assert err.value.status == 500
+    assert err.value.message.startswith("the prediction does not match the labeling config: Region 0: ")
+    assert err.value.message.endswith(" (1 problem(s)); please report this") and "\n" not in err.value.message
 
 
 # -- smart-tool coordinates and scores ------------------------------------------------------------------------------
@@ -236,6 +266,14 @@ def test_the_operators_settings_come_from_the_flag_or_the_environment() -> None:
     assert str(err.value).startswith("LABEL_STUDIO_URL: credentials in the URL") and ":pw@" not in str(err.value)
     with pytest.raises(ConfigError, match="^--label-studio-url: expected"):
         Trust.from_environment("ls:8080", False, {})
+
+
+def test_a_server_with_basic_auth_trusts_the_setup_calls_it_lets_through() -> None:
+    """``authenticated`` reaches the trust rules: behind basic auth, a setup call is Label Studio's own (it knows
+    the password), so its URL and token are used; without, the same call changes nothing."""
+    guarded, open_ = (Trust.from_environment(None, auth, {}) for auth in (True, False))
+    assert guarded.from_setup("http://ls:8080", "its-token") == Access("http://ls:8080", "its-token")
+    assert open_.from_setup("http://ls:8080", "its-token") == Access()
 
 
 # -- limits ---------------------------------------------------------------------------------------------------------
@@ -363,11 +401,43 @@ def test_host_headers_pass_as_ip_literals_or_known_names() -> None:
 
     guard = Guard(None, names=["ML.example.org", "0.0.0.0"], auth=None)
     for header in ("localhost:9090", "LOCALHOST", "ml.example.org", "ml.example.org.:80", "127.0.0.1:9090",
-                   "[::1]:9090", "10.0.0.7", "[fe80::1]"):
+                   "[::1]:9090", "10.0.0.7", "[fe80::1]", "ml.example.org.", "LocalHost."):
         assert guard.allows_host(header), header
     for header in ("evil.example:9090", "", "localhost.evil.example", "ml.example.org.evil"):
         assert not guard.allows_host(header), header
     assert host_of("a:b:c") == "a:b:c"  # a bare IPv6 literal
+    assert host_of(" ML.example.org. ") == host_of("ml.example.org.:443") == "ml.example.org"  # a fully qualified name
+
+
+def test_the_guards_refusals_are_well_formed_asgi_answers() -> None:
+    """A refusal is sent by the guard itself, in raw ASGI: header names lower case, as the ASGI spec asks (Starlette's
+    ``Headers`` and middleware look them up that way), and a Content-Length that is the body's."""
+    import asyncio
+    import json
+
+    from autolabel.serve.guard import Guard
+
+    async def refuse(headers: list[tuple[bytes, bytes]]) -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        guard = Guard(None, names=[], auth=("ls", "pw"))  # the app is never reached
+        await guard({"type": "http", "method": "GET", "path": "/health", "headers": headers}, receive, send)
+        return sent
+
+    for headers, status in (([(b"host", b"evil.example")], 421), ([(b"host", b"localhost")], 401)):
+        start, body = asyncio.run(refuse(headers))
+        assert (start["type"], start["status"], body["type"]) == ("http.response.start", status, "http.response.body")
+        names = [name for name, _ in start["headers"]]
+        assert names == [name.lower() for name in names] and b"content-type" in names
+        assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+        assert list(json.loads(body["body"])) == ["error"]
+    assert dict(start["headers"])[b"www-authenticate"] == b'Basic realm="autolabel"'
 
 
 # -- JSON bodies ----------------------------------------------------------------------------------------------------
@@ -443,6 +513,15 @@ def test_map_parallel_keeps_order_bounds_threads_and_stops_at_the_first_failure(
     with pytest.raises(ValueError, match="two"):
         map_parallel(fail_at_two, range(100), 2, "t")
     assert len(seen) < 10  # the rest were skipped
+
+
+def test_map_parallels_threads_end_cleanly_when_the_items_run_out(monkeypatch) -> None:
+    """Each thread returns when nothing is left: none dies of an exception (that would print a traceback to the
+    server's log on every request, as ``threading.excepthook`` does)."""
+    crashed: list = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_type))
+    assert map_parallel(lambda x: x + 1, range(7), 3, "t") == list(range(1, 8))
+    assert crashed == []
 
 
 def test_labeling_configs_with_entity_bombs_or_external_entities_are_400s() -> None:
