@@ -124,6 +124,9 @@ def test_records_are_per_project_whatever_url_reaches_it(tmp_path: Path) -> None
         one.record_upload("k1", "/data/upload/3/a.png")
         one.record_upload("k1", "/data/upload/3/b.png")
         assert one.uploads() == {"k1": "/data/upload/3/b.png"} and other.uploads() == {}
+        undated = PushState(store, SimpleNamespace(id=3, created_at=None), "http://c")  # no time: the server names it
+        assert (undated.project, undated.server, undated.project_id) == ("3@http://c", "http://c", 3)
+        assert undated.recorded() == {}
 
 
 def test_plan_prefers_the_recorded_task_then_the_oldest_among_untouched_duplicates() -> None:

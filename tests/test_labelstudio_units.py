@@ -409,3 +409,25 @@ def test_pull_and_push_need_a_url_and_pull_gives_up_in_one_line(tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith("autolabel: error: http://127.0.0.1:9: list projects: no success after 1 tries in 0 s")
+
+
+def test_an_error_with_a_body_shows_its_detail_and_a_url_with_credentials_is_masked_in_the_error(
+        conn: Connection) -> None:
+    from autolabel.labelstudio.client import normalize_url
+
+    class Odd(Exception):  # an SDK error that is not an ApiError but carries the server's answer
+        body = {"detail": f"bad key {KEY}"}
+
+    assert conn.describe(Odd("ignored")) == "Odd: bad key ***"
+    with pytest.raises(AutolabelError, match=r"^--url: expected http://HOST:PORT or https://HOST "
+                                             r"\(got 'ftp://\*\*\*@host:21'\)$"):
+        normalize_url("ftp://user:pw@host:21")
+
+
+def test_option_errors_name_the_command_line_flag() -> None:
+    from autolabel.labelstudio.commands import _flag
+
+    assert _flag("url: expected http://HOST") == "--url: expected http://HOST"
+    assert _flag("project: required") == "--project: required"
+    assert _flag("image_root: not a folder") == "--image-root: not a folder"
+    assert _flag("name: not a push option") == "name: not a push option"
