@@ -60,6 +60,7 @@ def test_partial_answers_give_the_ap_computed_by_hand(tmp_path: Path, capsys: py
                                        "precision": pytest.approx([0, 1 / 2, 2 / 3]), "recall": [0, 0.5, 1.0]}
     assert result["confusion"] == {"labels": ["cat", "dog", "background"],
                                    "matrix": [[2, 0, 0], [0, 1, 1], [1, 1, 0]]}
+    assert {type(n) for row in result["confusion"]["matrix"] for n in row} == {int}  # counts, not 2.0 in eval.json
     rel = result["reliability"]
     assert rel["count"] == [0, 0, 0, 0, 0, 0, 1, 1, 1, 2] and rel["accuracy"][6:] == [0.0, 1.0, 1.0, 0.5]
     # ECE: |0-0.64| + |1-0.74| + |1-0.83| + 2*|0.5-0.935|, over 5

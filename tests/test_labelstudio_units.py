@@ -355,6 +355,8 @@ def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() 
     args = parser.parse_args(["push", "out", "--url", "http://h", "--project", "7", "--masks", "brush",
                               "--retry-for", "5", "--timeout", "2.5", "--batch-size", "3", "--min-score", "0.5"])
     assert (args.masks, args.retry_for, args.timeout, args.batch_size, args.min_score) == ("brush", 5.0, 2.5, 3, 0.5)
+    for masks in ("polygon", "none"):
+        assert parser.parse_args(["push", "out", "--url", "h", "--project", "p", "--masks", masks]).masks == masks
     assert (args.images, args.task_score, args.flagged, args.pipeline, args.no_progress) == (None, None, None, None,
                                                                                              False)
     args = parser.parse_args(["pull", "--url", "http://h", "--project", "p", "-o", "x", "--retry-for", "1"])

@@ -362,6 +362,8 @@ def test_the_evaluation_section_says_what_was_matched_and_draws_its_charts() -> 
     reliability_svg = html[html.index('data-chart="reliability"'):]
     assert len(attrs(reliability_svg[:reliability_svg.index("</svg>")])) == 9  # the bins with boxes
     assert '<span data-metric="ece">0.051</span>' in html
+    pr = attrs(html[html.index("<title>precision / recall along the score</title>"):], "polyline", "curve")
+    assert pr and all(len(a["points"].split()) >= 2 for a in pr)  # each class's curve through its points
     assert '<span style="color:' + report_svg.class_color(0) + '">person</span>' in html
 
 
@@ -406,6 +408,7 @@ def test_the_page_links_every_section_and_the_tables_name_their_columns() -> Non
     assert "<th>stage</th><th>seconds</th><th>images</th><th>ms per image</th>" in html
     # a reason met in no sampled image: 0 images, not the default of another table
     assert '<a href="#check-0" class="dropped">dropped/edge</a></td><td>2</td><td>0</td>' in html
+    assert "<th>decision / reason</th><th>boxes</th><th>images</th><th>by class</th>" in html
 
 
 def test_the_evaluation_section_names_its_ground_truth() -> None:
@@ -451,7 +454,8 @@ def test_the_calibration_section_says_per_class_what_was_decided_and_on_which_sc
     for text, why in (("{", "not readable JSON"), ("[]", "not a calibration report"),
                       ('{"per_class": []}', "not a calibration report")):
         path.write_text(text)
-        with pytest.raises(AutolabelError, match=rf"^{re.escape(str(path))}: {why} .*run `autolabel calibrate` again"):
+        with pytest.raises(AutolabelError, match=rf"^{re.escape(str(path))}: {why} .*\); run `autolabel calibrate` "
+                                                 "again, or delete it to report without calibration$"):
             rc.load(path)
 
 
