@@ -171,6 +171,12 @@ def test_config_mismatches_name_each_difference() -> None:
         "control 'label': label(s) cow are not in the ontology (known: cat, dog)",
         "control 'review': perRegion is None, expected 'true'",
     ]
+    without_first = (ours.replace('<TextArea name="transcription" toName="image" perRegion="true" editable="true" '
+                                  'displayMode="region-list"/>', "")
+                     .replace('<TextArea name="caption" toName="image"', '<TextArea name="caption" toName="image" '
+                              'perRegion="true"'))
+    assert config_mismatches(without_first, ours) == [  # the areas after a missing one are checked too
+        "control 'caption': perRegion is 'true', expected None"]
     assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
     assert classes_of(ours) == ["cat", "dog"]
 
