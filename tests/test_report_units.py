@@ -470,3 +470,22 @@ def test_the_report_command_samples_12_images_with_seed_0_unless_told() -> None:
     assert (args.output_dir, args.out, args.samples, args.seed) == ("out", None, 12, 0)
     args = parser.parse_args(["report", "out", "--samples", "3", "--seed", "7", "--out", "page"])
     assert (args.samples, args.seed, args.out) == (3, 7, "page")
+
+
+def test_a_dropped_box_is_labeled_only_in_the_section_of_its_own_reason() -> None:
+    import supervision as sv
+
+    from autolabel.quality.report_previews import annotate
+
+    det = sv.Detections(xyxy=np.array([[20.0, 30.0, 90.0, 80.0]]), confidence=np.array([0.3]), class_id=np.array([0]),
+                        data={"status": np.array(["dropped"]), "reason": np.array(["low_score"]),
+                              "class_name": np.array(["cat"])})
+
+    def drawn(focus: str | None) -> np.ndarray:
+        return np.asarray(annotate(Image.new("RGB", (120, 100), "white"), det, focus))
+
+    plain = drawn(None)
+    assert (plain != 255).any()  # the dropped box itself is drawn in every section
+    assert np.array_equal(drawn("dropped/edge"), plain)  # another reason's section: no label
+    labeled = drawn("dropped/low_score")
+    assert (labeled != plain).any(axis=2).sum() > 50  # its own: the label is drawn too
