@@ -125,6 +125,25 @@ def test_push_creates_one_task_per_image_with_the_stores_prediction(ls, sdk, ima
     assert body == (images / first.data["rel_path"]).read_bytes()
 
 
+def test_a_project_is_found_by_id_or_its_one_title_and_a_new_one_gets_the_review_view(ls, sdk) -> None:
+    from autolabel.labelstudio.client import Connection
+    from autolabel.labelstudio.project import REVIEW_VIEW, find_project, resolve_project
+    from autolabel.ontology import Ontology
+
+    conn, config = Connection(ls.url, TOKEN), labeling_config(Ontology.from_config(["cat"]))
+    made, created = resolve_project(conn, " found by title ", config)
+    assert created and made.title == "found by title" and made.label_config.strip() == config.strip()
+    assert [v.data["title"] for v in sdk.views.list(project=made.id)] == [REVIEW_VIEW]
+    assert find_project(conn, str(made.id)).id == made.id and find_project(conn, "found by title").id == made.id
+    assert resolve_project(conn, "found by title", config)[1] is False  # found again, not created
+    with pytest.raises(AutolabelError, match=rf"^{re.escape(ls.url)}: no project with id 987654 \(pass an existing"):
+        find_project(conn, "987654")
+    a, b = (sdk.projects.create(title="twin title").id for _ in range(2))
+    with pytest.raises(AutolabelError, match=rf"^{re.escape(ls.url)}: 2 projects are titled 'twin title' "
+                                             rf"\(ids ({a}, {b}|{b}, {a})\); pass --project ID$"):  # as listed
+        find_project(conn, "twin title")
+
+
 def test_push_twice_adds_nothing_and_a_newer_run_replaces_predictions(ls, sdk, images, tmp_path) -> None:
     store = label(images, tmp_path / "out")
     first = push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN)

@@ -262,8 +262,9 @@ def test_images_are_linked_from_the_image_root_or_downloaded_following_redirects
         assert (tmp_path / "linked.png").is_symlink() and (tmp_path / "linked.png").read_bytes() == b"LOCAL"
         with pytest.raises(AutolabelError, match=r"task 3: .*elsewhere.* does not exist \(is --image-root the folder"):
             _place(row("s3://bucket/x.png", "elsewhere.png"), tmp_path / "x.png", conn, str(tmp_path / "in"))
-        with pytest.raises(AutolabelError, match=r"^task 3: cannot download s3://bucket/x.png; pass --image-root DIR$"):
-            _place(row("s3://bucket/x.png"), tmp_path / "x.png", conn, None)
+        for cloud in ("s3://bucket/x.png", "gs://bucket/x.png", "azure-blob://container/x.png"):
+            with pytest.raises(AutolabelError, match=rf"^task 3: cannot download {cloud}; pass --image-root DIR$"):
+                _place(row(cloud), tmp_path / "x.png", conn, None)
         with pytest.raises(AutolabelError, match=r"^task 3: cannot download its image; pass --image-root DIR$"):
             _place(row(""), tmp_path / "x.png", conn, None)
     finally:

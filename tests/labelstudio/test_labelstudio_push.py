@@ -124,6 +124,9 @@ def test_records_are_per_project_whatever_url_reaches_it(tmp_path: Path) -> None
         one.record_upload("k1", "/data/upload/3/a.png")
         one.record_upload("k1", "/data/upload/3/b.png")
         assert one.uploads() == {"k1": "/data/upload/3/b.png"} and other.uploads() == {}
+        undated = PushState(store, SimpleNamespace(id=3, created_at=None), "http://c")  # no time: the server names it
+        assert (undated.project, undated.server, undated.project_id) == ("3@http://c", "http://c", 3)
+        assert undated.recorded() == {}
 
 
 def test_plan_prefers_the_recorded_task_then_the_oldest_among_untouched_duplicates() -> None:
@@ -176,3 +179,15 @@ def test_batches_and_the_silent_bar() -> None:
     assert list(_batches([], 3)) == [] and list(_batches([1, 2], 5)) == [[1, 2]]
     with _nobar() as bar:
         assert bar.update(3) is None
+
+
+def test_a_push_at_the_end_of_a_run_that_fails_is_one_line_saying_why(tmp_path: Path, monkeypatch) -> None:
+    """Nothing listens on port 9: the push gives up, and the run's exports line says where and why."""
+    from autolabel.labelstudio.push import push_after_run
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "k3y")
+    with Store(tmp_path) as store:
+        line, ok = push_after_run(store, parse(export_pipeline()), options(project="ends a run", retry_for=0))
+    assert not ok and "\n" not in line
+    assert line.startswith("labelstudio push to http://127.0.0.1:9 failed: http://127.0.0.1:9")
+    assert "None" not in line and "k3y" not in line

@@ -171,6 +171,12 @@ def test_config_mismatches_name_each_difference() -> None:
         "control 'label': label(s) cow are not in the ontology (known: cat, dog)",
         "control 'review': perRegion is None, expected 'true'",
     ]
+    without_first = (ours.replace('<TextArea name="transcription" toName="image" perRegion="true" editable="true" '
+                                  'displayMode="region-list"/>', "")
+                     .replace('<TextArea name="caption" toName="image"', '<TextArea name="caption" toName="image" '
+                              'perRegion="true"'))
+    assert config_mismatches(without_first, ours) == [  # the areas after a missing one are checked too
+        "control 'caption': perRegion is 'true', expected None"]
     assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
     assert classes_of(ours) == ["cat", "dog"]
 
@@ -355,6 +361,8 @@ def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() 
     args = parser.parse_args(["push", "out", "--url", "http://h", "--project", "7", "--masks", "brush",
                               "--retry-for", "5", "--timeout", "2.5", "--batch-size", "3", "--min-score", "0.5"])
     assert (args.masks, args.retry_for, args.timeout, args.batch_size, args.min_score) == ("brush", 5.0, 2.5, 3, 0.5)
+    for masks in ("polygon", "none"):
+        assert parser.parse_args(["push", "out", "--url", "h", "--project", "p", "--masks", masks]).masks == masks
     assert (args.images, args.task_score, args.flagged, args.pipeline, args.no_progress) == (None, None, None, None,
                                                                                              False)
     args = parser.parse_args(["pull", "--url", "http://h", "--project", "p", "-o", "x", "--retry-for", "1"])
@@ -409,3 +417,25 @@ def test_pull_and_push_need_a_url_and_pull_gives_up_in_one_line(tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith("autolabel: error: http://127.0.0.1:9: list projects: no success after 1 tries in 0 s")
+
+
+def test_an_error_with_a_body_shows_its_detail_and_a_url_with_credentials_is_masked_in_the_error(
+        conn: Connection) -> None:
+    from autolabel.labelstudio.client import normalize_url
+
+    class Odd(Exception):  # an SDK error that is not an ApiError but carries the server's answer
+        body = {"detail": f"bad key {KEY}"}
+
+    assert conn.describe(Odd("ignored")) == "Odd: bad key ***"
+    with pytest.raises(AutolabelError, match=r"^--url: expected http://HOST:PORT or https://HOST "
+                                             r"\(got 'ftp://\*\*\*@host:21'\)$"):
+        normalize_url("ftp://user:pw@host:21")
+
+
+def test_option_errors_name_the_command_line_flag() -> None:
+    from autolabel.labelstudio.commands import _flag
+
+    assert _flag("url: expected http://HOST") == "--url: expected http://HOST"
+    assert _flag("project: required") == "--project: required"
+    assert _flag("image_root: not a folder") == "--image-root: not a folder"
+    assert _flag("name: not a push option") == "name: not a push option"

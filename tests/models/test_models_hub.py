@@ -118,3 +118,31 @@ def test_half_precision_checkpoints_take_inputs_in_their_dtype_and_give_float32_
         masks = model.segment(images, [np.array([[0, 0, 50, 30]], np.float32)] * 2, multimask=True)
         assert [m.masks.shape for m in masks] == [(1, 60, 150), (1, 120, 80)]
         assert masks[0].predicted_iou.dtype == np.float32
+
+
+def test_auto_device_and_dtype_follow_the_accelerator_found(monkeypatch):
+    """No GPU here: torch's availability probes are replaced, the choice made from them is the code under test."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert hub.pick_device() == "mps" and hub.pick_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert hub.pick_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hub.pick_device() == "cuda"
+    for bf16, want in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert hub.pick_dtype("auto", "cuda:1") == want and hub.pick_dtype("auto", "cuda") == want
+    assert hub.pick_dtype("auto", "mps") == torch.float32 and hub.pick_dtype("float16", "cpu") == torch.float16
+
+
+@pytest.mark.parametrize("proxy", ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])
+def test_behind_a_proxy_the_hub_is_assumed_reachable(monkeypatch, proxy):
+    from huggingface_hub import constants
+
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # closed: only the proxy makes it True
+    monkeypatch.setenv(proxy, "http://proxy.invalid:3128")
+    assert hub.hub_reachable(timeout=1.0) is True

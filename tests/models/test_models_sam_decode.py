@@ -85,3 +85,28 @@ def test_decoder_calls_of_a_few_boxes_keep_the_boxes_order_across_images(kind, m
         assert np.array_equal(three.masks[0::3], one.masks[0::3])  # position 0 in both: the same mask
         if len(three.masks) > 1:
             assert not np.array_equal(three.masks[1], one.masks[1])  # position 1 vs 0: another mask
+
+
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
+def test_a_mask_is_where_the_upscaled_logits_are_positive(kind, models, monkeypatch) -> None:
+    """The processor's upscaled logits, as they came (recorded, not replaced): the mask is ``logits > 0``, the
+    stability is SAM's ratio at ±1 — pixels between 0 and 1 (the blocks' blurred edges) are inside the mask."""
+    model = models[kind]
+    seen = []
+    real = model._upscale
+
+    def spy(low, size, resized):
+        seen.append(real(low, size, resized))
+        return seen[-1]
+
+    monkeypatch.setattr(model, "_upscale", spy)
+    hook = Recorder(model.model, "forward", after=by_position)
+    try:
+        got = model.segment([noise_image(150, 60, seed=4)], [boxes(9)])[0]
+    finally:
+        hook.undo()
+    logits = torch.cat(seen).float()
+    assert ((logits > 0) & (logits <= 1)).any()  # the test can tell a threshold of 0 from one of 1
+    assert np.array_equal(got.masks, (logits > 0).numpy())
+    inner, outer = (logits > 1).flatten(1).sum(-1), (logits > -1).flatten(1).sum(-1)
+    assert_allclose(got.stability_score, (inner / outer).numpy(), rtol=1e-6)

@@ -60,6 +60,7 @@ def test_partial_answers_give_the_ap_computed_by_hand(tmp_path: Path, capsys: py
                                        "precision": pytest.approx([0, 1 / 2, 2 / 3]), "recall": [0, 0.5, 1.0]}
     assert result["confusion"] == {"labels": ["cat", "dog", "background"],
                                    "matrix": [[2, 0, 0], [0, 1, 1], [1, 1, 0]]}
+    assert {type(n) for row in result["confusion"]["matrix"] for n in row} == {int}  # counts, not 2.0 in eval.json
     rel = result["reliability"]
     assert rel["count"] == [0, 0, 0, 0, 0, 0, 1, 1, 1, 2] and rel["accuracy"][6:] == [0.0, 1.0, 1.0, 0.5]
     # ECE: |0-0.64| + |1-0.74| + |1-0.83| + 2*|0.5-0.935|, over 5
@@ -315,3 +316,26 @@ def test_the_python_calls_take_the_commands_defaults_and_record_their_inputs(tmp
     assert (report["iou_threshold"], report["flagged"], report["confidence"], report["bound"]) == (
         0.5, "include", 0.95, "clopper-pearson")
     assert set(overrides) == {"stages.score_threshold.per_class.cat", "stages.score_threshold.per_class.dog"}
+
+
+def test_a_pipeline_file_stands_in_for_the_stores_and_a_store_without_a_run_says_so(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from autolabel.store import Store
+
+    out = labeled(tmp_path)  # the run's ontology: cat, dog
+    gt = coco_gt(tmp_path / "gt.json", {"a.png": [["Kittens", 0, 0, 20, 20], ["dog", 30, 30, 60, 60]]},
+                 names={"Kittens": 1, "dog": 2})
+    assert run_eval(out, gt)["classes"]["unmatched_gt"] == ["Kittens"]
+    file = tmp_path / "kittens.yaml"
+    file.write_text(yaml.safe_dump(pipeline(ANSWERS, ontology={"cat": ["cat", "kitten"], "dog": "dog"})))
+    assert run_eval(out, gt, "--pipeline", str(file))["classes"]["matched"] == {"cat": "Kittens", "dog": "dog"}
+    assert main(["calibrate", str(out), "--gt", str(gt), "--pipeline", str(file), "--target-precision", "0.9",
+                 "--unreached", "drop"]) == ExitCode.OK
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["per_class"]["cat"]["gt"] == 1  # the file's ontology matched the ground truth's Kittens
+    with Store(tmp_path / "empty"):
+        pass
+    assert main(["eval", str(tmp_path / "empty"), "--gt", str(gt)]) == ExitCode.FATAL
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'empty'}: the store records no run; pass --pipeline "
+                                                    "FILE")

@@ -64,6 +64,17 @@ def test_the_higher_score_takes_the_box_first_and_ties_keep_the_row_order() -> N
     assert match(side([(0, 0, 10, 9), (0, 0, 10, 10)], score=[np.nan, 0.1]), truth) == [-1, 0]  # unknown: last
 
 
+def test_twin_ground_truth_boxes_are_taken_in_row_order_among_many_images() -> None:
+    """Equal IoUs go to the earlier ground-truth row, as COCOeval does, also when the rows of 40 boxes on two images
+    interleave (a sort that is not stable reorders rows 5 and 7 of image 0 among these)."""
+    image = [1, 0] * 20
+    boxes = [(100 + 20 * k, 0, 110 + 20 * k, 10) for k in range(40)]
+    boxes[5] = boxes[7] = (0, 0, 10, 10)  # twins on image 0
+    truth = side(boxes, image=image)
+    run = side([(0, 0, 10, 10), (0, 0, 10, 10)], image=[0, 0], score=[0.9, 0.8])
+    assert match(run, truth) == [5, 7]
+
+
 def test_each_prediction_takes_the_box_it_overlaps_most_else_the_next_one_left() -> None:
     truth = side([(0, 0, 10, 10), (2, 0, 12, 10)])
     # IoU with the first 80/120, with the second 100/100: the second, though listed second

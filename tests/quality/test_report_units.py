@@ -362,6 +362,8 @@ def test_the_evaluation_section_says_what_was_matched_and_draws_its_charts() -> 
     reliability_svg = html[html.index('data-chart="reliability"'):]
     assert len(attrs(reliability_svg[:reliability_svg.index("</svg>")])) == 9  # the bins with boxes
     assert '<span data-metric="ece">0.051</span>' in html
+    pr = attrs(html[html.index("<title>precision / recall along the score</title>"):], "polyline", "curve")
+    assert pr and all(len(a["points"].split()) >= 2 for a in pr)  # each class's curve through its points
     assert '<span style="color:' + report_svg.class_color(0) + '">person</span>' in html
 
 
@@ -383,3 +385,107 @@ def test_a_report_samples_the_same_images_for_the_same_seed_and_counts_each_prev
             statuses = row["labels"]["boxes"]["data"]["status"]
             assert preview.boxes == dict(Counter(statuses)) and sum(preview.boxes.values()) == 3
             assert preview.rel_path == row["rel_path"] and (tmp_path / preview.src).is_file()
+
+
+# -- the frame, the page and the calibration section -------------------------------------------------------------
+def test_a_frames_axes_outline_its_plot_area_and_bars_span_one_row_per_item() -> None:
+    f = Frame(width=200, height=100, left=20, right=10, top=5, bottom=15)
+    assert f.axes("x", "y", [], []).startswith('<rect x="20" y="5" width="170" height="80" fill="none"')
+    assert 'data-ymin="0.0" data-ymax="3.0"' in bars([("a", 1.0), ("b", 2.0), ("c", 3.0)], "t", "s")
+    assert 'data-ymax="1.0"' in bars([], "t", "s")  # no rows: one, not a zero-height range
+
+
+def test_the_page_links_every_section_and_the_tables_name_their_columns() -> None:
+    data = ReportData(runs=[run(1, stage_seconds={"detect": 1.0}, stage_images={"detect": 2}, counts={"labeled": 2})],
+                      scores=Counter({("cat", "kept", 3): 1}), decisions=Counter({("dropped", "edge", "cat"): 2}))
+    html = report_html.page("a run", data, {}, None, ["cat"])
+    sections = [("summary", "Run summary"), ("history", "History"), ("classes", "Classes"),
+                ("scores", "Score histograms"), ("checks", "Quality checks"), ("samples", "Sample of labeled images"),
+                ("failures", "Failures"), ("stages", "Slowest stages")]
+    for key, name in sections:
+        assert f'<a href="#{key}">{name}</a>' in html and f'<section id="{key}"><h2>{name}</h2>' in html
+    assert "<th>class</th><th>kept</th><th>flagged</th><th>dropped</th><th>total</th><th>without score</th>" in html
+    assert "<th>stage</th><th>seconds</th><th>images</th><th>ms per image</th>" in html
+    # a reason met in no sampled image: 0 images, not the default of another table
+    assert '<a href="#check-0" class="dropped">dropped/edge</a></td><td>2</td><td>0</td>' in html
+    assert "<th>decision / reason</th><th>boxes</th><th>images</th><th>by class</th>" in html
+
+
+def test_the_evaluation_section_names_its_ground_truth() -> None:
+    ev = {"gt": "gt/<coco>.json", "gt_format": "coco", "iou_threshold": 0.5, "flagged": "include",
+          "created": "2026-01-01T00:00:00+00:00", "images": {}, "classes": {}}
+    assert report_html.eval_section(ev, []).startswith(
+        "<p>Ground truth <code>gt/&lt;coco&gt;.json</code> (coco), IoU 0.50, flagged boxes include, written "
+        "2026-01-01T00:00:00+00:00.")
+
+
+def test_the_calibration_section_says_per_class_what_was_decided_and_on_which_score(tmp_path: Path) -> None:
+    from autolabel.errors import AutolabelError
+    from autolabel.quality import report_calibration as rc
+
+    report = {"target_precision": 0.9, "confidence": 0.95, "bound": "clopper-pearson", "iou_threshold": 0.5,
+              "stage": "detect", "created": "2026-01-02T00:00:00+00:00",
+              "per_class": {"cat": {"status": "ok", "threshold": 0.42, "precision": 0.95, "precision_lower_bound": 0.91,
+                                    "recall": 0.5, "kept": 20, "candidates": 40},
+                            "d<g": {"status": "unreachable", "action": "flag", "threshold": None, "kept": 0,
+                                    "candidates": 3},
+                            "cow": {"status": "thin_evidence"}}}  # no action written: said as unknown
+    pipeline = {"stages": [{"type": "concepts", "name": "sam3"}, {"type": "concepts"}, {"type": "detect"}, "x"]}
+    html = rc.section(report, pipeline, fmt=fmt, table=report_html.table)
+    assert html.startswith("<p>Target precision 0.90 at 0.95 confidence (clopper-pearson lower bound), IoU 0.50; "
+                           "thresholds for stage <code>detect</code>, written 2026-01-02T00:00:00+00:00.</p>")
+    assert ("<p>Scores:</p><ul><li>stage sam3: SAM 3 score = query_score × presence_score (both kept per box)</li>"
+            "<li>stage concepts: SAM 3 score") in html
+    assert ("<th>class</th><th>status</th><th>threshold</th><th>precision</th><th>precision lower bound</th>"
+            "<th>recall</th><th>kept</th><th>candidates</th>") in html
+    assert ('<td data-class="cat">cat</td><td data-metric="status">ok</td><td data-metric="threshold">0.420</td>'
+            '<td data-metric="precision">0.950</td><td data-metric="precision_lower_bound">0.910</td>'
+            '<td data-metric="recall">0.500</td><td data-metric="kept">20</td><td data-metric="candidates">40</td>'
+            ) in html
+    assert ('<td data-class="d&lt;g">d&lt;g</td><td data-metric="status">unreachable → flag</td>'
+            '<td data-metric="threshold">n/a</td>') in html
+    assert '<td data-class="cow">cow</td><td data-metric="status">thin_evidence → ?</td>' in html
+    assert "Scores" not in rc.section(report, None, fmt=fmt, table=report_html.table)
+    assert rc.scores_of({"stages": None}) == [] and rc.scores_of(None) == []
+    path = tmp_path / rc.CALIBRATION_NAME
+    assert rc.load(path) is None
+    path.write_text('{"per_class": {}}')
+    assert rc.load(path) == {"per_class": {}}
+    for text, why in (("{", "not readable JSON"), ("[]", "not a calibration report"),
+                      ('{"per_class": []}', "not a calibration report")):
+        path.write_text(text)
+        with pytest.raises(AutolabelError, match=rf"^{re.escape(str(path))}: {why} .*\); run `autolabel calibrate` "
+                                                 "again, or delete it to report without calibration$"):
+            rc.load(path)
+
+
+def test_the_report_command_samples_12_images_with_seed_0_unless_told() -> None:
+    import argparse
+
+    from autolabel.quality.report import add_report_parser
+
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "out"])
+    assert (args.output_dir, args.out, args.samples, args.seed) == ("out", None, 12, 0)
+    args = parser.parse_args(["report", "out", "--samples", "3", "--seed", "7", "--out", "page"])
+    assert (args.samples, args.seed, args.out) == (3, 7, "page")
+
+
+def test_a_dropped_box_is_labeled_only_in_the_section_of_its_own_reason() -> None:
+    import supervision as sv
+
+    from autolabel.quality.report_previews import annotate
+
+    det = sv.Detections(xyxy=np.array([[20.0, 30.0, 90.0, 80.0]]), confidence=np.array([0.3]), class_id=np.array([0]),
+                        data={"status": np.array(["dropped"]), "reason": np.array(["low_score"]),
+                              "class_name": np.array(["cat"])})
+
+    def drawn(focus: str | None) -> np.ndarray:
+        return np.asarray(annotate(Image.new("RGB", (120, 100), "white"), det, focus))
+
+    plain = drawn(None)
+    assert (plain != 255).any()  # the dropped box itself is drawn in every section
+    assert np.array_equal(drawn("dropped/edge"), plain)  # another reason's section: no label
+    labeled = drawn("dropped/low_score")
+    assert (labeled != plain).any(axis=2).sum() > 50  # its own: the label is drawn too
