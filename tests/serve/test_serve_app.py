@@ -567,6 +567,7 @@ def test_store_rows_the_ontology_cannot_use_are_labeled_again(world, tmp_path, c
         r = client.post("/predict", json=predict([str(tmp_path / "x.png")]))
     assert r.status_code == 200 and r.json()["results"][0]["result"][0]["value"]["rectanglelabels"] == ["cat"]
     assert "task 1: the store's labels cannot be used (" in caplog.text and "labeling it again" in caplog.text
+    assert "zebra" in caplog.text  # why: the class the ontology lost
     assert backend.stats["model_images"] == 1 and backend.stats["from_store"] == 0
     backend.close()
 
@@ -697,8 +698,10 @@ def test_kept_images_share_their_prefix_folder(world, tmp_path) -> None:
 def test_a_store_folder_without_a_store_is_refused_unless_writing_back(tmp_path) -> None:
     from autolabel.errors import AutolabelError
 
-    with pytest.raises(AutolabelError, match=r"no run store \(autolabel.db\) here; pass the output folder of a run"):
+    with pytest.raises(AutolabelError) as err:
         StoreAnswers(tmp_path / "none")
+    assert str(err.value) == (f"{tmp_path / 'none'}: no run store (autolabel.db) here; pass the output folder of a "
+                              "run (autolabel run ... --output DIR), or add --write-back to start one")
     StoreAnswers(tmp_path / "new", write_back=True).close({})
     assert (tmp_path / "new" / "autolabel.db").is_file()
 
@@ -761,3 +764,13 @@ def test_store_connections_are_one_per_thread_and_a_broken_store_is_named(tmp_pa
     with pytest.raises(AutolabelError) as err:
         answers.find("0" * 64)
     assert str(err.value) == f"{tmp_path / 'autolabel.db'}: cannot read the run store (no such table: images)"
+
+
+def test_a_request_whose_model_work_outlasts_its_time_is_a_408_naming_the_wait(world) -> None:
+    """The deadline also bounds the wait for the model's thread (a pipeline that sleeps 3 s, a 1 s request)."""
+    client, backend = world["app"](sleep=3.0, limits=Limits(max_request_seconds=1))
+    refusal(client.post("/predict", json=predict([str(world["root"] / "new.png")])), 408,
+            "the request took too long waiting for the model: more than the limit of 1 seconds one request may take "
+            "(raise it with --max-request-seconds N or AUTOLABEL_SERVE_MAX_REQUEST_SECONDS)")
+    backend.close()
+

@@ -461,3 +461,18 @@ def test_the_token_exchange_is_a_json_post(servers) -> None:
                   "/data/upload/1/a.png": body(PNG)}
     lenient().fetch("/data/upload/1/a.png", Access(ls.url, "x.y.z"), budget())
     assert ls.seen[0].headers["content-type"] == "application/json"
+
+
+def test_a_local_image_over_the_cap_is_refused_when_the_cap_spans_several_reads(tmp_path: Path) -> None:
+    """The cap counts every byte read, not the last read's: with a cap of 1.5 reads, a file of 3 reads is refused
+    after the second (a mutation survivor of seed 29: `total = len(chunk)` read any file whole)."""
+    chunk = localfiles.CHUNK
+    (tmp_path / "big.png").write_bytes(b"\0" * (3 * chunk))
+    charged: list[int] = []
+    with pytest.raises(RequestError) as err:
+        LocalRoots([str(tmp_path)]).read(str(tmp_path / "big.png"), chunk + chunk // 2, charged.append)
+    assert err.value.status == 413 and f"larger than {chunk + chunk // 2} bytes" in err.value.message
+    assert charged == [chunk]  # the second read crossed the cap: it is neither charged nor kept
+    exact = tmp_path / "exact.png"
+    exact.write_bytes(b"\1" * (chunk + chunk // 2))
+    assert LocalRoots([str(tmp_path)]).read(str(exact), chunk + chunk // 2)[0] == exact.read_bytes()

@@ -443,7 +443,8 @@ def test_the_guards_refusals_are_well_formed_asgi_answers() -> None:
 # -- JSON bodies ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("raw, words", [
     (b'{"x": NaN}', "NaN is not a JSON number"), (b'{"x": -Infinity}', "-Infinity is not a JSON number"),
-    (b'{"x": 1e999}', "the number 1e999 is out of range"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"x": 1e999}', "the number 1e999 is out of range"), (b"[" * 100_000 + b"]" * 100_000,
+                                                        "the request body is nested too deeply to be read as JSON"),
     (b'{"x": 1' + b"0" * 5000 + b"}", "not valid JSON (Exceeds the limit"), (b"\xff\xfe{", "not valid JSON"),
     (b"{not json", "not valid JSON (Expecting property name"),
 ])
