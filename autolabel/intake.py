@@ -335,7 +335,7 @@ def read(source: Source, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes | None,
             return None, _not_a_file(st.st_mode, path)
         if st.st_size > max_bytes:
             return None, _too_large(f"{st.st_size:,} bytes", max_bytes)
-        data = _read_capped(fd, st.st_size, max_bytes)
+        data = read_capped(fd, max_bytes, first=min(st.st_size, max_bytes) + 1)
     except OSError as err:
         return None, f"cannot read: {err.strerror or err}"
     finally:
@@ -364,9 +364,15 @@ def _read_url(url: str, max_bytes: int) -> tuple[bytes | None, str | None]:
     return (data, None) if data else (None, "empty file (0 bytes)")
 
 
-def _read_capped(fd: int, size: int, limit: int) -> bytes | None:
-    """Read to the end, or None once more than ``limit`` bytes came (``size``: what fstat said, the first read)."""
-    chunks, total, want = [], 0, min(size, limit) + 1
+def read_capped(
+    fd: int, limit: int, first: int = 1 << 20, charge: Callable[[int], None] = lambda n: None
+) -> bytes | None:
+    """Read ``fd`` to the end, or None once more than ``limit`` bytes came (never more than ``limit + 1`` held).
+
+    ``first``: the first read's size (what fstat said, when it fits: one read for a file whose size is honest);
+    ``charge``: told each kept read's size (a request's budget, which may stop the read by raising).
+    """
+    chunks, total, want = [], 0, first
     while True:
         chunk = os.read(fd, min(want, limit + 1 - total))
         if not chunk:
@@ -374,6 +380,7 @@ def _read_capped(fd: int, size: int, limit: int) -> bytes | None:
         total += len(chunk)
         if total > limit:
             return None
+        charge(len(chunk))
         chunks.append(chunk)
         want = 1 << 20
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
+from ..intake import read_capped
 from .limits import exceeded
 from .protocol import RequestError
 
@@ -101,7 +102,10 @@ class LocalRoots:
             opened = _opened_path(fd)
             if opened is not None and not self.contains(opened):
                 raise RequestError(403, f"{ref}: outside the folders this backend reads (--local-root)")
-            return _read_capped(fd, ref, cap, charge), real
+            data = read_capped(fd, cap, CHUNK, charge)
+            if data is None:
+                raise exceeded("max_image_bytes", f"{ref}: larger than {cap} bytes", cap)
+            return data, real
         finally:
             os.close(fd)
 
@@ -112,16 +116,3 @@ def _opened_path(fd: int) -> str | None:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return None
-
-
-def _read_capped(fd: int, ref: str, cap: int, charge: Callable[[int], None]) -> bytes:
-    chunks, total = [], 0
-    while True:
-        chunk = os.read(fd, min(CHUNK, cap + 1 - total))
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > cap:
-            raise exceeded("max_image_bytes", f"{ref}: larger than {cap} bytes", cap)
-        charge(len(chunk))
-        chunks.append(chunk)
