@@ -38,7 +38,7 @@ from ..store import ImageResult
 from . import similar
 from .access import Access, Trust
 from .answers import StoreAnswers
-from .images import Fetcher, rel_path
+from .images import Fetcher
 from .interactive import Interactive
 from .limits import Admission, Budget, Limits, Ticket, exceeded
 from .localfiles import LocalRoots
@@ -360,7 +360,7 @@ class Backend:
                 k = todo[digest][0]
                 image = self._decode(tasks[k], fetched[k].data or b"", budget)
                 local = fetched[k].local
-                name = self.fetcher.roots.relative(local) if local else rel_path(tasks[k].image)
+                name = self.fetcher.stored_name(tasks[k].image, local)
                 path = tasks[k].image
                 if self.answers is not None and self.answers.write_back:
                     path = self.answers.image_path(digest, fetched[k].data or b"", name, local)

@@ -74,6 +74,11 @@ class Fetcher:
     def close(self) -> None:
         self.pool.close()
 
+    def stored_name(self, ref: str, local: str | None) -> str:
+        """The name the store gives an image (its ``rel_path``): a local file's path relative to its
+        ``--local-root``, as a run names it; else the reference's own name (:func:`rel_path`)."""
+        return self.roots.relative(local) if local else rel_path(ref)
+
     def fetch(self, ref: str, access: Access, budget: Budget) -> tuple[bytes, str | None]:
         """The bytes of ``ref`` and, for a local file, its resolved path; a RequestError otherwise (4xx: the
         reference, the setup or a limit; 502: the source failed)."""

@@ -27,7 +27,6 @@ import numpy as np
 
 from ..labels import Labels
 from ..records import to_record
-from .images import rel_path
 from .protocol import Config, RequestError, Task
 from .workers import FIRST
 
@@ -154,7 +153,7 @@ def answer(backend: "Backend", task: Task, context: dict[str, Any], config: Conf
             data={"class_name": np.full(len(found), label, dtype=object),
                   "query_score": found.query_scores, "presence_score": found.presence_scores},
         ), stage="find_similar")
-    stored_as = backend.fetcher.roots.relative(fetched.local) if fetched.local else rel_path(task.image)
+    stored_as = backend.fetcher.stored_name(task.image, fetched.local)
     row = {"id": task.id or 0, "path": task.image, "sha256": digest, "rel_path": stored_as,
            "width": image.width, "height": image.height, "labels": to_record(labels)}
     prediction = backend._prediction(row, config)
