@@ -71,8 +71,8 @@ def config_mismatches(existing: str, expected: str) -> list[str]:
 
 
 def _same_tags(have: Any, want: Any) -> list[str]:
-    """What ``have`` lacks of the tags ``want`` has (same name, tag, value, ``toName``, labels and ``perRegion``);
-    extra tags and decoration are fine."""
+    """What ``have`` lacks of the tags ``want`` has (same name, tag, value, ``toName`` and labels; the generated
+    video config has no per-region controls); extra tags and decoration are fine."""
     problems = []
     objects = {o.name: o for o in have.objects}
     for obj in want.objects:
