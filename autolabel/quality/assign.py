@@ -24,12 +24,11 @@ def greedy(run: Side, rows: np.ndarray, gt: Side, gt_rows: np.ndarray, iou: floa
     """
     rows = np.asarray(rows, dtype=np.int64)
     gt_rows = np.asarray(gt_rows, dtype=np.int64)
-    out = np.full(len(rows), -1, dtype=np.int64)
+    out = np.full(len(rows), -1)
     if not len(rows) or not len(gt_rows):
         return out
-    score = run.score[rows]
-    key = np.where(np.isnan(score), -np.inf, score)
-    order = np.lexsort((-key, run.image[rows]))  # by image, then by descending score (stable)
+    # by image, then by descending score (stable); numpy sorts NaN (a box without a score) last
+    order = np.lexsort((-run.score[rows], run.image[rows]))
     rows_sorted = rows[order]
     g_order = np.argsort(gt.image[gt_rows], kind="stable")
     g_sorted = gt_rows[g_order]
@@ -37,15 +36,14 @@ def greedy(run: Side, rows: np.ndarray, gt: Side, gt_rows: np.ndarray, iou: floa
     g_images = gt.image[g_sorted]
     starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
     ends = np.r_[starts[1:], len(images)]
-    g_lo = np.searchsorted(g_images, images[starts], side="left")
+    g_lo = np.searchsorted(g_images, images[starts])
     g_hi = np.searchsorted(g_images, images[starts], side="right")
-    matched_sorted = np.full(len(rows_sorted), -1, dtype=np.int64)
+    matched_sorted = np.full(len(rows_sorted), -1)
     for s, e, lo, hi in zip(starts, ends, g_lo, g_hi):
         if lo == hi:
             continue
         d, g = rows_sorted[s:e], g_sorted[lo:hi]
-        ious = np.asarray(mask_utils.iou(xywh(run.xyxy[d]), xywh(gt.xyxy[g]), [0] * len(g)), dtype=np.float64)
-        ious = ious.reshape(len(d), len(g))
+        ious = mask_utils.iou(xywh(run.xyxy[d]), xywh(gt.xyxy[g]), [0] * len(g)).reshape(len(d), len(g))
         if class_aware:
             ious[run.cls[d][:, None] != gt.cls[g][None, :]] = -1.0
         taken = np.zeros(len(g), dtype=bool)
