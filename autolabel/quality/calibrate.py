@@ -206,7 +206,7 @@ def thresholds_yaml(overrides: dict[str, Any], report: dict[str, Any], pipeline_
     head = (f"# written by autolabel calibrate {report['created']}: target precision {report['target_precision']} "
             f"at {report['confidence']:.0%} confidence ({report['bound']} lower bound)\n"
             f"# apply with: autolabel run {pipeline_hint} --set-file thresholds.yaml\n")
-    return head + (yaml.safe_dump(overrides, sort_keys=False, default_flow_style=False) if overrides else "{}\n")
+    return head + (yaml.safe_dump(overrides, sort_keys=False) if overrides else "{}\n")
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -3,6 +3,8 @@ the bounds at their edges, the files it writes and the table it prints."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import yaml
@@ -227,3 +229,37 @@ def test_eval_and_calibrate_parse_their_defaults_and_every_option_says_what_it_d
         assert sub.description and sub.format_help().startswith(f"usage: autolabel {name}")
         for action in sub._actions:
             assert action.help, (name, action.dest)  # `autolabel NAME --help` explains every option
+
+
+def test_a_fits_ece_after_comes_from_the_stated_split_out_of_fold() -> None:
+    # The ECE after a fit is the ECE of out-of-fold predictions over a shuffled, stratified split with seed 0 —
+    # 5 folds, or as many as the rarer outcome has boxes (at least 2) — so the same run calibrates the same way
+    # twice, and no fit is scored on the boxes it learnt from. Scores sorted by outcome: an unshuffled split (or
+    # sklearn's default 5-fold one) would put whole score ranges in one fold and predict differently.
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from autolabel.quality.eval import ece
+
+    rng = np.random.default_rng(3)
+    score = np.sort(rng.uniform(0, 1, 40))
+    for positives, folds in ((12, 5), (3, 3)):
+        tp = np.zeros(40, dtype=bool)
+        tp[rng.choice(40, positives, replace=False, p=score / score.sum())] = True
+        y = tp.astype(np.int64)
+        split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+        for method, est, fit_x, kw in (
+                ("platt", LogisticRegression(), score[:, None], {"method": "predict_proba"}),
+                ("isotonic", IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0), score, {})):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # isotonic below its minimum sample
+                got = fit_calibration(score, tp, obj(["cat"] * 40), method, "class")["groups"]["cat"]
+            predicted = cross_val_predict(est, fit_x, y, cv=split, **kw)
+            predicted = predicted[:, 1] if method == "platt" else predicted
+            assert got["ece_after"] == pytest.approx(ece(predicted, tp), abs=1e-12), (method, positives)
+            others = [cross_val_predict(est, fit_x, y, cv=cv, **kw) for cv in
+                      (StratifiedKFold(n_splits=folds), StratifiedKFold(n_splits=folds, shuffle=True, random_state=1),
+                       StratifiedKFold(n_splits=2, shuffle=True, random_state=0))]
+            others = [p[:, 1] if method == "platt" else p for p in others]
+            assert all(ece(p, tp) != pytest.approx(got["ece_after"], abs=1e-9) for p in others), (method, positives)
