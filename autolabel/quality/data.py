@@ -79,15 +79,12 @@ def pair(store: Store, ontology: Ontology, gt: GroundTruth) -> Paired:
             continue
         k, _ = hit
         names[k] = row["rel_path"]
-        record = row["labels"] or {}
-        sizes[k] = (record.get("width") or row["width"] or 0, record.get("height") or row["height"] or 0)
+        record = row["labels"]  # a done row's record, checked by the store: positive int width and height
+        sizes[k] = (record["width"], record["height"])
         run.add_record(k, record)
     truth = _Collect()
     for k, (_, j) in enumerate(images.pairs):
-        im = gt.images[j]
-        if not sizes[k].all():
-            sizes[k] = (im.width, im.height)
-        truth.add_gt(k, im, classes.gt_to_run)
+        truth.add_gt(k, gt.images[j], classes.gt_to_run)
     return Paired(names, sizes, run.side(), truth.side(), images, classes, len(run_rows), len(gt.images))
 
 

@@ -339,3 +339,16 @@ def test_a_pipeline_file_stands_in_for_the_stores_and_a_store_without_a_run_says
     assert main(["eval", str(tmp_path / "empty"), "--gt", str(gt)]) == ExitCode.FATAL
     assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'empty'}: the store records no run; pass --pipeline "
                                                     "FILE")
+
+
+def test_each_image_is_evaluated_at_the_size_the_run_recorded_and_failed_images_not_at_all(tmp_path: Path) -> None:
+    # The run's record of an image holds its size (the store skips a row without one), and that is the size
+    # pycocotools reads, whatever the ground truth says; an image the run could not read has no record to pair.
+    from autolabel.quality.api import open_run
+
+    make_images(tmp_path / "in", NAMES[:2])
+    (tmp_path / "in" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    Pipeline.from_dict(pipeline(ANSWERS)).run(tmp_path / "in", tmp_path / "out")
+    paired, _, _ = open_run(tmp_path / "out", coco_gt(tmp_path / "gt.json", GT, size=(80, 48)))
+    assert dict(zip(paired.names, paired.sizes.tolist())) == {"a.png": [64, 64], "b.png": [64, 64]}
+    assert paired.images.pairs and paired.run_images == 2
