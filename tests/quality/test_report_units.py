@@ -489,3 +489,32 @@ def test_a_dropped_box_is_labeled_only_in_the_section_of_its_own_reason() -> Non
     assert np.array_equal(drawn("dropped/edge"), plain)  # another reason's section: no label
     labeled = drawn("dropped/low_score")
     assert (labeled != plain).any(axis=2).sum() > 50  # its own: the label is drawn too
+
+
+def test_each_sections_thumbnails_label_the_dropped_boxes_of_that_sections_reason_only(tmp_path: Path) -> None:
+    # One image in three sections: the labeled sample shows no dropped box's label, each drop reason's section
+    # the label of its own reason's box (in red) and not the other's.
+    from autolabel.quality.report import write_previews
+    from autolabel.quality.report_previews import write_preview
+
+    Image.new("RGB", (200, 120), "white").save(tmp_path / "a.png")
+    row = {"path": str(tmp_path / "a.png"), "rel_path": "a.png", "labels": {
+        "width": 200, "height": 120,
+        "boxes": {"xyxy": [[10, 10, 90, 60], [110, 50, 190, 110]], "confidence": [0.2, 0.9],
+                  "data": {"class_name": ["cat", "dog"], "status": ["dropped", "dropped"],
+                           "reason": ["low_score", "edge"]}}}}
+    sections = ["labeled", "dropped/low_score", "dropped/edge"]
+    data = ReportData(runs=[], samples={s: [row] for s in sections})
+    previews = write_previews(data, tmp_path / "img", ["cat", "dog"])
+    written = {s: np.asarray(Image.open(tmp_path / previews[s][0].src)) for s in sections}
+    for s, focus in zip(sections, (None, *sections[1:])):
+        write_preview(row, tmp_path / "alone.jpg", ["cat", "dog"], focus)
+        assert np.array_equal(written[s], np.asarray(Image.open(tmp_path / "alone.jpg"))), s
+    plain = written["labeled"].astype(int)
+    for s, ink in (("dropped/low_score", (slice(0, 60), slice(0, 180))),
+                   ("dropped/edge", (slice(40, 120), slice(180, 360)))):
+        changed = np.abs(written[s].astype(int) - plain).sum(axis=2) > 60
+        assert changed[ink].sum() > 50, s  # its own box's label, near that box
+        assert changed.sum() - changed[ink].sum() < 10, s  # and nothing else
+        r, g, b = written[s][ink][changed[ink]].astype(int).T
+        assert ((r > 150) & (g < 100) & (b < 100)).mean() > 0.5, s  # on the dropped boxes' red
