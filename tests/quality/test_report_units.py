@@ -518,3 +518,29 @@ def test_each_sections_thumbnails_label_the_dropped_boxes_of_that_sections_reaso
         assert changed.sum() - changed[ink].sum() < 10, s  # and nothing else
         r, g, b = written[s][ink][changed[ink]].astype(int).T
         assert ((r > 150) & (g < 100) & (b < 100)).mean() > 0.5, s  # on the dropped boxes' red
+
+
+@pytest.mark.parametrize("side", [240, 480, 1440])
+def test_a_flagged_box_is_marked_by_orange_corners_that_grow_with_the_image(side: int) -> None:
+    # thin = the image's shorter side / 240 (at least 1): each corner's arms run 6 thin lines (at least 6 px) past
+    # the corner, thin + 2 thick; the middle of each edge stays bare (a flagged box is not a kept box).
+    import supervision as sv
+
+    from autolabel.quality.report_previews import annotate
+
+    k = side / 240
+    det = sv.Detections(xyxy=np.array([[40.0, 40.0, 200.0, 200.0]]) * k, confidence=np.array([0.3]),
+                        class_id=np.array([0]), data={"status": np.array(["flagged"]), "reason": np.array(["r"]),
+                                                      "class_name": np.array(["cat"]), "has_mask": np.array([False])})
+    a = np.asarray(annotate(Image.new("RGB", (side, side), "white"), det)).astype(int)
+    orange = (a[..., 0] > 200) & (a[..., 1] > 80) & (a[..., 1] < 140) & (a[..., 2] < 60)  # #ef6c00
+    thin = max(1, round(k))
+    arm, thick = max(6, 6 * thin), thin + 2
+    stroke = 2 * ((thick + 1) // 2) + 1  # the pixels cv2 covers across a line `thick` wide
+    bottom, left = round(200 * k), round(40 * k)
+    along = np.flatnonzero(orange[bottom, : side // 2])  # the bottom-left corner's horizontal arm
+    across = np.flatnonzero(orange[side // 2:, left + arm // 2])  # that arm's width, halfway along it
+    assert (len(along), len(across)) == (arm + stroke, stroke)
+    assert along[0] == left - (thick + 1) // 2 and np.all(np.diff(along) == 1)
+    middle = round(120 * k)
+    assert not orange[bottom, middle - 5: middle + 5].any() and not orange[middle - 5: middle + 5, left].any()
