@@ -52,7 +52,8 @@ def section(report: dict[str, Any], pipeline: dict[str, Any] | None, fmt: Any, t
     sources = "".join(f"<li>{escape(s)}</li>" for s in scores_of(pipeline))
     rows, attrs = [], []
     for name, r in report["per_class"].items():
-        status = r.get("status", "?") if r.get("status") == "ok" else f"{r.get('status')} → {r.get('action', '?')}"
+        status = r.get("status")
+        status = status if status == "ok" else f"{status} → {r.get('action', '?')}"
         rows.append([escape(name), escape(str(status)), *(fmt(r.get(k)) for k in COLUMNS[1:])])
         attrs.append([f'data-class="{escape(name)}"', *(f'data-metric="{k}"' for k in COLUMNS)])
     return (head + (f"<p>Scores:</p><ul>{sources}</ul>" if sources else "")
