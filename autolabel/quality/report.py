@@ -90,7 +90,7 @@ def write_previews(data: ReportData, folder: Path, classes: list[str]) -> dict[s
             width, height, problem = write_preview(row, folder / name, classes, focus)
             stored = Stored.of(row["labels"])
             statuses = stored.column("status")
-            texts = [(t.get("kind", "?"), t["status"], t.get("reason", ""), _clip(t.get("text", "")))
+            texts = [(t["kind"], t["status"], t.get("reason", ""), _clip(t["text"]))
                      for t in stored.texts if t.get("status", "kept") != "kept"]
             written.setdefault(section, []).append(
                 Preview(f"img/{name}", row["rel_path"], width, height, dict(Counter(statuses)), problem, texts))

@@ -120,7 +120,7 @@ def collect(store: Store, samples: int = 12, seed: int = 0) -> ReportData:
                     reservoirs[section].offer(row)
                 else:
                     unsampled[section] += 1
-        data.texts.update((t.get("kind", "?"), t.get("status", "kept")) for t in stored.texts)
+        data.texts.update((t["kind"], t.get("status", "kept")) for t in stored.texts)
         if len(pending[0]) >= _FLUSH:
             _tally(data, pending)
     _tally(data, pending)

@@ -544,3 +544,24 @@ def test_a_flagged_box_is_marked_by_orange_corners_that_grow_with_the_image(side
     assert along[0] == left - (thick + 1) // 2 and np.all(np.diff(along) == 1)
     middle = round(120 * k)
     assert not orange[bottom, middle - 5: middle + 5].any() and not orange[middle - 5: middle + 5, left].any()
+
+
+def test_a_stored_text_without_a_status_is_a_kept_one(tmp_path: Path) -> None:
+    # A record's text may leave out status and reason (labels.Text's defaults: kept, ""): the report counts it as
+    # kept and lists only the decided text under the image's thumbnail.
+    from autolabel.quality.report import write_previews
+    from autolabel.store import ImageResult, Store
+
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "a.png")
+    texts = [{"kind": "caption", "text": "a cat", "score": 0.8, "stage": "cap"},
+             {"kind": "ocr", "text": "EXIT", "score": None, "stage": "ocr", "status": "dropped", "reason": "short"}]
+    record = {"width": 40, "height": 30, "boxes": {"xyxy": [], "confidence": [], "data": {}}, "texts": texts}
+    with Store(tmp_path / "out") as store:
+        run_id = store.begin_run("h", {"name": "t", "ontology": ["cat"]})
+        store.commit([ImageResult(str(tmp_path / "a.png"), "a.png", "0" * 64, "done", 40, 30, labels=record)],
+                     run_id, "h")
+        data = collect(store)
+    assert data.texts == Counter({("caption", "kept"): 1, ("ocr", "dropped"): 1})
+    assert data.decisions == Counter({("dropped", "short", "<text:ocr>"): 1})
+    previews = write_previews(data, tmp_path / "img", ["cat"])
+    assert [p.texts for p in previews["labeled"]] == [[("ocr", "dropped", "short", "EXIT")]]
