@@ -69,7 +69,7 @@ def min_boxes(target: float, confidence: float = 0.95, method: str = "clopper-pe
 def pick_threshold(score: np.ndarray, tp: np.ndarray, n_gt: int, target: float, confidence: float,
                    method: str) -> dict[str, Any]:
     """The lowest score threshold (keep ``score >= threshold``) whose precision's lower bound reaches ``target``."""
-    order = np.argsort(-score, kind="stable")
+    order = np.argsort(-score)  # any order within a tie: only each tie's last row is read, with every hit before it
     s, hits = score[order], np.cumsum(tp[order])
     out: dict[str, Any] = {"candidates": len(s), "gt": n_gt, "threshold": None, "precision": None,
                            "precision_lower_bound": None, "recall": None, "kept": 0}
