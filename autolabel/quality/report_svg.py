@@ -138,7 +138,7 @@ def bars(items: Sequence[tuple[str, float]], title: str, xlabel: str, xmax: floa
     top = xmax if xmax is not None else max([v for _, v in items if v is not None] + [1e-9])
     row = 18
     f = Frame(width=480, height=max(60, 30 + row * len(items)), left=150, right=56, bottom=22, xmax=float(top),
-              ymin=0.0, ymax=float(max(len(items), 1)))
+              ymax=float(max(len(items), 1)))
     parts = [f.open("bars", title)]
     for i, (label, value) in enumerate(items):
         y = f.y0 + i * row

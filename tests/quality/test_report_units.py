@@ -565,3 +565,32 @@ def test_a_stored_text_without_a_status_is_a_kept_one(tmp_path: Path) -> None:
     assert data.decisions == Counter({("dropped", "short", "<text:ocr>"): 1})
     previews = write_previews(data, tmp_path / "img", ["cat"])
     assert [p.texts for p in previews["labeled"]] == [[("ocr", "dropped", "short", "EXIT")]]
+
+
+def test_a_charts_axes_are_whole_elements_with_tick_values_below_and_left_and_names_beside_the_plot() -> None:
+    svg = reliability([0.0, 1.0], [0.5], [0.5], [1], "rel")
+    f = Frame(width=380, height=260)
+    ticks = [0, 0.25, 0.5, 0.75, 1]
+    axes = f.axes("score", "fraction correct", ticks, ticks)
+    assert axes in svg
+    assert re.sub(r'<(\w+)[^>]*>[^<]*</\1>|<\w+[^>]*/>', "", axes) == ""  # elements only, nothing between
+    below = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="middle">([\d.]+)</text>', axes)
+    assert [(float(x), float(y), t) for x, y, t in below] == [(f.x(t), f.y1 + 12, f"{t:g}") for t in ticks]
+    left = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="end">([\d.]+)</text>', axes)
+    assert [(float(x), float(y), t) for x, y, t in left] == [(f.x0 - 4, f.y(t) + 3, f"{t:g}") for t in ticks]
+    assert f'<text x="{(f.x0 + f.x1) / 2}" y="{f.height - 4}" text-anchor="middle">score</text>' in svg
+    assert (f'<text transform="translate(10 {(f.y0 + f.y1) / 2}) rotate(-90)" text-anchor="middle">fraction '
+            'correct</text>') in svg
+    names = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="9" height="9" fill="[^"]+"/><text x="([\d.]+)"',
+                       histogram({"kept": [1], "dropped": [1]}, "t"))
+    assert [(float(r), float(t)) for r, t in names] == [(f.x0, f.x0 + 12), (f.x0 + 70, f.x0 + 82)]  # right of it
+
+
+def test_bars_show_three_significant_digits_unless_told_and_reliability_reads_only_whole_bins() -> None:
+    svg = bars([("a", 0.123456), ("b", 123456.0)], "t", "s")
+    assert ">0.123</text>" in svg and ">1.23e+05</text>" in svg
+    edges = [0.0, 0.5, 1.0]
+    longer = attrs(reliability(edges, [0.2, 0.7, 0.9], [0.1, 0.6, 0.8], [3, 4, 5], "rel"))
+    assert [a["data-bin"] for a in longer] == ["0", "1"]  # values beyond the last edge: no bin to draw
+    no_count = attrs(reliability(edges, [0.2, 0.7], [0.1, 0.6], [3], "rel"))
+    assert [a["data-bin"] for a in no_count] == ["0"]  # a bin without its count has no boxes
