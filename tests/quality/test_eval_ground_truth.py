@@ -52,6 +52,16 @@ def test_yolo_polygons_are_segmentations_in_pixels_with_their_bounding_box(tmp_p
     assert im.segmentations == [[[10.0, 20.0, 40.0, 20.0, 30.0, 180.0]]]
     np.testing.assert_allclose(im.boxes, [[10, 20, 40, 180]])
     assert im.classes == ["leaf"]
+    write(tmp_path / "labels" / "tall.txt", "0 0.2 0.1 0.8 0.1 0.8 0.9 0.2 0.9\n")  # four points: eight values
+    (im,) = read_yolo(tmp_path / "data.yaml").images
+    assert im.segmentations == [[[10.0, 20.0, 40.0, 20.0, 40.0, 180.0, 10.0, 180.0]]]
+
+
+def test_an_unreadable_yolo_image_is_one_line_naming_the_data_yaml_and_the_image(tmp_path: Path) -> None:
+    write(tmp_path / "images" / "a.png", "not an image")
+    data = write(tmp_path / "data.yaml", "names: [cat]\ntrain: images\n")
+    with pytest.raises(GroundTruthError, match=f"^--gt {data}: cannot read image {tmp_path / 'images' / 'a.png'} "):
+        read_yolo(data)
 
 
 def test_yolo_sizes_come_from_the_displayed_frame_of_exif_rotated_images(tmp_path: Path) -> None:
@@ -84,6 +94,7 @@ def test_yolo_splits_lists_path_and_labels_beside_a_nested_images_folder(tmp_pat
 @pytest.mark.parametrize(("line", "problem"), [
     ("0 0.5 0.5 0.1", "line 2: not a YOLO label line (wrong number of values)"),
     ("0 0.1 0.1 0.2 0.2 0.3", "line 2: not a YOLO label line (wrong number of values)"),
+    ("0 0.1 0.1 0.2 0.2 0.3 0.3 0.4 0.4 0.5", "line 2: not a YOLO label line (wrong number of values)"),
     ("7 0.5 0.5 0.1 0.1", "line 2: not a YOLO label line (class 7 not in names)"),
     ("cat 0.5 0.5 0.1 0.1", "line 2: not a YOLO label line (invalid literal for int() with base 10: 'cat')"),
 ])
