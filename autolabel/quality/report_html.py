@@ -208,7 +208,7 @@ def gallery(items: list[Preview], total: int) -> str:
         return '<p class="muted">No images.</p>'
     figures = []
     for p in items:
-        counts = ", ".join(f'<span class="{s}">{p.boxes.get(s, 0)} {s}</span>' for s in STATUSES if p.boxes.get(s))
+        counts = ", ".join(f'<span class="{s}">{p.boxes[s]} {s}</span>' for s in STATUSES if p.boxes.get(s))
         warn = f' <span class="warn">({escape(p.problem)})</span>' if p.problem else ""
         texts = "".join(f'<br><span class="{escape(status)}">{escape(kind)} {escape(status)}:{escape(reason)}</span> '
                         f'“{escape(text)}”' for kind, status, reason, text in p.texts)

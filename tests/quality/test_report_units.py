@@ -193,6 +193,8 @@ def test_the_class_table_and_checks_count_per_class_and_decision() -> None:
     assert '<a href="#check-1" class="flagged">flagged/edge</a></td><td>1</td><td>1</td><td>dog 1</td>' in html
     assert '<h3 id="check-0">dropped/low_score</h3><p class="muted">No images.</p>' in html
     assert "No examples: only the first 40 decisions met get example images." in html  # flagged/edge: not sampled
+    shown = report_html.checks(data, {"dropped/low_score": [Preview("img/s01-000.jpg", "a.png", 9, 9, {})]})
+    assert '<h3 id="check-0">dropped/low_score</h3><p class="muted">1 of 3 images (a uniform sample).' in shown
     many = ReportData(runs=[], decisions=Counter({("dropped", "r", f"c{k}"): 10 - k for k in range(8)}))
     assert "c5 5 …</td>" in report_html.checks(many, {})  # six classes named, then an ellipsis
     assert report_html.class_table(ReportData(runs=[])) == '<p class="muted">No boxes.</p>'
@@ -204,6 +206,7 @@ def test_histograms_for_the_most_frequent_classes_only(monkeypatch: pytest.Monke
     data = ReportData(runs=[], scores=Counter({(c, "kept", 0): n for c, n in (("a", 1), ("b", 5), ("c", 3))}))
     html = report_html.histograms(data)
     assert re.findall(r"<figcaption>(\w)</figcaption>", html) == ["b", "c"]  # the most boxes first
+    assert [(a["data-bin"], a["data-value"]) for a in attrs(html)] == [("0", "5"), ("0", "3")]  # each its own
     assert '<p class="muted">1 less frequent classes not shown.</p>' in html
     assert "less frequent" not in report_html.histograms(ReportData(runs=[], scores=Counter({("a", "kept", 0): 1})))
 
@@ -417,6 +420,10 @@ def test_the_evaluation_section_names_its_ground_truth() -> None:
     assert report_html.eval_section(ev, []).startswith(
         "<p>Ground truth <code>gt/&lt;coco&gt;.json</code> (coco), IoU 0.50, flagged boxes include, written "
         "2026-01-01T00:00:00+00:00.")
+    bare = report_html.eval_section({"version": 1}, [])  # a version-1 eval.json missing every other key
+    assert ("n/a matched of n/a in the run and n/a in the ground truth; 0 run images and 0 ground-truth images "
+            "unmatched. Classes unmatched: run none, ground truth none.</p><h3>Metrics</h3><table><thead>") in bare
+    assert '<td data-class="overall">overall</td><td data-metric="ap">n/a</td>' in bare
 
 
 def test_the_calibration_section_says_per_class_what_was_decided_and_on_which_score(tmp_path: Path) -> None:
@@ -594,3 +601,21 @@ def test_bars_show_three_significant_digits_unless_told_and_reliability_reads_on
     assert [a["data-bin"] for a in longer] == ["0", "1"]  # values beyond the last edge: no bin to draw
     no_count = attrs(reliability(edges, [0.2, 0.7], [0.1, 0.6], [3], "rel"))
     assert [a["data-bin"] for a in no_count] == ["0"]  # a bin without its count has no boxes
+
+
+def test_the_report_command_samples_with_its_seed_and_says_on_stderr_where_it_wrote(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from report_store import make_store
+
+    from autolabel.cli import main
+    from autolabel.store import Store
+
+    out = make_store(tmp_path, images=8, boxes=3, failed=0)
+    assert main(["report", str(out), "--samples", "2", "--seed", "5"]) == 0
+    got = capsys.readouterr()
+    assert got.out == "" and got.err == f"autolabel: wrote {out / 'report' / 'index.html'}\n"
+    with Store(out) as store:
+        data = collect(store, samples=2, seed=5)
+    html = (out / "report" / "index.html").read_text()
+    assert re.findall(r'<img src="img/s00-\d+\.jpg"[^>]*alt="([^"]+)"', html) == sorted(
+        r["rel_path"] for r in data.samples["labeled"])  # the seeded sample, not another
