@@ -50,7 +50,7 @@ def load_thumbnail(row: dict[str, Any], side: int = THUMB_SIDE) -> tuple[Image.I
 def detections(record: dict[str, Any], scale: float, size: tuple[int, int], classes: Sequence[str]) -> sv.Detections:
     """A record's boxes (and masks, shrunk) at thumbnail scale, ``class_id`` = the class's index in ``classes``."""
     stored = Stored.of(record)
-    xyxy = np.asarray(stored.xyxy or np.zeros((0, 4)), dtype=np.float32).reshape(-1, 4) * scale
+    xyxy = np.asarray(stored.xyxy, dtype=np.float32).reshape(-1, 4) * scale  # no boxes: [] reshaped to (0, 4)
     n = len(xyxy)
     index = {name: i for i, name in enumerate(classes)}
     names = np.asarray(stored.column("class_name"), dtype=object)

@@ -619,3 +619,32 @@ def test_the_report_command_samples_with_its_seed_and_says_on_stderr_where_it_wr
     html = (out / "report" / "index.html").read_text()
     assert re.findall(r'<img src="img/s00-\d+\.jpg"[^>]*alt="([^"]+)"', html) == sorted(
         r["rel_path"] for r in data.samples["labeled"])  # the seeded sample, not another
+
+
+def test_a_failed_image_recorded_without_a_reason_is_counted_as_unknown(tmp_path: Path) -> None:
+    from autolabel.store import ImageResult, Store
+
+    with Store(tmp_path / "out") as store:
+        run_id = store.begin_run("h", {"name": "t", "ontology": ["cat"]})
+        store.commit([ImageResult(str(tmp_path / "a.png"), "a.png", None, "failed"),
+                      ImageResult(str(tmp_path / "b.png"), "b.png", None, "failed", reason="truncated")], run_id, "h")
+        data = collect(store)
+    assert data.images_failed == 2 and data.failure_reasons == Counter({"unknown": 1, "truncated": 1})
+    assert [(f["rel_path"], f["reason"]) for f in data.failures] == [("a.png", "unknown"), ("b.png", "truncated")]
+
+
+def test_collect_samples_as_the_report_command_does_unless_told(tmp_path: Path) -> None:
+    import inspect
+
+    from report_store import make_store
+
+    from autolabel.quality.report import build_report
+    from autolabel.store import Store
+
+    out = make_store(tmp_path, images=14, boxes=3, failed=0)
+    with Store(out) as store:
+        default, told = collect(store), collect(store, samples=12, seed=0)
+    assert len(default.samples["labeled"]) == 12 and default.section_sizes["labeled"] == 14
+    assert [r["rel_path"] for r in default.samples["labeled"]] == [r["rel_path"] for r in told.samples["labeled"]]
+    defaults = {k: p.default for k, p in inspect.signature(build_report).parameters.items()}
+    assert (defaults["samples"], defaults["seed"]) == (12, 0)  # the command's (the test above)
