@@ -225,5 +225,5 @@ def format_report(report: dict[str, Any]) -> str:
         after = g.get("ece_after")
         before = "-" if g["ece_before"] is None else f"{g['ece_before']:.4f}"
         lines.append(f"calibration fit ({report['fit']['method']}, {name}): ECE {before} → "
-                     + (f"{after:.4f}" if after is not None else g.get("skipped", "-")))
+                     + (f"{after:.4f}" if after is not None else g["skipped"]))
     return "\n".join(lines)

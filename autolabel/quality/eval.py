@@ -137,7 +137,7 @@ def coco_ap(paired: Paired, op: np.ndarray, gt_rows: np.ndarray, iou_type: str,
                  for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
     ev = COCOeval(iouType=iou_type)
     params = Params(iouType=iou_type)
-    params.imgIds, params.catIds = list(range(len(per_block))), list(range(1, len(classes) + 1))
+    params.imgIds, params.catIds = list(range(len(per_block))), list(range(len(classes)))
     params.areaRng, params.areaRngLbl, params.maxDets = [[0.0, 1e10]], ["all"], [_NO_CAP]
     ev.params = ev._paramsEval = params
     ev.evalImgs = [entries[k] for k in range(len(classes)) for entries in per_block]  # [category][block]
@@ -164,7 +164,7 @@ def _evaluate_block(paired: Paired, classes: list[str], iou_type: str, lo: int, 
     from pycocotools.cocoeval import COCOeval
 
     run, gt = paired.run, paired.gt
-    cat_id = {c: k + 1 for k, c in enumerate(classes)}
+    cat_id = {c: k for k, c in enumerate(classes)}  # evaluate sorts by these ids, accumulate reads by position
     images = [{"id": lo + k + 1, "width": int(w), "height": int(h)} for k, (w, h) in enumerate(paired.sizes[lo:hi])]
     categories = [{"id": i, "name": c} for c, i in cat_id.items()]
 
@@ -250,9 +250,9 @@ def reliability(score: np.ndarray, tp: np.ndarray, bins: int = BINS) -> dict[str
             "count": count.tolist(), "ece": ece}
 
 
-def ece(score: np.ndarray, tp: np.ndarray, bins: int = BINS) -> float | None:
+def ece(score: np.ndarray, tp: np.ndarray) -> float | None:
     """Expected calibration error: the count-weighted mean |fraction true − mean score| over score bins."""
-    return reliability(score, tp, bins)["ece"]
+    return reliability(score, tp)["ece"]
 
 
 # -- confusion and filters ---------------------------------------------------------------------------------------

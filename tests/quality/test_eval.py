@@ -70,9 +70,13 @@ def test_partial_answers_give_the_ap_computed_by_hand(tmp_path: Path, capsys: py
     assert "cat" in table and "0.667" in table and "0.505" in table
 
 
-def test_each_filter_says_how_many_true_positives_it_dropped(tmp_path: Path) -> None:
+def test_each_filter_says_how_many_true_positives_it_dropped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = labeled(tmp_path, threshold=0.75)  # drops b's true cat (0.74) and c's missed dog (0.64)
+    capsys.readouterr()
     result = run_eval(out, coco_gt(tmp_path / "gt.json", GT))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[lines.index("filters (dropped: true positives lost / false positives removed):") + 1] == (
+        "  score_threshold/low_score: dropped 2 (1 TP / 1 FP)")  # nothing flagged: nothing said of it
     assert result["filters"] == {"score_threshold/low_score": {
         "stage": "score_threshold", "reason": "low_score", "dropped": 2, "true_positives": 1, "false_positives": 1,
         "flagged": 0, "flagged_true_positives": 0}}

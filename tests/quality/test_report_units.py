@@ -497,6 +497,16 @@ def test_a_dropped_box_is_labeled_only_in_the_section_of_its_own_reason() -> Non
     labeled = drawn("dropped/low_score")
     assert (labeled != plain).any(axis=2).sum() > 50  # its own: the label is drawn too
 
+    def ink_columns(score: float, status: str = "kept", reason: str = "") -> int:
+        one = sv.Detections(xyxy=np.array([[95.0, 60.0, 105.0, 90.0]]), confidence=np.array([score]),
+                            class_id=np.array([0]), data={"status": np.array([status]), "reason": np.array([reason]),
+                                                          "class_name": np.array(["cat"])})
+        drawn = np.asarray(annotate(Image.new("RGB", (200, 100), "white"), one, f"{status}/{reason}"))
+        return int((drawn != 255).any(axis=(0, 2)).sum())  # the label is wider than the box: its width
+
+    # the label says the class, the score when there is one, and a dropped box's reason: "cat" < "cat 0.30" < ...
+    assert ink_columns(float("nan")) < ink_columns(0.3) < ink_columns(0.3, "dropped", "low_score")
+
 
 def test_each_sections_thumbnails_label_the_dropped_boxes_of_that_sections_reason_only(tmp_path: Path) -> None:
     # One image in three sections: the labeled sample shows no dropped box's label, each drop reason's section
