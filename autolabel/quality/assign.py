@@ -17,13 +17,11 @@ def xywh(xyxy: np.ndarray) -> np.ndarray:
 
 def greedy(run: Side, rows: np.ndarray, gt: Side, gt_rows: np.ndarray, iou: float,
            class_aware: bool = True) -> np.ndarray:
-    """For each of ``run``'s ``rows`` (indexes), the ``gt`` row it matched, or -1.
+    """For each of ``run``'s ``rows`` (an integer array), the ``gt`` row it matched, or -1.
 
     ``class_aware``: a prediction matches only ground truth of its own class (else any class: the confusion table).
     Ties in score keep the rows' order (a stable sort, like COCOeval).
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    gt_rows = np.asarray(gt_rows, dtype=np.int64)
     out = np.full(len(rows), -1)
     if not len(rows) or not len(gt_rows):
         return out

@@ -124,7 +124,9 @@ def test_images_match_by_name_then_by_content_hash(tmp_path: Path) -> None:
     ("{not json", "not a readable COCO JSON file"),
     ('{"images": [], "annotations": []}', "not a COCO instances file"),
     ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}',
-     "names no class of the run's ontology"),
+     "names no class of the run's ontology (ground truth: x; ontology: cat, dog)"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": []}',
+     "names no class of the run's ontology (ground truth: none; ontology: cat, dog)"),
     ('{"images": [{"id": 1, "file_name": "zzz.png"}], "annotations": [], "categories": [{"id": 1, "name": "cat"}]}',
      "shares no image with the run"),
 ])

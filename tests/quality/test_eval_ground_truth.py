@@ -141,6 +141,16 @@ def test_coco_boxes_are_x_y_width_height_and_keep_their_segmentation_and_crowd_f
     assert a.segmentations == [None, {"size": [100, 200], "counts": "abc"}, None]  # an empty one is none
     assert (a.width, a.height, a.file) == (200, 100, tmp_path / "images" / "a.png")  # found under images/
     assert (b.name, b.width, b.height, b.boxes.shape, b.classes, b.file) == ("sub/b.png", 0, 0, (0, 4), [], None)
+    assert a.texts == ["", "", ""]  # no text on any annotation
+
+
+def test_a_coco_annotations_text_is_its_attributes_text_else_its_own_text(tmp_path: Path) -> None:
+    path = coco(tmp_path / "gt.json", [{"id": 1, "file_name": "a.png", "width": 20, "height": 10}],
+                [{"id": k, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], **extra} for k, extra in enumerate([
+                    {"attributes": {"text": "EXIT"}, "text": "ignored"}, {"text": "PUSH"}, {"attributes": {}},
+                    {"attributes": {"text": 42}}, {"attributes": "not a mapping", "text": "PULL"}], 1)])
+    (a,) = read_coco(path).images
+    assert a.texts == ["EXIT", "PUSH", "", "42", "PULL"]
 
 
 @pytest.mark.parametrize(("content", "problem"), [
