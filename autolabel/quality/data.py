@@ -105,7 +105,7 @@ class _Collect:
         if not n:
             return
         self.image.append(np.full(n, k, dtype=np.int32))
-        self.xyxy.append(np.asarray(stored.xyxy, dtype=np.float64).reshape(-1, 4))
+        self.xyxy.append(np.asarray(stored.xyxy, dtype=np.float64))  # n >= 1 lists of 4 (records.problem)
         self.score.append(stored.scores())
         self.cls.append(_shared(stored.column("class_name")))
         self.status.append(_shared(stored.column("status")))
