@@ -229,6 +229,8 @@ def test_eval_and_calibrate_parse_their_defaults_and_every_option_says_what_it_d
         assert sub.description and sub.format_help().startswith(f"usage: autolabel {name}")
         for action in sub._actions:
             assert action.help, (name, action.dest)  # `autolabel NAME --help` explains every option
+    listed = {a.dest: a.help for group in parser._subparsers._group_actions for a in group._choices_actions}
+    assert all(listed[name] for name in ("eval", "calibrate", "report"))  # a line each in `autolabel --help`
 
 
 def test_a_fits_ece_after_comes_from_the_stated_split_out_of_fold() -> None:
