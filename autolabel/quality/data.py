@@ -137,7 +137,7 @@ class _Collect:
                 return out
             return np.concatenate(parts).astype(dtype)
 
-        xyxy = np.concatenate(self.xyxy).reshape(-1, 4) if self.xyxy else np.zeros((0, 4))
+        xyxy = np.concatenate(self.xyxy) if self.xyxy else np.zeros((0, 4))  # parts of shape (n, 4)
         return Side(cat(self.image, np.int32), xyxy, cat(self.cls, object), cat(self.score, np.float64),
                     cat(self.status, object), cat(self.reason, object), cat(self.stage, object), self.seg)
 

@@ -358,3 +358,18 @@ def test_each_image_is_evaluated_at_the_size_the_run_recorded_and_failed_images_
     paired, _, _ = open_run(tmp_path / "out", coco_gt(tmp_path / "gt.json", GT, size=(80, 48)))
     assert dict(zip(paired.names, paired.sizes.tolist())) == {"a.png": [64, 64], "b.png": [64, 64]}
     assert paired.images.pairs and paired.run_images == 2
+
+
+def test_a_run_without_boxes_or_ground_truth_without_boxes_is_scored_not_refused(tmp_path: Path) -> None:
+    from autolabel.quality.api import evaluate_run
+
+    make_images(tmp_path / "in", NAMES[:2])
+    Pipeline.from_dict(pipeline({})).run(tmp_path / "in", tmp_path / "empty")  # the model found nothing
+    result = evaluate_run(tmp_path / "empty", coco_gt(tmp_path / "gt.json", {"a.png": GT["a.png"][:1], "b.png": []}))
+    cat = result["per_class"]["cat"]
+    assert (cat["ap"], cat["recall"], cat["precision"], cat["tp"], cat["fp"], cat["fn"]) == (0.0, 0.0, None, 0, 0, 1)
+    assert result["confusion"]["matrix"][0] == [0, 0, 1]  # the cat went unfound
+    Pipeline.from_dict(pipeline(ANSWERS)).run(tmp_path / "in", tmp_path / "found")
+    result = evaluate_run(tmp_path / "found", coco_gt(tmp_path / "none.json", {"a.png": [], "b.png": []}))
+    o = result["overall"]
+    assert (o["ap"], o["recall"], o["precision"], o["tp"], o["fp"], o["fn"]) == (None, None, 0.0, 0, 4, 0)
