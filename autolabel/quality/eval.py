@@ -50,7 +50,7 @@ def evaluate(paired: Paired, *, iou: float = 0.5, flagged: str = "include", outp
     """Everything in eval.json. ``stages``: :func:`stages_of` the pipeline, to name the stage behind a drop."""
     run, gt = paired.run, paired.gt
     classes = paired.evaluated
-    known = np.isin(run.cls, classes) if len(run) else np.zeros(0, dtype=bool)
+    known = np.isin(run.cls, classes)
     op = np.flatnonzero(operating_point(run, flagged) & known)
     gt_rows = np.flatnonzero(np.isin(gt.cls, classes) & (gt.status != "crowd")) if len(gt) else np.zeros(0, int)
     match = greedy(run, op, gt, gt_rows, iou)
@@ -270,7 +270,7 @@ def confusion(paired: Paired, flagged: str, iou: float) -> dict[str, Any]:
     matrix = np.zeros((bg + 1, bg + 1), dtype=np.int64)
     match = greedy(run, op, gt, gt_rows, iou, class_aware=False)
     pred = np.array([index[c] for c in run_cls], dtype=np.int64)
-    truth = np.full(len(op), bg, dtype=np.int64)
+    truth = np.full(len(op), bg)
     hit = match >= 0
     truth[hit] = [index[c] for c in gt_cls[match[hit]]]
     np.add.at(matrix, (truth, pred), 1)

@@ -47,6 +47,9 @@ def test_bounds_at_their_edges() -> None:
     assert lower_bound(np.array([0, 3]), np.array([0, 3]), method="wilson")[0] == 0.0  # n = 0: 0
     assert lower_bound(np.array(3), np.array(3), 0.95) == pytest.approx(0.05 ** (1 / 3))  # CP: p^n = alpha
     assert lower_bound(np.array(3), np.array(3), 0.5) > lower_bound(np.array(3), np.array(3), 0.99)
+    assert lower_bound(np.array(3), np.array(3)) == lower_bound(np.array(3), np.array(3), 0.95)  # 95 % unless told
+    z = 1.6448536269514722  # the one-sided 95 % normal quantile
+    assert lower_bound(np.array([1, 0]), np.array([1, 1]), method="wilson") == pytest.approx([1 / (1 + z * z), 0.0])
     with pytest.raises(ValueError, match=r"unknown bound 'exact' \(known: clopper-pearson, wilson\)"):
         lower_bound(np.array(1), np.array(2), method="exact")
 

@@ -66,8 +66,10 @@ def test_partial_answers_give_the_ap_computed_by_hand(tmp_path: Path, capsys: py
     # ECE: |0-0.64| + |1-0.74| + |1-0.83| + 2*|0.5-0.935|, over 5
     assert rel["ece"] == pytest.approx((0.64 + 0.26 + 0.17 + 2 * 0.435) / 5, abs=1e-6)
     assert result["overall"]["mask_ap"] is None  # no masks on either side
-    table = capsys.readouterr().out
-    assert "cat" in table and "0.667" in table and "0.505" in table
+    table = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in table if line.split()[:1] in (["cat"], ["dog"], ["all"])}
+    assert rows["cat"][:3] == ["0.667", "0.667", "0.667"] and rows["dog"][:4] == ["0.505", "0.505", "0.505", "-"]
+    assert rows["all"][-3:] == ["3", "2", "1"]  # TP FP FN
 
 
 def test_each_filter_says_how_many_true_positives_it_dropped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -81,6 +83,18 @@ def test_each_filter_says_how_many_true_positives_it_dropped(tmp_path: Path, cap
         "stage": "score_threshold", "reason": "low_score", "dropped": 2, "true_positives": 1, "false_positives": 1,
         "flagged": 0, "flagged_true_positives": 0}}
     assert result["per_class"]["cat"]["recall"] == 0.5
+
+
+def test_a_drop_is_put_down_to_the_stage_that_drops_and_a_flag_to_the_one_that_flags(tmp_path: Path) -> None:
+    # a's true cat scored below the cut (it matches the first ground-truth row); the review stage flags the rest
+    answers = {**ANSWERS, "a.png": [["cat", 0, 0, 20, 20, 0.5], ["dog", 30, 30, 60, 60, 0.83]]}
+    data = pipeline(answers, threshold=0.7)
+    data["stages"].append({"type": "score_threshold", "name": "review", "threshold": 0.85, "action": "flag"})
+    make_images(tmp_path / "in", NAMES)
+    Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "out")
+    filters = run_eval(tmp_path / "out", coco_gt(tmp_path / "gt.json", GT))["filters"]
+    assert {k: (f["dropped"], f["true_positives"], f["flagged"]) for k, f in filters.items()} == {
+        "score_threshold/low_score": (2, 1, 0), "review/low_score": (0, 0, 2)}
 
 
 def test_flagged_boxes_count_as_kept_unless_excluded(tmp_path: Path) -> None:

@@ -107,6 +107,11 @@ def test_boxes_match_only_on_their_own_image_whatever_the_order_of_the_rows() ->
     assert greedy(run, rows, truth, np.array([], dtype=int), 0.5).tolist() == [-1, -1]
 
 
+def test_two_predictions_on_a_later_image_compete_for_its_one_ground_truth_box() -> None:
+    run = side([(0, 0, 5, 5), (0, 0, 10, 10), (0, 0, 10, 10)], image=[0, 1, 1], score=[0.9, 0.8, 0.7])
+    assert match(run, side([(0, 0, 10, 10)], image=[1])) == [-1, 0, -1]  # taken once, by the higher score
+
+
 def test_an_image_with_no_ground_truth_between_others_does_not_shift_the_match() -> None:
     truth = side([(0, 0, 10, 10), (0, 0, 10, 10)], image=[0, 2])
     run = side([(0, 0, 10, 10)] * 3, image=[0, 1, 2], score=[0.3, 0.2, 0.1])

@@ -368,6 +368,10 @@ def test_the_evaluation_section_says_what_was_matched_and_draws_its_charts() -> 
     pr = attrs(html[html.index("<title>precision / recall along the score</title>"):], "polyline", "curve")
     assert pr and all(len(a["points"].split()) >= 2 for a in pr)  # each class's curve through its points
     assert '<span style="color:' + report_svg.class_color(0) + '">person</span>' in html
+    ap = html[html.index('data-chart="bars"'):]
+    assert ">0.610</text>" in ap[:ap.index("</svg>")]  # AP per class to three decimals (0.61 of eval.json)
+    table = report_html.confusion(ev["confusion"])
+    assert table.startswith("<h3>") and html.endswith(table + report_html.filters(ev["filters"]))
 
 
 def test_a_report_samples_the_same_images_for_the_same_seed_and_counts_each_previews_boxes(tmp_path: Path) -> None:
@@ -407,6 +411,7 @@ def test_the_page_links_every_section_and_the_tables_name_their_columns() -> Non
                 ("failures", "Failures"), ("stages", "Slowest stages")]
     for key, name in sections:
         assert f'<a href="#{key}">{name}</a>' in html and f'<section id="{key}"><h2>{name}</h2>' in html
+    assert re.findall(r"</section>(.*?)<section", html, re.S) == [""] * (len(sections) - 1)  # one after the other
     assert "<th>class</th><th>kept</th><th>flagged</th><th>dropped</th><th>total</th><th>without score</th>" in html
     assert "<th>stage</th><th>seconds</th><th>images</th><th>ms per image</th>" in html
     # a reason met in no sampled image: 0 images, not the default of another table
@@ -658,3 +663,34 @@ def test_collect_samples_as_the_report_command_does_unless_told(tmp_path: Path) 
     assert [r["rel_path"] for r in default.samples["labeled"]] == [r["rel_path"] for r in told.samples["labeled"]]
     defaults = {k: p.default for k, p in inspect.signature(build_report).parameters.items()}
     assert (defaults["samples"], defaults["seed"]) == (12, 0)  # the command's (the test above)
+
+
+def test_every_chart_is_whole_svg_elements_and_bars_write_n_a_inside_the_plot() -> None:
+    element = r'<(\w+)[^>]*>[^<]*(?:<title>[^<]*</title>)?</\1>|<\w+[^>]*/>'
+    charts = [histogram({"kept": [1, 2]}, "h"), bars([("a", 0.5), ("b", None)], "b", "s"),
+              curves({"cat": ([0.0, 1.0], [1.0, 0.0])}, "c"), reliability([0.0, 0.5, 1.0], [0.2, 0.7], [0.1, 0.6],
+                                                                         [3, 4], "r")]
+    for svg in charts:
+        inner = svg[svg.index("</title>") + len("</title>"):-len("</svg>")]
+        assert re.sub(element, "", inner) == "", svg  # nothing between the elements
+    f = Frame(width=480, height=max(60, 30 + 18 * 2), left=150, right=56, bottom=22, xmax=0.5, ymax=2.0)
+    assert f'<text x="{f.x0 + 4}" y="{f.y0 + 18 + 12}" fill="#888">n/a</text>' in charts[1]  # right of the axis
+
+
+def test_a_reliability_bar_spans_its_bin_to_the_hundredth_of_a_pixel() -> None:
+    f = Frame(width=380, height=260)
+    (bar,) = attrs(reliability([0.0, 0.3, 1.0], [None, 0.5], [None, 0.4], [0, 2], "r"))
+    assert bar["x"] == str(f.x(0.3)) and bar["width"] == str(round(f.x(1.0) - f.x(0.3) - 1, 2)) != str(
+        round(f.x(1.0) - f.x(0.3) - 1))
+
+
+def test_a_long_text_under_a_thumbnail_is_clipped_to_160_characters(tmp_path: Path) -> None:
+    from autolabel.quality.report import write_previews
+
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "a.png")
+    texts = [{"kind": "ocr", "text": "x" * 161, "score": None, "stage": "ocr", "status": "dropped", "reason": "long"},
+             {"kind": "ocr", "text": "y" * 160, "score": None, "stage": "ocr", "status": "dropped", "reason": "long"}]
+    row = {"path": str(tmp_path / "a.png"), "rel_path": "a.png",
+           "labels": {"width": 40, "height": 30, "boxes": {"xyxy": [], "confidence": [], "data": {}}, "texts": texts}}
+    (preview,) = write_previews(ReportData(runs=[], samples={"labeled": [row]}), tmp_path / "img", [])["labeled"]
+    assert [t[3] for t in preview.texts] == ["x" * 159 + "…", "y" * 160]
