@@ -57,14 +57,13 @@ def evaluate(paired: Paired, *, iou: float = 0.5, flagged: str = "include", outp
     tp = match >= 0
 
     ap = coco_ap(paired, op, gt_rows, "bbox")
-    mask_ap = coco_ap(paired, op, gt_rows, "segm") if _both_have_masks(run, op, gt, gt_rows) else None
+    mask_ap = coco_ap(paired, op, gt_rows, "segm")  # AP None where no class has masks on both sides
     per_class = {}
     for c in classes:
         mine = run.cls[op] == c
         n_gt = int((gt.cls[gt_rows] == c).sum())
-        per_class[c] = _scores(ap["per_class"][c], mask_ap["per_class"][c] if mask_ap else None,
-                               int(tp[mine].sum()), int(mine.sum()), n_gt)
-    overall = _scores(ap["overall"], mask_ap["overall"] if mask_ap else None, int(tp.sum()), len(op), len(gt_rows))
+        per_class[c] = _scores(ap["per_class"][c], mask_ap["per_class"][c], int(tp[mine].sum()), int(mine.sum()), n_gt)
+    overall = _scores(ap["overall"], mask_ap["overall"], int(tp.sum()), len(op), len(gt_rows))
 
     curves = {c: curve(run.score[op][run.cls[op] == c], tp[run.cls[op] == c], int((gt.cls[gt_rows] == c).sum()))
               for c in classes}
@@ -87,13 +86,13 @@ def evaluate(paired: Paired, *, iou: float = 0.5, flagged: str = "include", outp
     }
 
 
-def _scores(ap: dict[str, float | None], mask: dict[str, float | None] | None, tp: int, predictions: int,
+def _scores(ap: dict[str, float | None], mask: dict[str, float | None], tp: int, predictions: int,
             n_gt: int) -> dict[str, Any]:
     fp, fn = predictions - tp, n_gt - tp
     precision = tp / predictions if predictions else None
     recall = tp / n_gt if n_gt else None
     f1 = 2 * tp / (predictions + n_gt) if predictions + n_gt else None
-    return {"ap": ap["ap"], "ap50": ap["ap50"], "ap75": ap["ap75"], "mask_ap": mask["ap"] if mask else None,
+    return {"ap": ap["ap"], "ap50": ap["ap50"], "ap75": ap["ap75"], "mask_ap": mask["ap"],
             "precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn,
             "gt": n_gt, "predictions": predictions}
 
@@ -211,10 +210,6 @@ def _merge(entries: Sequence[dict[str, Any] | None]) -> dict[str, np.ndarray] | 
             "dtMatches": np.concatenate([e["dtMatches"] != 0 for e in entries], axis=1),
             "dtIgnore": np.concatenate([np.asarray(e["dtIgnore"], dtype=bool) for e in entries], axis=1),
             "gtIgnore": np.concatenate([np.asarray(e["gtIgnore"], dtype=bool) for e in entries])}
-
-
-def _both_have_masks(run: Side, op: np.ndarray, gt: Side, gt_rows: np.ndarray) -> bool:
-    return any(run.segmentation[i] is not None for i in op) and any(gt.segmentation[i] is not None for i in gt_rows)
 
 
 # -- along the score -------------------------------------------------------------------------------------------

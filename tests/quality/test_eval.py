@@ -142,7 +142,7 @@ def test_images_match_by_name_then_by_content_hash(tmp_path: Path) -> None:
     ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": []}',
      "names no class of the run's ontology (ground truth: none; ontology: cat, dog)"),
     ('{"images": [{"id": 1, "file_name": "zzz.png"}], "annotations": [], "categories": [{"id": 1, "name": "cat"}]}',
-     "shares no image with the run"),
+     "shares no image with the run (3 run images, 1 ground-truth images, e.g. 'zzz.png'; matched by relative path"),
 ])
 def test_bad_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys, content: str, problem: str) -> None:
     out = labeled(tmp_path)
@@ -315,12 +315,12 @@ def test_scores_without_boxes_or_ground_truth_are_none_not_zero() -> None:
     from autolabel.quality.eval import _scores
 
     none = {"ap": None, "ap50": None, "ap75": None}
-    assert _scores(none, None, 0, 0, 0) | {} == {**none, "mask_ap": None, "precision": None, "recall": None,
+    assert _scores(none, none, 0, 0, 0) | {} == {**none, "mask_ap": None, "precision": None, "recall": None,
                                                  "f1": None, "tp": 0, "fp": 0, "fn": 0, "gt": 0, "predictions": 0}
     s = _scores({"ap": 0.5, "ap50": 0.6, "ap75": 0.4}, {"ap": 0.3}, 2, 4, 3)
     assert (s["precision"], s["recall"], s["f1"], s["fp"], s["fn"], s["mask_ap"]) == (0.5, 2 / 3, 4 / 7, 2, 1, 0.3)
     assert (s["ap"], s["ap50"], s["ap75"], s["gt"], s["predictions"]) == (0.5, 0.6, 0.4, 3, 4)
-    assert _scores(none, None, 0, 0, 5)["recall"] == 0.0 and _scores(none, None, 0, 2, 0)["precision"] == 0.0
+    assert _scores(none, none, 0, 0, 5)["recall"] == 0.0 and _scores(none, none, 0, 2, 0)["precision"] == 0.0
 
 
 def test_the_python_calls_take_the_commands_defaults_and_record_their_inputs(tmp_path: Path) -> None:
