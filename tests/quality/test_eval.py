@@ -11,6 +11,7 @@ from eval_scripted import coco_gt, make_images, pipeline
 from autolabel import Pipeline
 from autolabel.cli import main
 from autolabel.errors import AutolabelError, ExitCode
+from autolabel.quality.eval import format_table
 
 NAMES = ["a.png", "b.png", "c.png"]
 GT = {"a.png": [["cat", 0, 0, 20, 20], ["dog", 30, 30, 60, 60]],
@@ -110,11 +111,15 @@ def test_flagged_boxes_count_as_kept_unless_excluded(tmp_path: Path) -> None:
     assert excluded["filters"]["review/low_score"]["flagged"] == 3
 
 
-def test_classes_match_through_the_ontology_and_leftovers_are_reported(tmp_path: Path) -> None:
+def test_classes_match_through_the_ontology_and_leftovers_are_reported(tmp_path: Path, capsys) -> None:
     out = labeled(tmp_path, ontology={"cat": ["cat", "kitten"], "dog": "dog", "bird": "bird"})
     gt_boxes = {"a.png": [["Kittens", 0, 0, 20, 20], ["Dogs", 30, 30, 60, 60], ["horse", 1, 1, 5, 5]]}
     gt = coco_gt(tmp_path / "gt.json", gt_boxes, names={"Kittens": 1, "Dogs": 2, "horse": 3})
+    capsys.readouterr()
     result = run_eval(out, gt)
+    assert "classes not in both: run bird; ground truth horse" in capsys.readouterr().out.splitlines()
+    no_run_leftover = {**result, "classes": {**result["classes"], "unmatched_run": []}}
+    assert "classes not in both: run -; ground truth horse" in format_table(no_run_leftover).splitlines()
     assert result["classes"] == {"matched": {"cat": "Kittens", "dog": "Dogs"}, "unmatched_run": ["bird"],
                                  "unmatched_gt": ["horse"]}
     assert result["images"]["unmatched_run"] == ["b.png", "c.png"] and result["images"]["unmatched_gt"] == []

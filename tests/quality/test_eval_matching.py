@@ -36,6 +36,7 @@ def match(run: Side, gt: Side, iou: float = 0.5, class_aware: bool = True) -> li
 def test_xywh_is_width_and_height_not_the_far_corner() -> None:
     assert xywh(np.array([[2.0, 3.0, 10.0, 7.0]])).tolist() == [[2.0, 3.0, 8.0, 4.0]]
     assert xywh([1, 1, 4, 9]).tolist() == [[1.0, 1.0, 3.0, 8.0]]  # one box, any sequence
+    assert xywh([1, 1, 4, 9]).dtype == np.float64  # doubles, as pycocotools' iou takes them
 
 
 def test_an_iou_exactly_at_the_threshold_is_a_match_and_just_below_it_is_not() -> None:

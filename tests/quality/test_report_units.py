@@ -281,7 +281,8 @@ def test_reasons_and_sections_beyond_their_bounds_are_counted_together(tmp_path:
     # the first reason met by name (box 0 of image 0 is flagged edge_box), the others joined
     assert {r for _, r, _ in data.decisions} == {"edge_box", OTHER}
     assert list(data.samples) == ["labeled", "flagged/edge_box"]  # one section beyond "labeled": the first met
-    assert data.section_sizes["labeled"] == 3 and sum(data.section_sizes.values()) > 3
+    # images per section: the sampled ones and the one beyond (every image has a box dropped for a joined reason)
+    assert data.section_sizes == {"labeled": 3, "flagged/edge_box": 1, f"dropped/{OTHER}": 3}
     assert len(data.failures) == 6 and [f["rel_path"] for f in data.failures] == sorted(f["rel_path"]
                                                                                        for f in data.failures)
 
@@ -400,6 +401,8 @@ def test_a_frames_axes_outline_its_plot_area_and_bars_span_one_row_per_item() ->
     assert f.axes("x", "y", [], []).startswith('<rect x="20" y="5" width="170" height="80" fill="none"')
     assert 'data-ymin="0.0" data-ymax="3.0"' in bars([("a", 1.0), ("b", 2.0), ("c", 3.0)], "t", "s")
     assert 'data-ymax="1.0"' in bars([], "t", "s")  # no rows: one, not a zero-height range
+    assert 'height="84" viewBox="0 0 480 84" data-x0="150" data-x1="424" data-y0="12" data-y1="62"' in bars(
+        [("a", 1.0), ("b", 2.0), ("c", 3.0)], "t", "s")  # 18 px a row; the plot ends 22 px above the bottom
 
 
 def test_the_page_links_every_section_and_the_tables_name_their_columns() -> None:
@@ -603,6 +606,9 @@ def test_a_charts_axes_are_whole_elements_with_tick_values_below_and_left_and_na
     assert f'<text x="{(f.x0 + f.x1) / 2}" y="{f.height - 4}" text-anchor="middle">score</text>' in svg
     assert (f'<text transform="translate(10 {(f.y0 + f.y1) / 2}) rotate(-90)" text-anchor="middle">fraction '
             'correct</text>') in svg
+    pr, g = curves({}, "pr"), Frame(width=380, height=260)  # a PR chart: recall along, precision up
+    assert f'y="{g.height - 4}" text-anchor="middle">recall</text><text transform="translate(10 ' in pr
+    assert 'rotate(-90)" text-anchor="middle">precision</text>' in pr
     names = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="9" height="9" fill="[^"]+"/><text x="([\d.]+)"',
                        histogram({"kept": [1], "dropped": [1]}, "t"))
     assert [(float(r), float(t)) for r, t in names] == [(f.x0, f.x0 + 12), (f.x0 + 70, f.x0 + 82)]  # right of it
