@@ -183,11 +183,20 @@ def test_names_and_sizes_of_tasks_without_them() -> None:
     assert _name_of("/data/local-files/?d=photos/a%20b.jpg") == "photos/a b.jpg"
     assert _name_of("https://cdn.example.com/bucket/x%23y.png?sig=1") == "bucket/x#y.png"
     assert _name_of("/data/upload/3/abc-img.png") == "data/upload/3/abc-img.png"
+    # the first ?d= starts the path, as Label Studio's local-files view reads its d parameter
+    assert _name_of("/data/local-files/?d=scans/page?d=2.png") == "scans/page?d=2.png"
     row = task_row({"id": 5, "data": {"image": "s3://b/"}}, [], ["cat"])
     assert (row.rel_path, row.width, row.height, row.annotations, row.sha256) == ("task-5", 0, 0, [], None)
     keyed = task_row({"id": 5, "data": {"image": "", "autolabel_key": "path:" + "a" * 64, "rel_path": "r.png"}}, [],
                      [])
     assert (keyed.rel_path, keyed.sha256) == ("r.png", None)  # a key that is not a content hash is no hash
+    # the size: the task's data (pushed with it) first, else the regions'; a task without regions keeps its own
+    sized = task_row({"id": 6, "data": {"width": 640, "height": 480}}, [], [])
+    assert (sized.width, sized.height) == (640, 480)
+    both = task_row({"id": 7, "data": {"width": "40", "height": "30"}}, [rect("7_0", "cat", 0, 0, 50, 50)], ["cat"])
+    assert (both.width, both.height, both.annotations[0].xyxy) == (40, 30, (0.0, 0.0, 20.0, 15.0))
+    half = task_row({"id": 8, "data": {"width": 40}}, [text("x", "t"), rect("8_0", "cat", 0, 0, 50, 50)], ["cat"])
+    assert (half.width, half.height) == (W, H)  # no height in the data: both from the first region that has them
 
 
 def test_the_coco_file_of_a_pull_reads_like_an_export(tmp_path: Path) -> None:
