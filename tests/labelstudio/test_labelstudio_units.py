@@ -439,3 +439,61 @@ def test_option_errors_name_the_command_line_flag() -> None:
     assert _flag("project: required") == "--project: required"
     assert _flag("image_root: not a folder") == "--image-root: not a folder"
     assert _flag("name: not a push option") == "name: not a push option"
+
+
+# -- raw requests (client.request, get_json, pages) against a real HTTP server standing in for Label Studio ----------
+def _answer(code: int, data: bytes, content_type: str = "application/json"):  # noqa: ANN202
+    def answer(h) -> None:  # noqa: ANN001
+        h.send_response(code)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    return answer
+
+
+def _paged(items: list[int], total: bool = True):  # noqa: ANN202
+    """A list endpoint: ``page`` / ``page_size`` from the query, ``{"total": N, "tasks": [...]}``."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    def answer(h) -> None:  # noqa: ANN001
+        query = parse_qs(urlsplit(h.path).query)
+        page, size = int(query["page"][0]), int(query["page_size"][0])
+        body = {"tasks": items[(page - 1) * size: page * size]} | ({"total": len(items)} if total else {})
+        _answer(200, json.dumps(body).encode())(h)
+
+    return answer
+
+
+def test_raw_requests_reach_the_path_with_the_key_and_a_refusal_carries_the_servers_detail() -> None:
+    from recording_server import Recorder
+
+    with Recorder({"/api/projects/5": _answer(200, b'{"id": 5}'),
+                   "/api/gone": _answer(404, b'{"detail": "Not found."}'),
+                   "/api/broken": _answer(400, b"<html>" + b"x" * 400, "text/html")}) as server:
+        conn = Connection(server.url, KEY, retry_for=0, sleep=lambda s: None)
+        assert conn.get_json("get project", "api/projects/5", fields="all") == {"id": 5}
+        assert conn.request("get project", "GET", "/api/projects/5", safe=True).json() == {"id": 5}
+        assert server.paths() == ["/api/projects/5?fields=all", "/api/projects/5"]  # one slash, leading or not
+        assert all(s.authorization == f"Token {KEY}" for s in server.seen)
+        with pytest.raises(Rejected) as err:
+            conn.request("get project", "GET", "api/gone", safe=True)
+        assert (err.value.status, str(err.value)) == (404, "get project: HTTP 404: Not found.")
+        with pytest.raises(Rejected) as err:  # not JSON: the start of the text
+            conn.request("post", "POST", "api/broken", safe=False)
+        assert str(err.value) == "post: HTTP 400: <html>" + "x" * 294
+
+
+@pytest.mark.parametrize(("items", "total", "requests"), ids=["short-last", "total-reached", "no-total", "empty"],
+                         argvalues=[(list(range(5)), True, 3), (list(range(4)), True, 2), (list(range(4)), False, 3),
+                                    ([], True, 1)])
+def test_pages_reads_a_list_page_by_page_until_the_total_or_a_short_page(items: list[int], total: bool,
+                                                                           requests: int) -> None:
+    from recording_server import Recorder
+
+    with Recorder({"/api/tasks": _paged(items, total)}) as server:
+        conn = Connection(server.url, KEY, retry_for=0, sleep=lambda s: None)
+        assert list(conn.pages("list tasks", "api/tasks", "tasks", page_size=2, project=7)) == items
+        assert server.paths() == [f"/api/tasks?page={p}&page_size=2&project=7" for p in range(1, requests + 1)]
