@@ -179,6 +179,16 @@ def test_config_mismatches_name_each_difference() -> None:
         "control 'caption': perRegion is 'true', expected None"]
     assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
     assert classes_of(ours) == ["cat", "dog"]
+    two = ours.replace('<Label value="dog"/>', '<Label value="dog"/><Label value="cow"/><Label value="emu"/>', 1)
+    assert config_mismatches(two, ours) == [
+        "control 'label': label(s) cow, emu are not in the ontology (known: cat, dog)"]
+    # the box classes: our label control's, not those of other controls; else every labels control's in order
+    shapes = ('<PolygonLabels name="outline" toName="image"><Label value="emu"/><Label value="cat"/>'
+              '</PolygonLabels>')
+    assert classes_of(ours.replace("</View>", shapes + "</View>")) == ["cat", "dog"]
+    assert classes_of(f'<View><Image name="image" value="$image"/>{shapes}'
+                      '<BrushLabels name="b" toName="image"><Label value="cat"/><Label value="dog"/></BrushLabels>'
+                      "</View>") == ["emu", "cat", "dog"]
 
 
 @pytest.mark.parametrize(("config", "problems"), [
@@ -372,6 +382,15 @@ def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() 
                  ["push", "out", "--url", "h", "--project", "p", "--masks", "mask"]):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
+    choices = {"--images": ("local-files", "upload", "url"), "--task-score": ("min", "mean"),
+               "--flagged": ("include", "exclude"), "--media": ("auto", "images", "videos")}
+    for flag, values in choices.items():  # every value the options document (PushSpec's), and nothing else
+        dest = flag[2:].replace("-", "_")
+        for value in values:
+            assert getattr(parser.parse_args(["push", "out", "--url", "h", "--project", "p", flag, value]),
+                           dest) == value
+        with pytest.raises(SystemExit):
+            parser.parse_args(["push", "out", "--url", "h", "--project", "p", flag, "other"])
     for name in ("push", "pull"):
         sub = _subcommands(parser)[name]
         assert sub.description
@@ -442,8 +461,8 @@ def test_option_errors_name_the_command_line_flag() -> None:
 
 
 # -- raw requests (client.request, get_json, pages) against a real HTTP server standing in for Label Studio ----------
-def _answer(code: int, data: bytes, content_type: str = "application/json"):  # noqa: ANN202
-    def answer(h) -> None:  # noqa: ANN001
+def _answer(code: int, data: bytes, content_type: str = "application/json"):
+    def answer(h) -> None:
         h.send_response(code)
         h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(len(data)))
@@ -453,12 +472,12 @@ def _answer(code: int, data: bytes, content_type: str = "application/json"):  # 
     return answer
 
 
-def _paged(items: list[int], total: bool = True):  # noqa: ANN202
+def _paged(items: list[int], total: bool = True):
     """A list endpoint: ``page`` / ``page_size`` from the query, ``{"total": N, "tasks": [...]}``."""
     import json
     from urllib.parse import parse_qs, urlsplit
 
-    def answer(h) -> None:  # noqa: ANN001
+    def answer(h) -> None:
         query = parse_qs(urlsplit(h.path).query)
         page, size = int(query["page"][0]), int(query["page_size"][0])
         body = {"tasks": items[(page - 1) * size: page * size]} | ({"total": len(items)} if total else {})
@@ -497,3 +516,19 @@ def test_pages_reads_a_list_page_by_page_until_the_total_or_a_short_page(items: 
         conn = Connection(server.url, KEY, retry_for=0, sleep=lambda s: None)
         assert list(conn.pages("list tasks", "api/tasks", "tasks", page_size=2, project=7)) == items
         assert server.paths() == [f"/api/tasks?page={p}&page_size=2&project=7" for p in range(1, requests + 1)]
+
+
+def test_the_sdk_never_repeats_a_request_itself_and_reads_are_retried_by_the_connection() -> None:
+    """An import the SDK repeated on a 5xx could land twice: the connection alone decides what to repeat."""
+    from recording_server import Recorder
+
+    answers = iter([_answer(503, b'{"detail": "busy"}'), _answer(200, b'{"id": 5}')])
+    with Recorder({"/api/projects/5/": _answer(503, b'{"detail": "busy"}'),
+                   "/api/flaky": lambda h: next(answers)(h),
+                   "/api/tasks": _answer(200, b'{"total": 0}')}) as server:
+        conn = Connection(server.url, KEY, retry_for=60, sleep=lambda s: None)
+        with pytest.raises(Uncertain, match=r"^get project: HTTP 503: busy$"):
+            conn.call("get project", conn.sdk.projects.get, 5, safe=False)
+        assert server.paths() == ["/api/projects/5/"]  # sent once
+        assert conn.get_json("read", "api/flaky") == {"id": 5} and conn.retries == 1  # a read: retried
+        assert list(conn.pages("list tasks", "api/tasks", "tasks")) == []  # a page without its list: empty
