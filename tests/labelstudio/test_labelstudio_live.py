@@ -140,10 +140,11 @@ def test_a_project_is_found_by_id_or_its_one_title_and_a_new_one_gets_the_review
         find_project(conn, "987654")
     with pytest.raises(Rejected) as err:  # the server's own words on what it refused
         conn.request("get project 987654", "GET", "api/projects/987654", safe=True)
-    assert (err.value.status, str(err.value)) == (404, "get project 987654: HTTP 404: No Project matches the given query.")
+    missing = "HTTP 404: No Project matches the given query."
+    assert (err.value.status, str(err.value)) == (404, f"get project 987654: {missing}")
     with pytest.raises(Rejected) as err:
         set_model_version(conn, 987654, "v1")
-    assert (err.value.status, str(err.value)) == (404, "set model_version: HTTP 404: No Project matches the given query.")
+    assert (err.value.status, str(err.value)) == (404, f"set model_version: {missing}")
     a, b = (sdk.projects.create(title="twin title").id for _ in range(2))
     with pytest.raises(AutolabelError, match=rf"^{re.escape(ls.url)}: 2 projects are titled 'twin title' "
                                              rf"\(ids ({a}, {b}|{b}, {a})\); pass --project ID$"):  # as listed

@@ -138,6 +138,8 @@ def test_a_review_of_mixed_regions_pairs_by_id_then_overlap() -> None:
     assert list(summary["classes"]) == ["cat", "dog", "sign"]  # classes met on the way join at the end
     table = format_summary(summary).splitlines()
     assert table[0] == "review of 1 tasks (auto-labels vs. the reviewers' annotations)"
+    assert table[1].split() == ["class", "predicted", "accepted", "moved", "relabeled", "deleted", "added", "accept",
+                                "%"]  # a heading over each column
     assert table[3].split() == ["dog", "1", "0", "1", "0", "0", "0", "0.0"]
     assert table[-1].split() == ["overall", "3", "2", "1", "0", "0", "0", "66.7"]
 

@@ -99,6 +99,30 @@ def test_the_prediction_hash_covers_what_the_prediction_is_built_from(out: Path)
     assert len(set(changed.values()) | {base}) == len(changed) + 1, changed
     # what does not shape the prediction does not replace it
     assert input_hash(row, "v1", options(batch_size=7, timeout=3, min_score=0.5, project="q")) == base
+    # the content, not the order a record's dicts were written in
+    reordered = [dict(reversed(list(t.items()))) for t in row.texts]
+    assert reordered != [] and [list(t) for t in reordered] != [list(t) for t in row.texts]
+    assert input_hash(row.__class__(**{**row.__dict__, "texts": reordered}), "v1", options()) == base
+
+
+def test_image_tasks_follow_the_push_options_and_the_projects_config(out: Path) -> None:
+    from autolabel.exports.labelstudio import task, task_score
+
+    spec = parse(export_pipeline())
+    with Store(out) as store:
+        media = media_for(store, spec, options(task_score="mean", masks="none"), "v1")
+        own = media_for(store, spec, options(), "v1", POLYGONS)
+        row = next(r for r in media.rows() if any(a.rle for a in r.annotations))
+    made = media.task(row)
+    assert made["predictions"][0]["score"] == pytest.approx(task_score(row.annotations, "mean"))
+    assert made["predictions"][0]["score"] != pytest.approx(task_score(row.annotations, "min"))
+    types = {r["type"] for r in made["predictions"][0]["result"]}
+    assert "brushlabels" not in types and "brushlabels" in {  # a mask is its box with --masks none
+        r["type"] for r in task(row, model_version="v1", score="mean", masks="brush")["predictions"][0]["result"]}
+    assert made == task(row, model_version="v1", score="mean", masks="none") | {
+        "data": task(row)["data"] | {"width": row.width, "height": row.height}}
+    assert own.input_hash(row) == input_hash(row, "v1", options(), Layout.of(POLYGONS)) != input_hash(
+        row, "v1", options())  # the hash of the project's layout
 
 
 def test_the_model_version_is_the_option_else_the_pipelines_name_else_its_hash() -> None:
@@ -224,7 +248,8 @@ def test_a_store_of_clips_pushes_one_video_task_per_clip(clips: Path) -> None:
             assert row.id == clip.id and len(row.tracks) == 3
             assert media.task(row) == video_task(clip, model_version="v2", score="mean", tolerance=2.0)
             assert media.task(row) != video_task(clip, model_version="v2", score="min", tolerance=2.0)
-            assert media.task(row) != video_task(clip, model_version="v2", score="mean", tolerance=1.0)  # fewer keyframes at 2 px
+            # fewer keyframes at 2 px than at 1
+            assert media.task(row) != video_task(clip, model_version="v2", score="mean", tolerance=1.0)
             assert list(media.omitted(row)) == []
         (low,) = media_for(store, spec, options(media="videos", min_score=0.5), "v2").rows()
         assert sorted(t.class_name for t in low.tracks) == ["car", "person"]  # the ball (0.25) left out
