@@ -532,3 +532,28 @@ def test_the_sdk_never_repeats_a_request_itself_and_reads_are_retried_by_the_con
         assert server.paths() == ["/api/projects/5/"]  # sent once
         assert conn.get_json("read", "api/flaky") == {"id": 5} and conn.retries == 1  # a read: retried
         assert list(conn.pages("list tasks", "api/tasks", "tasks")) == []  # a page without its list: empty
+
+
+def test_a_video_projects_config_is_checked_control_by_control() -> None:
+    """Every problem of a reused video project's config is named, each control checked whatever the one before."""
+    from autolabel.exports.labelstudio_video import video_labeling_config
+
+    config = video_labeling_config(Ontology.from_config(["car", "person"]))
+    assert config_mismatches(config, config) == []
+    theirs = (config.replace('<VideoRectangle name="box" toName="video"/>', "")
+              .replace('<Labels name="videoLabels" toName="video"', '<Labels name="videoLabels" toName="clip"')
+              .replace('<Label value="person"/>', '<Label value="truck"/>')
+              .replace("</View>", '<Video name="clip" value="$video"/></View>'))
+    assert config_mismatches(theirs, config) == [
+        "control 'box': missing (expected <VideoRectangle name=\"box\" toName=\"video\">)",
+        "control 'videoLabels': toName is 'clip', expected 'video'",
+        "control 'videoLabels': missing label(s) person (the ontology's classes)",
+        "control 'videoLabels': label(s) truck are not in the ontology (known: car, person)"]
+    swapped = (config.replace('<VideoRectangle name="box" toName="video"/>',
+                              '<RectangleLabels name="box" toName="video"><Label value="car"/></RectangleLabels>')
+               .replace('<Labels name="videoLabels" toName="video" allowEmpty="true">',
+                        '<Choices name="videoLabels" toName="video">')
+               .replace("</Labels>", "</Choices>").replace("<Label value", "<Choice value")
+               .replace('<Choice value="car"/></RectangleLabels>', '<Label value="car"/></RectangleLabels>'))
+    assert config_mismatches(swapped, config) == ["control 'box': is <RectangleLabels>, expected <VideoRectangle>",
+                                                  "control 'videoLabels': is <Choices>, expected <Labels>"]
