@@ -221,13 +221,14 @@ def test_a_push_at_the_end_of_a_run_that_fails_is_one_line_saying_why(tmp_path: 
 # -- video tasks (media_for's video branch; the live push of clips: tests/video/test_video_labelstudio_live.py) -------
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store of one labeled clip (the video scene: a car, a person and a ball at 0.25; the ghost dropped)."""
+    """A store of one labeled clip (the video scene: a car, a person, a ball at 0.25, the ghost flagged)."""
     from video_scene import ONTOLOGY, write_clip
 
     root = tmp_path_factory.mktemp("clips")
     write_clip(root / "in" / "scene.webm", frames=12)
     Pipeline.from_dict({"name": "clips", "ontology": ONTOLOGY, "video": {"chunk": 8, "overlap": 2},
-                        "stages": [{"type": "video_scene:ColourTracks"}, {"type": "track_length", "min_frames": 3}],
+                        "stages": [{"type": "video_scene:ColourTracks"},
+                                   {"type": "track_length", "min_frames": 3, "action": "flag"}],
                         }).run(input=root / "in", output=root / "out")
     return root / "out"
 
@@ -239,20 +240,22 @@ def test_a_store_of_clips_pushes_one_video_task_per_clip(clips: Path) -> None:
     with Store(clips) as store:
         spec = Pipeline.from_dict(store.last_pipeline()).spec
         (clip,) = clip_tracks(store, spec.ontology)
-        assert sorted(t.class_name for t in clip.tracks) == ["ball", "car", "person"]
+        assert sorted(t.class_name for t in clip.tracks) == ["ball", "car", "ghost", "person"]
         for kind in ("auto", "videos"):  # auto: what the store holds
             media = media_for(store, spec, options(media=kind, task_score="mean", keyframe_tolerance=2.0), "v2")
             assert (media.name, media.data_key, media.config) == ("videos", VIDEO,
                                                                   video_labeling_config(spec.ontology))
             (row,) = media.rows()
-            assert row.id == clip.id and len(row.tracks) == 3
+            assert row.id == clip.id and len(row.tracks) == 4  # flagged tracks included by default
             assert media.task(row) == video_task(clip, model_version="v2", score="mean", tolerance=2.0)
             assert media.task(row) != video_task(clip, model_version="v2", score="min", tolerance=2.0)
             # fewer keyframes at 2 px than at 1
             assert media.task(row) != video_task(clip, model_version="v2", score="mean", tolerance=1.0)
             assert list(media.omitted(row)) == []
-        (low,) = media_for(store, spec, options(media="videos", min_score=0.5), "v2").rows()
-        assert sorted(t.class_name for t in low.tracks) == ["car", "person"]  # the ball (0.25) left out
+        (low,) = media_for(store, spec, options(media="videos", min_score=0.5, flagged="exclude"), "v2").rows()
+        assert sorted(t.class_name for t in low.tracks) == ["car", "person"]  # the ball (0.25), the ghost left out
+        (kept,) = media_for(store, spec, options(media="videos", flagged="exclude"), "v2").rows()
+        assert sorted(t.class_name for t in kept.tracks) == ["ball", "car", "person"]
         images = media_for(store, spec, options(media="images"), "v2")  # asked for: images, of which there are none
         assert images.name == "images"
         with pytest.raises(AutolabelError, match=r"no labeled images in the store; .*\(it holds 1 labeled clips"):
@@ -270,8 +273,9 @@ def test_a_clips_prediction_hash_changes_with_what_its_task_is_made_from(clips: 
 
         base = digest()
         assert len(base) == 24 and base == digest()  # stable
-        changed = [digest("v2"), digest(task_score="mean"), digest(keyframe_tolerance=0.5), digest(min_score=0.5)]
-        assert base not in changed and len(set(changed)) == 4
+        changed = [digest("v2"), digest(task_score="mean"), digest(keyframe_tolerance=0.5), digest(min_score=0.5),
+                   digest(flagged="exclude")]
+        assert base not in changed and len(set(changed)) == 5
         assert digest(masks="none", images="url", image_root="https://x/") == base  # image options: not a clip's
 
 
