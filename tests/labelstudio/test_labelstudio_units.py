@@ -356,7 +356,9 @@ def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) 
             str(tmp_path / "p.yaml")]
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("autolabel: error: LABEL_STUDIO_API_KEY is not set: export your Label Studio access token")
+    assert err == ("autolabel: error: LABEL_STUDIO_API_KEY is not set: export your Label Studio access token "
+                   "(Account & Settings → Personal Access Token, or a legacy token) in that variable; it is never "
+                   "read from the command line or a file")  # one line: the problem, where the token is found
     assert main(args + ["--batch-size", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
         "autolabel: error: --batch-size: input should be greater than or equal to 1 (got 0)")
