@@ -67,9 +67,9 @@ def boxes(result: Iterable[dict[str, Any]]) -> list[Box]:
     rects = box_ids(result)
     out = []
     for region in result:
-        kind = KINDS.get(region.get("type", ""))
-        value = region.get("value") or {}
-        labels = value.get(region.get("type", "")) or []
+        tag = region.get("type")
+        kind, value = KINDS.get(tag), region.get("value") or {}
+        labels = value.get(tag) or []
         if kind is None or not labels or attached_to(region, rects) is not None:
             continue
         box = _box(str(region.get("id")), str(labels[0]), kind, value, region["original_width"],
