@@ -97,6 +97,9 @@ def test_compare_matches_the_best_overlap_first() -> None:
     annotated = [Box("x", "cat", (2, 0, 12, 10))]  # IoU 1.0 with b, 0.67 with a
     assert compare(predicted, annotated) == [("accepted", "cat", "b", "x"), ("deleted", "cat", "a", None)]
     assert compare(predicted, annotated, iou_threshold=1.01)[0] == ("deleted", "cat", "a", None)
+    # a region dragged far away keeps its id: moved, not deleted and added
+    assert compare([Box("a", "cat", (0, 0, 10, 10))], [Box("a", "cat", (80, 80, 90, 90))]) == [
+        ("moved", "cat", "a", "a")]
 
 
 def test_tally_counts_per_class_and_acceptance_rate() -> None:
