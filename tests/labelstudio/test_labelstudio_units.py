@@ -345,6 +345,15 @@ def test_image_references_are_relative_to_the_document_root() -> None:
     assert local_files_prefix("/srv/data/cams", "/srv/data") == "/data/local-files/?d=cams/"
     assert local_files_prefix("/srv/data/my cams", "/srv") == "/data/local-files/?d=data/my%20cams/"
 
+    from autolabel.labelstudio.images import _strictly_under
+
+    # Label Studio refuses a storage at its document root: an input folder must lie strictly below it
+    below = [("/srv/data/cams", "/srv/data"), ("/srv/data/X", "/srv/data/"), ("/srv/data/a/b/", "/srv/data"),
+             ("/srv", "/")]
+    not_below = [("/srv/data", "/srv/data"), ("/srv/data/", "/srv/data"), ("/srv/database", "/srv/data"),
+                 ("/srv", "/srv/data"), ("/", "/")]
+    assert [_strictly_under(p, r) for p, r in below + not_below] == [True] * len(below) + [False] * len(not_below)
+
 
 def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
     import yaml
