@@ -112,10 +112,12 @@ def test_image_tasks_follow_the_push_options_and_the_projects_config(out: Path) 
     with Store(out) as store:
         media = media_for(store, spec, options(task_score="mean", masks="none"), "v1")
         own = media_for(store, spec, options(), "v1", POLYGONS)
+        lowest = media_for(store, spec, options(), "v1")  # task_score: min by default
         row = next(r for r in media.rows() if any(a.rle for a in r.annotations))
     made = media.task(row)
     assert made["predictions"][0]["score"] == pytest.approx(task_score(row.annotations, "mean"))
     assert made["predictions"][0]["score"] != pytest.approx(task_score(row.annotations, "min"))
+    assert lowest.task(row)["predictions"][0]["score"] == pytest.approx(task_score(row.annotations, "min"))
     types = {r["type"] for r in made["predictions"][0]["result"]}
     assert "brushlabels" not in types and "brushlabels" in {  # a mask is its box with --masks none
         r["type"] for r in task(row, model_version="v1", score="mean", masks="brush")["predictions"][0]["result"]}

@@ -97,6 +97,14 @@ def test_compare_matches_the_best_overlap_first() -> None:
     annotated = [Box("x", "cat", (2, 0, 12, 10))]  # IoU 1.0 with b, 0.67 with a
     assert compare(predicted, annotated) == [("accepted", "cat", "b", "x"), ("deleted", "cat", "a", None)]
     assert compare(predicted, annotated, iou_threshold=1.01)[0] == ("deleted", "cat", "a", None)
+    # a polygon vertex moved by the tolerance (0.5 px) is the same polygon; a little more is reshaped
+    from autolabel.labelstudio.review import reshaped
+
+    square = ((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0))
+    before = Box("a", "cat", (0, 0, 10, 10), "polygon", square)
+    for moved, expected in ((0.5, False), (0.6, True)):
+        after = Box("a", "cat", (0, 0, 10, 10), "polygon", square[:3] + ((moved, 10.0 - moved),))
+        assert reshaped(before, after) is expected
     # a region dragged far away keeps its id: moved, not deleted and added
     assert compare([Box("a", "cat", (0, 0, 10, 10))], [Box("a", "cat", (80, 80, 90, 90))]) == [
         ("moved", "cat", "a", "a")]
