@@ -93,8 +93,7 @@ class ImageAccess:
     # -- local files ---------------------------------------------------------------------------------------------
     def _local_files(self, roots: dict[str, tuple[str, Source]]) -> None:
         document_root = self.document_root or self._probe_document_root()
-        storages = self.conn.call("list storages", self.conn.sdk.import_storage.local.list, project=self.project_id)
-        have = [s.path.rstrip("/") for s in storages if s.path]
+        have = self._storage_paths()
         for root, (_key, row) in sorted(roots.items()):
             if not _strictly_under(root, document_root):
                 raise AutolabelError(
@@ -121,10 +120,14 @@ class ImageAccess:
                                      f"({err}); {_SERVER_HINT}, or push with --images upload") from None
             except Uncertain:
                 self.conn.sleep(backoff(attempt))
-                storages = self.conn.call("list storages", self.conn.sdk.import_storage.local.list,
-                                          project=self.project_id)
-                have[:] = [s.path.rstrip("/") for s in storages if s.path]
+                have[:] = self._storage_paths()
         raise AutolabelError(f"{self.conn.url}: could not create a local-files storage for {root} (5 tries)")
+
+    def _storage_paths(self) -> list[str]:
+        """The folders the project's local-files storages are for (without the trailing slash one made by hand
+        in the UI may have)."""
+        storages = self.conn.call("list storages", self.conn.sdk.import_storage.local.list, project=self.project_id)
+        return [s.path.rstrip("/") for s in storages if s.path]
 
     def _probe_document_root(self) -> str:
         """The server's document root, read from its refusal of a storage at ``/`` (nothing is created)."""

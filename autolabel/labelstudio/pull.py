@@ -188,7 +188,7 @@ def _geometry(region: dict[str, Any], attached: list[dict[str, Any]], width: int
 
             masks.append(np.asarray(decode_rle(value["rle"])).reshape(height, width, 4)[:, :, 3] > 0)
         elif shape.get("type") == "polygonlabels" and len(value.get("points") or []) >= 3:
-            polygons.append(np.asarray(value["points"], dtype=np.float64) * (width / 100.0, height / 100.0))
+            polygons.append(np.asarray(value["points"]) * (width / 100.0, height / 100.0))
     rle = polygon = None
     if masks or len(polygons) > 1:
         mask = np.zeros((height, width), dtype=bool)

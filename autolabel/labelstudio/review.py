@@ -67,9 +67,9 @@ def boxes(result: Iterable[dict[str, Any]]) -> list[Box]:
     rects = box_ids(result)
     out = []
     for region in result:
-        kind = KINDS.get(region.get("type", ""))
-        value = region.get("value") or {}
-        labels = value.get(region.get("type", "")) or []
+        tag = region.get("type")
+        kind, value = KINDS.get(tag), region.get("value") or {}
+        labels = value.get(tag) or []
         if kind is None or not labels or attached_to(region, rects) is not None:
             continue
         box = _box(str(region.get("id")), str(labels[0]), kind, value, region["original_width"],
@@ -83,7 +83,7 @@ def _box(rid: str, label: str, kind: str, value: dict[str, Any], width: int, hei
     if kind == "rectangle":
         return Box(rid, label, rect_xyxy(value, width, height))
     if kind == "polygon":
-        points = np.asarray(value.get("points") or [], dtype=np.float64).reshape(-1, 2) * (width / 100, height / 100)
+        points = np.asarray(value.get("points") or []).reshape(-1, 2) * (width / 100, height / 100)  # float64
         if not len(points):
             return None
         (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
@@ -121,7 +121,7 @@ def rect_xyxy(value: dict[str, Any], width: float, height: float) -> tuple[float
     angle = np.deg2rad(float(value.get("rotation") or 0.0))
     if angle == 0.0:
         return (x, y, x + w, y + h)
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]])  # w, h floats: float64
     c, s = np.cos(angle), np.sin(angle)
     turned = corners @ np.array([[c, s], [-s, c]]) + (x, y)
     (x1, y1), (x2, y2) = turned.min(axis=0), turned.max(axis=0)
@@ -148,8 +148,8 @@ def compare(
             free_p.append(i)
     if free_p and free_a:
         left_a = sorted(free_a)
-        iou = sv.box_iou_batch(np.array([predicted[i].xyxy for i in free_p], dtype=np.float64),
-                               np.array([annotated[j].xyxy for j in left_a], dtype=np.float64))
+        iou = sv.box_iou_batch(np.array([predicted[i].xyxy for i in free_p]),  # float xyxy: float64 arrays
+                               np.array([annotated[j].xyxy for j in left_a]))
         taken: set[int] = set()
         for flat in np.argsort(-iou, axis=None, kind="stable"):
             r, c = divmod(int(flat), len(left_a))

@@ -126,8 +126,8 @@ def test_push_creates_one_task_per_image_with_the_stores_prediction(ls, sdk, ima
 
 
 def test_a_project_is_found_by_id_or_its_one_title_and_a_new_one_gets_the_review_view(ls, sdk) -> None:
-    from autolabel.labelstudio.client import Connection
-    from autolabel.labelstudio.project import REVIEW_VIEW, find_project, resolve_project
+    from autolabel.labelstudio.client import Connection, Rejected
+    from autolabel.labelstudio.project import REVIEW_VIEW, find_project, resolve_project, set_model_version
     from autolabel.ontology import Ontology
 
     conn, config = Connection(ls.url, TOKEN), labeling_config(Ontology.from_config(["cat"]))
@@ -138,6 +138,13 @@ def test_a_project_is_found_by_id_or_its_one_title_and_a_new_one_gets_the_review
     assert resolve_project(conn, "found by title", config)[1] is False  # found again, not created
     with pytest.raises(AutolabelError, match=rf"^{re.escape(ls.url)}: no project with id 987654 \(pass an existing"):
         find_project(conn, "987654")
+    with pytest.raises(Rejected) as err:  # the server's own words on what it refused
+        conn.request("get project 987654", "GET", "api/projects/987654", safe=True)
+    missing = "HTTP 404: No Project matches the given query."
+    assert (err.value.status, str(err.value)) == (404, f"get project 987654: {missing}")
+    with pytest.raises(Rejected) as err:
+        set_model_version(conn, 987654, "v1")
+    assert (err.value.status, str(err.value)) == (404, f"set model_version: {missing}")
     a, b = (sdk.projects.create(title="twin title").id for _ in range(2))
     with pytest.raises(AutolabelError, match=rf"^{re.escape(ls.url)}: 2 projects are titled 'twin title' "
                                              rf"\(ids ({a}, {b}|{b}, {a})\); pass --project ID$"):  # as listed
@@ -522,6 +529,14 @@ def test_a_storage_made_by_hand_is_reused_and_moved_images_are_re_pointed(ls, sd
     project = sdk.projects.create(title="storage by hand", label_config=labeling_config(spec_of(store).ontology))
     sdk.import_storage.local.create(project=project.id, path=f"{images}/", title="made in the UI",
                                     use_blob_urls=False)
+
+    def no_list(n: int, method: str, path: str) -> str | None:
+        return "503" if method == "GET" and path.startswith("/api/storages/localfiles") else None
+
+    with FaultProxy(ls.url, fault=no_list) as proxy:  # a failing request is named in the push's error
+        failed = push(store, spec_of(store), options(proxy.url, str(project.id), retry_for=0), api_key=TOKEN)
+    assert failed.error == (f"{proxy.url}: list storages: no success after 1 tries in 0 s (HTTP 503: injected 503); "
+                            "is Label Studio running? (raise --retry-for to wait longer)")
     first = push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN)
     assert first.created == 4
     assert [s.title for s in sdk.import_storage.local.list(project=project.id)] == ["made in the UI"]
@@ -578,7 +593,7 @@ def test_a_pipeline_file_pushes_at_the_end_of_the_run(ls, sdk, images, tmp_path,
     _assert_exactly_once(sdk, project.id, Store(tmp_path / "out"))
 
 
-def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path) -> None:
+def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path, capsys) -> None:
     folder = tmp_path / "elsewhere"  # not under the document root: only an upload reaches it
     make_export_images(folder)
     Image.new("RGB", (20, 20), (9, 9, 9)).save(folder / "vanished.png")
@@ -591,8 +606,11 @@ def test_upload_mode_uploads_each_image_once(ls, sdk, tmp_path) -> None:
         f"{ls.document_root}: start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
         f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder above the images (a parent of {folder}), "
         "or push with --images upload")
-    first = push(store, spec_of(store), options(ls.url, "uploaded images", images="upload"), api_key=TOKEN)
+    capsys.readouterr()
+    first = push(store, spec_of(store), options(ls.url, "uploaded images", images="upload"), api_key=TOKEN,
+                 progress=True)
     assert first.created == 4 and list(first.failed) == ["vanished.png"] and first.exit_code == 3
+    assert re.search(r"uploading: +80%\|.*\| 4/5 ", capsys.readouterr().err)  # the bar: 4 of 5 uploaded
     why = first.failed["vanished.png"]
     assert why.startswith(f"cannot read {folder / 'vanished.png'} (No such file or directory")
     tasks = list(sdk.tasks.list(project=first.project_id))

@@ -138,6 +138,8 @@ def test_a_review_of_mixed_regions_pairs_by_id_then_overlap() -> None:
     assert list(summary["classes"]) == ["cat", "dog", "sign"]  # classes met on the way join at the end
     table = format_summary(summary).splitlines()
     assert table[0] == "review of 1 tasks (auto-labels vs. the reviewers' annotations)"
+    assert table[1].split() == ["class", "predicted", "accepted", "moved", "relabeled", "deleted", "added", "accept",
+                                "%"]  # a heading over each column
     assert table[3].split() == ["dog", "1", "0", "1", "0", "0", "0", "0.0"]
     assert table[-1].split() == ["overall", "3", "2", "1", "0", "0", "0", "66.7"]
 
@@ -183,11 +185,25 @@ def test_names_and_sizes_of_tasks_without_them() -> None:
     assert _name_of("/data/local-files/?d=photos/a%20b.jpg") == "photos/a b.jpg"
     assert _name_of("https://cdn.example.com/bucket/x%23y.png?sig=1") == "bucket/x#y.png"
     assert _name_of("/data/upload/3/abc-img.png") == "data/upload/3/abc-img.png"
+    # the first ?d= starts the path, as Label Studio's local-files view reads its d parameter
+    assert _name_of("/data/local-files/?d=scans/page?d=2.png") == "scans/page?d=2.png"
     row = task_row({"id": 5, "data": {"image": "s3://b/"}}, [], ["cat"])
     assert (row.rel_path, row.width, row.height, row.annotations, row.sha256) == ("task-5", 0, 0, [], None)
     keyed = task_row({"id": 5, "data": {"image": "", "autolabel_key": "path:" + "a" * 64, "rel_path": "r.png"}}, [],
                      [])
     assert (keyed.rel_path, keyed.sha256) == ("r.png", None)  # a key that is not a content hash is no hash
+    # the size: the task's data (pushed with it) first, else the regions'; a task without regions keeps its own
+    sized = task_row({"id": 6, "data": {"width": 640, "height": 480}}, [], [])
+    assert (sized.width, sized.height) == (640, 480)
+    # what is no object: a polygon of 2 points, a region of a kind without labels, an unlabeled rectangle
+    other = [polygon("9_0", "cat", [[10, 10], [50, 50]]), rect("9_1", "cat", 0, 0, 10, 10, rectanglelabels=[]),
+             {"id": "9_2", "from_name": "quality", "type": "choices", **COMMON, "value": {"choices": ["blurry"]}}]
+    classes = ["cat"]
+    assert task_row({"id": 9, "data": {}}, other, classes).annotations == [] and classes == ["cat"]
+    both = task_row({"id": 7, "data": {"width": "40", "height": "30"}}, [rect("7_0", "cat", 0, 0, 50, 50)], ["cat"])
+    assert (both.width, both.height, both.annotations[0].xyxy) == (40, 30, (0.0, 0.0, 20.0, 15.0))
+    half = task_row({"id": 8, "data": {"width": 40}}, [text("x", "t"), rect("8_0", "cat", 0, 0, 50, 50)], ["cat"])
+    assert (half.width, half.height) == (W, H)  # no height in the data: both from the first region that has them
 
 
 def test_the_coco_file_of_a_pull_reads_like_an_export(tmp_path: Path) -> None:
@@ -270,3 +286,24 @@ def test_images_are_linked_from_the_image_root_or_downloaded_following_redirects
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_image_label_studio_holds_is_downloaded_through_it(tmp_path: Path) -> None:
+    """A task's image under the server (``/data/...``, or the server's own URL) comes through the connection, with
+    its key; a server that answers no image fails the pull in one line."""
+    from recording_server import Recorder, body
+
+    from autolabel.exports.rows import ImageRow
+    from autolabel.labelstudio.client import Connection, Rejected
+    from autolabel.labelstudio.pull import _place
+
+    with Recorder({"/data/upload/3/a.png": body(b"PIXELS")}) as server:
+        conn = Connection(server.url, "key", retry_for=0, sleep=lambda s: None)
+        for k, ref in enumerate(["/data/upload/3/a.png", server.url + "/data/upload/3/a.png"]):
+            _place(ImageRow(3, ref, "a.png", None, 4, 4, [], [], {}), tmp_path / f"{k}.png", conn, None)
+            assert (tmp_path / f"{k}.png").read_bytes() == b"PIXELS"
+        assert server.paths() == ["/data/upload/3/a.png"] * 2
+        assert all(s.authorization == "Token key" for s in server.seen)
+        with pytest.raises(Rejected, match=r"^download image of task 4: HTTP 404"):
+            _place(ImageRow(4, "/data/upload/3/b.png", "b.png", None, 4, 4, [], [], {}), tmp_path / "b.png", conn,
+                   None)

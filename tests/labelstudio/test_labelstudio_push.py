@@ -14,6 +14,7 @@ from plugins import export_pipeline, make_export_images
 
 from autolabel import Pipeline
 from autolabel.config import PushSpec, parse
+from autolabel.errors import AutolabelError
 from autolabel.exports.labelstudio import Layout
 from autolabel.exports.rows import image_rows
 from autolabel.exports.labelstudio import model_version_for
@@ -98,6 +99,32 @@ def test_the_prediction_hash_covers_what_the_prediction_is_built_from(out: Path)
     assert len(set(changed.values()) | {base}) == len(changed) + 1, changed
     # what does not shape the prediction does not replace it
     assert input_hash(row, "v1", options(batch_size=7, timeout=3, min_score=0.5, project="q")) == base
+    # the content, not the order a record's dicts were written in
+    reordered = [dict(reversed(list(t.items()))) for t in row.texts]
+    assert reordered != [] and [list(t) for t in reordered] != [list(t) for t in row.texts]
+    assert input_hash(row.__class__(**{**row.__dict__, "texts": reordered}), "v1", options()) == base
+
+
+def test_image_tasks_follow_the_push_options_and_the_projects_config(out: Path) -> None:
+    from autolabel.exports.labelstudio import task, task_score
+
+    spec = parse(export_pipeline())
+    with Store(out) as store:
+        media = media_for(store, spec, options(task_score="mean", masks="none"), "v1")
+        own = media_for(store, spec, options(), "v1", POLYGONS)
+        lowest = media_for(store, spec, options(), "v1")  # task_score: min by default
+        row = next(r for r in media.rows() if any(a.rle for a in r.annotations))
+    made = media.task(row)
+    assert made["predictions"][0]["score"] == pytest.approx(task_score(row.annotations, "mean"))
+    assert made["predictions"][0]["score"] != pytest.approx(task_score(row.annotations, "min"))
+    assert lowest.task(row)["predictions"][0]["score"] == pytest.approx(task_score(row.annotations, "min"))
+    types = {r["type"] for r in made["predictions"][0]["result"]}
+    assert "brushlabels" not in types and "brushlabels" in {  # a mask is its box with --masks none
+        r["type"] for r in task(row, model_version="v1", score="mean", masks="brush")["predictions"][0]["result"]}
+    assert made == task(row, model_version="v1", score="mean", masks="none") | {
+        "data": task(row)["data"] | {"width": row.width, "height": row.height}}
+    assert own.input_hash(row) == input_hash(row, "v1", options(), Layout.of(POLYGONS)) != input_hash(
+        row, "v1", options())  # the hash of the project's layout
 
 
 def test_the_model_version_is_the_option_else_the_pipelines_name_else_its_hash() -> None:
@@ -191,3 +218,85 @@ def test_a_push_at_the_end_of_a_run_that_fails_is_one_line_saying_why(tmp_path: 
     assert not ok and "\n" not in line
     assert line.startswith("labelstudio push to http://127.0.0.1:9 failed: http://127.0.0.1:9")
     assert "None" not in line and "k3y" not in line
+
+
+# -- video tasks (media_for's video branch; the live push of clips: tests/video/test_video_labelstudio_live.py) -------
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of one labeled clip (the video scene: a car, a person, a ball at 0.25, the ghost flagged)."""
+    from video_scene import ONTOLOGY, write_clip
+
+    root = tmp_path_factory.mktemp("clips")
+    write_clip(root / "in" / "scene.webm", frames=12)
+    Pipeline.from_dict({"name": "clips", "ontology": ONTOLOGY, "video": {"chunk": 8, "overlap": 2},
+                        "stages": [{"type": "video_scene:ColourTracks"},
+                                   {"type": "track_length", "min_frames": 3, "action": "flag"}],
+                        }).run(input=root / "in", output=root / "out")
+    return root / "out"
+
+
+def test_a_store_of_clips_pushes_one_video_task_per_clip(clips: Path) -> None:
+    from autolabel.exports.labelstudio_video import VIDEO, video_labeling_config, video_task
+    from autolabel.exports.tracks import clip_tracks
+
+    with Store(clips) as store:
+        spec = Pipeline.from_dict(store.last_pipeline()).spec
+        (clip,) = clip_tracks(store, spec.ontology)
+        assert sorted(t.class_name for t in clip.tracks) == ["ball", "car", "ghost", "person"]
+        for kind in ("auto", "videos"):  # auto: what the store holds
+            media = media_for(store, spec, options(media=kind, task_score="mean", keyframe_tolerance=2.0), "v2")
+            assert (media.name, media.data_key, media.config) == ("videos", VIDEO,
+                                                                  video_labeling_config(spec.ontology))
+            (row,) = media.rows()
+            assert row.id == clip.id and len(row.tracks) == 4  # flagged tracks included by default
+            assert media.task(row) == video_task(clip, model_version="v2", score="mean", tolerance=2.0)
+            assert media.task(row) != video_task(clip, model_version="v2", score="min", tolerance=2.0)
+            # fewer keyframes at 2 px than at 1
+            assert media.task(row) != video_task(clip, model_version="v2", score="mean", tolerance=1.0)
+            assert list(media.omitted(row)) == []
+        (low,) = media_for(store, spec, options(media="videos", min_score=0.5, flagged="exclude"), "v2").rows()
+        assert sorted(t.class_name for t in low.tracks) == ["car", "person"]  # the ball (0.25), the ghost left out
+        (kept,) = media_for(store, spec, options(media="videos", flagged="exclude"), "v2").rows()
+        assert sorted(t.class_name for t in kept.tracks) == ["ball", "car", "person"]
+        images = media_for(store, spec, options(media="images"), "v2")  # asked for: images, of which there are none
+        assert images.name == "images"
+        with pytest.raises(AutolabelError, match=r"no labeled images in the store; .*\(it holds 1 labeled clips"):
+            list(images.rows())
+
+
+def test_a_clips_prediction_hash_changes_with_what_its_task_is_made_from(clips: Path) -> None:
+    with Store(clips) as store:
+        spec = Pipeline.from_dict(store.last_pipeline()).spec
+
+        def digest(version: str = "v1", **kw: object) -> str:
+            media = media_for(store, spec, options(media="videos", **kw), version)
+            (row,) = media.rows()
+            return media.input_hash(row)
+
+        base = digest()
+        assert len(base) == 24 and base == digest()  # stable
+        changed = [digest("v2"), digest(task_score="mean"), digest(keyframe_tolerance=0.5), digest(min_score=0.5),
+                   digest(flagged="exclude")]
+        assert base not in changed and len(set(changed)) == 5
+        assert digest(masks="none", images="url", image_root="https://x/") == base  # image options: not a clip's
+
+
+def test_a_store_of_images_and_clips_is_pushed_one_kind_at_a_time(tmp_path: Path) -> None:
+    from PIL import Image
+    from video_scene import ONTOLOGY, render, write_clip
+
+    write_clip(tmp_path / "in" / "scene.webm", frames=6)
+    Image.fromarray(render(3)[0]).save(tmp_path / "in" / "frame.png")
+    Pipeline.from_dict({"ontology": ONTOLOGY, "video": {"chunk": 8, "overlap": 2},
+                        "stages": [{"type": "video_scene:ColourTracks"}]}).run(input=tmp_path / "in",
+                                                                               output=tmp_path / "out")
+    with Store(tmp_path / "out") as store:
+        spec = Pipeline.from_dict(store.last_pipeline()).spec
+        with pytest.raises(AutolabelError) as err:
+            media_for(store, spec, options(), "v1")
+        assert str(err.value) == (
+            f"{tmp_path / 'out' / 'autolabel.db'}: the store holds 1 labeled images and 1 labeled clips, and a Label "
+            "Studio project holds one kind: push with --media images (push.media: images) and again with --media "
+            "videos to another project")
+        assert [r.rel_path for r in media_for(store, spec, options(media="images"), "v1").rows()] == ["frame.png"]
+        assert [r.rel_path for r in media_for(store, spec, options(media="videos"), "v1").rows()] == ["scene.webm"]

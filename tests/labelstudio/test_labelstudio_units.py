@@ -97,6 +97,17 @@ def test_compare_matches_the_best_overlap_first() -> None:
     annotated = [Box("x", "cat", (2, 0, 12, 10))]  # IoU 1.0 with b, 0.67 with a
     assert compare(predicted, annotated) == [("accepted", "cat", "b", "x"), ("deleted", "cat", "a", None)]
     assert compare(predicted, annotated, iou_threshold=1.01)[0] == ("deleted", "cat", "a", None)
+    # a polygon vertex moved by the tolerance (0.5 px) is the same polygon; a little more is reshaped
+    from autolabel.labelstudio.review import reshaped
+
+    square = ((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0))
+    before = Box("a", "cat", (0, 0, 10, 10), "polygon", square)
+    for moved, expected in ((0.5, False), (0.6, True)):
+        after = Box("a", "cat", (0, 0, 10, 10), "polygon", square[:3] + ((moved, 10.0 - moved),))
+        assert reshaped(before, after) is expected
+    # a region dragged far away keeps its id: moved, not deleted and added
+    assert compare([Box("a", "cat", (0, 0, 10, 10))], [Box("a", "cat", (80, 80, 90, 90))]) == [
+        ("moved", "cat", "a", "a")]
 
 
 def test_tally_counts_per_class_and_acceptance_rate() -> None:
@@ -179,6 +190,16 @@ def test_config_mismatches_name_each_difference() -> None:
         "control 'caption': perRegion is 'true', expected None"]
     assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
     assert classes_of(ours) == ["cat", "dog"]
+    two = ours.replace('<Label value="dog"/>', '<Label value="dog"/><Label value="cow"/><Label value="emu"/>', 1)
+    assert config_mismatches(two, ours) == [
+        "control 'label': label(s) cow, emu are not in the ontology (known: cat, dog)"]
+    # the box classes: our label control's, not those of other controls; else every labels control's in order
+    shapes = ('<PolygonLabels name="outline" toName="image"><Label value="emu"/><Label value="cat"/>'
+              '</PolygonLabels>')
+    assert classes_of(ours.replace("</View>", shapes + "</View>")) == ["cat", "dog"]
+    assert classes_of(f'<View><Image name="image" value="$image"/>{shapes}'
+                      '<BrushLabels name="b" toName="image"><Label value="cat"/><Label value="dog"/></BrushLabels>'
+                      "</View>") == ["emu", "cat", "dog"]
 
 
 @pytest.mark.parametrize(("config", "problems"), [
@@ -332,6 +353,15 @@ def test_image_references_are_relative_to_the_document_root() -> None:
     assert local_files_prefix("/srv/data/cams", "/srv/data") == "/data/local-files/?d=cams/"
     assert local_files_prefix("/srv/data/my cams", "/srv") == "/data/local-files/?d=data/my%20cams/"
 
+    from autolabel.labelstudio.images import _strictly_under
+
+    # Label Studio refuses a storage at its document root: an input folder must lie strictly below it
+    below = [("/srv/data/cams", "/srv/data"), ("/srv/data/X", "/srv/data/"), ("/srv/data/a/b/", "/srv/data"),
+             ("/srv", "/")]
+    not_below = [("/srv/data", "/srv/data"), ("/srv/data/", "/srv/data"), ("/srv/database", "/srv/data"),
+                 ("/srv", "/srv/data"), ("/", "/")]
+    assert [_strictly_under(p, r) for p, r in below + not_below] == [True] * len(below) + [False] * len(not_below)
+
 
 def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
     import yaml
@@ -346,7 +376,9 @@ def test_push_needs_the_key_from_the_environment(tmp_path, monkeypatch, capsys) 
             str(tmp_path / "p.yaml")]
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("autolabel: error: LABEL_STUDIO_API_KEY is not set: export your Label Studio access token")
+    assert err == ("autolabel: error: LABEL_STUDIO_API_KEY is not set: export your Label Studio access token "
+                   "(Account & Settings → Personal Access Token, or a legacy token) in that variable; it is never "
+                   "read from the command line or a file")  # one line: the problem, where the token is found
     assert main(args + ["--batch-size", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
         "autolabel: error: --batch-size: input should be greater than or equal to 1 (got 0)")
@@ -372,6 +404,15 @@ def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() 
                  ["push", "out", "--url", "h", "--project", "p", "--masks", "mask"]):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
+    choices = {"--images": ("local-files", "upload", "url"), "--task-score": ("min", "mean"),
+               "--flagged": ("include", "exclude"), "--media": ("auto", "images", "videos")}
+    for flag, values in choices.items():  # every value the options document (PushSpec's), and nothing else
+        dest = flag[2:].replace("-", "_")
+        for value in values:
+            assert getattr(parser.parse_args(["push", "out", "--url", "h", "--project", "p", flag, value]),
+                           dest) == value
+        with pytest.raises(SystemExit):
+            parser.parse_args(["push", "out", "--url", "h", "--project", "p", flag, "other"])
     for name in ("push", "pull"):
         sub = _subcommands(parser)[name]
         assert sub.description
@@ -439,3 +480,102 @@ def test_option_errors_name_the_command_line_flag() -> None:
     assert _flag("project: required") == "--project: required"
     assert _flag("image_root: not a folder") == "--image-root: not a folder"
     assert _flag("name: not a push option") == "name: not a push option"
+
+
+# -- raw requests (client.request, get_json, pages) against a real HTTP server standing in for Label Studio ----------
+def _answer(code: int, data: bytes, content_type: str = "application/json"):
+    def answer(h) -> None:
+        h.send_response(code)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    return answer
+
+
+def _paged(items: list[int], total: bool = True):
+    """A list endpoint: ``page`` / ``page_size`` from the query, ``{"total": N, "tasks": [...]}``."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    def answer(h) -> None:
+        query = parse_qs(urlsplit(h.path).query)
+        page, size = int(query["page"][0]), int(query["page_size"][0])
+        body = {"tasks": items[(page - 1) * size: page * size]} | ({"total": len(items)} if total else {})
+        _answer(200, json.dumps(body).encode())(h)
+
+    return answer
+
+
+def test_raw_requests_reach_the_path_with_the_key_and_a_refusal_carries_the_servers_detail() -> None:
+    from recording_server import Recorder
+
+    with Recorder({"/api/projects/5": _answer(200, b'{"id": 5}'),
+                   "/api/gone": _answer(404, b'{"detail": "Not found."}'),
+                   "/api/broken": _answer(400, b"<html>" + b"x" * 400, "text/html")}) as server:
+        conn = Connection(server.url, KEY, retry_for=0, sleep=lambda s: None)
+        assert conn.get_json("get project", "api/projects/5", fields="all") == {"id": 5}
+        assert conn.request("get project", "GET", "/api/projects/5", safe=True).json() == {"id": 5}
+        assert server.paths() == ["/api/projects/5?fields=all", "/api/projects/5"]  # one slash, leading or not
+        assert all(s.authorization == f"Token {KEY}" for s in server.seen)
+        with pytest.raises(Rejected) as err:
+            conn.request("get project", "GET", "api/gone", safe=True)
+        assert (err.value.status, str(err.value)) == (404, "get project: HTTP 404: Not found.")
+        with pytest.raises(Rejected) as err:  # not JSON: the start of the text
+            conn.request("post", "POST", "api/broken", safe=False)
+        assert str(err.value) == "post: HTTP 400: <html>" + "x" * 294
+
+
+@pytest.mark.parametrize(("items", "total", "requests"), ids=["short-last", "total-reached", "no-total", "empty"],
+                         argvalues=[(list(range(5)), True, 3), (list(range(4)), True, 2), (list(range(4)), False, 3),
+                                    ([], True, 1)])
+def test_pages_reads_a_list_page_by_page_until_the_total_or_a_short_page(items: list[int], total: bool,
+                                                                           requests: int) -> None:
+    from recording_server import Recorder
+
+    with Recorder({"/api/tasks": _paged(items, total)}) as server:
+        conn = Connection(server.url, KEY, retry_for=0, sleep=lambda s: None)
+        assert list(conn.pages("list tasks", "api/tasks", "tasks", page_size=2, project=7)) == items
+        assert server.paths() == [f"/api/tasks?page={p}&page_size=2&project=7" for p in range(1, requests + 1)]
+
+
+def test_the_sdk_never_repeats_a_request_itself_and_reads_are_retried_by_the_connection() -> None:
+    """An import the SDK repeated on a 5xx could land twice: the connection alone decides what to repeat."""
+    from recording_server import Recorder
+
+    answers = iter([_answer(503, b'{"detail": "busy"}'), _answer(200, b'{"id": 5}')])
+    with Recorder({"/api/projects/5/": _answer(503, b'{"detail": "busy"}'),
+                   "/api/flaky": lambda h: next(answers)(h),
+                   "/api/tasks": _answer(200, b'{"total": 0}')}) as server:
+        conn = Connection(server.url, KEY, retry_for=60, sleep=lambda s: None)
+        with pytest.raises(Uncertain, match=r"^get project: HTTP 503: busy$"):
+            conn.call("get project", conn.sdk.projects.get, 5, safe=False)
+        assert server.paths() == ["/api/projects/5/"]  # sent once
+        assert conn.get_json("read", "api/flaky") == {"id": 5} and conn.retries == 1  # a read: retried
+        assert list(conn.pages("list tasks", "api/tasks", "tasks")) == []  # a page without its list: empty
+
+
+def test_a_video_projects_config_is_checked_control_by_control() -> None:
+    """Every problem of a reused video project's config is named, each control checked whatever the one before."""
+    from autolabel.exports.labelstudio_video import video_labeling_config
+
+    config = video_labeling_config(Ontology.from_config(["car", "person"]))
+    assert config_mismatches(config, config) == []
+    theirs = (config.replace('<VideoRectangle name="box" toName="video"/>', "")
+              .replace('<Labels name="videoLabels" toName="video"', '<Labels name="videoLabels" toName="clip"')
+              .replace('<Label value="person"/>', '<Label value="truck"/>')
+              .replace("</View>", '<Video name="clip" value="$video"/></View>'))
+    assert config_mismatches(theirs, config) == [
+        "control 'box': missing (expected <VideoRectangle name=\"box\" toName=\"video\">)",
+        "control 'videoLabels': toName is 'clip', expected 'video'",
+        "control 'videoLabels': missing label(s) person (the ontology's classes)",
+        "control 'videoLabels': label(s) truck are not in the ontology (known: car, person)"]
+    swapped = (config.replace('<VideoRectangle name="box" toName="video"/>',
+                              '<RectangleLabels name="box" toName="video"><Label value="car"/></RectangleLabels>')
+               .replace('<Labels name="videoLabels" toName="video" allowEmpty="true">',
+                        '<Choices name="videoLabels" toName="video">')
+               .replace("</Labels>", "</Choices>").replace("<Label value", "<Choice value")
+               .replace('<Choice value="car"/></RectangleLabels>', '<Label value="car"/></RectangleLabels>'))
+    assert config_mismatches(swapped, config) == ["control 'box': is <RectangleLabels>, expected <VideoRectangle>",
+                                                  "control 'videoLabels': is <Choices>, expected <Labels>"]
