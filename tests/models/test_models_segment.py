@@ -165,6 +165,50 @@ def test_stability_is_the_iou_of_the_masks_at_plus_and_minus_one():
     assert_allclose(stability_score(logits).numpy(), [1 / 3, 0.0, 3 / 4])
 
 
+def test_stability_counts_every_pixel_of_a_mask_and_leaves_out_the_logits_at_exactly_plus_and_minus_one():
+    logits = torch.tensor([
+        [[1.0, 1.5], [-1.0, -0.9]],  # +1 is not above +1, -1 not above -1: 1 pixel of 3
+        [[4.0, -3.0], [-3.0, -3.0]],  # a one-pixel mask, sure of itself: 1 of 1
+        [[-3.0, -3.0], [-3.0, 0.5]],  # one uncertain pixel: 0 of 1
+        [[2.0, 2.0], [2.0, -0.5]],  # the second row counts as much as the first: 3 of 4
+    ])
+    got = stability_score(logits)
+    assert got.shape == (4,)
+    assert_allclose(got.numpy(), [1 / 3, 1.0, 0.0, 3 / 4])
+    assert_allclose(stability_score(logits, offset=0.95).numpy(), [2 / 3, 1.0, 0.0, 3 / 4])  # +1 and -0.9 inside
+
+
+def quarters(iou):
+    """Rewrite the decoder's output: its k-th mask is the top (k + 1) quarters of the frame, rated ``iou[k]``."""
+
+    def after(out, *args, **kwargs):
+        masks = torch.full_like(out.pred_masks, -10.0)  # (1, N, K, h, w)
+        h, k = masks.shape[-2], masks.shape[2]
+        for j in range(k):
+            masks[:, :, j, : h * (j + 1) // 4] = 10.0
+        scores = torch.tensor(iou[:k], dtype=out.iou_scores.dtype).expand_as(out.iou_scores).clone()
+        out.pred_masks, out.iou_scores = masks, scores
+        return out
+
+    return after
+
+
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
+def test_one_mask_per_box_unless_multimask_is_asked_for(kind, sam, sam2, images, record):
+    """By default the decoder proposes one mask per box and that mask is kept; with ``multimask`` it proposes three
+    and the one it rates best is kept (here the second: the top half, where the first is the top quarter)."""
+    model = {"sam": sam, "sam2": sam2}[kind]
+    forward = record(model.model, "forward", after=quarters((0.3, 0.9, 0.6)))
+    one = model.segment(images[2:], BOXES[2:])[0]
+    best = model.segment(images[2:], BOXES[2:], multimask=True)[0]
+    assert [kw["multimask_output"] for _, kw in forward.calls] == [False, True]
+    assert_allclose(one.predicted_iou, [0.3, 0.3], rtol=1e-6)
+    assert_allclose(best.predicted_iou, [0.9, 0.9], rtol=1e-6)
+    # the tall image is 120 rows: a quarter is 30 of them, a half 60 (a few rows of blur at the edge)
+    assert one.masks[:, :27].all() and not one.masks[:, 33:].any()
+    assert best.masks[:, :57].all() and not best.masks[:, 63:].any()
+
+
 # -- the segment stage ------------------------------------------------------------------------------------
 
 class FakeSegmenter:
