@@ -42,8 +42,8 @@ def stability_score(logits: Any, offset: float = STABILITY_OFFSET) -> Any:
 
     ``logits`` is a (N, H, W) torch tensor; returns (N,).
     """
-    inner = (logits > offset).flatten(1).sum(-1).float()
-    outer = (logits > -offset).flatten(1).sum(-1).float()
+    inner = (logits > offset).flatten(1).sum(1).float()
+    outer = (logits > -offset).flatten(1).sum(1).float()
     return (inner / outer.clamp(min=1)).where(outer > 0, 0.0)
 
 

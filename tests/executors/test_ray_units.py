@@ -187,6 +187,8 @@ def test_ray_client_addresses_are_refused_and_a_cluster_address_skips_the_local_
     with pytest.raises(ConfigError) as err:
         executor._connect(ray)
     assert err.value.problems[0].startswith("executor.address: ray://head:10001: Ray Client is not supported")
+    assert err.value.problems[0].endswith("(the driver writes the store); run autolabel on the cluster, e.g. with ray "
+                                          "job submit, and use address: auto")
     RayExecutor(ExecutorSpec(type="ray", address="auto", workers=10_000))._check_resources(None)  # asks nothing
 
 
@@ -226,6 +228,9 @@ def test_an_address_ray_cannot_use_is_one_line_that_names_it_and_the_fix() -> No
     assert str(err.value).startswith("executor.address: cannot start or join nohost (Invalid address format: nohost);")
     assert "`ray start --head`" in str(err.value) and "--ray-address auto" in str(err.value)
     assert not ray.is_initialized()  # nothing was started instead
+    with pytest.raises(AutolabelError) as err:  # a long reason is cut to its first 500 characters
+        RayExecutor(ExecutorSpec(type="ray", address="h" * 600))._connect(ray)
+    assert f"({'Invalid address format: ' + 'h' * 476}…); start a cluster" in str(err.value)
 
 
 def test_a_run_that_starts_its_own_ray_stops_it_at_the_end() -> None:

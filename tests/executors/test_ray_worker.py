@@ -19,22 +19,61 @@ from runs import make_images, two_model_pipeline
 from autolabel import Pipeline
 from autolabel.accounting import Account
 from autolabel.config import ExecutorSpec
+from autolabel.errors import ConfigError
 from autolabel.executors.ray import LabelWorker, RayExecutor, StoreReader
 from autolabel.intake import sha256
 from autolabel.records import from_record, to_record
 from autolabel.store import Store
 
 
+TESTS = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> str:
-    """A local Ray of 1 CPU for this module's tests (about 4 s to start); its address."""
+    """A local Ray of 1 CPU for this module's tests (about 4 s to start); its address. Its workers import the test
+    stages (``plugins:…``) and this autolabel through PYTHONPATH."""
     import ray
 
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS / "support"), str(TESTS.parent), previous or ""])
     ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+def rows(out: Path) -> dict[str, tuple]:
+    """The store's image rows by name: what a run committed, whatever the order."""
+    with Store(out) as store:
+        return {r["rel_path"]: (r["sha256"], r["status"], r["reason"], r["width"], r["height"],
+                                to_record(from_record(r["labels"])) if r["labels"] else None)
+                for r in store.images()}
+
+
+def test_a_run_on_ray_commits_what_a_local_run_does(local_ray: str, tmp_path: Path) -> None:
+    """The driver side in this process (its worker in a Ray actor): 7 images in batches of 2 over blocks of 1 batch,
+    one unreadable, one failed by the stage. (Resuming, more workers, killed workers: test_ray.py.)"""
+    make_images(tmp_path / "in", 6)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    data = two_model_pipeline(tmp_path / "calls") | {"batch_size": 2}
+    data["stages"][0]["fail_on"] = "img004"
+    local = Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "local")
+    on_ray = Pipeline.from_dict(data | {"executor": {"type": "ray"}}).run(tmp_path / "in", tmp_path / "ray")
+    assert on_ray.counts == local.counts == {"seen": 7, "labeled": 5, "skipped": 0, "failed": 2}
+    assert rows(tmp_path / "ray") == rows(tmp_path / "local")
+    run = json.loads((tmp_path / "ray" / "run.json").read_text())
+    executor = run["executor"]
+    assert executor["address"] == local_ray and run["stage_images"] == {"first": 5, "second": 5,
+                                                                        "score_threshold": 5}
+    ((worker, figures),) = executor["per_worker"].items()
+    assert worker.startswith(socket.gethostname() + ":") and figures["batches"] == 4 and figures["images"] == 7
+    assert 0 < executor["first_result_seconds"] <= run["seconds"]
 
 
 def test_the_executor_joins_a_running_ray_and_leaves_it_running(local_ray: str) -> None:
@@ -119,3 +158,17 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
 
     assert json.loads(again["stats"][0])["stage_images"] == account["stage_images"]  # the account is per batch
     assert again["status"] == out["status"] and again["index"] == list(range(8))
+
+
+def test_workers_the_local_ray_cannot_place_are_refused_naming_the_resource_and_its_key(local_ray: str) -> None:
+    import ray
+
+    RayExecutor(ExecutorSpec(type="ray", workers=2, cpus_per_worker=0.5))._check_resources(ray)  # 1 CPU: just fits
+    with pytest.raises(ConfigError) as err:
+        RayExecutor(ExecutorSpec(type="ray", workers=2))._check_resources(ray)
+    assert err.value.problems == ["executor.workers: 2 workers x 1 CPU (cpus_per_worker) need 2 CPUs; this machine's "
+                                  "Ray has 1 (lower workers or cpus_per_worker)"]
+    with pytest.raises(ConfigError) as err:
+        RayExecutor(ExecutorSpec(type="ray", cpus_per_worker=0.5, gpus_per_worker=0.5))._check_resources(ray)
+    assert err.value.problems == ["executor.workers: 1 workers x 0.5 GPU (gpus_per_worker) need 0.5 GPUs; this "
+                                  "machine's Ray has 0 (lower workers or gpus_per_worker)"]

@@ -28,6 +28,7 @@ from autolabel.stages.segment import Segment
 from autolabel.store import Store
 from tiny_models import Recorder, noise_image, rotated_jpeg, tiny
 
+CHECKPOINTS = Path(__file__).parents[1] / "fixtures" / "checkpoints"  # the real configs (no weights)
 WIDE, TALL = (150, 60), (80, 120)
 BOXES = [np.array([[0, 0, 50, 30], [10, 10, 140, 50], [0, 0, 150, 60]], np.float32),
          np.zeros((0, 4), np.float32),
@@ -390,3 +391,26 @@ def test_the_stage_passes_max_boxes_per_call_to_segmenters_that_take_it(sam):
     assert calls == [1, 64]
     with pytest.raises(Exception, match="max_boxes_per_call"):
         segment_stage(sam, max_boxes_per_call=0)
+
+
+def test_a_sam2_video_config_becomes_the_image_models_config_with_the_same_parts():
+    """The real sam2.1 config (a ``sam2_video`` one), each part and the init range moved off Sam2Config's defaults so
+    that a part left out would show: the image model's config carries them over; an image config is kept as it is."""
+    from transformers import AutoConfig, Sam2Config
+
+    video = AutoConfig.from_pretrained(str(CHECKPOINTS / "facebook--sam2.1-hiera-tiny"))
+    assert video.model_type == "sam2_video"
+    video.vision_config.fpn_hidden_size = 128
+    video.prompt_encoder_config.mask_input_channels = 8
+    video.mask_decoder_config.mlp_dim = 1024
+    video.initializer_range = 0.05
+    image = Sam2.image_config(video)
+    assert type(image) is Sam2Config and image.initializer_range == 0.05
+
+    def fields(part):
+        return {k: v for k, v in part.to_dict().items() if k != "model_type"}
+
+    default = Sam2Config()
+    for part in ("vision_config", "prompt_encoder_config", "mask_decoder_config"):
+        assert fields(getattr(image, part)) == fields(getattr(video, part)) != fields(getattr(default, part)), part
+    assert Sam2.image_config(image) is image
