@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,9 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
     calls.with_suffix(".first").unlink()
     reader = ray.remote(StoreReader).options(num_cpus=0).remote(str(tmp_path / "out"), local.spec.hash)
     try:
+        built = time.time()
         worker = LabelWorker(local.spec.raw, reader)
+        assert built <= worker.ready_at <= time.time()  # when its start-up ended (the models load on first use)
         assert worker.fatal is None and worker.name == f"{socket.gethostname()}:{os.getpid()}"
         names = ["img000.png", "copy.png", "img001.png", "broken.png", "heavy.png", "wide.png", "gone.png",
                  "img002.png"]
