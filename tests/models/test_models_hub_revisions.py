@@ -164,6 +164,8 @@ def test_to_device_casts_floating_tensors_only() -> None:
     out = hub.to_device(batch, "cpu", torch.float16)
     assert out["pixel_values"].dtype == torch.float16 and out["input_ids"].dtype == torch.int64
     assert out["names"] == ["a"] and set(out) == set(batch)
+    moved = hub.to_device(batch, "meta", torch.float32)  # torch's "meta" device stands in for a GPU (none here)
+    assert moved["pixel_values"].device.type == moved["input_ids"].device.type == "meta"
 
 
 def test_without_a_port_the_hub_is_probed_on_its_schemes_port(monkeypatch: pytest.MonkeyPatch) -> None:
