@@ -58,22 +58,23 @@ def rows(out: Path) -> dict[str, tuple]:
 
 
 def test_a_run_on_ray_commits_what_a_local_run_does(local_ray: str, tmp_path: Path) -> None:
-    """The driver side in this process (its worker in a Ray actor): 7 images in batches of 2 over blocks of 1 batch,
-    one unreadable, one failed by the stage. (Resuming, more workers, killed workers: test_ray.py.)"""
-    make_images(tmp_path / "in", 6)
+    """The driver side in this process (its worker in a Ray actor): 8 images in batches of 1 over blocks of 2 batches
+    (8 // (1 × 1 worker × 4)), one unreadable, one failed by the stage. (Resuming, more workers, killed workers:
+    test_ray.py.)"""
+    make_images(tmp_path / "in", 7)
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
-    data = two_model_pipeline(tmp_path / "calls") | {"batch_size": 2}
+    data = two_model_pipeline(tmp_path / "calls") | {"batch_size": 1}
     data["stages"][0]["fail_on"] = "img004"
     local = Pipeline.from_dict(data).run(tmp_path / "in", tmp_path / "local")
     on_ray = Pipeline.from_dict(data | {"executor": {"type": "ray"}}).run(tmp_path / "in", tmp_path / "ray")
-    assert on_ray.counts == local.counts == {"seen": 7, "labeled": 5, "skipped": 0, "failed": 2}
+    assert on_ray.counts == local.counts == {"seen": 8, "labeled": 6, "skipped": 0, "failed": 2}
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     executor = run["executor"]
-    assert executor["address"] == local_ray and run["stage_images"] == {"first": 5, "second": 5,
-                                                                        "score_threshold": 5}
+    assert executor["address"] == local_ray and run["stage_images"] == {"first": 6, "second": 6,
+                                                                        "score_threshold": 6}
     ((worker, figures),) = executor["per_worker"].items()
-    assert worker.startswith(socket.gethostname() + ":") and figures["batches"] == 4 and figures["images"] == 7
+    assert worker.startswith(socket.gethostname() + ":") and figures["batches"] == 8 and figures["images"] == 8
     assert 0 < executor["first_result_seconds"] <= run["seconds"]
 
 
@@ -104,7 +105,7 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
     Image.fromarray(noise).save(tmp_path / "in" / "heavy.png")  # ~43 kB: over 20,000 bytes
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "in" / "wide.png")  # ~100 bytes, 10,000 px
     calls = tmp_path / "calls"
-    data = two_model_pipeline(calls) | {"max_file_bytes": 20_000, "max_image_pixels": 5_000}
+    data = two_model_pipeline(calls) | {"max_file_bytes": 20_000, "max_image_pixels": 5_000, "decode_workers": 3}
     local = Pipeline.from_dict(data)
     local.run(tmp_path / "in" / "img000.png", tmp_path / "out")  # img000 is done, its model outputs cached
     with Store(tmp_path / "out") as store:
@@ -116,6 +117,7 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
         worker = LabelWorker(local.spec.raw, reader)
         assert built <= worker.ready_at <= time.time()  # when its start-up ended (the models load on first use)
         assert worker.fatal is None and worker.name == f"{socket.gethostname()}:{os.getpid()}"
+        assert worker.threads._max_workers == 3  # the decoding threads: as many as decode_workers says
         names = ["img000.png", "copy.png", "img001.png", "broken.png", "heavy.png", "wide.png", "gone.png",
                  "img002.png"]
         paths = [str(tmp_path / "in" / n) for n in names]
@@ -137,8 +139,8 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
     assert "43,393 bytes exceeds max_file_bytes 20,000" in reasons["heavy.png"]
     assert "10,000 pixels exceeds max_image_pixels 5,000" in reasons["wide.png"]
 
+    assert [x != "" for x in out["labels"]] == [False, True, True, False, False, False, False, True]  # "": none
     labels = [json.loads(x) if x else None for x in out["labels"]]
-    assert [x is not None for x in labels] == [False, True, True, False, False, False, False, True]
     # the copy: its stages' outputs restored from the cache of img000's content (the stages saw only the new two)
     assert to_record(from_record(labels[1])) == to_record(from_record(stored["labels"]))
     assert calls.with_suffix(".first").read_text().split() == [paths[2], paths[7]] * 2  # in both batches
