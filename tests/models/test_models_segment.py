@@ -94,7 +94,7 @@ def test_one_image_embedding_per_batch_and_one_decoder_call_per_image_with_all_i
     assert all("pixel_values" not in kw for _, kw in forward.calls)  # the decoder reuses the embedding
     assert [m.masks.shape for m in found] == [(3, 60, 150), (0, 64, 64), (2, 120, 80)]
     assert [m.masks.dtype for m in found] == [np.dtype(bool)] * 3
-    assert [m.predicted_iou.shape for m in found] == [(3,), (0,), (2,)]
+    assert [m.predicted_iou.shape for m in found] == [m.stability_score.shape for m in found] == [(3,), (0,), (2,)]
     assert all(((m.stability_score >= 0) & (m.stability_score <= 1)).all() for m in found)
 
 
