@@ -200,7 +200,7 @@ class Sam2(_Segmenter):
         )
 
     def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
-        h, w = batch["pixel_values"].shape[-2:]
+        h, w = batch["pixel_values"].shape[2:]  # (B, C, H, W)
         return int(h), int(w)
 
     def _embedding(self, embeddings: Any, index: int) -> Any:
