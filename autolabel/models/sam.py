@@ -40,11 +40,12 @@ STABILITY_OFFSET = 1.0
 def stability_score(logits: Any, offset: float = STABILITY_OFFSET) -> Any:
     """IoU of ``logits > +offset`` and ``logits > -offset`` per mask (the first is inside the second). 0 if both empty.
 
-    ``logits`` is a (N, H, W) torch tensor; returns (N,).
+    ``logits`` is a (N, H, W) torch tensor; returns (N,). ``offset`` >= 0: an empty outer mask has an empty inner one,
+    so its ratio is 0 / 1.
     """
-    inner = (logits > offset).flatten(1).sum(-1).float()
-    outer = (logits > -offset).flatten(1).sum(-1).float()
-    return (inner / outer.clamp(min=1)).where(outer > 0, 0.0)
+    inner = (logits > offset).flatten(1).sum(1).float()
+    outer = (logits > -offset).flatten(1).sum(1).float()
+    return inner / outer.clamp(min=1)
 
 
 class _Segmenter(CheckpointModel):
@@ -101,8 +102,8 @@ class _Segmenter(CheckpointModel):
                 ]
                 results[i] = Masks(
                     masks=np.concatenate([p[0] for p in parts]),
-                    predicted_iou=np.concatenate([p[1] for p in parts]).astype(np.float32),
-                    stability_score=np.concatenate([p[2] for p in parts]).astype(np.float32),
+                    predicted_iou=np.concatenate([p[1] for p in parts]),  # float32: _decode's .float()
+                    stability_score=np.concatenate([p[2] for p in parts]),
                 )
         return results
 
@@ -199,7 +200,7 @@ class Sam2(_Segmenter):
         )
 
     def _resized_size(self, batch: Any, index: int) -> tuple[int, int]:
-        h, w = batch["pixel_values"].shape[-2:]
+        h, w = batch["pixel_values"].shape[2:]  # (B, C, H, W)
         return int(h), int(w)
 
     def _embedding(self, embeddings: Any, index: int) -> Any:

@@ -187,6 +187,8 @@ def test_ray_client_addresses_are_refused_and_a_cluster_address_skips_the_local_
     with pytest.raises(ConfigError) as err:
         executor._connect(ray)
     assert err.value.problems[0].startswith("executor.address: ray://head:10001: Ray Client is not supported")
+    assert err.value.problems[0].endswith("(the driver writes the store); run autolabel on the cluster, e.g. with ray "
+                                          "job submit, and use address: auto")
     RayExecutor(ExecutorSpec(type="ray", address="auto", workers=10_000))._check_resources(None)  # asks nothing
 
 
@@ -205,3 +207,41 @@ def test_the_store_reader_says_what_is_done_and_returns_cached_outputs_of_the_re
     assert reader.lookup(paths, shas, [None])[1].hits == {}  # no cached stage: nothing read
     other = StoreReader(str(tmp_path / "out"), "another-hash")
     assert other.lookup([path0], [sha0], pipeline.spec.stage_keys)[0] == [False]
+
+
+def test_a_skipped_image_in_the_middle_of_a_batch_is_counted_and_the_rest_committed(executor: RayExecutor) -> None:
+    commit = Commits()
+    committed = bytearray(len(SOURCES))
+    executor._commit([row(1), row(3, "skipped"), row(0, "skipped"), row(2, "failed", reason="gone")], SOURCES,
+                     committed, commit, Account())
+    ((results, _, skipped),) = commit.calls
+    assert [(r.rel_path, r.status) for r in results] == [("img1.png", "done"), ("img2.png", "failed")]
+    assert skipped == 2 and list(committed) == [1, 1, 1, 1]
+
+
+def test_an_address_ray_cannot_use_is_one_line_that_names_it_and_the_fix() -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    with pytest.raises(AutolabelError) as err:  # Ray refuses an address without a port at once, before connecting
+        RayExecutor(ExecutorSpec(type="ray", address="nohost"))._connect(ray)
+    assert str(err.value).startswith("executor.address: cannot start or join nohost (Invalid address format: nohost);")
+    assert "`ray start --head`" in str(err.value) and "--ray-address auto" in str(err.value)
+    assert not ray.is_initialized()  # nothing was started instead
+    with pytest.raises(AutolabelError) as err:  # a long reason is cut to its first 500 characters
+        RayExecutor(ExecutorSpec(type="ray", address="h" * 600))._connect(ray)
+    assert f"({'Invalid address format: ' + 'h' * 476}…); start a cluster" in str(err.value)
+
+
+def test_a_run_that_starts_its_own_ray_stops_it_at_the_end() -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    executor = RayExecutor(ExecutorSpec(type="ray"))  # no address: a local Ray, started here
+    try:
+        assert executor.run(Pipeline.from_dict(pipeline_dict()), None, [], None, None, Account()) is False
+        assert not ray.is_initialized()  # nothing to label: Ray started (its address recorded) and stopped
+        assert executor.address is not None and executor.address.rsplit(":", 1)[1].isdigit()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()

@@ -83,6 +83,13 @@ def test_a_local_folder_loads_on_cpu_in_float32_and_is_loaded_once_per_pool():
     assert model.revision is None and pool.versions()["seg"] == {"type": "sam2", "id": tiny("sam2"), "revision": None}
 
 
+def test_the_model_is_put_on_the_device_the_spec_names_in_eval_mode():
+    """torch's "meta" device stands in for a GPU (none here): a device other than the CPU it loads on."""
+    model = Sam2.load(ModelSpec(type="sam2", id=tiny("sam2"), device="meta"))
+    assert model.device == "meta" and {p.device.type for p in model.model.parameters()} == {"meta"}
+    assert not model.model.training
+
+
 def test_running_a_shipped_pipeline_without_its_weights_is_one_line_and_exit_code_1(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     from tiny_models import noise_image

@@ -164,3 +164,61 @@ def test_to_device_casts_floating_tensors_only() -> None:
     out = hub.to_device(batch, "cpu", torch.float16)
     assert out["pixel_values"].dtype == torch.float16 and out["input_ids"].dtype == torch.int64
     assert out["names"] == ["a"] and set(out) == set(batch)
+    moved = hub.to_device(batch, "meta", torch.float32)  # torch's "meta" device stands in for a GPU (none here)
+    assert moved["pixel_values"].device.type == moved["input_ids"].device.type == "meta"
+
+
+def test_without_a_port_the_hub_is_probed_on_its_schemes_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is recorded instead of opened (no network here): the host and port the endpoint implies."""
+    from huggingface_hub import constants
+
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    asked = []
+
+    def refuse(address, timeout):
+        asked.append((address, timeout))
+        raise ConnectionRefusedError(address)
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for endpoint in ("https://hub.example", "http://hub.example", "http://hub.example:8080", "https://:8443"):
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        assert hub.hub_reachable(timeout=0.5) is False
+    assert asked == [(("hub.example", 443), 0.5), (("hub.example", 80), 0.5), (("hub.example", 8080), 0.5),
+                     (("huggingface.co", 8443), 0.5)]
+
+
+class RefusingHub:
+    """A checkpoint class whose every load fails as the hub fails a gated or missing repository; records the calls."""
+
+    calls: list[tuple[str, dict]] = []
+
+    @classmethod
+    def from_pretrained(cls, source: str, **kwargs: object) -> None:
+        cls.calls.append((source, kwargs))
+        raise OSError("401 Client Error: access to the repository is restricted.\nLog in first")
+
+
+@pytest.mark.parametrize("model_type", ["sam3", "sam2"])
+def test_a_failed_download_says_what_to_do_and_for_a_gated_model_to_accept_its_licence(
+    model_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # the hub counts as reachable: the load is tried
+    monkeypatch.setattr(RefusingHub, "calls", [])
+    with pytest.raises(ModelLoadError) as err:
+        hub.from_pretrained(RefusingHub, ModelSpec(type=model_type, id="facebook/x", revision="v1"), dtype="d")
+    assert RefusingHub.calls == [("facebook/x", {"revision": "v1", "local_files_only": True, "dtype": "d"}),
+                                 ("facebook/x", {"revision": "v1", "dtype": "d"})]  # the cache, then the hub
+    line = str(err.value)
+    assert line.startswith(f"model 'facebook/x' ({model_type}): cannot download: 401 Client Error: access to the "
+                           "repository is restricted. Log in first (check the id and revision, ")
+    if model_type == "sam3":  # gated: the licence to accept, on the model's page, then log in
+        assert line.endswith("accept the SAM License on https://huggingface.co/facebook/x (the checkpoint is gated), "
+                             "log in with `hf auth login`, or set id: to a local folder)")
+    else:
+        assert line.endswith("log in with `hf auth login` for gated models, or set id: to a local folder)")

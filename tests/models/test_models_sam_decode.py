@@ -57,6 +57,7 @@ def test_upscaling_in_chunks_keeps_each_boxs_mask_iou_and_stability_in_order(kin
     finally:
         hook.undo()
     assert whole.masks.shape == (35, 60, 150) and whole.masks.dtype == np.dtype(bool)
+    assert whole.predicted_iou.dtype == whole.stability_score.dtype == np.float32
     assert_allclose(whole.predicted_iou, np.arange(35) / 100, atol=1e-6)  # box k's, in the boxes' order
     assert len({m.tobytes() for m in whole.masks}) == 35 and whole.masks.any(axis=(1, 2)).all()  # each its own
     assert ((whole.stability_score > 0) & (whole.stability_score < 1)).all()

@@ -28,6 +28,7 @@ from autolabel.stages.segment import Segment
 from autolabel.store import Store
 from tiny_models import Recorder, noise_image, rotated_jpeg, tiny
 
+CHECKPOINTS = Path(__file__).parents[1] / "fixtures" / "checkpoints"  # the real configs (no weights)
 WIDE, TALL = (150, 60), (80, 120)
 BOXES = [np.array([[0, 0, 50, 30], [10, 10, 140, 50], [0, 0, 150, 60]], np.float32),
          np.zeros((0, 4), np.float32),
@@ -93,7 +94,7 @@ def test_one_image_embedding_per_batch_and_one_decoder_call_per_image_with_all_i
     assert all("pixel_values" not in kw for _, kw in forward.calls)  # the decoder reuses the embedding
     assert [m.masks.shape for m in found] == [(3, 60, 150), (0, 64, 64), (2, 120, 80)]
     assert [m.masks.dtype for m in found] == [np.dtype(bool)] * 3
-    assert [m.predicted_iou.shape for m in found] == [(3,), (0,), (2,)]
+    assert [m.predicted_iou.shape for m in found] == [m.stability_score.shape for m in found] == [(3,), (0,), (2,)]
     assert all(((m.stability_score >= 0) & (m.stability_score <= 1)).all() for m in found)
 
 
@@ -163,6 +164,50 @@ def test_max_boxes_per_call_must_be_positive(sam):
 def test_stability_is_the_iou_of_the_masks_at_plus_and_minus_one():
     logits = torch.tensor([[[2.0, 0.5, -0.5, -2.0]], [[-3.0, -3.0, -3.0, -3.0]], [[5.0, 5.0, 5.0, 0.0]]])
     assert_allclose(stability_score(logits).numpy(), [1 / 3, 0.0, 3 / 4])
+
+
+def test_stability_counts_every_pixel_of_a_mask_and_leaves_out_the_logits_at_exactly_plus_and_minus_one():
+    logits = torch.tensor([
+        [[1.0, 1.5], [-1.0, -0.9]],  # +1 is not above +1, -1 not above -1: 1 pixel of 3
+        [[4.0, -3.0], [-3.0, -3.0]],  # a one-pixel mask, sure of itself: 1 of 1
+        [[-3.0, -3.0], [-3.0, 0.5]],  # one uncertain pixel: 0 of 1
+        [[2.0, 2.0], [2.0, -0.5]],  # the second row counts as much as the first: 3 of 4
+    ])
+    got = stability_score(logits)
+    assert got.shape == (4,)
+    assert_allclose(got.numpy(), [1 / 3, 1.0, 0.0, 3 / 4])
+    assert_allclose(stability_score(logits, offset=0.95).numpy(), [2 / 3, 1.0, 0.0, 3 / 4])  # +1 and -0.9 inside
+
+
+def quarters(iou):
+    """Rewrite the decoder's output: its k-th mask is the top (k + 1) quarters of the frame, rated ``iou[k]``."""
+
+    def after(out, *args, **kwargs):
+        masks = torch.full_like(out.pred_masks, -10.0)  # (1, N, K, h, w)
+        h, k = masks.shape[-2], masks.shape[2]
+        for j in range(k):
+            masks[:, :, j, : h * (j + 1) // 4] = 10.0
+        scores = torch.tensor(iou[:k], dtype=out.iou_scores.dtype).expand_as(out.iou_scores).clone()
+        out.pred_masks, out.iou_scores = masks, scores
+        return out
+
+    return after
+
+
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
+def test_one_mask_per_box_unless_multimask_is_asked_for(kind, sam, sam2, images, record):
+    """By default the decoder proposes one mask per box and that mask is kept; with ``multimask`` it proposes three
+    and the one it rates best is kept (here the second: the top half, where the first is the top quarter)."""
+    model = {"sam": sam, "sam2": sam2}[kind]
+    forward = record(model.model, "forward", after=quarters((0.3, 0.9, 0.6)))
+    one = model.segment(images[2:], BOXES[2:])[0]
+    best = model.segment(images[2:], BOXES[2:], multimask=True)[0]
+    assert [kw["multimask_output"] for _, kw in forward.calls] == [False, True]
+    assert_allclose(one.predicted_iou, [0.3, 0.3], rtol=1e-6)
+    assert_allclose(best.predicted_iou, [0.9, 0.9], rtol=1e-6)
+    # the tall image is 120 rows: a quarter is 30 of them, a half 60 (a few rows of blur at the edge)
+    assert one.masks[:, :27].all() and not one.masks[:, 33:].any()
+    assert best.masks[:, :57].all() and not best.masks[:, 63:].any()
 
 
 # -- the segment stage ------------------------------------------------------------------------------------
@@ -346,3 +391,26 @@ def test_the_stage_passes_max_boxes_per_call_to_segmenters_that_take_it(sam):
     assert calls == [1, 64]
     with pytest.raises(Exception, match="max_boxes_per_call"):
         segment_stage(sam, max_boxes_per_call=0)
+
+
+def test_a_sam2_video_config_becomes_the_image_models_config_with_the_same_parts():
+    """The real sam2.1 config (a ``sam2_video`` one), each part and the init range moved off Sam2Config's defaults so
+    that a part left out would show: the image model's config carries them over; an image config is kept as it is."""
+    from transformers import AutoConfig, Sam2Config
+
+    video = AutoConfig.from_pretrained(str(CHECKPOINTS / "facebook--sam2.1-hiera-tiny"))
+    assert video.model_type == "sam2_video"
+    video.vision_config.fpn_hidden_size = 128
+    video.prompt_encoder_config.mask_input_channels = 8
+    video.mask_decoder_config.mlp_dim = 1024
+    video.initializer_range = 0.05
+    image = Sam2.image_config(video)
+    assert type(image) is Sam2Config and image.initializer_range == 0.05
+
+    def fields(part):
+        return {k: v for k, v in part.to_dict().items() if k != "model_type"}
+
+    default = Sam2Config()
+    for part in ("vision_config", "prompt_encoder_config", "mask_decoder_config"):
+        assert fields(getattr(image, part)) == fields(getattr(video, part)) != fields(getattr(default, part)), part
+    assert Sam2.image_config(image) is image
