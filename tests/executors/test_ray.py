@@ -16,10 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from localray import local_ray
 from runs import n_calls, two_model_pipeline
 from runs import coco_by_file, done_count, make_images, pipeline_dict
 from tiny_models import noise_image, tiny
@@ -29,27 +31,15 @@ from autolabel.cli import main
 from autolabel.errors import ExitCode
 
 TESTS = Path(__file__).resolve().parents[1]
-SUPPORT = TESTS / "support"  # plugins: the test stages the workers import
 PIPELINES = TESTS.parent / "pipelines"
 WORKER_TITLE = b"MapBatches(LabelWorker)"  # in the process title Ray gives the executor's actors
 
 
 @pytest.fixture(scope="module")
-def cluster() -> str:
-    """A local Ray on loopback; workers find the test stages (``plugins:…``) through PYTHONPATH. Its address."""
-    import ray
-
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), str(TESTS.parent), previous or ""]).rstrip(os.pathsep)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
+def cluster() -> Iterator[str]:
+    """A local Ray on loopback; its address."""
+    with local_ray(num_cpus=2, _node_ip_address="127.0.0.1") as address:
+        yield address
 
 
 def on_ray(data: dict, workers: int = 2) -> dict:

@@ -10,11 +10,13 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from localray import local_ray
 from runs import make_images, two_model_pipeline
 
 from autolabel import Pipeline
@@ -31,22 +33,10 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> str:
-    """A local Ray of 1 CPU for this module's tests (about 4 s to start); its address. Its workers import the test
-    stages (``plugins:…``) and this autolabel through PYTHONPATH."""
-    import ray
-
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS / "support"), str(TESTS.parent), previous or ""])
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
+def ray_address() -> Iterator[str]:
+    """A local Ray of 1 CPU for this module's tests (about 4 s to start); its address."""
+    with local_ray(num_cpus=1) as address:
+        yield address
 
 
 def rows(out: Path) -> dict[str, tuple]:
@@ -57,7 +47,7 @@ def rows(out: Path) -> dict[str, tuple]:
                 for r in store.images()}
 
 
-def test_a_run_on_ray_commits_what_a_local_run_does(local_ray: str, tmp_path: Path) -> None:
+def test_a_run_on_ray_commits_what_a_local_run_does(ray_address: str, tmp_path: Path) -> None:
     """The driver side in this process (its worker in a Ray actor): 8 images in batches of 1 over blocks of 2 batches
     (8 // (1 × 1 worker × 4)), one unreadable, one failed by the stage. (Resuming, more workers, killed workers:
     test_ray.py.)"""
@@ -71,28 +61,28 @@ def test_a_run_on_ray_commits_what_a_local_run_does(local_ray: str, tmp_path: Pa
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     executor = run["executor"]
-    assert executor["address"] == local_ray and run["stage_images"] == {"first": 6, "second": 6,
+    assert executor["address"] == ray_address and run["stage_images"] == {"first": 6, "second": 6,
                                                                         "score_threshold": 6}
     ((worker, figures),) = executor["per_worker"].items()
     assert worker.startswith(socket.gethostname() + ":") and figures["batches"] == 8 and figures["images"] == 8
     assert 0 < executor["first_result_seconds"] <= run["seconds"]
 
 
-def test_the_executor_joins_a_running_ray_and_leaves_it_running(local_ray: str) -> None:
+def test_the_executor_joins_a_running_ray_and_leaves_it_running(ray_address: str) -> None:
     import ray
 
     for address in (None, "auto"):  # a Ray already running in this process is joined, whatever the address says
         executor = RayExecutor(ExecutorSpec(type="ray", address=address))
         assert executor._connect(ray) is False  # not started here: not the executor's to stop
-        assert executor.address == local_ray
+        assert executor.address == ray_address
     executor = RayExecutor(ExecutorSpec(type="ray"))
     pipeline = Pipeline.from_dict(two_model_pipeline(Path(os.devnull)))
     assert executor.run(pipeline, None, [], None, None, Account()) is False  # nothing to label
-    assert ray.is_initialized() and executor.address == local_ray  # the caller's Ray still runs
+    assert ray.is_initialized() and executor.address == ray_address  # the caller's Ray still runs
 
 
 def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_commits(
-    local_ray: str, tmp_path: Path
+    ray_address: str, tmp_path: Path
 ) -> None:
     """One batch with an image already done, a copy of it under another name (its outputs cached), two to label,
     and four that fail before any stage: not an image, over max_file_bytes (not read), over max_image_pixels, gone."""
@@ -165,7 +155,7 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
     assert again["status"] == out["status"] and again["index"] == list(range(8))
 
 
-def test_workers_the_local_ray_cannot_place_are_refused_naming_the_resource_and_its_key(local_ray: str) -> None:
+def test_workers_the_local_ray_cannot_place_are_refused_naming_the_resource_and_its_key(ray_address: str) -> None:
     import ray
 
     RayExecutor(ExecutorSpec(type="ray", workers=2, cpus_per_worker=0.5))._check_resources(ray)  # 1 CPU: just fits
