@@ -84,10 +84,11 @@ def write_previews(data: ReportData, folder: Path, classes: list[str]) -> dict[s
     written: dict[str, list[Preview]] = {}
     names: set[str] = set()
     for s, (section, rows) in enumerate(data.samples.items()):
-        focus = None if section == "labeled" else section
         for k, row in enumerate(sorted(rows, key=lambda r: r["rel_path"])):
             name = f"s{s:02d}-{k:03d}.jpg"
-            width, height, problem = write_preview(row, folder / name, classes, focus)
+            # the focus is the section: a reason's section ("dropped/edge") labels the boxes dropped for it; no
+            # box's "status/reason" is ever "labeled", so the labeled sample labels none
+            width, height, problem = write_preview(row, folder / name, classes, section)
             stored = Stored.of(row["labels"])
             statuses = stored.column("status")
             texts = [(t["kind"], t["status"], t.get("reason", ""), _clip(t["text"]))

@@ -280,12 +280,12 @@ def eval_section(ev: dict[str, Any], classes: Sequence[str]) -> str:
                   xmax=1.0, fmt="{:.3f}")
     color = {name: svg.class_color(classes.index(name)) if name in classes else "#607d8b" for name in per_class}
     series = {name: (c.get("recall", []), c.get("precision", [])) for name, c in ev.get("curves", {}).items()}
-    pr = svg.curves(series, "precision / recall along the score",
-                    colors=[color.get(n, "#000000") for n in series])
+    stroke = {n: color.get(n, "#000000") for n in series}  # the curve of all classes ("__all__") in black
+    pr = svg.curves(series, "precision / recall along the score", colors=list(stroke.values()))
     rel = ev.get("reliability") or {}
     reliability = svg.reliability(rel.get("bins", []), rel.get("confidence", []), rel.get("accuracy", []),
                                   rel.get("count", []), "reliability of the kept boxes' scores")
-    legend = ", ".join(f'<span style="color:{color.get(n, "#000")}">{escape(n)}</span>' for n in series)
+    legend = ", ".join(f'<span style="color:{c}">{escape(n)}</span>' for n, c in stroke.items())
     return (head + "<h3>Metrics</h3>" + metrics
             + f'<div class="grid"><figure>{ap}<figcaption>AP per class</figcaption></figure>'
             f'<figure>{pr}<figcaption>PR curves: {legend}</figcaption></figure>'

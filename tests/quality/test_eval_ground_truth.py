@@ -43,6 +43,7 @@ def test_yolo_boxes_scale_x_by_the_width_and_y_by_the_height(tmp_path: Path) -> 
     assert im.classes == ["dog", "cat"] and im.segmentations == [None, None] and im.file == tmp_path / (
         "images/train/wide.png")
     assert im.crowd.tolist() == [False, False]
+    assert im.texts == ["", ""]  # YOLO has no text: one empty text per box (training reads one per box)
 
 
 def test_yolo_polygons_are_segmentations_in_pixels_with_their_bounding_box(tmp_path: Path) -> None:
@@ -160,7 +161,9 @@ def test_a_coco_annotations_text_is_its_attributes_text_else_its_own_text(tmp_pa
     ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 1, "category_id": 9, '
      '"bbox": [0, 0, 1, 1]}], "categories": [{"id": 3, "name": "cat"}]}', "not a COCO instances file (9; expected"),
     ("[1, 2]", "not a COCO instances file (list indices must be integers or slices, not str; expected"),
-    (b"\xff\xfe".decode("latin-1"), "not a readable COCO JSON file ("),
+    # the reader's own words say where the file breaks
+    (b"\xff\xfe".decode("latin-1"), "not a readable COCO JSON file ('utf-8' codec can't decode byte 0xff in position"),
+    ("{not json", "not a readable COCO JSON file (Expecting property name enclosed in double quotes: line 1 column 2"),
 ])
 def test_a_bad_coco_file_is_one_line(tmp_path: Path, content: str, problem: str) -> None:
     path = tmp_path / "gt.json"
@@ -189,6 +192,7 @@ def test_voc_corners_sizes_and_names_relative_to_the_folder(tmp_path: Path) -> N
     one, two = gt.images
     assert (one.name, one.width, one.height, one.classes, one.file) == ("one.jpg", 200, 100, ["cat", "dog"], None)
     np.testing.assert_allclose(one.boxes, [[1, 2, 30, 40], [5.5, 6, 7, 8]])
+    assert one.texts == ["", ""] and one.segmentations == [None, None] and one.crowd.tolist() == [False, False]
     # no <filename>: the file's stem + .jpg; no <size>: the image's
     assert (two.name, two.width, two.height) == ("sub/two.jpg", 64, 48)
     assert two.file == tmp_path / "Annotations" / "JPEGImages" / "two.jpg"

@@ -48,6 +48,15 @@ def test_an_iou_exactly_at_the_threshold_is_a_match_and_just_below_it_is_not() -
     assert match(third, truth, 0.5) == [0, -1]  # the second half is left: its box is taken
 
 
+def test_boxes_match_within_their_class_unless_asked_otherwise() -> None:
+    # eval's operating point and calibrate count a box on another class's ground truth as a miss; only the
+    # confusion table matches across classes
+    dog = side([(0, 0, 10, 10)], cls=["dog"])
+    cat = side([(0, 0, 10, 10)])
+    assert greedy(cat, np.arange(1), dog, np.arange(1), 0.5).tolist() == [-1]
+    assert match(cat, dog, class_aware=False) == [0]
+
+
 def test_touching_and_empty_boxes_never_match() -> None:
     truth = side([(0, 0, 10, 10)])
     assert match(side([(10, 0, 20, 10)]), truth, 1e-9) == [-1]  # shares an edge: IoU 0

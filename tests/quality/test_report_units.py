@@ -88,6 +88,8 @@ def test_bars_are_as_long_as_their_value_and_say_it() -> None:
     auto = attrs(bars([("a", 3.0), ("b", 1.5)], "t", "s"))
     assert float(auto[1]["width"]) == pytest.approx(float(auto[0]["width"]) / 2, abs=0.01)  # xmax: the largest
     assert 'height="60"' in bars([], "t", "s")
+    gap = attrs(bars([("a", 1.0), ("b", None), ("c", 2.0)], "t", "s"))
+    assert [a["data-label"] for a in gap] == ["a", "c"]  # the rows after an n/a one are drawn too
 
 
 def test_curves_draw_each_series_through_its_points_and_skip_unknown_ones() -> None:
@@ -339,6 +341,19 @@ def test_detections_at_thumbnail_scale_with_class_ids_of_the_report() -> None:
     assert _label("cat", 0.1, "dropped", "low_score") == "cat 0.10 d:low_score"
 
 
+def test_a_thumbnails_mask_pixel_is_the_nearest_mask_pixel_never_a_blend() -> None:
+    # shrinking a mask must not smear it: each thumbnail pixel takes the source pixel its top-left corner falls on
+    # (OpenCV's nearest neighbour), so thin structures neither thicken nor vanish by averaging
+    from autolabel.records import encode_mask
+
+    mask = np.random.default_rng(3).random((21, 37)) < 0.5
+    record = {"boxes": {"xyxy": [[0, 0, 37, 21]], "confidence": [0.5], "mask": [encode_mask(mask)],
+                        "data": {"class_name": ["cat"]}}}
+    det = detections(record, 0.4, (15, 8), ["cat"])
+    rows, cols = (np.arange(8) * 21 / 8).astype(int), (np.arange(15) * 37 / 15).astype(int)
+    assert np.array_equal(det.mask[0], mask[np.ix_(rows, cols)])
+
+
 def test_reservoirs_share_the_seeded_generator_so_a_report_is_reproducible() -> None:
     draws = []
     for _ in range(2):
@@ -368,6 +383,9 @@ def test_the_evaluation_section_says_what_was_matched_and_draws_its_charts() -> 
     assert '<span data-metric="ece">0.051</span>' in html
     pr = attrs(html[html.index("<title>precision / recall along the score</title>"):], "polyline", "curve")
     assert pr and all(len(a["points"].split()) >= 2 for a in pr)  # each class's curve through its points
+    stroke = {a["data-series"]: a["stroke"] for a in pr}
+    assert stroke["__all__"] == "#000000" and stroke["person"] == report_svg.class_color(0)  # all classes in black
+    assert '<span style="color:#000000">__all__</span>' in html
     assert '<span style="color:' + report_svg.class_color(0) + '">person</span>' in html
     ap = html[html.index('data-chart="bars"'):]
     assert ">0.610</text>" in ap[:ap.index("</svg>")]  # AP per class to three decimals (0.61 of eval.json)
