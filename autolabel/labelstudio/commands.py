@@ -64,6 +64,15 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", help="yolo: link images from this folder (default: download via Label Studio)")
 
 
+def not_pushed_lines(failed: dict[str, str], shown: int = 20) -> list[str]:
+    """The first ``shown`` images a push could not send, with why, then how many more (a long list buries the
+    summary line under it)."""
+    lines = [f"autolabel: not pushed: {rel_path}: {why}" for rel_path, why in list(failed.items())[:shown]]
+    if len(failed) > shown:
+        lines.append(f"autolabel: ... and {len(failed) - shown} more not pushed")
+    return lines
+
+
 def run_push(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -90,10 +99,8 @@ def run_push(args: argparse.Namespace) -> int:
                 raise AutolabelError(f"{output}: the store records no run; pass --pipeline FILE")
             spec = parse(last)
         summary = push(store, spec, options, progress=not args.no_progress)
-    for rel_path, why in list(summary.failed.items())[:20]:
-        print(f"autolabel: not pushed: {rel_path}: {why}", file=sys.stderr)
-    if len(summary.failed) > 20:
-        print(f"autolabel: ... and {len(summary.failed) - 20} more not pushed", file=sys.stderr)
+    for line in not_pushed_lines(summary.failed):
+        print(line, file=sys.stderr)
     if summary.error:
         print(f"autolabel: push stopped: {summary.error}", file=sys.stderr)
     print(f"autolabel: push {summary.line()}", file=sys.stderr)

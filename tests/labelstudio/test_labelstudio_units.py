@@ -579,3 +579,24 @@ def test_a_video_projects_config_is_checked_control_by_control() -> None:
                .replace('<Choice value="car"/></RectangleLabels>', '<Label value="car"/></RectangleLabels>'))
     assert config_mismatches(swapped, config) == ["control 'box': is <RectangleLabels>, expected <VideoRectangle>",
                                                   "control 'videoLabels': is <Choices>, expected <Labels>"]
+
+
+def test_a_push_lists_the_first_twenty_images_it_could_not_send_then_how_many_more() -> None:
+    from autolabel.labelstudio.commands import not_pushed_lines
+
+    failed = {f"im{i:02d}.png": f"reason {i}" for i in range(21)}
+    assert not_pushed_lines(dict(list(failed.items())[:20])) == [
+        f"autolabel: not pushed: im{i:02d}.png: reason {i}" for i in range(20)]  # twenty: all, no tail
+    lines = not_pushed_lines(failed)
+    assert len(lines) == 21 and lines[19] == "autolabel: not pushed: im19.png: reason 19"
+    assert lines[-1] == "autolabel: ... and 1 more not pushed"
+    assert not_pushed_lines({}) == []
+
+
+def test_a_pair_at_exactly_the_iou_threshold_is_one_object_just_below_it_two() -> None:
+    # the same rule as eval's matcher (COCO's): IoU >= threshold pairs a predicted and an annotated region
+    predicted = [Box("p", "cat", (0.0, 0.0, 50.0, 100.0))]
+    annotated = [Box("a", "cat", (0.0, 0.0, 25.0, 100.0))]  # IoU 2500 / 5000 = 0.5 exactly
+    assert compare(predicted, annotated, iou_threshold=0.5) == [("moved", "cat", "p", "a")]
+    assert compare(predicted, annotated, iou_threshold=0.501) == [("deleted", "cat", "p", None),
+                                                                   ("added", "cat", None, "a")]  # (IoUs are float32)

@@ -222,3 +222,14 @@ def test_a_failed_download_says_what_to_do_and_for_a_gated_model_to_accept_its_l
                              "log in with `hf auth login`, or set id: to a local folder)")
     else:
         assert line.endswith("log in with `hf auth login` for gated models, or set id: to a local folder)")
+
+
+def test_the_licence_page_is_on_the_hub_the_user_set_with_or_without_a_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from huggingface_hub import constants
+
+    for endpoint in ("https://hub.example.org/", "https://hub.example.org"):  # HF_ENDPOINT as users write it
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        assert hub.gated_step(ModelSpec(type="sam3", id="facebook/sam3")).startswith(
+            "accept the SAM License on https://hub.example.org/facebook/sam3 (the checkpoint is gated)")
