@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_a_project_is_found_by_id_or_its_one_title_and_a_new_one_gets_the_review
         find_project(conn, "twin title")
 
 
-def test_push_twice_adds_nothing_and_a_newer_run_replaces_predictions(ls, sdk, images, tmp_path) -> None:
+def test_push_twice_adds_nothing_and_a_newer_run_replaces_predictions(ls, sdk, images, tmp_path, capsys) -> None:
     store = label(images, tmp_path / "out")
     first = push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN)
     before = snapshot(sdk, first.project_id)
@@ -171,8 +172,11 @@ def test_push_twice_adds_nothing_and_a_newer_run_replaces_predictions(ls, sdk, i
     store.close()
     extra = {"stages": [{"type": "plugins:CenterBox", "label": "dog"}, {"type": "plugins:RichLabels"}]}
     store = label(images, tmp_path / "out", **extra)
-    newer = push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN)
+    capsys.readouterr()
+    newer = push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN, progress=True)
     assert (newer.created, newer.updated, newer.unchanged, newer.annotated_kept) == (1, 3, 0, 1)
+    # the bar counts every task the round sends: imported anew, re-predicted and created alike
+    assert re.search(r"push round 1: 100%\|.*\| 4/4 ", capsys.readouterr().err)
     after = snapshot(sdk, first.project_id)
     assert set(before) < set(after) and len(after) == 5
     assert all(len(tasks) == 1 and tasks[0][1] == 1 for tasks in after.values())
@@ -547,6 +551,17 @@ def test_a_storage_made_by_hand_is_reused_and_moved_images_are_re_pointed(ls, sd
     assert sorted(t.data["image"] for t in sdk.tasks.list(project=project.id)) == sorted(
         cdn + quote(rel) for rel in ("rotated.jpg", "square.png", "sub/tall.png", "wide.png"))
     assert sorted(n for tasks in snapshot(sdk, project.id).values() for _, n in tasks) == [1, 1, 1, 1]
+
+
+def test_a_storage_of_a_folder_above_the_images_serves_them_and_none_is_added(ls, sdk, images, tmp_path) -> None:
+    nested = images / "2026" / "batch"
+    shutil.copytree(images, nested, ignore=shutil.ignore_patterns("2026"))
+    store = label(nested, tmp_path / "out")
+    project = sdk.projects.create(title="storage above", label_config=labeling_config(spec_of(store).ontology))
+    sdk.import_storage.local.create(project=project.id, path=str(images), title="the whole root",
+                                    use_blob_urls=False)
+    assert push(store, spec_of(store), options(ls.url, str(project.id)), api_key=TOKEN).created == 4
+    assert [s.title for s in sdk.import_storage.local.list(project=project.id)] == ["the whole root"]
 
 
 def test_a_document_root_the_server_does_not_have_is_one_line(ls, images, tmp_path) -> None:
