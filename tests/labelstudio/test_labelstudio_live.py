@@ -176,7 +176,7 @@ def test_push_twice_adds_nothing_and_a_newer_run_replaces_predictions(ls, sdk, i
     newer = push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN, progress=True)
     assert (newer.created, newer.updated, newer.unchanged, newer.annotated_kept) == (1, 3, 0, 1)
     # the bar counts every task the round sends: imported anew, re-predicted and created alike
-    assert re.search(r"push round 1: 100%\|.*\| 4/4 ", capsys.readouterr().err)
+    assert re.search(r"push round 1: 100%\|.*\| 4/4 \[.*task/s\]", capsys.readouterr().err)
     after = snapshot(sdk, first.project_id)
     assert set(before) < set(after) and len(after) == 5
     assert all(len(tasks) == 1 and tasks[0][1] == 1 for tasks in after.values())
@@ -204,6 +204,28 @@ def test_deleting_to_reimport_spares_tasks_a_reviewer_touched_meanwhile(ls, sdk,
     apply = _Apply(Connection(ls.url, TOKEN), pushed.project_id, {}, None, None, 500, "v", pushed, set())  # type: ignore[arg-type]
     assert apply._delete_untouched(list(tasks.values()), "delete") == 2
     assert sorted(t.data["rel_path"] for t in sdk.tasks.list(project=pushed.project_id)) == ["square.png", "wide.png"]
+
+
+def test_a_batch_label_studio_refuses_is_split_and_its_halves_still_count_as_replaced(ls, sdk, images,
+                                                                                        tmp_path) -> None:
+    store = label(images, tmp_path / "out")
+    first = push(store, spec_of(store), options(ls.url, "split batch"), api_key=TOKEN)
+    store.close()
+    store = label(images, tmp_path / "out", stages=[{"type": "plugins:CenterBox", "label": "dog"},
+                                                  {"type": "plugins:RichLabels"}])  # a newer run: other labels
+    imports: list[int] = []
+
+    def refuse_first_import(n: int, method: str, path: str) -> str | None:
+        if method == "POST" and "/import" in path:
+            imports.append(n)
+            return "400" if len(imports) == 1 else None
+        return None
+
+    with FaultProxy(ls.url, fault=refuse_first_import) as proxy:
+        newer = push(store, spec_of(store), options(proxy.url, str(first.project_id)), api_key=TOKEN)
+    assert len(imports) == 3  # the batch of 4 refused, then its two halves
+    assert (newer.created, newer.updated, newer.failed) == (0, 4, {})  # imported anew: replaced, not new
+    assert sorted(n for tasks in snapshot(sdk, first.project_id).values() for _, n in tasks) == [1, 1, 1, 1]
 
 
 def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images, tmp_path, monkeypatch, capsys) -> None:

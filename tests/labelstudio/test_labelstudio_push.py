@@ -300,3 +300,18 @@ def test_a_store_of_images_and_clips_is_pushed_one_kind_at_a_time(tmp_path: Path
             "videos to another project")
         assert [r.rel_path for r in media_for(store, spec, options(media="images"), "v1").rows()] == ["frame.png"]
         assert [r.rel_path for r in media_for(store, spec, options(media="videos"), "v1").rows()] == ["scene.webm"]
+
+
+def test_a_store_of_clips_and_an_image_that_failed_pushes_the_clips(tmp_path: Path) -> None:
+    # auto counts labeled media: an image that could not be read is no image to push
+    from video_scene import ONTOLOGY, write_clip
+
+    write_clip(tmp_path / "in" / "scene.webm", frames=6)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    Pipeline.from_dict({"ontology": ONTOLOGY, "video": {"chunk": 8, "overlap": 2},
+                        "stages": [{"type": "video_scene:ColourTracks"}]}).run(input=tmp_path / "in",
+                                                                               output=tmp_path / "out")
+    with Store(tmp_path / "out") as store:
+        assert store.count("failed") == 1
+        media = media_for(store, Pipeline.from_dict(store.last_pipeline()).spec, options(), "v1")
+        assert media.name == "videos" and [r.rel_path for r in media.rows()] == ["scene.webm"]

@@ -256,7 +256,8 @@ class FaultProxy:
     """A threading HTTP proxy to ``upstream`` that can fail requests, the ways networks and servers do.
 
     ``fault(n, method, path)`` is asked for each request (n counts from 1) and returns one of:
-    ``None`` (forward), ``"503"`` (answer 503 without forwarding), ``"502-after"`` (forward, let the server do
+    ``None`` (forward), ``"503"`` (answer 503 without forwarding), ``"400"`` (refuse it without forwarding, as a
+    server refuses a request it finds invalid), ``"502-after"`` (forward, let the server do
     the work, answer 502), ``"hang-after"`` (forward, then hold the answer ``hang`` seconds: the client times out
     and never learns the outcome), ``"drop-after"`` (forward, then close the connection without an answer).
     ``after(n, method, path)`` runs once a request was forwarded and answered, before the answer is relayed
@@ -288,6 +289,8 @@ class FaultProxy:
                 proxy.log.append((n, self.command, self.path, what))
                 if what == "503":
                     return self._reply(503, b'{"detail": "injected 503"}')
+                if what == "400":
+                    return self._reply(400, b'{"detail": "injected 400"}')
                 try:
                     status, headers, data = proxy._forward(self.command, self.path, dict(self.headers), body)
                 except OSError:
