@@ -148,6 +148,6 @@ def _shared(values: list[Any]) -> list[Any]:
     return [sys.intern(v) if type(v) is str else v for v in values]
 
 
-def operating_point(run: Side, flagged: str = "include") -> np.ndarray:
+def operating_point(run: Side, flagged: str) -> np.ndarray:
     """Rows the pipeline kept (flagged ones too, unless ``flagged="exclude"``)."""
     return delivered(run.status, flagged != "exclude")

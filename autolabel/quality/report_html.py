@@ -135,8 +135,9 @@ def summary(data: ReportData) -> str:
     return table(None, rows)
 
 
-def _iso(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+def _iso(ts: float) -> str:
+    """A run's start (the store's ``runs.started``, never NULL) in UTC, to the second."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 def history(runs: list[dict[str, Any]]) -> str:
@@ -236,7 +237,7 @@ def stages(runs: list[dict[str, Any]]) -> str:
     if last is None:
         return '<p class="muted">No stage timings recorded.</p>'
     s = last["summary"]
-    timed = dict(s.get("stage_seconds", {})) | {f"({k})": v for k, v in (s.get("loop_seconds") or {}).items()}
+    timed = dict(s["stage_seconds"]) | {f"({k})": v for k, v in (s.get("loop_seconds") or {}).items()}
     items = sorted(timed.items(), key=lambda kv: -kv[1])
     images = s.get("stage_images", {})
     rows = [[escape(k), fmt(float(v), 2), fmt(images.get(k)),

@@ -150,6 +150,7 @@ def test_a_worker_answers_each_image_of_its_batch_in_order_with_what_the_driver_
     assert account["stage_images"] == {"first": 2, "second": 2, "score_threshold": 3}
     assert set(account["clock"]) >= {"read", "store lookup", "decode"} and min(account["clock"].values()) > 0
     assert account["seconds"] >= account["clock"]["store lookup"] > 0 and account["cpu_seconds"] > 0
+    assert all(account["seconds"] >= account["clock"][k] for k in ("read", "decode"))  # parts of the batch's time
 
     assert json.loads(again["stats"][0])["stage_images"] == account["stage_images"]  # the account is per batch
     assert again["status"] == out["status"] and again["index"] == list(range(8))

@@ -228,6 +228,24 @@ def test_a_batch_label_studio_refuses_is_split_and_its_halves_still_count_as_rep
     assert sorted(n for tasks in snapshot(sdk, first.project_id).values() for _, n in tasks) == [1, 1, 1, 1]
 
 
+def test_a_prediction_label_studio_refuses_names_its_image_and_the_rest_go_in(ls, sdk, images, tmp_path) -> None:
+    store = label(images, tmp_path / "out")
+    first = push(store, spec_of(store), options(ls.url, "refused prediction"), api_key=TOKEN)
+    tasks = {t.data["rel_path"]: t.id for t in sdk.tasks.list(project=first.project_id)}
+    sdk.annotations.create(tasks["wide.png"], result=[], was_cancelled=True)  # skipped: touched, so re-predicted
+    store.close()
+    store = label(images, tmp_path / "out", stages=[{"type": "plugins:CenterBox", "label": "dog"},
+                                                    {"type": "plugins:RichLabels"}])
+
+    def refuse_predictions(n: int, method: str, path: str) -> str | None:
+        return "400" if method == "POST" and "/import/predictions" in path else None
+
+    with FaultProxy(ls.url, fault=refuse_predictions) as proxy:
+        newer = push(store, spec_of(store), options(proxy.url, str(first.project_id)), api_key=TOKEN)
+    assert list(newer.failed) == ["wide.png"] and "injected 400" in newer.failed["wide.png"]
+    assert newer.updated == 3  # the untouched three, imported anew with their new predictions
+
+
 def test_a_project_whose_config_differs_is_refused_line_by_line(ls, sdk, images, tmp_path, monkeypatch, capsys) -> None:
     label(images, tmp_path / "out").close()
     config = labeling_config(spec_of(Store(tmp_path / "out")).ontology)

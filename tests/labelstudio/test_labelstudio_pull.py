@@ -179,6 +179,12 @@ def test_a_box_with_several_shapes_is_one_mask_of_all_of_them() -> None:
     mask = decode_rle(ann.rle)
     assert ann.polygon is None and ann.xyxy == (0.0, 0.0, 20.0, 10.0)
     assert mask[:5, :5].all() and mask[5:, 15:].all() and not mask[:5, 10:].any()
+    # a brush and a polygon on one box: the union of both, whichever is read first
+    result = [rect("2_0", "cat", 0, 0, 100, 100), brush("2_0_mask0", "cat", block(0, 5, 0, 5)),
+              polygon("2_0_mask1", "cat", [[75, 50], [100, 50], [100, 100], [75, 100]])]
+    (ann,) = task_row({"id": 2, "data": {"width": W, "height": H}}, result, ["cat"]).annotations
+    mask = decode_rle(ann.rle)
+    assert mask[:5, :5].all() and mask[5:, 15:].all() and mask.sum() == 25 + 25
 
 
 def test_names_and_sizes_of_tasks_without_them() -> None:

@@ -116,6 +116,12 @@ def test_calibrated_thresholds_apply_on_the_next_run_without_any_model_call(tmp_
     assert n_calls(tmp_path) == len(NAMES)  # decisions changed; no model ran
     after = kept(out)
     assert len(after) == k and all(c == "cat" and s >= threshold - 1e-6 for c, s in after)
+    # --stage names the stage the thresholds are for (a pipeline file may hold several)
+    assert main(["calibrate", str(out), "--gt", str(gt), "--target-precision", "0.8", "--unreached", "drop",
+                 "--stage", "late", "--confidence", "0.9"]) == ExitCode.OK
+    assert json.loads((out / "calibration.json").read_text())["confidence"] == 0.9
+    assert sorted(yaml.safe_load((out / "thresholds.yaml").read_text())) == ["stages.late.per_class.cat",
+                                                                             "stages.late.per_class.dog"]
 
 
 def test_unreached_classes_can_be_flagged_for_review_instead(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def test_bounds_at_their_edges() -> None:
 
 def test_min_boxes_is_the_fewest_all_right_boxes_whose_bound_reaches_the_target() -> None:
     for target, confidence, method in ((0.9, 0.95, "clopper-pearson"), (0.5, 0.9, "clopper-pearson"),
-                                       (0.9, 0.95, "wilson"), (0.999, 0.95, "clopper-pearson"), (0.01, 0.95, "wilson")):
+                                       (0.9, 0.95, "wilson"), (0.999, 0.95, "clopper-pearson"), (0.01, 0.95, "wilson"),
+                                       (0.9, 0.9, "wilson"), (0.7, 0.8, "wilson")):  # Wilson's far below CP's
         n = min_boxes(target, confidence, method)
         assert lower_bound(np.array(n), np.array(n), confidence, method) >= target
         assert n == 1 or lower_bound(np.array(n - 1), np.array(n - 1), confidence, method) < target

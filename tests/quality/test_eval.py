@@ -120,6 +120,9 @@ def test_classes_match_through_the_ontology_and_leftovers_are_reported(tmp_path:
     assert "classes not in both: run bird; ground truth horse" in capsys.readouterr().out.splitlines()
     no_run_leftover = {**result, "classes": {**result["classes"], "unmatched_run": []}}
     assert "classes not in both: run -; ground truth horse" in format_table(no_run_leftover).splitlines()
+    several = {**result, "classes": {**result["classes"], "unmatched_run": ["bird", "cow"],
+                                     "unmatched_gt": ["horse", "yak"]}}
+    assert "classes not in both: run bird, cow; ground truth horse, yak" in format_table(several).splitlines()
     assert result["classes"] == {"matched": {"cat": "Kittens", "dog": "Dogs"}, "unmatched_run": ["bird"],
                                  "unmatched_gt": ["horse"]}
     assert result["images"]["unmatched_run"] == ["b.png", "c.png"] and result["images"]["unmatched_gt"] == []

@@ -205,6 +205,17 @@ def test_report_with_eval_json_shows_its_metrics(tmp_path: Path) -> None:
     assert "eval.json was written before run #1 labeled" in build_report(out, samples=1).read_text()
 
 
+def test_a_calibration_json_beside_the_run_is_a_section_of_the_report(tmp_path: Path) -> None:
+    out = make_store(tmp_path, images=4, boxes=3, failed=0)
+    assert 'id="calibration"' not in build_report(out, samples=1).read_text()  # none yet: no section
+    (out / "calibration.json").write_text(json.dumps({
+        "target_precision": 0.9, "confidence": 0.95, "bound": "clopper-pearson", "iou_threshold": 0.5,
+        "stage": "score_threshold", "per_class": {"person": {"status": "ok", "threshold": 0.42, "kept": 20,
+                                                             "candidates": 40}}}))
+    html = build_report(out, samples=1).read_text()
+    assert 'id="calibration"' in html and "thresholds for stage <code>score_threshold</code>" in html
+
+
 def test_stale_thumbnails_are_removed_and_a_missing_image_still_previews(tmp_path: Path) -> None:
     out = make_store(tmp_path, images=6, boxes=3, failed=0)
     (tmp_path / "in" / "img000000.png").unlink()

@@ -80,6 +80,9 @@ def test_bars_are_as_long_as_their_value_and_say_it() -> None:
     assert float(drawn[1]["width"]) == round(f.x(1.0) - f.x0, 2)  # beyond xmax: clipped to it
     assert [float(a["y"]) for a in drawn] == [f.y0 + 2, f.y0 + 18 + 2]
     assert ">0.50</text>" in svg and ">2.00</text>" in svg and ">n/a</text>" in svg
+    values = re.findall(r'<text x="([\d.]+)" y="([\d.]+)">([\d.]+)</text>', svg)  # each value beside its bar's end
+    assert [(float(x), float(y), v) for x, y, v in values] == [
+        (f.x0 + float(a["width"]) + 4, float(a["y"]) + 10, v) for a, v in zip(drawn, ("0.50", "2.00"))]
     assert f">{long[:23]}…</text>" in svg  # the label shortened, the data-label whole
     labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="end">([^<]*)</text>', svg)
     assert labels == [(str(f.x0 - 6), str(f.y0 + 12), "cat"), (str(f.x0 - 6), str(f.y0 + 30), long[:23] + "…"),
@@ -589,6 +592,24 @@ def test_a_flagged_box_is_marked_by_orange_corners_that_grow_with_the_image(side
     assert not orange[bottom, middle - 5: middle + 5].any() and not orange[middle - 5: middle + 5, left].any()
 
 
+@pytest.mark.parametrize("side", [240, 720])
+def test_a_dropped_box_is_outlined_thin_in_red(side: int) -> None:
+    # dropped boxes are context, not labels: one thin line (the image's shorter side / 240), under the kept boxes
+    import supervision as sv
+
+    from autolabel.quality.report_previews import annotate
+
+    k = side / 240
+    det = sv.Detections(xyxy=np.array([[40.0, 40.0, 200.0, 200.0]]) * k, confidence=np.array([0.3]),
+                        class_id=np.array([0]), data={"status": np.array(["dropped"]), "reason": np.array(["r"]),
+                                                      "class_name": np.array(["cat"]), "has_mask": np.array([False])})
+    a = np.asarray(annotate(Image.new("RGB", (side, side), "white"), det)).astype(int)
+    red = (a[..., 0] > 150) & (a[..., 1] < 100) & (a[..., 2] < 100)
+    thin = max(1, round(k))
+    across = np.flatnonzero(red[:, side // 2])  # the top and bottom edges, halfway along
+    assert len(across) == 2 * (2 * ((thin + 1) // 2) + 1 if thin > 1 else 1)
+
+
 def test_a_stored_text_without_a_status_is_a_kept_one(tmp_path: Path) -> None:
     # A record's text may leave out status and reason (labels.Text's defaults: kept, ""): the report counts it as
     # kept and lists only the decided text under the image's thumbnail.
@@ -627,9 +648,11 @@ def test_a_charts_axes_are_whole_elements_with_tick_values_below_and_left_and_na
     pr, g = curves({}, "pr"), Frame(width=380, height=260)  # a PR chart: recall along, precision up
     assert f'y="{g.height - 4}" text-anchor="middle">recall</text><text transform="translate(10 ' in pr
     assert 'rotate(-90)" text-anchor="middle">precision</text>' in pr
-    names = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="9" height="9" fill="[^"]+"/><text x="([\d.]+)"',
-                       histogram({"kept": [1], "dropped": [1]}, "t"))
-    assert [(float(r), float(t)) for r, t in names] == [(f.x0, f.x0 + 12), (f.x0 + 70, f.x0 + 82)]  # right of it
+    names = re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="9" height="9" fill="[^"]+"/><text x="([\d.]+)" '
+                       r'y="([\d.]+)"', histogram({"kept": [1], "dropped": [1]}, "t"))
+    assert [(float(r), float(t)) for r, _, t, _ in names] == [(f.x0, f.x0 + 12), (f.x0 + 70, f.x0 + 82)]  # right of it
+    # the name's baseline 1 px above the swatch's bottom (both in the band above the plot)
+    assert {float(ty) - float(ry) for _, ry, _, ty in names} == {8.0}
 
 
 def test_bars_show_three_significant_digits_unless_told_and_reliability_reads_only_whole_bins() -> None:
