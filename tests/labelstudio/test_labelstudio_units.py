@@ -413,6 +413,12 @@ def test_push_and_pull_parse_their_options_and_every_option_says_what_it_does() 
                            dest) == value
         with pytest.raises(SystemExit):
             parser.parse_args(["push", "out", "--url", "h", "--project", "p", flag, "other"])
+    for flag, values in {"--task": ("detect", "segment"), "--format": ("coco", "yolo")}.items():  # pull's, likewise
+        for value in values:
+            args = parser.parse_args(["pull", "--url", "h", "--project", "p", "-o", "x", flag, value])
+            assert getattr(args, flag[2:]) == value
+        with pytest.raises(SystemExit):
+            parser.parse_args(["pull", "--url", "h", "--project", "p", "-o", "x", flag, "other"])
     for name in ("push", "pull"):
         sub = _subcommands(parser)[name]
         assert sub.description
