@@ -190,6 +190,10 @@ def test_push_twice_adds_nothing_and_a_newer_run_replaces_predictions(ls, sdk, i
         # the annotated task keeps what its reviewer saw; the others have the newer run's first box
         assert labels[0] == ("cat" if rel == "square.png" else "dog")
     assert push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN).created == 0
+    Image.new("RGB", (30, 30), (4, 5, 6)).save(images / "one more.png")  # a round with exactly one task to send
+    store.close()
+    store = label(images, tmp_path / "out", **extra)
+    assert push(store, spec_of(store), options(ls.url, "idempotent push"), api_key=TOKEN).created == 1
 
 
 def test_deleting_to_reimport_spares_tasks_a_reviewer_touched_meanwhile(ls, sdk, images, tmp_path) -> None:

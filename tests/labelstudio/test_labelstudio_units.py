@@ -188,7 +188,9 @@ def test_config_mismatches_name_each_difference() -> None:
                               'perRegion="true"'))
     assert config_mismatches(without_first, ours) == [  # the areas after a missing one are checked too
         "control 'caption': perRegion is 'true', expected None"]
-    assert config_mismatches("<View><Image", ours)[0].startswith("the project's labeling config cannot be parsed")
+    (broken,) = config_mismatches("<View><Image", ours)
+    assert broken.startswith("the project's labeling config cannot be parsed (") and "line 1" in broken  # the
+    # parser's own words say where it breaks
     assert classes_of(ours) == ["cat", "dog"]
     two = ours.replace('<Label value="dog"/>', '<Label value="dog"/><Label value="cow"/><Label value="emu"/>', 1)
     assert config_mismatches(two, ours) == [
@@ -350,6 +352,11 @@ def test_image_references_are_relative_to_the_document_root() -> None:
         path, rel_path = "/srv/data/cams/day 1/a.jpg", "day 1/a.jpg"
 
     assert input_root(Row) == "/srv/data/cams"
+
+    class Odd:  # a POSIX file name may hold a backslash: path and rel_path read alike
+        path, rel_path = "/srv/data/cams/day\\1/a.jpg", "day\\1/a.jpg"
+
+    assert input_root(Odd) == "/srv/data/cams"
     assert local_files_prefix("/srv/data/cams", "/srv/data") == "/data/local-files/?d=cams/"
     assert local_files_prefix("/srv/data/my cams", "/srv") == "/data/local-files/?d=data/my%20cams/"
 
@@ -477,6 +484,10 @@ def test_an_error_with_a_body_shows_its_detail_and_a_url_with_credentials_is_mas
     with pytest.raises(AutolabelError, match=r"^--url: expected http://HOST:PORT or https://HOST "
                                              r"\(got 'ftp://\*\*\*@host:21'\)$"):
         normalize_url("ftp://user:pw@host:21")
+    for url in ("HTTP://user:pw@host:8080", "Https://user:pw@host"):  # a scheme in capitals is masked as well
+        with pytest.raises(AutolabelError) as err:
+            normalize_url(url)
+        assert "pw" not in str(err.value) and "://***@host" in str(err.value)
 
 
 def test_option_errors_name_the_command_line_flag() -> None:
