@@ -566,19 +566,24 @@ def test_each_sections_thumbnails_label_the_dropped_boxes_of_that_sections_reaso
         assert ((r > 150) & (g < 100) & (b < 100)).mean() > 0.5, s  # on the dropped boxes' red
 
 
-@pytest.mark.parametrize("side", [240, 480, 1440])
-def test_a_flagged_box_is_marked_by_orange_corners_that_grow_with_the_image(side: int) -> None:
-    # thin = the image's shorter side / 240 (at least 1): each corner's arms run 6 thin lines (at least 6 px) past
-    # the corner, thin + 2 thick; the middle of each edge stays bare (a flagged box is not a kept box).
+def one_box_drawn(status: str, side: int) -> np.ndarray:
+    """``annotate`` of one box of ``status``, (40, 40)–(200, 200) scaled to a white ``side``² image, as ints."""
     import supervision as sv
 
     from autolabel.quality.report_previews import annotate
 
-    k = side / 240
-    det = sv.Detections(xyxy=np.array([[40.0, 40.0, 200.0, 200.0]]) * k, confidence=np.array([0.3]),
-                        class_id=np.array([0]), data={"status": np.array(["flagged"]), "reason": np.array(["r"]),
+    det = sv.Detections(xyxy=np.array([[40.0, 40.0, 200.0, 200.0]]) * side / 240, confidence=np.array([0.3]),
+                        class_id=np.array([0]), data={"status": np.array([status]), "reason": np.array(["r"]),
                                                       "class_name": np.array(["cat"]), "has_mask": np.array([False])})
-    a = np.asarray(annotate(Image.new("RGB", (side, side), "white"), det)).astype(int)
+    return np.asarray(annotate(Image.new("RGB", (side, side), "white"), det)).astype(int)
+
+
+@pytest.mark.parametrize("side", [240, 480, 1440])
+def test_a_flagged_box_is_marked_by_orange_corners_that_grow_with_the_image(side: int) -> None:
+    # thin = the image's shorter side / 240 (at least 1): each corner's arms run 6 thin lines (at least 6 px) past
+    # the corner, thin + 2 thick; the middle of each edge stays bare (a flagged box is not a kept box).
+    k = side / 240
+    a = one_box_drawn("flagged", side)
     orange = (a[..., 0] > 200) & (a[..., 1] > 80) & (a[..., 1] < 140) & (a[..., 2] < 60)  # #ef6c00
     thin = max(1, round(k))
     arm, thick = max(6, 6 * thin), thin + 2
@@ -595,17 +600,9 @@ def test_a_flagged_box_is_marked_by_orange_corners_that_grow_with_the_image(side
 @pytest.mark.parametrize("side", [240, 720])
 def test_a_dropped_box_is_outlined_thin_in_red(side: int) -> None:
     # dropped boxes are context, not labels: one thin line (the image's shorter side / 240), under the kept boxes
-    import supervision as sv
-
-    from autolabel.quality.report_previews import annotate
-
-    k = side / 240
-    det = sv.Detections(xyxy=np.array([[40.0, 40.0, 200.0, 200.0]]) * k, confidence=np.array([0.3]),
-                        class_id=np.array([0]), data={"status": np.array(["dropped"]), "reason": np.array(["r"]),
-                                                      "class_name": np.array(["cat"]), "has_mask": np.array([False])})
-    a = np.asarray(annotate(Image.new("RGB", (side, side), "white"), det)).astype(int)
+    a = one_box_drawn("dropped", side)
     red = (a[..., 0] > 150) & (a[..., 1] < 100) & (a[..., 2] < 100)
-    thin = max(1, round(k))
+    thin = max(1, round(side / 240))
     across = np.flatnonzero(red[:, side // 2])  # the top and bottom edges, halfway along
     assert len(across) == 2 * (2 * ((thin + 1) // 2) + 1 if thin > 1 else 1)
 
