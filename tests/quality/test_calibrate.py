@@ -118,8 +118,9 @@ def test_calibrated_thresholds_apply_on_the_next_run_without_any_model_call(tmp_
     assert len(after) == k and all(c == "cat" and s >= threshold - 1e-6 for c, s in after)
     # --stage names the stage the thresholds are for (a pipeline file may hold several)
     assert main(["calibrate", str(out), "--gt", str(gt), "--target-precision", "0.8", "--unreached", "drop",
-                 "--stage", "late", "--confidence", "0.9"]) == ExitCode.OK
-    assert json.loads((out / "calibration.json").read_text())["confidence"] == 0.9
+                 "--stage", "late", "--confidence", "0.9", "--flagged", "exclude"]) == ExitCode.OK
+    written = json.loads((out / "calibration.json").read_text())
+    assert (written["confidence"], written["flagged"]) == (0.9, "exclude")
     assert sorted(yaml.safe_load((out / "thresholds.yaml").read_text())) == ["stages.late.per_class.cat",
                                                                              "stages.late.per_class.dog"]
 

@@ -35,6 +35,14 @@ def run_eval(out: Path, gt: Path, *args: str) -> dict:
     return json.loads((out / "eval.json").read_text())
 
 
+def test_a_run_image_the_ground_truth_lacks_leaves_the_images_after_it_matched(tmp_path: Path) -> None:
+    perfect = {name: [[*row, 0.9] for row in rows] for name, rows in GT.items()}
+    out = labeled(tmp_path, perfect)
+    later = {name: rows for name, rows in GT.items() if name != "a.png"}  # the run's first image is not in it
+    result = run_eval(out, coco_gt(tmp_path / "gt.json", later))
+    assert result["images"]["matched"] == 2 and result["overall"]["tp"] == 2 and result["overall"]["fp"] == 0
+
+
 def test_perfect_answers_score_ap_one(tmp_path: Path) -> None:
     perfect = {name: [[*row, 0.9] for row in rows] for name, rows in GT.items()}
     out = labeled(tmp_path, perfect)

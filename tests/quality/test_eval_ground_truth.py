@@ -220,6 +220,10 @@ def test_the_reader_is_chosen_by_file_and_folder_and_a_pull_folder_reads_as_labe
     write(tmp_path / "y" / "data.yml", "names: [cat]\ntrain: images\n")
     assert load_ground_truth(tmp_path / "y" / "data.yml").format == "yolo"
     write(tmp_path / "empty-pull" / "review_summary.json", "{}")
+    image(tmp_path / "pulled-yolo" / "yolo" / "images" / "a.png")  # `autolabel pull --format yolo`'s folder
+    write(tmp_path / "pulled-yolo" / "yolo" / "data.yaml", "names: [cat]\ntrain: images\n")
+    write(tmp_path / "pulled-yolo" / "review_summary.json", "{}")
+    assert load_ground_truth(tmp_path / "pulled-yolo").classes == ["cat"]
     with pytest.raises(GroundTruthError, match="an autolabel pull folder without coco.json or yolo/data.yaml"):
         load_ground_truth(tmp_path / "empty-pull")
     with pytest.raises(GroundTruthError, match="no such file or folder"):

@@ -233,7 +233,8 @@ def test_failures_list_reasons_and_a_sample_of_images() -> None:
     data = ReportData(runs=[], images_failed=3, failure_reasons=Counter({"bad": 2, "worse": 1}),
                       failures=[{"rel_path": "a.png", "reason": "bad"}])
     html = report_html.failures(data)
-    assert html.startswith("<p>3 images failed.</p>") and "<td>bad</td><td>2</td>" in html
+    assert html.startswith("<p>3 images failed.</p><table><thead><tr><th>reason</th><th>images</th></tr>")
+    assert "<td>bad</td><td>2</td>" in html and "<tr><th>image</th><th>reason</th></tr>" in html
     assert "<h3>Failed images (a sample)</h3>" in html and "<td>a.png</td><td>bad</td>" in html
     data.images_failed = 1
     assert "<h3>Failed images</h3>" in report_html.failures(data)
