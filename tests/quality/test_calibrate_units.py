@@ -224,7 +224,8 @@ def test_eval_and_calibrate_parse_their_defaults_and_every_option_says_what_it_d
     args = parser.parse_args(["eval", "out", "--gt", "g", "--iou", "0.75", "--flagged", "exclude", "--json"])
     assert (args.iou, args.flagged, args.json, args.path) == (0.75, "exclude", True, None)
     for argv in (["eval", "out"], ["calibrate", "out", "--gt", "g"], ["eval", "out", "--gt", "g", "--flagged", "x"],
-                 ["calibrate", "out", "--gt", "g", "--target-precision", "0.9", "--bound", "exact"]):
+                 ["calibrate", "out", "--gt", "g", "--target-precision", "0.9", "--bound", "exact"],
+                 ["calibrate", "out", "--gt", "g", "--target-precision", "0.9", "--fit", "spline"]):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(argv)
         assert exit_.value.code == 2

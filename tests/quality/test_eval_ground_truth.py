@@ -196,6 +196,9 @@ def test_voc_corners_sizes_and_names_relative_to_the_folder(tmp_path: Path) -> N
     # no <filename>: the file's stem + .jpg; no <size>: the image's
     assert (two.name, two.width, two.height) == ("sub/two.jpg", 64, 48)
     assert two.file == tmp_path / "Annotations" / "JPEGImages" / "two.jpg"
+    write(tmp_path / "lone" / "three.xml", voc("three.jpg", [("cat", 0, 0, 5, 5)], size=None))  # nor an image
+    (three,) = load_ground_truth(tmp_path / "lone").images
+    assert (three.width, three.height) == (0, 0)  # unknown, not a guess
 
 
 def test_a_voc_folder_of_other_xml_only_is_one_line(tmp_path: Path) -> None:
